@@ -1,0 +1,39 @@
+# Two commands do everything on a fresh machine:
+#   make demo   - set up, then run the main job (a small real `autodemo eval` on the local model)
+#   make test   - set up, then run the whole test suite (unit + real-server integration tests)
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup models demo test unit bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,server,llamacpp,dev]"
+	touch $(STAMP)
+
+setup: $(STAMP) models
+
+models: $(STAMP)
+	$(PY) scripts/fetch_models.py smollm2 qwen2.5-coder-1.5b
+
+models/SmolLM2-135M-Instruct.Q4_1.gguf: $(STAMP)
+	$(PY) scripts/fetch_models.py smollm2
+
+demo: setup
+	$(VENV)/bin/autodemo eval --dataset gsm8k --limit 16 --batch-sizes 8 \
+		--methods single,batch,auto_demo,auto_demo+similarity --out autodemo-results/demo
+
+test: $(STAMP) models/SmolLM2-135M-Instruct.Q4_1.gguf
+	$(PY) -m pytest tests
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+bench: setup
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) models autodemo-results .pytest_cache

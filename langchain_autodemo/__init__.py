@@ -1,0 +1,1 @@
+"""Auto-Demo batch prompting for LangChain."""

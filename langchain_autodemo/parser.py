@@ -1,0 +1,283 @@
+"""Turn one completion, whole or streamed, into per-item results as each item closes.
+
+The scanner works line by line and only ever looks at the current line, so streaming
+a completion in tiny chunks costs the same as parsing it whole (linear in its size).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from langchain_core.messages import BaseMessage
+from langchain_core.output_parsers import BaseOutputParser
+from langchain_core.outputs import Generation
+from pydantic import ConfigDict
+
+from langchain_autodemo.markers import Markers
+
+__all__ = ["ParsedItem", "CompletionScanner", "AutoDemoOutputParser", "clean_final_answer"]
+
+ClosedBy = Literal["final_answer", "answer_line", "next_marker", "end_of_stream"]
+
+# "The answer is 18." / "Final answer: 18" / "**Answer:** 18" / "Therefore, the answer is $18."
+_FINAL_ANSWER = re.compile(
+    r"(?:\bfinal\s+answer\b|\bthe\s+answer\s+is\b|^[\s*_#>-]*answer\b)[\s*_`]*(?:is\b)?[\s*_`]*[:：]?\s*(?P<value>.+)$",
+    re.IGNORECASE,
+)
+_BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
+_TRAILING = re.compile(r"[\s.;,*_`]+$")
+_LEADING = re.compile(r"^[\s*_`:]+")
+_MATH_DELIMITERS = re.compile(r"\\[()\[\]]|\$")
+
+
+def clean_final_answer(text: str) -> str:
+    """Strip the decoration models put around a final answer (bold, LaTeX, final period).
+
+    Example:
+        >>> clean_final_answer(r"**\\(\\boxed{18}\\)**.")
+        '18'
+    """
+    boxed = _BOXED.search(text)
+    if boxed:
+        text = boxed.group(1)
+    text = _MATH_DELIMITERS.sub("", text)
+    return _TRAILING.sub("", _LEADING.sub("", text)).strip()
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedItem:
+    """One (restated question, answer) pair found in a completion.
+
+    ``index`` is the number the model wrote after the marker (1-based), which may be
+    wrong: :mod:`langchain_autodemo.alignment` decides which input the item belongs to.
+    """
+
+    index: int
+    question: str | None
+    answer: str | None
+    final_answer: str | None
+    closed_by: ClosedBy
+    marker_conflict: bool = False
+    """True when an answer marker's index differed from the question it followed."""
+
+    @property
+    def value(self) -> str | None:
+        """The final answer when the block states one, else the whole answer block."""
+        if self.final_answer:
+            return self.final_answer
+        return self.answer or None
+
+
+class _OpenItem:
+    __slots__ = ("index", "question", "answer", "final", "conflict", "in_answer")
+
+    def __init__(self, index: int, question: str | None) -> None:
+        self.index = index
+        self.question: list[str] | None = [question] if question is not None else None
+        self.answer: list[str] | None = None
+        self.final: str | None = None
+        self.conflict = False
+        self.in_answer = question is None
+
+    def close(self, closed_by: ClosedBy) -> ParsedItem:
+        answer = "\n".join(self.answer).strip() if self.answer is not None else None
+        question = " ".join(p for p in self.question if p).strip() if self.question else None
+        return ParsedItem(
+            index=self.index,
+            question=question or None,
+            answer=answer or None,
+            final_answer=self.final,
+            closed_by=closed_by,
+            marker_conflict=self.conflict,
+        )
+
+
+class CompletionScanner:
+    """Incremental, I/O-free scanner: ``feed`` text, get back the items it closed.
+
+    An item closes at its final-answer line (``The answer is ...``), at the end of its
+    answer line when ``reasoning=False``, at the next marker, or at the end of the
+    stream. Text before the first marker and after a closed item (preambles, closing
+    remarks) is ignored.
+
+    Example:
+        >>> scanner = CompletionScanner()
+        >>> scanner.feed("Q[1]: 2+2?\\nA[1]: 2 plus 2 is 4.\\nThe answer")
+        []
+        >>> [item.value for item in scanner.feed(" is 4.\\nQ[2]: 3+5?\\n")]
+        ['4']
+        >>> [item.value for item in scanner.feed("A[2]: The answer is 8.")]
+        []
+        >>> [item.value for item in scanner.finish()]
+        ['8']
+    """
+
+    def __init__(self, markers: Markers | None = None, *, reasoning: bool = True) -> None:
+        self._pattern = (markers or Markers()).line_pattern
+        self._reasoning = reasoning
+        self._pending: list[str] = []  # pieces of the current, unfinished line
+        self._item: _OpenItem | None = None
+        self._finished = False
+
+    def feed(self, text: str) -> list[ParsedItem]:
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        closed: list[ParsedItem] = []
+        if "\n" not in text:
+            if text:
+                self._pending.append(text)
+            return closed
+        lines = text.split("\n")
+        self._pending.append(lines[0])
+        self._line("".join(self._pending), closed)
+        for line in lines[1:-1]:
+            self._line(line, closed)
+        self._pending = [lines[-1]] if lines[-1] else []
+        return closed
+
+    def finish(self) -> list[ParsedItem]:
+        """Flush the last line and close the open item (end of stream)."""
+        if self._finished:
+            return []
+        closed: list[ParsedItem] = []
+        if self._pending:
+            self._line("".join(self._pending), closed, last=True)
+            self._pending = []
+        if self._item is not None:
+            closed.append(self._item.close("end_of_stream"))
+            self._item = None
+        self._finished = True
+        return closed
+
+    def _line(self, line: str, closed: list[ParsedItem], last: bool = False) -> None:
+        line = line.rstrip("\r")
+        match = self._pattern.match(line)
+        if match is not None:
+            self._marker(match, closed, last)
+            return
+        item = self._item
+        if item is None or not line.strip():
+            return
+        if not item.in_answer:
+            assert item.question is not None
+            item.question.append(line.strip())
+            return
+        assert item.answer is not None
+        item.answer.append(line)
+        self._maybe_close_on(line, closed, last)
+
+    def _marker(self, match: re.Match[str], closed: list[ParsedItem], last: bool) -> None:
+        rest = match.group("rest").strip()
+        qb, qn = match.group("qb"), match.group("qn")
+        if qb is not None or qn is not None:
+            if self._item is not None:
+                closed.append(self._item.close("next_marker"))
+            self._item = _OpenItem(int(qb or qn), rest)
+            return
+        index = int(match.group("ab") or match.group("an"))
+        item = self._item
+        if item is not None and not item.in_answer:
+            # The answer marker that follows a restated question.
+            item.conflict = item.index != index
+            item.in_answer = True
+        else:
+            if item is not None:
+                closed.append(item.close("next_marker"))
+            item = self._item = _OpenItem(index, None)
+        item.answer = [rest] if rest else []
+        if rest:
+            self._maybe_close_on(rest, closed, last)
+
+    def _maybe_close_on(self, line: str, closed: list[ParsedItem], last: bool) -> None:
+        item = self._item
+        assert item is not None
+        final = _FINAL_ANSWER.search(line)
+        value = clean_final_answer(final.group("value")) if final is not None else ""
+        closed_by: ClosedBy = "final_answer"
+        if not value and not self._reasoning:
+            value, closed_by = clean_final_answer(line), "answer_line"
+        if not value:
+            return
+        item.final = value
+        if not last:  # an unterminated last line may be cut off: finish() closes it
+            closed.append(item.close(closed_by))
+            self._item = None
+
+
+def _text_of(chunk: str | BaseMessage) -> str:
+    if isinstance(chunk, str):
+        return chunk
+    content: Any = chunk.content
+    if isinstance(content, str):
+        return content
+    return "".join(
+        part if isinstance(part, str) else str(part.get("text", ""))
+        for part in content
+        if isinstance(part, (str, dict))
+    )
+
+
+class AutoDemoOutputParser(BaseOutputParser[list[ParsedItem]]):
+    """Parse an Auto-Demo (or plain batch) completion into :class:`ParsedItem` objects.
+
+    ``parse`` takes a whole completion; ``transform``/``atransform`` take a stream of
+    chunks (strings or message chunks) and yield each item as soon as it is closed,
+    so it composes after a streaming chat model in LCEL.
+
+    Example:
+        >>> parser = AutoDemoOutputParser()
+        >>> [(i.index, i.value) for i in parser.parse("Q[1]: 1+1?\\nA[1]: 2")]
+        [(1, '2')]
+        >>> # chain = prompt | chat_model | parser; for item in chain.stream(...): ...
+    """
+
+    markers: Markers = Markers()
+    reasoning: bool = True
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    @property
+    def _type(self) -> str:
+        return "autodemo_output_parser"
+
+    def _scanner(self) -> CompletionScanner:
+        return CompletionScanner(self.markers, reasoning=self.reasoning)
+
+    def parse(self, text: str) -> list[ParsedItem]:
+        scanner = self._scanner()
+        return [*scanner.feed(text), *scanner.finish()]
+
+    def parse_result(self, result: list[Generation], *, partial: bool = False) -> list[ParsedItem]:
+        return self.parse(result[0].text)
+
+    def iter_items(self, chunks: Iterable[str | BaseMessage]) -> Iterator[ParsedItem]:
+        scanner = self._scanner()
+        for chunk in chunks:
+            yield from scanner.feed(_text_of(chunk))
+        yield from scanner.finish()
+
+    def transform(  # type: ignore[override]
+        self, input: Iterator[str | BaseMessage], config: Any = None, **kwargs: Any
+    ) -> Iterator[ParsedItem]:
+        yield from self._transform_stream_with_config(
+            input, self.iter_items, config, run_type="parser"
+        )
+
+    async def atransform(  # type: ignore[override]
+        self, input: AsyncIterator[str | BaseMessage], config: Any = None, **kwargs: Any
+    ) -> AsyncIterator[ParsedItem]:
+        async def items(chunks: AsyncIterator[str | BaseMessage]) -> AsyncIterator[ParsedItem]:
+            scanner = self._scanner()
+            async for chunk in chunks:
+                for item in scanner.feed(_text_of(chunk)):
+                    yield item
+            for item in scanner.finish():
+                yield item
+
+        async for item in self._atransform_stream_with_config(
+            input, items, config, run_type="parser"
+        ):
+            yield item

@@ -1,0 +1,133 @@
+"""Which inputs go into which model call: batch plans, token budgets, recovery plans.
+
+Pure functions over indices and token estimates; no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "PlannedBatch",
+    "BatchPlanner",
+    "SequentialPlanner",
+    "estimate_tokens",
+    "split_by_token_budget",
+    "recovery_batches",
+]
+
+Demonstration = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    """One packed model call.
+
+    ``indices`` are positions in the caller's input list, in prompt order. ``keep`` is
+    the subset whose answers are kept (``None``: all of them); the paper's ``neighbors``
+    selection packs an input with its nearest neighbours but keeps only its own answer.
+    ``demonstrations`` are solved (question, answer) examples shown before the batch.
+    """
+
+    indices: tuple[int, ...]
+    keep: frozenset[int] | None = None
+    demonstrations: tuple[Demonstration, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if not self.indices:
+            raise ValueError("a planned batch needs at least one index")
+        if len(set(self.indices)) != len(self.indices):
+            raise ValueError(f"a planned batch repeats an index: {self.indices}")
+        if self.keep is not None and not self.keep <= set(self.indices):
+            raise ValueError("keep must be a subset of indices")
+
+    @property
+    def kept(self) -> tuple[int, ...]:
+        if self.keep is None:
+            return self.indices
+        return tuple(i for i in self.indices if i in self.keep)
+
+
+class BatchPlanner:
+    """Groups inputs into batches. Subclass and override :meth:`plan`.
+
+    :class:`~langchain_autodemo.selector.SimilarityBatchSelector` is the similarity-
+    based planner; :class:`SequentialPlanner` keeps input order.
+    """
+
+    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
+        raise NotImplementedError
+
+    async def aplan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
+        return self.plan(texts, batch_size)
+
+
+class SequentialPlanner(BatchPlanner):
+    """Consecutive inputs share a batch (plain batch prompting)."""
+
+    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
+        return [
+            PlannedBatch(tuple(range(start, min(start + batch_size, len(texts)))))
+            for start in range(0, len(texts), batch_size)
+        ]
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap, tokenizer-free token estimate (about four characters per token)."""
+    return len(text) // 4 + 1
+
+
+def split_by_token_budget(
+    batch: PlannedBatch,
+    output_tokens: Callable[[int], int],
+    budget: int | None,
+) -> list[PlannedBatch]:
+    """Split ``batch`` so that each part's expected output fits ``budget`` tokens.
+
+    ``output_tokens(i)`` estimates what input ``i`` costs in the completion (its
+    restatement plus its answer). A single input that alone exceeds the budget still
+    gets its own batch: refusing it would lose it.
+    """
+    if budget is None:
+        return [batch]
+    parts: list[list[int]] = [[]]
+    used = 0
+    for index in batch.indices:
+        cost = output_tokens(index)
+        if parts[-1] and used + cost > budget:
+            parts.append([])
+            used = 0
+        parts[-1].append(index)
+        used += cost
+    if len(parts) == 1:
+        return [batch]
+    result = []
+    for part in parts:
+        keep = None if batch.keep is None else batch.keep & set(part)
+        if keep is not None and not keep:
+            continue  # context-only neighbours that lost their target
+        result.append(PlannedBatch(tuple(part), keep, batch.demonstrations))
+    return result
+
+
+def recovery_batches(
+    failed: Sequence[int], batch_size: int, next_attempt: int, max_attempts: int
+) -> list[tuple[int, ...]]:
+    """How to re-ask the items a call failed to deliver: smaller, then alone.
+
+    The second attempt packs the failed items into batches of half the original size;
+    every later attempt asks each item alone. Returns nothing once ``max_attempts`` is
+    reached: those items get an explicit error instead.
+
+    Example:
+        >>> recovery_batches([4, 5, 6], batch_size=8, next_attempt=2, max_attempts=3)
+        [(4, 5, 6)]
+        >>> recovery_batches([4, 5, 6], batch_size=8, next_attempt=3, max_attempts=3)
+        [(4,), (5,), (6,)]
+    """
+    if next_attempt > max_attempts or not failed:
+        return []
+    size = max(1, math.ceil(batch_size / 2)) if next_attempt == 2 else 1
+    return [tuple(failed[i : i + size]) for i in range(0, len(failed), size)]

@@ -1,0 +1,182 @@
+"""Prompt builders for the three modes: ``auto_demo``, ``batch`` and ``single``.
+
+Pure functions from question texts to chat messages; no I/O.
+
+The answer block always carries the reasoning *first* and ends with the final-answer
+line. A format that puts the final answer right after ``A[i]:`` invites the model to
+answer first and reason afterwards, and every later item copies that pattern (the
+demonstration effect works for bad formats too).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from enum import Enum
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from langchain_autodemo.markers import FINAL_ANSWER_PREFIX, Markers
+
+__all__ = [
+    "Mode",
+    "Demonstration",
+    "one_line",
+    "build_batch_messages",
+    "build_single_messages",
+    "DEFAULT_INSTRUCTIONS",
+]
+
+DEFAULT_INSTRUCTIONS = "Answer each question accurately."
+
+Demonstration = tuple[str, str]
+"""A solved example: (question, answer text ending with the final-answer line)."""
+
+
+class Mode(str, Enum):
+    """How inputs are packed into model calls."""
+
+    AUTO_DEMO = "auto_demo"
+    """Many inputs per call; the model restates each question before answering it."""
+    BATCH = "batch"
+    """Many inputs per call; the model writes the answers only (Cheng et al. 2023)."""
+    SINGLE = "single"
+    """One call per input."""
+
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
+
+
+def one_line(text: str) -> str:
+    """Render an input on a single line.
+
+    Markers are only recognised at the start of a line, so an input that itself
+    contains ``Q[3]:`` or ``A[2]:`` can never shift the items around it.
+    """
+    return _LINE_BREAKS.sub(" ", text).strip()
+
+
+def _answer_format(markers: Markers, index: str, reasoning: bool) -> str:
+    if reasoning:
+        return (
+            f"{markers.answer_label}[{index}]: <your step-by-step reasoning for question {index}>\n"
+            f"{FINAL_ANSWER_PREFIX} <final answer to question {index}>."
+        )
+    return f"{markers.answer_label}[{index}]: <final answer to question {index}>"
+
+
+def _system_prompt(
+    instructions: str, mode: Mode, markers: Markers, count: int, reasoning: bool
+) -> str:
+    q, a = markers.question_label, markers.answer_label
+    last = f"{a}[{count}]"
+    if mode is Mode.AUTO_DEMO:
+        layout = f"{q}[i]: <question i, copied word for word on one line>\n" + _answer_format(
+            markers, "i", reasoning
+        )
+        rules = (
+            f"You will receive {count} questions, numbered {q}[1] to {q}[{count}]. "
+            "Answer every one of them, in order. For each question, first copy the question, "
+            "then answer it, using exactly this format:"
+        )
+    else:
+        layout = _answer_format(markers, "i", reasoning)
+        rules = (
+            f"You will receive {count} questions, numbered {q}[1] to {q}[{count}]. "
+            "Answer every one of them, in order, without repeating the questions, "
+            "using exactly this format:"
+        )
+    closing = (
+        f"Finish the reasoning before the final line: every answer ends with its own "
+        f"'{FINAL_ANSWER_PREFIX} ...' line."
+        if reasoning
+        else "Keep each answer on its own line."
+    )
+    return (
+        f"{instructions}\n\n{rules}\n\n{layout}\n\n{closing} "
+        f"Stop after {last}; do not invent further questions."
+    )
+
+
+def render_questions(questions: Sequence[str], markers: Markers) -> str:
+    return "\n".join(
+        f"{markers.question(i)} {one_line(text)}" for i, text in enumerate(questions, 1)
+    )
+
+
+def render_completion(
+    items: Sequence[Demonstration], markers: Markers, *, restate: bool
+) -> str:
+    """A completion in exactly the format the prompt asks for (used for demonstrations)."""
+    blocks = []
+    for i, (question, answer) in enumerate(items, 1):
+        head = f"{markers.question(i)} {one_line(question)}\n" if restate else ""
+        blocks.append(f"{head}{markers.answer(i)} {answer.strip()}")
+    return "\n\n".join(blocks)
+
+
+def build_batch_messages(
+    questions: Sequence[str],
+    *,
+    mode: Mode = Mode.AUTO_DEMO,
+    instructions: str | None = None,
+    markers: Markers | None = None,
+    reasoning: bool = True,
+    demonstrations: Sequence[Demonstration] = (),
+) -> list[BaseMessage]:
+    """Messages that ask for all ``questions`` in one completion.
+
+    ``demonstrations`` (solved examples, e.g. retrieved from a pool) are given as an
+    earlier exchange answered in exactly the requested format, so they show the format
+    as well as the task.
+
+    Example:
+        >>> msgs = build_batch_messages(["2+2?", "3+5?"], instructions="Do the sums.")
+        >>> print(msgs[-1].content)
+        Q[1]: 2+2?
+        Q[2]: 3+5?
+    """
+    if not questions:
+        raise ValueError("a batch needs at least one question")
+    mode = Mode(mode)
+    markers = markers or Markers()
+    system = _system_prompt(
+        instructions or DEFAULT_INSTRUCTIONS, mode, markers, len(questions), reasoning
+    )
+    messages: list[BaseMessage] = [SystemMessage(content=system)]
+    if demonstrations:
+        messages.append(
+            HumanMessage(content=render_questions([q for q, _ in demonstrations], markers))
+        )
+        messages.append(
+            AIMessage(
+                content=render_completion(
+                    demonstrations, markers, restate=mode is Mode.AUTO_DEMO
+                )
+            )
+        )
+    messages.append(HumanMessage(content=render_questions(questions, markers)))
+    return messages
+
+
+def build_single_messages(
+    question: str,
+    *,
+    instructions: str | None = None,
+    reasoning: bool = True,
+    demonstrations: Sequence[Demonstration] = (),
+) -> list[BaseMessage]:
+    """Messages for one question on its own (the ``single`` baseline)."""
+    closing = (
+        f"Reason step by step, then end with a final line '{FINAL_ANSWER_PREFIX} <final answer>.'"
+        if reasoning
+        else "Reply with the final answer only."
+    )
+    messages: list[BaseMessage] = [
+        SystemMessage(content=f"{instructions or DEFAULT_INSTRUCTIONS}\n\n{closing}")
+    ]
+    for demo_question, demo_answer in demonstrations:
+        messages.append(HumanMessage(content=demo_question))
+        messages.append(AIMessage(content=demo_answer.strip()))
+    messages.append(HumanMessage(content=question))
+    return messages
