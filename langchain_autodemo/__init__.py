@@ -1,1 +1,49 @@
-"""Auto-Demo batch prompting for LangChain."""
+"""Auto-Demo batch prompting for LangChain.
+
+Pack many small requests into few model calls; the model restates each question
+before answering it, so earlier answers serve as in-batch demonstrations, and the
+restatement proves which input each answer belongs to.
+
+Example:
+    >>> from langchain_autodemo import AutoDemoBatchRunnable, AutoDemoOutputParser
+"""
+
+from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.errors import AutoDemoItemError
+from langchain_autodemo.markers import Markers
+from langchain_autodemo.parser import AutoDemoOutputParser, ParsedItem
+from langchain_autodemo.planning import BatchPlanner, PlannedBatch, SequentialPlanner
+from langchain_autodemo.prompts import Mode, build_batch_messages, build_single_messages
+from langchain_autodemo.runnable import AutoDemoBatchRunnable
+from langchain_autodemo.usage import UsageStats, track_usage
+
+__all__ = [
+    "AutoDemoBatchRunnable",
+    "AutoDemoItemError",
+    "AutoDemoOutputParser",
+    "BatchPlanner",
+    "ItemResult",
+    "Markers",
+    "Mode",
+    "ParsedItem",
+    "PlannedBatch",
+    "SequentialPlanner",
+    "SimilarityBatchSelector",
+    "UsageStats",
+    "WordLlamaEmbeddings",
+    "build_batch_messages",
+    "build_single_messages",
+    "track_usage",
+]
+
+
+def __getattr__(name: str):  # the Chroma/wordllama integrations load only when used
+    if name == "SimilarityBatchSelector":
+        from langchain_autodemo.selector import SimilarityBatchSelector
+
+        return SimilarityBatchSelector
+    if name == "WordLlamaEmbeddings":
+        from langchain_autodemo.embeddings import WordLlamaEmbeddings
+
+        return WordLlamaEmbeddings
+    raise AttributeError(f"module 'langchain_autodemo' has no attribute {name!r}")

@@ -18,15 +18,22 @@ from pydantic import ConfigDict
 
 from langchain_autodemo.markers import Markers
 
-__all__ = ["ParsedItem", "CompletionScanner", "AutoDemoOutputParser", "clean_final_answer"]
+__all__ = [
+    "ParsedItem",
+    "CompletionScanner",
+    "AutoDemoOutputParser",
+    "clean_final_answer",
+    "text_of",
+]
 
 ClosedBy = Literal["final_answer", "answer_line", "next_marker", "end_of_stream"]
 
 # "The answer is 18." / "Final answer: 18" / "**Answer:** 18" / "Therefore, the answer is $18."
 _FINAL_ANSWER = re.compile(
-    r"(?:\bfinal\s+answer\b|\bthe\s+answer\s+is\b|^[\s*_#>-]*answer\b)[\s*_`]*(?:is\b)?[\s*_`]*[:：]?\s*(?P<value>.+)$",
+    r"(?:\bfinal\s+answer\b|\bthe\s+answer\s+is\b|^[\s*_#>-]*answer\b)[\s*_`]*(?:is\b)?[\s*_`]*[:：]?\s*(.+)$",
     re.IGNORECASE,
 )
+# A LaTeX \boxed{...} is how math-tuned models mark their final answer.
 _BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
 _TRAILING = re.compile(r"[\s.;,*_`]+$")
 _LEADING = re.compile(r"^[\s*_`:]+")
@@ -194,8 +201,8 @@ class CompletionScanner:
     def _maybe_close_on(self, line: str, closed: list[ParsedItem], last: bool) -> None:
         item = self._item
         assert item is not None
-        final = _FINAL_ANSWER.search(line)
-        value = clean_final_answer(final.group("value")) if final is not None else ""
+        final = _FINAL_ANSWER.search(line) or _BOXED.search(line)
+        value = clean_final_answer(final.group(final.lastindex or 0)) if final else ""
         closed_by: ClosedBy = "final_answer"
         if not value and not self._reasoning:
             value, closed_by = clean_final_answer(line), "answer_line"
@@ -207,7 +214,8 @@ class CompletionScanner:
             self._item = None
 
 
-def _text_of(chunk: str | BaseMessage) -> str:
+def text_of(chunk: str | BaseMessage) -> str:
+    """The text of a string, a message or a message chunk (content blocks joined)."""
     if isinstance(chunk, str):
         return chunk
     content: Any = chunk.content
@@ -256,7 +264,7 @@ class AutoDemoOutputParser(BaseOutputParser[list[ParsedItem]]):
     def iter_items(self, chunks: Iterable[str | BaseMessage]) -> Iterator[ParsedItem]:
         scanner = self._scanner()
         for chunk in chunks:
-            yield from scanner.feed(_text_of(chunk))
+            yield from scanner.feed(text_of(chunk))
         yield from scanner.finish()
 
     def transform(  # type: ignore[override]
@@ -272,7 +280,7 @@ class AutoDemoOutputParser(BaseOutputParser[list[ParsedItem]]):
         async def items(chunks: AsyncIterator[str | BaseMessage]) -> AsyncIterator[ParsedItem]:
             scanner = self._scanner()
             async for chunk in chunks:
-                for item in scanner.feed(_text_of(chunk)):
+                for item in scanner.feed(text_of(chunk)):
                     yield item
             for item in scanner.finish():
                 yield item
