@@ -1,0 +1,132 @@
+"""A scripted chat model that answers Auto-Demo prompts offline (tests and smoke runs).
+
+It reads the prompt the way a well-behaved model would: every ``Q[i]: ...`` line of the
+last user message is one question; in ``auto_demo`` prompts (the system message asks to
+copy the question) it restates ``Q[i]`` before ``A[i]``; a prompt without markers is one
+question. The answer is computed by a small rule:
+
+- ``sum``: the sum of the numbers in the question (``What is 3 + 4?`` -> 7),
+- ``echo``: the question text itself,
+- ``const:TEXT``: always ``TEXT``.
+
+Reachable from the CLI as the test-only model spec ``fake:answer=sum,delay=0.1,skip=3``
+(``delay`` seconds per call; ``skip=N`` leaves out every N-th item of a batch the first
+time it is asked, to exercise the runner's recovery).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+__all__ = ["ScriptedAutoDemoModel", "answer_rule", "parse_fake_spec"]
+
+_QUESTION_LINE = re.compile(r"^\s*Q\[(\d+)\]:\s?(.*)$", re.MULTILINE)
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def answer_rule(rule: str, question: str) -> str:
+    if rule == "sum":
+        total = sum(float(n) for n in _NUMBER.findall(question))
+        return str(int(total)) if total.is_integer() else f"{total:g}"
+    if rule == "echo":
+        return question.strip()
+    if rule.startswith("const:"):
+        return rule.partition(":")[2]
+    raise ValueError(f"unknown fake answer rule {rule!r} (use sum, echo or const:TEXT)")
+
+
+class ScriptedAutoDemoModel(BaseChatModel):
+    """Answers every ``Q[i]`` of the prompt by :func:`answer_rule`; thread-safe."""
+
+    answer: str = "sum"
+    delay: float = 0.0
+    skip: int = 0
+    calls: int = 0
+    _seen: set[str]
+    _lock: threading.Lock
+
+    def model_post_init(self, context: Any) -> None:
+        self._seen = set()
+        self._lock = threading.Lock()
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-autodemo-fake"
+
+    def _completion(self, messages: list[BaseMessage]) -> str:
+        with self._lock:
+            self.calls += 1
+        if self.delay:
+            time.sleep(self.delay)
+        system = str(messages[0].content) if messages else ""
+        user = next((str(m.content) for m in reversed(messages) if isinstance(m, HumanMessage)), "")
+        questions = _QUESTION_LINE.findall(user)
+        if not questions:
+            return f"Let me think.\nThe answer is {answer_rule(self.answer, user)}."
+        restate = "copy the question" in system
+        blocks = []
+        for index, text in questions:
+            with self._lock:
+                first_time = text not in self._seen
+                self._seen.add(text)
+            if self.skip and first_time and int(index) % self.skip == 0:
+                continue
+            head = f"Q[{index}]: {text}\n" if restate else ""
+            value = answer_rule(self.answer, text)
+            blocks.append(f"{head}A[{index}]: Working it out.\nThe answer is {value}.")
+        return "\n\n".join(blocks)
+
+    @staticmethod
+    def _usage(messages: list[BaseMessage], text: str) -> dict[str, int]:
+        prompt = sum(len(str(m.content)) for m in messages) // 4 + 1
+        output = len(text) // 4 + 1
+        return {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output}
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text = self._completion(messages)
+        message = AIMessage(content=text, usage_metadata=self._usage(messages, text))  # type: ignore[arg-type]
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        text = self._completion(messages)
+        for line in text.splitlines(keepends=True):
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=line))
+            if run_manager:
+                run_manager.on_llm_new_token(line, chunk=chunk)
+            yield chunk
+        usage = self._usage(messages, text)
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))  # type: ignore[arg-type]
+
+
+def parse_fake_spec(options: str) -> ScriptedAutoDemoModel:
+    """``answer=sum,delay=0.1,skip=3`` -> a configured :class:`ScriptedAutoDemoModel`."""
+    settings: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in options.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in {"answer", "delay", "skip"}:
+            raise ValueError(f"bad fake model option {part!r} (answer=, delay=, skip=)")
+        settings[key] = float(value) if key == "delay" else int(value) if key == "skip" else value
+    model = ScriptedAutoDemoModel(**settings)
+    answer_rule(model.answer, "1")  # validate now
+    return model

@@ -1,0 +1,267 @@
+"""``autodemo run`` / ``autodemo eval`` in-process, on the scripted fake model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from langchain_autodemo.cli import app
+
+FAKE = "fake:answer=sum"
+
+
+@pytest.fixture
+def cli() -> CliRunner:
+    return CliRunner()
+
+
+def _write_questions(path: Path, n: int, **extra) -> Path:
+    lines = [
+        json.dumps({"id": i, "question": f"What is {i} + {10 * i}?", **extra})
+        for i in range(1, n + 1)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_run_answers_every_record_in_input_order(cli: CliRunner, tmp_path: Path) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 11)
+    out = tmp_path / "out.jsonl"
+    result = cli.invoke(
+        app,
+        [
+            "run",
+            str(source),
+            "-o",
+            str(out),
+            "--model",
+            FAKE,
+            "--batch-size",
+            "4",
+            "--instructions",
+            "Add the numbers.",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    records = _records(out)
+    assert [r["input_line"] for r in records] == list(range(1, 12))
+    assert [r["answer"] for r in records] == [str(11 * i) for i in range(1, 12)]
+    assert records[0]["id"] == 1 and records[0]["question"] == "What is 1 + 10?"
+    assert "Items: 11/11" in result.output and "calls: 3" in result.output
+    assert "tokens in/out" in result.output and "wall time" in result.output
+
+
+@pytest.mark.parametrize("mode", ["auto_demo", "batch", "single"])
+def test_run_modes(cli: CliRunner, tmp_path: Path, mode: str) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 5)
+    out = tmp_path / "out.jsonl"
+    result = cli.invoke(
+        app, ["run", str(source), "-o", str(out), "--model", FAKE, "--mode", mode, "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [r["answer"] for r in _records(out)] == [str(11 * i) for i in range(1, 6)]
+    assert f"calls: {5 if mode == 'single' else 1}" in result.output
+
+
+def test_run_template_and_field(cli: CliRunner, tmp_path: Path) -> None:
+    source = tmp_path / "pairs.jsonl"
+    source.write_text('{"a": 2, "b": 3}\n{"a": 5, "b": 7}\n')
+    out = tmp_path / "out.jsonl"
+    result = cli.invoke(
+        app, ["run", str(source), "-o", str(out), "--model", FAKE, "--template", "Add {a} and {b}."]
+    )
+    assert result.exit_code == 0, result.output
+    assert [r["answer"] for r in _records(out)] == ["5", "12"]
+    text = tmp_path / "text.jsonl"
+    text.write_text('{"prompt": "1 plus 1"}\n')
+    result = cli.invoke(
+        app,
+        ["run", str(text), "-o", str(tmp_path / "o2.jsonl"), "--model", FAKE, "--field", "prompt"],
+    )
+    assert result.exit_code == 0, result.output
+    assert _records(tmp_path / "o2.jsonl")[0]["answer"] == "2"
+
+
+def test_run_keeps_an_existing_answer_field(cli: CliRunner, tmp_path: Path) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 2, answer="gold")
+    out = tmp_path / "out.jsonl"
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
+    assert result.exit_code == 0, result.output
+    assert "model_answer" in result.output
+    assert [(r["answer"], r["model_answer"]) for r in _records(out)] == [
+        ("gold", "11"),
+        ("gold", "22"),
+    ]
+
+
+def test_run_writes_explicit_errors(cli: CliRunner, tmp_path: Path) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "out.jsonl"
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", "fake:answer=const:"])
+    assert result.exit_code == 0, result.output
+    records = _records(out)
+    assert len(records) == 3
+    for record in records:
+        assert ("answer" in record) != ("error" in record)  # one or the other, never neither
+
+
+def test_run_resumes_and_skips_finished_items(cli: CliRunner, tmp_path: Path) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 6)
+    out = tmp_path / "out.jsonl"
+    out.write_text(
+        json.dumps({"id": 2, "question": "What is 2 + 20?", "input_line": 2, "answer": "kept"})
+        + "\n"
+        + '{"id": 5, "question": "torn'
+    )
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
+    assert result.exit_code == 0, result.output
+    assert "Resuming: 1 of 6" in result.output
+    records = _records(out)
+    assert [r["input_line"] for r in records] == [1, 2, 3, 4, 5, 6]
+    assert records[1]["answer"] == "kept", "a finished item is never asked again"
+    again = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
+    assert again.exit_code == 0 and "Nothing to do" in again.output
+    assert _records(out) == records
+
+
+def test_run_retry_errors(cli: CliRunner, tmp_path: Path) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 2)
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"input_line": 1, "error": "item 0: missing"}\n')
+    result = cli.invoke(
+        app, ["run", str(source), "-o", str(out), "--model", FAKE, "--retry-errors"]
+    )
+    assert result.exit_code == 0, result.output
+    assert [r.get("answer") for r in _records(out)] == ["11", "22"]
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        ("missing", [], "input file not found"),
+        ("malformed", [], "in.jsonl:3: malformed JSON"),
+        ("nofield", [], "in.jsonl:2: record lacks field(s) question"),
+        ("ok", ["--model", "gpt-9000"], "unknown model spec 'gpt-9000'"),
+        ("ok", ["--model", "llamacpp:/no/such/model.gguf"], "make models"),
+        ("ok", ["--model", "openai-compatible:localhost"], "needs an http(s) URL"),
+        ("ok", ["--mode", "turbo"], "unknown --mode 'turbo'"),
+        ("ok", ["--select", "random"], "unknown --select 'random'"),
+        ("ok", ["--template", "no fields"], "--template names no field"),
+        ("foreign", [], "not an autodemo output line"),
+    ],
+)
+def test_run_bad_input_is_a_clear_error(
+    cli: CliRunner, tmp_path: Path, setup: str, args: list[str], message: str
+) -> None:
+    source = tmp_path / "in.jsonl"
+    out = tmp_path / "out.jsonl"
+    if setup != "missing":
+        _write_questions(source, 2)
+    if setup == "malformed":
+        source.write_text(source.read_text() + "{oops\n")
+    if setup == "nofield":
+        source.write_text('{"question": "1+1"}\n{"text": "2+2"}\n')
+    if setup == "foreign":
+        out.write_text('{"something": 1}\n{"else": 2}\n')
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    if setup != "foreign":
+        assert not out.exists(), "nothing is written when the input is rejected"
+
+
+def test_eval_on_fake_model_writes_report(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = cli.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            "gsm8k",
+            "--limit",
+            "6",
+            "--methods",
+            "single,batch,auto_demo",
+            "--batch-sizes",
+            "2,4",
+            "--model",
+            FAKE,
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["batch_size"]) for r in summary["results"]] == [
+        ("single", 1),
+        ("batch", 2),
+        ("batch", 4),
+        ("auto_demo", 2),
+        ("auto_demo", 4),
+    ]
+    assert all(r["n"] == 6 for r in summary["results"])
+    assert summary["meta"]["dataset"] == "gsm8k" and summary["meta"]["items"] == 6
+    assert (out / "accuracy.png").exists() and (out / "tokens_per_item.png").exists()
+    assert "| auto_demo | 4 |" in (out / "results.md").read_text()
+    assert "| method | N | accuracy |" in result.output
+
+
+def test_eval_dataset_path_numeric(cli: CliRunner, tmp_path: Path) -> None:
+    data = tmp_path / "sums.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"question": f"{i} + {i}?", "answer": f"#### {2 * i}"}) + "\n"
+            for i in range(1, 5)
+        )
+    )
+    out = tmp_path / "r"
+    result = cli.invoke(
+        app,
+        [
+            "eval",
+            "--dataset",
+            str(data),
+            "--methods",
+            "auto_demo",
+            "--batch-sizes",
+            "4",
+            "--model",
+            FAKE,
+            "--out",
+            str(out),
+            "--no-plots",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads((out / "results.json").read_text())["results"]
+    assert row["accuracy"] == 1.0 and row["calls"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "squad"], "unknown dataset 'squad'"),
+        (["--dataset", "missing/file.jsonl"], "dataset file not found"),
+        (["--methods", "auto_demo+magic"], "unknown selection"),
+        (["--batch-sizes", "4,x"], "batch sizes must be positive integers"),
+        (["--model", "anthropic:claude"], "unknown model spec"),
+        (["--task", "regression", "--dataset", "gsm8k"], "unknown --task"),
+    ],
+)
+def test_eval_bad_input_is_a_clear_error(
+    cli: CliRunner, tmp_path: Path, args: list[str], message: str
+) -> None:
+    base = ["eval", "--limit", "2", "--out", str(tmp_path / "r")]
+    if "--model" not in args:
+        base += ["--model", FAKE]
+    result = cli.invoke(app, [*base, *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

@@ -1,0 +1,86 @@
+"""The harness on a scripted fake model, and the JSON / Markdown / PNG report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from langchain_autodemo.evaluation.datasets import Dataset, Example, Task
+from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
+from langchain_autodemo.evaluation.harness import evaluate
+from langchain_autodemo.evaluation.methods import parse_methods
+from langchain_autodemo.evaluation.report import markdown_table, write_report
+
+
+def _sums(n: int, wrong_every: int = 0) -> Dataset:
+    examples = []
+    for i in range(1, n + 1):
+        gold = 3 * i + (1 if wrong_every and i % wrong_every == 0 else 0)
+        examples.append(Example(f"s{i}", f"What is {i} + {2 * i}?", str(gold)))
+    return Dataset("sums", Task("numeric", "Add the numbers."), examples)
+
+
+def test_evaluate_scores_every_method_and_batch_size() -> None:
+    data = _sums(10, wrong_every=5)  # the fake is right except on items 5 and 10
+    llm = ScriptedAutoDemoModel(answer="sum")
+    results = evaluate(llm, data, parse_methods("single,batch,auto_demo"), [4, 8])
+    assert [(r.method, r.batch_size) for r in results] == [
+        ("single", 1),
+        ("batch", 4),
+        ("batch", 8),
+        ("auto_demo", 4),
+        ("auto_demo", 8),
+    ]
+    for r in results:
+        assert r.n == 10 and r.correct == 8 and r.parse_failures == 0 and r.errors == 0
+        assert r.accuracy == 0.8
+        assert r.input_tokens > 0 and r.output_tokens > 0
+        assert [item.id for item in r.items] == [f"s{i}" for i in range(1, 11)]
+    single, batch4, batch8 = results[0], results[1], results[2]
+    assert single.calls == 10 and batch4.calls == 3 and batch8.calls == 2
+    assert batch8.input_tokens_per_item < single.input_tokens_per_item
+
+
+def test_unparsable_answers_count_as_parse_failures() -> None:
+    data = _sums(4)
+    llm = ScriptedAutoDemoModel(answer="const:no idea")
+    (result,) = evaluate(llm, data, parse_methods("auto_demo"), [4])
+    assert result.correct == 0
+    assert result.parse_failures == 4 and result.parse_failure_rate == 1.0
+
+
+def test_write_report(tmp_path: Path) -> None:
+    data = _sums(6)
+    results = evaluate(ScriptedAutoDemoModel(), data, parse_methods("single,auto_demo"), [2, 4])
+    paths = write_report(results, tmp_path / "out", meta={"dataset": "sums", "model": "fake"})
+    summary = json.loads(paths["json"].read_text())
+    assert summary["meta"]["dataset"] == "sums"
+    rows = summary["results"]
+    assert [(r["method"], r["batch_size"]) for r in rows] == [
+        ("single", 1),
+        ("auto_demo", 2),
+        ("auto_demo", 4),
+    ]
+    for key in (
+        "accuracy",
+        "parse_failure_rate",
+        "calls",
+        "input_tokens_per_item",
+        "output_tokens_per_item",
+        "wall_time_s",
+        "items_per_s",
+    ):
+        assert key in rows[0]
+    assert rows[0]["accuracy"] == 1.0
+    predictions = paths["predictions"].read_text().splitlines()
+    assert len(predictions) == 18
+    table = paths["markdown"].read_text()
+    assert "| auto_demo | 4 | 6/6 (100%)" in table
+    for name in ("accuracy", "tokens_per_item"):
+        png = paths[name]
+        assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 5000
+
+
+def test_markdown_table_marks_single_without_batch_size() -> None:
+    results = evaluate(ScriptedAutoDemoModel(), _sums(2), parse_methods("single"), [4])
+    assert "| single | - | 2/2 (100%)" in markdown_table(results)
