@@ -178,13 +178,13 @@ class CompletionScanner:
 
     def _marker(self, match: re.Match[str], closed: list[ParsedItem], last: bool) -> None:
         rest = match.group("rest").strip()
-        qb, qn = match.group("qb"), match.group("qn")
-        if qb is not None or qn is not None:
+        groups = match.groupdict()
+        if groups["q"] is not None:
             if self._item is not None:
                 closed.append(self._item.close("next_marker"))
-            self._item = _OpenItem(int(qb or qn), rest)
+            self._item = _OpenItem(int(groups.get("qb") or groups.get("qn")), rest)
             return
-        index = int(match.group("ab") or match.group("an"))
+        index = int(groups.get("ab") or groups.get("an"))
         item = self._item
         if item is not None and not item.in_answer:
             # The answer marker that follows a restated question.
