@@ -1,0 +1,41 @@
+"""Fixtures for the integration tests: real llama.cpp servers on 127.0.0.1.
+
+Every test under ``tests/integration`` is marked ``integration`` and
+``enable_socket`` (pytest-socket) here, so none needs to repeat the markers.
+The model files are assembled by ``make models``; nothing is downloaded here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from langchain_autodemo.llamacpp import TEST_MODEL, LlamaCppServer, find_model
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.enable_socket)
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF (``make models`` puts it in ``models/``)."""
+    return find_model(TEST_MODEL)
+
+
+@pytest.fixture(scope="session")
+def smollm2_server(smollm2_path: Path) -> Iterator[LlamaCppServer]:
+    """One llama.cpp server on SmolLM2-135M for the whole session.
+
+    ``n_ctx`` 8192 so that batch prompts fit; completions default to 512 tokens
+    (``server.chat_model(max_tokens=...)`` overrides it) to keep tests fast.
+    """
+    with LlamaCppServer(smollm2_path, n_ctx=8192, n_threads=2, max_tokens=512) as server:
+        yield server
