@@ -294,7 +294,7 @@ class SimilarityBatchSelector(BatchPlanner):
         started = time.perf_counter()
         texts = [lookup.unique[row] for row in lookup.missing]
         if not texts:
-            vectors = np.zeros((0, 0), dtype=np.float32)
+            vectors: Any = np.zeros((0, 0), dtype=np.float32)
         elif hasattr(self.embeddings, "embed_array"):  # WordLlama: skip Python lists
             vectors = self.embeddings.embed_array(texts)
         else:
@@ -417,9 +417,8 @@ class SimilarityBatchSelector(BatchPlanner):
                 n_results=n_results,
                 include=["documents", "metadatas"],
             )
-            for i, questions, metadatas in zip(
-                chunk, found["documents"], found["metadatas"], strict=True
-            ):  # type: ignore[arg-type]
+            documents, metadata_lists = found["documents"] or [], found["metadatas"] or []
+            for i, questions, metadatas in zip(chunk, documents, metadata_lists, strict=True):
                 own = {texts[j].strip() for j in batches[i]}
                 picked = [
                     (q, str(m["answer"]))
