@@ -79,7 +79,7 @@ class ParsedItem:
 
 
 class _OpenItem:
-    __slots__ = ("index", "question", "answer", "final", "conflict", "in_answer")
+    __slots__ = ("index", "question", "answer", "final", "conflict", "in_answer", "implicit", "gap")
 
     def __init__(self, index: int, question: str | None) -> None:
         self.index = index
@@ -88,6 +88,8 @@ class _OpenItem:
         self.final: str | None = None
         self.conflict = False
         self.in_answer = question is None
+        self.implicit = False  # answer text that began without its A[i] marker
+        self.gap = False  # a blank line followed the restated question
 
     def close(self, closed_by: ClosedBy) -> ParsedItem:
         answer = "\n".join(self.answer).strip() if self.answer is not None else None
@@ -166,12 +168,20 @@ class CompletionScanner:
             self._marker(match, closed, last)
             return
         item = self._item
-        if item is None or not line.strip():
+        if item is None:
+            return
+        if not line.strip():
+            item.gap = not item.in_answer
             return
         if not item.in_answer:
-            assert item.question is not None
-            item.question.append(line.strip())
-            return
+            if not item.gap:  # a restated question wrapped over several lines
+                assert item.question is not None
+                item.question.append(line.strip())
+                return
+            # Real models sometimes drop the A[i] marker and start reasoning after a blank
+            # line: the text still answers the question just restated.
+            item.in_answer = item.implicit = True
+            item.answer = []
         assert item.answer is not None
         item.answer.append(line)
         self._maybe_close_on(line, closed, last)
@@ -186,6 +196,12 @@ class CompletionScanner:
             return
         index = int(groups.get("ab") or groups.get("an"))
         item = self._item
+        if item is not None and item.implicit and item.index == index:
+            item.implicit = False  # the marker came late: keep one answer block
+            if rest:
+                item.answer.append(rest)  # type: ignore[union-attr]
+                self._maybe_close_on(rest, closed, last)
+            return
         if item is not None and not item.in_answer:
             # The answer marker that follows a restated question.
             item.conflict = item.index != index

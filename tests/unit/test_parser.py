@@ -46,6 +46,26 @@ def test_tolerates_what_real_models_write(completion: str) -> None:
     assert values(completion) == [(1, "4")]
 
 
+def test_reasoning_without_its_answer_marker_after_a_blank_line_still_answers() -> None:
+    """Seen with Qwen2.5-Coder-1.5B: `Q[1]: ...`, blank line, reasoning, no `A[1]:`."""
+    text = "Q[1]: What is 2+2?\n\nTwo plus two.\nThe answer is 4.\n\nQ[2]: What is 3+5?\n\nA[2]: The answer is 8."
+    items = AutoDemoOutputParser().parse(text)
+    assert [(i.index, i.question, i.value) for i in items] == [
+        (1, "What is 2+2?", "4"),
+        (2, "What is 3+5?", "8"),
+    ]
+
+
+def test_a_late_answer_marker_continues_the_implicit_answer() -> None:
+    text = "Q[1]: What is 2+2?\n\nLet me see.\nA[1]: Two plus two.\nThe answer is 4."
+    assert values(text) == [(1, "4")]
+
+
+def test_a_wrapped_restatement_stays_one_question() -> None:
+    (item,) = AutoDemoOutputParser().parse("Q[1]: What is\n2+2?\nA[1]: The answer is 4.")
+    assert item.question == "What is 2+2?"
+
+
 def test_prose_that_starts_like_a_marker_is_not_a_marker() -> None:
     text = "Q[1]: A train?\nA[1]: A 3-hour drive.\nA 5. detour\nQuestion: why?\nThe answer is 3."
     assert values(text) == [(1, "3")]
