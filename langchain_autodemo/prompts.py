@@ -56,45 +56,34 @@ def one_line(text: str) -> str:
     return _LINE_BREAKS.sub(" ", text).strip()
 
 
-def _answer_format(markers: Markers, index: str, reasoning: bool) -> str:
-    if reasoning:
-        return (
-            f"{markers.answer_label}[{index}]: <your step-by-step reasoning for question {index}>\n"
-            f"{FINAL_ANSWER_PREFIX} <final answer to question {index}>."
-        )
-    return f"{markers.answer_label}[{index}]: <final answer to question {index}>"
-
-
-def _system_prompt(
-    instructions: str, mode: Mode, markers: Markers, count: int, reasoning: bool
-) -> str:
+def _format_rules(mode: Mode, markers: Markers, count: int, reasoning: bool) -> str:
     q, a = markers.question_label, markers.answer_label
-    last = f"{a}[{count}]"
-    if mode is Mode.AUTO_DEMO:
-        layout = f"{q}[i]: <question i, copied word for word on one line>\n" + _answer_format(
-            markers, "i", reasoning
+    if reasoning:
+        answer_step = (
+            f"On the next line write '{a}[i]:' followed by your step-by-step reasoning, "
+            f"and end it with the line '{FINAL_ANSWER_PREFIX} <final answer>.'"
         )
-        rules = (
-            f"You will receive {count} questions, numbered {q}[1] to {q}[{count}]. "
-            "Answer every one of them, in order. For each question, first copy the question, "
-            "then answer it, using exactly this format:"
-        )
+        answer_layout = f"{a}[i]: <step-by-step reasoning>\n{FINAL_ANSWER_PREFIX} <final answer>."
     else:
-        layout = _answer_format(markers, "i", reasoning)
-        rules = (
-            f"You will receive {count} questions, numbered {q}[1] to {q}[{count}]. "
-            "Answer every one of them, in order, without repeating the questions, "
-            "using exactly this format:"
+        answer_step = f"On the next line write '{a}[i]:' followed by the final answer only."
+        answer_layout = f"{a}[i]: <final answer>"
+    if mode is Mode.AUTO_DEMO:
+        steps = (
+            f"1. Copy the question word for word on one line, starting with '{q}[i]: '.\n"
+            f"2. {answer_step}"
         )
-    closing = (
-        f"Finish the reasoning before the final line: every answer ends with its own "
-        f"'{FINAL_ANSWER_PREFIX} ...' line."
-        if reasoning
-        else "Keep each answer on its own line."
-    )
+        layout = f"{q}[i]: <question i>\n{answer_layout}"
+        intro = f"Answer the {count} questions below, in order. For each question i:"
+    else:
+        steps = answer_step.replace("On the next line write", "Write", 1)
+        layout = answer_layout
+        intro = (
+            f"Answer the {count} questions below, in order, without repeating the questions. "
+            "For each question i:"
+        )
     return (
-        f"{instructions}\n\n{rules}\n\n{layout}\n\n{closing} "
-        f"Stop after {last}; do not invent further questions."
+        f"{intro}\n{steps}\nThen go on to the next question. Stop after {a}[{count}].\n\n"
+        f"Format:\n{layout}\n\nQuestions:"
     )
 
 
@@ -133,6 +122,17 @@ def build_batch_messages(
     Example:
         >>> msgs = build_batch_messages(["2+2?", "3+5?"], instructions="Do the sums.")
         >>> print(msgs[-1].content)
+        Answer the 2 questions below, in order. For each question i:
+        1. Copy the question word for word on one line, starting with 'Q[i]: '.
+        2. On the next line write 'A[i]:' followed by your step-by-step reasoning, and end it with the line 'The answer is <final answer>.'
+        Then go on to the next question. Stop after A[2].
+        <BLANKLINE>
+        Format:
+        Q[i]: <question i>
+        A[i]: <step-by-step reasoning>
+        The answer is <final answer>.
+        <BLANKLINE>
+        Questions:
         Q[1]: 2+2?
         Q[2]: 3+5?
     """
@@ -140,13 +140,14 @@ def build_batch_messages(
         raise ValueError("a batch needs at least one question")
     mode = Mode(mode)
     markers = markers or Markers()
-    system = _system_prompt(
-        instructions or DEFAULT_INSTRUCTIONS, mode, markers, len(questions), reasoning
-    )
-    messages: list[BaseMessage] = [SystemMessage(content=system)]
+    messages: list[BaseMessage] = [SystemMessage(content=instructions or DEFAULT_INSTRUCTIONS)]
     if demonstrations:
         messages.append(
-            HumanMessage(content=render_questions([q for q, _ in demonstrations], markers))
+            HumanMessage(
+                content=_format_rules(mode, markers, len(demonstrations), reasoning)
+                + "\n"
+                + render_questions([q for q, _ in demonstrations], markers)
+            )
         )
         messages.append(
             AIMessage(
@@ -155,7 +156,13 @@ def build_batch_messages(
                 )
             )
         )
-    messages.append(HumanMessage(content=render_questions(questions, markers)))
+    messages.append(
+        HumanMessage(
+            content=_format_rules(mode, markers, len(questions), reasoning)
+            + "\n"
+            + render_questions(questions, markers)
+        )
+    )
     return messages
 
 
