@@ -145,7 +145,9 @@ class LlamaCppServer:
     Args:
         model: path of a ``.gguf`` file, or a key / file name for :func:`find_model`.
         n_ctx: context window (prompt + completion tokens).
-        n_threads: CPU threads for generation.
+        n_threads: CPU threads for generation (default ``$AUTODEMO_LLAMACPP_THREADS`` or
+            2). On a machine shared with another busy process, 1 can be many times faster:
+            llama.cpp's threads spin while they wait for each other.
         host: interface to bind; only loopback is sensible.
         port: fixed port, or ``None`` for a free one.
         startup_timeout: seconds to wait for ``GET /v1/models`` to answer.
@@ -161,7 +163,7 @@ class LlamaCppServer:
         model: str | os.PathLike[str],
         *,
         n_ctx: int = 8192,
-        n_threads: int = 2,
+        n_threads: int | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
         startup_timeout: float = 180.0,
@@ -170,7 +172,7 @@ class LlamaCppServer:
     ) -> None:
         self.model_path = find_model(os.fspath(model))
         self.n_ctx = n_ctx
-        self.n_threads = n_threads
+        self.n_threads = n_threads or int(os.environ.get("AUTODEMO_LLAMACPP_THREADS") or 2)
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout

@@ -37,5 +37,5 @@ def smollm2_server(smollm2_path: Path) -> Iterator[LlamaCppServer]:
     ``n_ctx`` 8192 so that batch prompts fit; completions default to 512 tokens
     (``server.chat_model(max_tokens=...)`` overrides it) to keep tests fast.
     """
-    with LlamaCppServer(smollm2_path, n_ctx=8192, n_threads=2, max_tokens=512) as server:
+    with LlamaCppServer(smollm2_path, n_ctx=8192, max_tokens=512) as server:
         yield server
