@@ -9,6 +9,7 @@ See ``docs/cli.md`` for the full reference.
 from __future__ import annotations
 
 import json
+import os
 import string
 import sys
 import time
@@ -38,6 +39,9 @@ from langchain_autodemo.evaluation.resume import (
 from langchain_autodemo.models import ModelSpecError, open_model, parse_model_spec
 
 __all__ = ["app"]
+
+# Chroma (behind --select / similarity methods) must not phone home: nothing leaves the host.
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 app = typer.Typer(
     name="autodemo",

@@ -1,9 +1,8 @@
 """A scripted chat model that answers Auto-Demo prompts offline (tests and smoke runs).
 
 It reads the prompt the way a well-behaved model would: every ``Q[i]: ...`` line of the
-last user message is one question; in ``auto_demo`` prompts (the system message asks to
-copy the question) it restates ``Q[i]`` before ``A[i]``; a prompt without markers is one
-question. The answer is computed by a small rule:
+last user message is one question; in ``auto_demo`` prompts (which ask to copy the
+question) it restates ``Q[i]`` before ``A[i]``; a prompt without markers is one question. The answer is computed by a small rule:
 
 - ``sum``: the sum of the numbers in the question (``What is 3 + 4?`` -> 7),
 - ``echo``: the question text itself,
@@ -72,7 +71,9 @@ class ScriptedAutoDemoModel(BaseChatModel):
         questions = _QUESTION_LINE.findall(user)
         if not questions:
             return f"Let me think.\nThe answer is {answer_rule(self.answer, user)}."
-        restate = "copy the question" in system
+        prompt = f"{system}\n{user}"
+        # auto_demo prompts ask for the restatement (the wording may move between turns)
+        restate = "copy the question" in prompt.lower() or "\nQ[i]:" in prompt
         blocks = []
         for index, text in questions:
             with self._lock:

@@ -85,12 +85,15 @@ def run_method(
     method: Method,
     batch_size: int,
     *,
-    demo_pool: Sequence[tuple[str, str]] | None = None,
-    embeddings: Any = None,
+    selector: Any = None,
     max_concurrency: int = 1,
     on_item: Callable[[], None] | None = None,
 ) -> MethodResult:
-    """Answer every example of ``dataset`` with one method at one batch size."""
+    """Answer every example of ``dataset`` with one method at one batch size.
+
+    ``selector`` is the method's ``SimilarityBatchSelector`` (see ``Method.selector``);
+    one instance can serve every batch size.
+    """
     from langchain_autodemo import AutoDemoBatchRunnable, track_usage
 
     runner = AutoDemoBatchRunnable(
@@ -98,7 +101,7 @@ def run_method(
         instructions=dataset.task.instructions,
         batch_size=batch_size if method.batched else 1,
         mode=method.mode,
-        selector=method.selector(demo_pool, embeddings=embeddings),
+        selector=selector,
         reasoning=True,
     )
     texts = [example.text for example in dataset.examples]
@@ -161,12 +164,13 @@ def evaluate(
     for method in methods:
         if method.needs_pool and pool is None:
             pool = dataset.demo_pool() if dataset.demo_pool else []
+        selector = method.selector(pool, embeddings=embeddings)
         for batch_size in batch_sizes if method.batched else [1]:
             if on_start is not None:
                 on_start(method, batch_size, len(dataset))
             result = run_method(
-                llm, dataset, method, batch_size, demo_pool=pool if method.needs_pool else None,
-                embeddings=embeddings, max_concurrency=max_concurrency, on_item=on_item,
+                llm, dataset, method, batch_size, selector=selector,
+                max_concurrency=max_concurrency, on_item=on_item,
             )  # fmt: skip
             results.append(result)
             if on_result is not None:

@@ -265,3 +265,16 @@ def test_eval_bad_input_is_a_clear_error(
     result = cli.invoke(app, [*base, *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_run_with_similarity_selection_and_demo_pool(cli: CliRunner, tmp_path: Path) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 6)
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "The answer is 2."}) + "\n")
+    for extra in (["--select", "similarity"], ["--demo-pool", str(pool)]):
+        out = tmp_path / f"out{len(extra[1])}.jsonl"
+        result = cli.invoke(
+            app, ["run", str(source), "-o", str(out), "--model", FAKE, "--batch-size", "3", *extra]
+        )
+        assert result.exit_code == 0, result.output
+        assert [r["answer"] for r in _records(out)] == [str(11 * i) for i in range(1, 7)]

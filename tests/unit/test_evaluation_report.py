@@ -84,3 +84,23 @@ def test_write_report(tmp_path: Path) -> None:
 def test_markdown_table_marks_single_without_batch_size() -> None:
     results = evaluate(ScriptedAutoDemoModel(), _sums(2), parse_methods("single"), [4])
     assert "| single | - | 2/2 (100%)" in markdown_table(results)
+
+
+def test_similarity_and_demo_pool_methods_on_the_real_selector() -> None:
+    data = _sums(8)
+    data.demo_pool = lambda: [
+        (f"What is {i} + {i}?", f"{i} plus {i}.\nThe answer is {2 * i}.") for i in range(20, 30)
+    ]
+    llm = ScriptedAutoDemoModel()
+    methods = parse_methods("auto_demo,auto_demo+similarity,auto_demo+demo_pool,batch+similarity")
+    results = {r.method: r for r in evaluate(llm, data, methods, [4])}
+    for result in results.values():
+        assert result.correct == 8 and result.calls == 2, result.method
+    plain, pooled = results["auto_demo"], results["auto_demo+demo_pool"]
+    assert pooled.input_tokens_per_item > plain.input_tokens_per_item, "demos are in the prompt"
+
+
+def test_auto_demo_restates_so_it_costs_more_output_than_batch() -> None:
+    results = evaluate(ScriptedAutoDemoModel(), _sums(4), parse_methods("batch,auto_demo"), [4])
+    batch, auto_demo = results
+    assert auto_demo.output_tokens > batch.output_tokens
