@@ -2,7 +2,8 @@
 
 It reads the prompt the way a well-behaved model would: every ``Q[i]: ...`` line of the
 last user message is one question; in ``auto_demo`` prompts (which ask to copy the
-question) it restates ``Q[i]`` before ``A[i]``; a prompt without markers is one question. The answer is computed by a small rule:
+question) it restates ``Q[i]`` before ``A[i]``; a prompt without
+markers is one question. The answer is computed by a small rule:
 
 - ``sum``: the sum of the numbers in the question (``What is 3 + 4?`` -> 7),
 - ``echo``: the question text itself,
