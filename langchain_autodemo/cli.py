@@ -214,6 +214,8 @@ def run(
         if select is not None and mode == "single":
             raise _InputError("--select needs a batched mode (auto_demo or batch)")
         spec = parse_model_spec(model)
+        if output.exists() and input.exists() and output.resolve() == input.resolve():
+            raise _InputError("the output file must not be the input file")
         items = _load_inputs(input, field, template)
         selector = _selector(select, demo_pool)
         if overwrite and output.exists():

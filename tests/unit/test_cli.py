@@ -155,6 +155,7 @@ def test_run_retry_errors(cli: CliRunner, tmp_path: Path) -> None:
         ("ok", ["--select", "random"], "unknown --select 'random'"),
         ("ok", ["--template", "no fields"], "--template names no field"),
         ("foreign", [], "not an autodemo output line"),
+        ("same", [], "must not be the input file"),
     ],
 )
 def test_run_bad_input_is_a_clear_error(
@@ -170,11 +171,13 @@ def test_run_bad_input_is_a_clear_error(
         source.write_text('{"question": "1+1"}\n{"text": "2+2"}\n')
     if setup == "foreign":
         out.write_text('{"something": 1}\n{"else": 2}\n')
+    if setup == "same":
+        out = source
     result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, *args])
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert "Traceback" not in result.output
-    if setup != "foreign":
+    if setup not in ("foreign", "same"):
         assert not out.exists(), "nothing is written when the input is rejected"
 
 

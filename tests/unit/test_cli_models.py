@@ -1,0 +1,85 @@
+"""Model specs: parsing, clear errors, and what each spec builds (nothing is contacted)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
+from langchain_autodemo.models import ModelSpec, ModelSpecError, open_model, parse_model_spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (None, ModelSpec("default")),
+        ("", ModelSpec("default")),
+        ("default", ModelSpec("default")),
+        ("openai:gpt-4o-mini", ModelSpec("openai", "gpt-4o-mini")),
+        ("openai-compatible:http://127.0.0.1:8080/v1#qwen",
+         ModelSpec("openai-compatible", "http://127.0.0.1:8080/v1#qwen")),
+        ("llamacpp:models/x.gguf", ModelSpec("llamacpp", "models/x.gguf")),
+        ("LLAMACPP:smollm2", ModelSpec("llamacpp", "smollm2")),
+        ("fake:", ModelSpec("fake", "")),
+    ],
+)  # fmt: skip
+def test_parse_model_spec(spec, expected) -> None:
+    assert parse_model_spec(spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("gpt-4o", "unknown model spec 'gpt-4o'"),
+        ("anthropic:claude", "unknown model spec"),
+        ("openai:", "lacks its part"),
+        ("openai-compatible:localhost:8080", "needs an http(s) URL"),
+        ("import:module_without_factory", "import:package.module:factory"),
+    ],
+)
+def test_bad_specs(spec: str, message: str) -> None:
+    with pytest.raises(ModelSpecError, match=re.escape(message)):
+        parse_model_spec(spec)
+
+
+def test_openai_needs_a_key(monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ModelSpecError, match="OPENAI_API_KEY"), open_model("openai:gpt-4o-mini"):
+        pass
+
+
+def test_openai_and_compatible_build_chat_openai(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with open_model("openai:gpt-4o-mini", max_tokens=300) as opened:
+        assert opened.llm.model_name == "gpt-4o-mini"
+        assert opened.llm.temperature == 0 and opened.llm.streaming
+        assert opened.llm.max_tokens == 300
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with open_model("openai-compatible:http://127.0.0.1:9/v1#local") as opened:
+        assert opened.llm.openai_api_base == "http://127.0.0.1:9/v1"
+        assert opened.llm.model_name == "local"
+        assert opened.server is None
+
+
+def test_missing_local_model_says_make_models(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("AUTODEMO_MODELS_DIR", str(tmp_path))
+    with pytest.raises(ModelSpecError, match="make models"), open_model(None):
+        pass
+    with pytest.raises(ModelSpecError, match="make models"), open_model("llamacpp:nope.gguf"):
+        pass
+
+
+def make_fake() -> ScriptedAutoDemoModel:
+    return ScriptedAutoDemoModel(answer="const:42")
+
+
+def test_import_and_fake_specs() -> None:
+    with open_model(f"import:{__name__}:make_fake") as opened:
+        assert isinstance(opened.llm, ScriptedAutoDemoModel) and opened.llm.answer == "const:42"
+    with pytest.raises(ModelSpecError, match="cannot import"), open_model("import:no.such:thing"):
+        pass
+    with open_model("fake:answer=echo,delay=0") as opened:
+        assert opened.llm.answer == "echo"
+    with pytest.raises(ModelSpecError, match="bad fake model option"), open_model("fake:x=1"):
+        pass
