@@ -160,7 +160,7 @@ def _selector(select: str | None, demo_pool: Path | None) -> Any:
 
     if demo_pool is not None:
         return SimilarityBatchSelector(embeddings=None, mode="demo_pool", demo_pool=pool)
-    return SimilarityBatchSelector(embeddings=None, mode=SELECTIONS[key])
+    return SimilarityBatchSelector(embeddings=None, mode=SELECTIONS[key])  # type: ignore[arg-type]
 
 
 @app.command()

@@ -35,7 +35,7 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 def answer_rule(rule: str, question: str) -> str:
     if rule == "sum":
-        total = sum(float(n) for n in _NUMBER.findall(question))
+        total = float(sum(float(n) for n in _NUMBER.findall(question)))
         return str(int(total)) if total.is_integer() else f"{total:g}"
     if rule == "echo":
         return question.strip()
