@@ -95,10 +95,16 @@ class InstantModel(BaseChatModel):
             out.append(f"{marker} {question}\nA{marker[1:]} Done.\nThe answer is 1.\n")
         return "\n".join(out)
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=self._answer(messages)))])
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
+        return ChatResult(
+            generations=[ChatGeneration(message=AIMessage(content=self._answer(messages)))]
+        )
 
-    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Iterator[ChatGenerationChunk]:
+    def _stream(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> Iterator[ChatGenerationChunk]:
         yield ChatGenerationChunk(message=AIMessageChunk(content=self._answer(messages)))
 
 
@@ -114,7 +120,9 @@ def bench_runnable(items: int = 10_000, batch_size: int = 16) -> dict[str, Any]:
 
     def model_alone() -> None:  # what the fake model itself costs, to subtract
         for start in range(0, items, batch_size):
-            prompt = "\n".join(f"Q[{j + 1}]: {q}" for j, q in enumerate(questions[start : start + batch_size]))
+            prompt = "\n".join(
+                f"Q[{j + 1}]: {q}" for j, q in enumerate(questions[start : start + batch_size])
+            )
             for _ in model_only.stream([HumanMessage(content=prompt)]):
                 pass
 
@@ -135,17 +143,26 @@ def main(out_dir: Path = RESULTS) -> dict[str, Any]:
     parser = bench_parser()
     runnable = bench_runnable()
     print("\nParser (10 MB well-formed completion)")
-    print(f"| mode | seconds | MB/s |\n|---|---|---|")
+    print("| mode | seconds | MB/s |\n|---|---|---|")
     print(f"| whole text | {parser['whole_s']} | {parser['whole_mb_per_s']} |")
-    print(f"| streamed, {parser['chunk_chars']}-char chunks | {parser['streamed_s']} | {parser['streamed_mb_per_s']} |")
+    print(
+        f"| streamed, {parser['chunk_chars']}-char chunks | {parser['streamed_s']} | {parser['streamed_mb_per_s']} |"  # noqa: E501
+    )
     print(f"streamed / whole = {parser['streamed_over_whole']}x (goal <= 3x)")
     print("\nRunnable overhead (zero-latency fake model)")
-    print("| items | batch size | total s | fake model s | library us/item |\n|---|---|---|---|---|")
+    print(
+        "| items | batch size | total s | fake model s | library us/item |\n|---|---|---|---|---|"
+    )
     print(
         f"| {runnable['items']} | {runnable['batch_size']} | {runnable['total_s']} | "
         f"{runnable['fake_model_s']} | {runnable['library_us_per_item']} |"
     )
-    result = {"machine": platform.platform(), "python": platform.python_version(), "parser": parser, "runnable": runnable}
+    result = {
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "parser": parser,
+        "runnable": runnable,
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "core.json").write_text(json.dumps(result, indent=2))
     return result

@@ -93,9 +93,7 @@ def render_questions(questions: Sequence[str], markers: Markers) -> str:
     )
 
 
-def render_completion(
-    items: Sequence[Demonstration], markers: Markers, *, restate: bool
-) -> str:
+def render_completion(items: Sequence[Demonstration], markers: Markers, *, restate: bool) -> str:
     """A completion in exactly the format the prompt asks for (used for demonstrations)."""
     blocks = []
     for i, (question, answer) in enumerate(items, 1):
@@ -151,9 +149,7 @@ def build_batch_messages(
         )
         messages.append(
             AIMessage(
-                content=render_completion(
-                    demonstrations, markers, restate=mode is Mode.AUTO_DEMO
-                )
+                content=render_completion(demonstrations, markers, restate=mode is Mode.AUTO_DEMO)
             )
         )
     messages.append(

@@ -147,9 +147,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self.batch([input], config, **kwargs)[0]
 
-    async def ainvoke(
-        self, input: Any, config: RunnableConfig | None = None, **kwargs: Any
-    ) -> Any:
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return (await self.abatch([input], config, **kwargs))[0]
 
     def batch(
@@ -216,9 +214,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
 
     # -- drivers: the same engine, under threads or asyncio ---------------------------
 
-    def _run_sync(
-        self, inputs: list[Any], config: Any
-    ) -> Iterator[tuple[int, Result, bool]]:
+    def _run_sync(self, inputs: list[Any], config: Any) -> Iterator[tuple[int, Result, bool]]:
         if not inputs:
             return
         texts = self._render_all(inputs)
@@ -227,7 +223,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         engine = Engine(texts, planner.plan(texts, self._plan_size()), self.settings)
         runs = [
             get_callback_manager_for_config(c).on_chain_start(
-                None, inputs[i], name=c.get("run_name") or self.get_name(), run_id=c.pop("run_id", None)
+                None,
+                inputs[i],
+                name=c.get("run_name") or self.get_name(),
+                run_id=c.pop("run_id", None),
             )
             for i, c in enumerate(configs)
         ]
@@ -284,7 +283,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         engine = Engine(texts, plans, self.settings)
         runs = [
             await get_async_callback_manager_for_config(c).on_chain_start(
-                None, inputs[i], name=c.get("run_name") or self.get_name(), run_id=c.pop("run_id", None)
+                None,
+                inputs[i],
+                name=c.get("run_name") or self.get_name(),
+                run_id=c.pop("run_id", None),
             )
             for i, c in enumerate(configs)
         ]
@@ -503,4 +505,3 @@ def _value_parser(
     if callable(output_parser):
         return output_parser, None
     raise TypeError("output_parser must be an output parser, a pydantic model or a callable")
-

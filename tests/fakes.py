@@ -99,7 +99,9 @@ class ScriptedChatModel(BaseChatModel):
             yield ChatGenerationChunk(message=AIMessageChunk(content=text[start : start + size]))
         if "raise" in meta:
             raise meta["raise"]
-        response_metadata = {"finish_reason": meta["finish_reason"]} if "finish_reason" in meta else {}
+        response_metadata = (
+            {"finish_reason": meta["finish_reason"]} if "finish_reason" in meta else {}
+        )
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",

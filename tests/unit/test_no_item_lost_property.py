@@ -12,8 +12,24 @@ from langchain_core.messages import BaseMessage
 from langchain_autodemo import AutoDemoBatchRunnable, AutoDemoItemError
 from tests.fakes import ScriptedChatModel, asked_questions
 
-WORDS = ["apples", "boats", "clocks", "drums", "eggs", "forks", "geese", "hats", "inks", "jars",
-         "kites", "lamps", "maps", "nails", "owls", "pens"]
+WORDS = [
+    "apples",
+    "boats",
+    "clocks",
+    "drums",
+    "eggs",
+    "forks",
+    "geese",
+    "hats",
+    "inks",
+    "jars",
+    "kites",
+    "lamps",
+    "maps",
+    "nails",
+    "owls",
+    "pens",
+]
 
 
 def question(k: int) -> str:
@@ -94,7 +110,10 @@ def test_every_input_gets_its_own_answer_or_an_explicit_error(n, batch_size, pla
 
     def script(messages: list[BaseMessage], call: int):
         asked = asked_questions(messages)
-        blocks = [Block(inputs.index(q), i, answer=answer(inputs.index(q))) for i, q in enumerate(asked, 1)]
+        blocks = [
+            Block(inputs.index(q), i, answer=answer(inputs.index(q)))
+            for i, q in enumerate(asked, 1)
+        ]
         if call > len(plans):
             return "\n\n".join(b.render() for b in blocks)
         ops, truncate_at, raise_at = plans[call - 1]
@@ -105,7 +124,9 @@ def test_every_input_gets_its_own_answer_or_an_explicit_error(n, batch_size, pla
             return text[: int(len(text) * truncate_at)], {"finish_reason": "length"}
         return text
 
-    runner = AutoDemoBatchRunnable(ScriptedChatModel(script=script, chunk_size=5), batch_size=batch_size)
+    runner = AutoDemoBatchRunnable(
+        ScriptedChatModel(script=script, chunk_size=5), batch_size=batch_size
+    )
     results = runner.batch(inputs, return_exceptions=True)
 
     assert len(results) == n

@@ -248,7 +248,9 @@ def test_marker_text_inside_inputs_does_not_shift_other_items() -> None:
 
     def honest(messages: list[BaseMessage], n: int) -> str:
         questions = asked_questions(messages)
-        return well_formed(questions, lambda q: {0: "2", 1: "4", 2: "6"}[[*map(str, questions)].index(q)])
+        return well_formed(
+            questions, lambda q: {0: "2", 1: "4", 2: "6"}[[*map(str, questions)].index(q)]
+        )
 
     runner, model = make_runner(honest)
     assert runner.batch(tricky) == ["2", "4", "6"]
@@ -405,7 +407,9 @@ def test_a_pydantic_output_model_parses_json_answers() -> None:
 
 def test_an_answer_the_output_parser_rejects_is_reasked() -> None:
     def garbled_first(messages: list[BaseMessage], n: int) -> str:
-        return well_formed(asked_questions(messages), lambda q: "eleven" if n == 1 else arithmetic_answer(q))
+        return well_formed(
+            asked_questions(messages), lambda q: "eleven" if n == 1 else arithmetic_answer(q)
+        )
 
     runner, model = make_runner(garbled_first, output_parser=int)
     assert runner.batch(QUESTIONS[:1]) == [11]
@@ -548,7 +552,9 @@ class KeepOnlyFirst(SequentialPlanner):
     def plan(self, texts, batch_size):
         n = len(texts)
         return [
-            PlannedBatch(tuple([i, *[j for j in range(n) if j != i][: batch_size - 1]]), frozenset({i}))
+            PlannedBatch(
+                tuple([i, *[j for j in range(n) if j != i][: batch_size - 1]]), frozenset({i})
+            )
             for i in range(n)
         ]
 
