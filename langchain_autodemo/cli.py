@@ -430,6 +430,52 @@ def eval_(
     )
 
 
+# -- serve --------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    instructions: Annotated[
+        str, typer.Option("--instructions", "-i", help="The task, in one or two sentences.")
+    ],
+    model: ModelOption = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-n", min=1)] = 8,
+    mode: Annotated[str, typer.Option(help="auto_demo, batch or single.")] = "auto_demo",
+    reasoning: Annotated[
+        bool, typer.Option(help="Ask for reasoning before each final answer.")
+    ] = True,
+    max_wait: Annotated[
+        float, typer.Option(min=0.0, help="Seconds a request waits for others to pack with.")
+    ] = 0.05,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    max_tokens: MaxTokensOption = None,
+) -> None:
+    """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls."""
+    import uvicorn
+
+    from langchain_autodemo import AutoDemoBatchRunnable
+    from langchain_autodemo.serving import create_app
+
+    with _user_errors():
+        spec = parse_model_spec(model)
+        with open_model(spec, max_tokens=max_tokens) as opened:
+            _echo(f"Model: {opened.description}")
+            try:
+                runner = AutoDemoBatchRunnable(
+                    opened.llm,
+                    instructions=instructions,
+                    batch_size=batch_size,
+                    mode=mode,
+                    reasoning=reasoning,
+                )
+            except ValueError as exc:
+                raise _fail(str(exc)) from None
+            app_ = create_app(runner, max_wait_seconds=max_wait)
+            _echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
+            uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
 def main() -> None:  # pragma: no cover - python -m langchain_autodemo.cli
     app()
 
