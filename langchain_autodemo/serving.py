@@ -90,7 +90,7 @@ class MicroBatcher(Runnable[Any, Any]):
             )
         except Exception as exc:  # e.g. a bad input: fail every request of this batch
             results = [exc] * len(waiting)
-        for (_, future), result in zip(waiting, results):
+        for (_, future), result in zip(waiting, results, strict=True):
             if future.done():
                 continue  # the caller went away
             if isinstance(result, BaseException):
