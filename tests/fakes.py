@@ -1,4 +1,4 @@
-"""Scripted chat models for unit tests: they read the Auto-Demo prompt and answer it.
+"""Scripts for the scripted chat model: they read the Auto-Demo prompt and answer it.
 
 Only unit tests use these; integration tests talk to a real llama.cpp server.
 """
@@ -6,21 +6,22 @@ Only unit tests use these; integration tests talk to a real llama.cpp server.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, PrivateAttr
+from langchain_core.messages import BaseMessage, HumanMessage
+
+from langchain_autodemo.evaluation.fake_model import Reply, ScriptedChatModel
+
+__all__ = [
+    "ScriptedChatModel",
+    "arithmetic_answer",
+    "asked_questions",
+    "single_question",
+    "solver",
+    "well_formed",
+]
 
 _QUESTION_LINE = re.compile(r"^Q\[(\d+)\]: (.*)$", re.MULTILINE)
-
-Reply = str | BaseException | tuple[str, dict[str, Any]]
-"""A completion; an exception to raise (after streaming the text before it, if a tuple
-("text", {"raise": exc})); or text with response metadata such as a finish reason."""
 
 
 def asked_questions(messages: list[BaseMessage]) -> list[str]:
@@ -39,76 +40,6 @@ def well_formed(questions: list[str], answer: Callable[[str], str], restate: boo
         head = f"Q[{i}]: {question}\n" if restate else ""
         blocks.append(f"{head}A[{i}]: Working it out.\nThe answer is {answer(question)}.")
     return "\n\n".join(blocks)
-
-
-class ScriptedChatModel(BaseChatModel):
-    """Answers each call with ``script(messages, call_number)``, streamed in small chunks.
-
-    The script returns the completion text, or ``(text, {"finish_reason": ...,
-    "usage": {...}, "raise": exc})`` to add metadata or fail after streaming ``text``.
-    """
-
-    script: Callable[[list[BaseMessage], int], Reply]
-    chunk_size: int = 7
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-    _calls: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-
-    @property
-    def _llm_type(self) -> str:
-        return "scripted-fake"
-
-    @property
-    def calls(self) -> list[list[BaseMessage]]:
-        return list(self._calls)
-
-    def _reply(self, messages: list[BaseMessage]) -> tuple[str, dict[str, Any]]:
-        with self._lock:
-            self._calls.append(messages)
-            number = len(self._calls)
-        reply = self.script(messages, number)
-        if isinstance(reply, BaseException):
-            return "", {"raise": reply}
-        if isinstance(reply, tuple):
-            return reply
-        return reply, {}
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        text, meta = self._reply(messages)
-        if "raise" in meta:
-            raise meta["raise"]
-        message = AIMessage(content=text, usage_metadata=meta.get("usage"))
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        text, meta = self._reply(messages)
-        size = self.chunk_size
-        for start in range(0, len(text), size):
-            yield ChatGenerationChunk(message=AIMessageChunk(content=text[start : start + size]))
-        if "raise" in meta:
-            raise meta["raise"]
-        response_metadata = (
-            {"finish_reason": meta["finish_reason"]} if "finish_reason" in meta else {}
-        )
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=meta.get("usage"),
-                response_metadata=response_metadata,
-            )
-        )
 
 
 def arithmetic_answer(question: str) -> str:

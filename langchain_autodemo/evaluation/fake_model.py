@@ -19,15 +19,16 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import PrivateAttr
 
-__all__ = ["ScriptedAutoDemoModel", "answer_rule", "parse_fake_spec"]
+__all__ = ["ScriptedChatModel", "ScriptedAutoDemoModel", "answer_rule", "parse_fake_spec"]
 
 _QUESTION_LINE = re.compile(r"^\s*Q\[(\d+)\]:\s?(.*)$", re.MULTILINE)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
@@ -44,27 +45,108 @@ def answer_rule(rule: str, question: str) -> str:
     raise ValueError(f"unknown fake answer rule {rule!r} (use sum, echo or const:TEXT)")
 
 
-class ScriptedAutoDemoModel(BaseChatModel):
+Reply = str | BaseException | tuple[str, dict[str, Any]]
+"""A scripted completion: its text; an exception to raise; or ``(text, metadata)`` where
+metadata may hold ``finish_reason``, ``usage`` (token counts) and ``raise`` (an exception
+raised after streaming ``text``)."""
+
+
+class ScriptedChatModel(BaseChatModel):
+    """A chat model whose completions come from ``script(messages, call_number)``.
+
+    Streams each completion in ``chunk_size``-character chunks (``0``: line by line), with
+    any finish reason and usage on the last chunk, so tests can reproduce what servers do.
+    Thread-safe; ``calls`` lists the messages of every call so far.
+    """
+
+    script: Callable[[list[BaseMessage], int], Reply] | None = None
+    chunk_size: int = 7
+    _call_log: list[list[BaseMessage]] = PrivateAttr(default_factory=list)
+    _log_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted-fake"
+
+    @property
+    def calls(self) -> list[list[BaseMessage]]:
+        with self._log_lock:
+            return list(self._call_log)
+
+    def _script(self, messages: list[BaseMessage], call_number: int) -> Reply:
+        if self.script is None:
+            raise NotImplementedError("give a script or override _script")
+        return self.script(messages, call_number)
+
+    def _reply(self, messages: list[BaseMessage]) -> tuple[str, dict[str, Any]]:
+        with self._log_lock:
+            self._call_log.append(messages)
+            number = len(self._call_log)
+        reply = self._script(messages, number)
+        if isinstance(reply, BaseException):
+            return "", {"raise": reply}
+        return reply if isinstance(reply, tuple) else (reply, {})
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        text, meta = self._reply(messages)
+        if "raise" in meta:
+            raise meta["raise"]
+        message = AIMessage(content=text, usage_metadata=meta.get("usage"))
+        return ChatResult(generations=[ChatGeneration(message=message)])
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        text, meta = self._reply(messages)
+        size = self.chunk_size
+        pieces = (
+            text.splitlines(keepends=True)
+            if size <= 0
+            else [text[i : i + size] for i in range(0, len(text), size)]
+        )
+        for piece in pieces:
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        if "raise" in meta:
+            raise meta["raise"]
+        finish = {"finish_reason": meta["finish_reason"]} if "finish_reason" in meta else {}
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="", usage_metadata=meta.get("usage"), response_metadata=finish
+            )
+        )
+
+
+class ScriptedAutoDemoModel(ScriptedChatModel):
     """Answers every ``Q[i]`` of the prompt by :func:`answer_rule`; thread-safe."""
 
     answer: str = "sum"
     delay: float = 0.0
     skip: int = 0
-    calls: int = 0
-    _seen: set[str]
-    _lock: threading.Lock
-
-    def model_post_init(self, context: Any) -> None:
-        self._seen = set()
-        self._lock = threading.Lock()
+    chunk_size: int = 0
+    _seen: set[str] = PrivateAttr(default_factory=set)
 
     @property
     def _llm_type(self) -> str:
         return "scripted-autodemo-fake"
 
+    def _script(self, messages: list[BaseMessage], call_number: int) -> Reply:
+        text = self._completion(messages)
+        return text, {"usage": self._usage(messages, text)}
+
     def _completion(self, messages: list[BaseMessage]) -> str:
-        with self._lock:
-            self.calls += 1
         if self.delay:
             time.sleep(self.delay)
         system = str(messages[0].content) if messages else ""
@@ -77,7 +159,7 @@ class ScriptedAutoDemoModel(BaseChatModel):
         restate = "copy the question" in prompt.lower() or "\nQ[i]:" in prompt
         blocks = []
         for index, text in questions:
-            with self._lock:
+            with self._log_lock:
                 first_time = text not in self._seen
                 self._seen.add(text)
             if self.skip and first_time and int(index) % self.skip == 0:
@@ -92,33 +174,6 @@ class ScriptedAutoDemoModel(BaseChatModel):
         prompt = sum(len(str(m.content)) for m in messages) // 4 + 1
         output = len(text) // 4 + 1
         return {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output}
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        text = self._completion(messages)
-        message = AIMessage(content=text, usage_metadata=self._usage(messages, text))  # type: ignore[arg-type]
-        return ChatResult(generations=[ChatGeneration(message=message)])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        text = self._completion(messages)
-        for line in text.splitlines(keepends=True):
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=line))
-            if run_manager:
-                run_manager.on_llm_new_token(line, chunk=chunk)
-            yield chunk
-        usage = self._usage(messages, text)
-        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))  # type: ignore[arg-type]
 
 
 def parse_fake_spec(options: str) -> ScriptedAutoDemoModel:
