@@ -23,7 +23,7 @@ models/SmolLM2-135M-Instruct.Q4_1.gguf: $(STAMP)
 	$(PY) scripts/fetch_models.py smollm2
 
 demo: setup
-	$(VENV)/bin/autodemo eval --dataset gsm8k --limit 16 --batch-sizes 8 \
+	$(VENV)/bin/autodemo eval --dataset gsm8k --limit 8 --batch-sizes 8 \
 		--methods single,batch,auto_demo,auto_demo+similarity --out autodemo-results/demo
 
 test: $(STAMP) models/SmolLM2-135M-Instruct.Q4_1.gguf
