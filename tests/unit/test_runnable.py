@@ -569,3 +569,65 @@ def test_single_mode_sends_the_question_alone() -> None:
     runner, model = make_runner(solver(), mode="single")
     runner.batch(QUESTIONS[:2])
     assert single_question(model.calls[0]) == QUESTIONS[0]
+
+
+# -- streaming results -------------------------------------------------------------------
+
+
+def test_batch_as_completed_yields_an_item_before_its_completion_has_ended() -> None:
+    import threading
+
+    first_item_seen = threading.Event()
+    yielded_mid_stream = []
+
+    class Gated(ScriptedChatModel):
+        def _stream(self, messages, stop=None, run_manager=None, **kwargs):
+            sent = ""
+            for chunk in super()._stream(messages, stop, run_manager, **kwargs):
+                if "Q[2]" in sent + chunk.text and "Q[2]" not in sent:
+                    # Item 1 closed in the chunks already sent: it must reach the caller
+                    # while this completion is still streaming.
+                    yielded_mid_stream.append(first_item_seen.wait(timeout=5))
+                sent += chunk.text
+                yield chunk
+
+    runner = AutoDemoBatchRunnable(Gated(script=solver(), chunk_size=5), batch_size=3)
+    results = []
+    for index, answer in runner.batch_as_completed(QUESTIONS[:3]):
+        results.append((index, answer))
+        first_item_seen.set()
+    assert sorted(results) == [(0, "11"), (1, "22"), (2, "33")]
+    assert yielded_mid_stream == [True]
+
+
+async def test_abatch_as_completed_yields_every_index_once() -> None:
+    runner, _ = make_runner(solver())
+    seen = [index async for index, _ in runner.abatch_as_completed(QUESTIONS)]
+    assert sorted(seen) == list(range(10))
+
+
+def test_similarity_selector_plans_the_calls_and_results_stay_in_input_order() -> None:
+    from langchain_autodemo.selector import SimilarityBatchSelector
+
+    questions = [
+        "What is 1 + 1 apples?", "What is 50 + 50 miles?", "What is 2 + 2 apples?",
+        "What is 60 + 60 miles?", "What is 3 + 3 apples?", "What is 70 + 70 miles?",
+    ]  # fmt: skip
+    runner, model = make_runner(solver(), batch_size=3, selector=SimilarityBatchSelector())
+    assert runner.batch(questions) == ["2", "100", "4", "120", "6", "140"]
+    grouped = sorted(sorted(asked_questions(call)) for call in model.calls)
+    assert grouped == sorted([sorted(questions[0::2]), sorted(questions[1::2])])
+
+
+def test_demo_pool_demonstrations_are_shown_as_a_solved_exchange() -> None:
+    from langchain_core.messages import AIMessage as AI
+
+    from langchain_autodemo.selector import SimilarityBatchSelector
+
+    pool = [("What is 5 + 5 apples?", "Five and five.\nThe answer is 10.")]
+    selector = SimilarityBatchSelector(mode="demo_pool", demo_pool=pool, demos_per_batch=1)
+    runner, model = make_runner(solver(), selector=selector)
+    assert runner.batch(["What is 1 + 1 apples?"]) == ["2"]
+    demo_turn = [m for m in model.calls[0] if isinstance(m, AI)]
+    assert demo_turn and "Q[1]: What is 5 + 5 apples?" in str(demo_turn[0].content)
+    assert asked_questions(model.calls[0]) == ["What is 1 + 1 apples?"]
