@@ -122,8 +122,13 @@ class CallSession:
     def finish(self, error: BaseException | None = None) -> CallReport:
         """Close the stream and judge every wanted item of the batch."""
         truncated = error is not None or self._looks_truncated()
+        stopped_early = self.complete  # the driver dropped the rest of the stream
         closing = self._scanner.finish()
-        if truncated:
+        if stopped_early:
+            # Whatever was still open is an extra (a repetition, an invented question) cut
+            # off by us: it must not cast doubt on the answers already delivered.
+            closing = [item for item in closing if item.closed_by != "end_of_stream"]
+        elif truncated:
             # The last open item may be cut off mid-answer: never trust it.
             closing = [item for item in closing if item.closed_by != "end_of_stream"]
             for position in self._wanted - self._found.keys():

@@ -43,6 +43,7 @@ def answer(k: int) -> str:
 @dataclass(frozen=True)
 class Block:
     truth: int  # the input this block really answers
+    slot: int  # its marker number in the prompt (1-based)
     label: int  # the index the model wrote
     restate: bool = True
     answer: str = ""
@@ -83,7 +84,7 @@ def corrupt(blocks: list[Block], ops: list[tuple]) -> tuple[list[str], bool]:
             parts[j], parts[k] = parts[k], parts[j]
         elif op[0] == "relabel" and block.restate:
             parts[j] = replace(block, label=op[2])  # the echo still says which input it is
-        elif op[0] == "no_restatement" and block.label == block.truth + 1:
+        elif op[0] == "no_restatement" and block.label == block.slot:
             parts[j] = replace(block, restate=False)  # only the (correct) index remains
         elif op[0] == "bold":
             parts[j] = replace(block, bold=True)
@@ -111,7 +112,7 @@ def test_every_input_gets_its_own_answer_or_an_explicit_error(n, batch_size, pla
     def script(messages: list[BaseMessage], call: int):
         asked = asked_questions(messages)
         blocks = [
-            Block(inputs.index(q), i, answer=answer(inputs.index(q)))
+            Block(inputs.index(q), i, i, answer=answer(inputs.index(q)))
             for i, q in enumerate(asked, 1)
         ]
         if call > len(plans):

@@ -631,3 +631,15 @@ def test_demo_pool_demonstrations_are_shown_as_a_solved_exchange() -> None:
     demo_turn = [m for m in model.calls[0] if isinstance(m, AI)]
     assert demo_turn and "Q[1]: What is 5 + 5 apples?" in str(demo_turn[0].content)
     assert asked_questions(model.calls[0]) == ["What is 1 + 1 apples?"]
+
+
+def test_a_partial_repetition_cut_off_by_the_early_stop_is_ignored() -> None:
+    def repeats_after_the_end(messages: list[BaseMessage], n: int) -> str:
+        questions = asked_questions(messages)
+        text = well_formed(questions, arithmetic_answer)
+        return text + f"\n\nQ[1]: {questions[0]}\nA[1]: The answer is 1"  # "11", cut short
+
+    model = ScriptedChatModel(script=repeats_after_the_end, chunk_size=1000)
+    runner = AutoDemoBatchRunnable(model, batch_size=2)
+    assert runner.batch(QUESTIONS[:2]) == EXPECTED[:2]
+    assert len(model.calls) == 1
