@@ -192,9 +192,9 @@ class CompletionScanner:
         if groups["q"] is not None:
             if self._item is not None:
                 closed.append(self._item.close("next_marker"))
-            self._item = _OpenItem(int(groups.get("qb") or groups.get("qn")), rest)
+            self._item = _OpenItem(int(groups.get("qb") or groups.get("qn") or 0), rest)
             return
-        index = int(groups.get("ab") or groups.get("an"))
+        index = int(groups.get("ab") or groups.get("an") or 0)
         item = self._item
         if item is not None and item.implicit and item.index == index:
             item.implicit = False  # the marker came late: keep one answer block
@@ -283,11 +283,16 @@ class AutoDemoOutputParser(BaseOutputParser[list[ParsedItem]]):
             yield from scanner.feed(text_of(chunk))
         yield from scanner.finish()
 
+    # ``parse`` returns the list of items; a stream yields the items one by one, so the
+    # stream methods' types differ from the base class's (a list per chunk).
     def transform(  # type: ignore[override]
         self, input: Iterator[str | BaseMessage], config: Any = None, **kwargs: Any
     ) -> Iterator[ParsedItem]:
-        yield from self._transform_stream_with_config(
-            input, self.iter_items, config, run_type="parser"
+        yield from self._transform_stream_with_config(  # type: ignore[misc]
+            input,
+            self.iter_items,  # type: ignore[arg-type]
+            config,
+            run_type="parser",
         )
 
     async def atransform(  # type: ignore[override]
@@ -302,6 +307,9 @@ class AutoDemoOutputParser(BaseOutputParser[list[ParsedItem]]):
                 yield item
 
         async for item in self._atransform_stream_with_config(
-            input, items, config, run_type="parser"
+            input,
+            items,  # type: ignore[arg-type]
+            config,
+            run_type="parser",
         ):
-            yield item
+            yield item  # type: ignore[misc]
