@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup models demo test unit bench clean
+.PHONY: setup models demo test unit lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(STAMP) models/SmolLM2-135M-Instruct.Q4_1.gguf
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check langchain_autodemo tests benchmarks scripts
+	$(VENV)/bin/ruff format --check langchain_autodemo
+	$(VENV)/bin/mypy langchain_autodemo
 
 bench: setup
 	$(PY) -m benchmarks
