@@ -9,6 +9,7 @@ See ``docs/cli.md`` for the full reference.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import string
 import sys
@@ -42,6 +43,9 @@ __all__ = ["app"]
 
 # Chroma (behind --select / similarity methods) must not phone home: nothing leaves the host.
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# Chroma turns on INFO logging, which would print every model request over the progress bar.
+for _noisy in ("httpx", "httpx2"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 app = typer.Typer(
     name="autodemo",
