@@ -461,20 +461,21 @@ def serve(
     from langchain_autodemo import AutoDemoBatchRunnable
     from langchain_autodemo.serving import create_app
 
+    from langchain_autodemo.prompts import Mode
+
+    if mode not in {m.value for m in Mode}:  # before a model server is started for nothing
+        raise _fail(f"unknown --mode {mode!r}: use auto_demo, batch or single")
     with _user_errors():
         spec = parse_model_spec(model)
         with open_model(spec, max_tokens=max_tokens) as opened:
             _echo(f"Model: {opened.description}")
-            try:
-                runner = AutoDemoBatchRunnable(
-                    opened.llm,
-                    instructions=instructions,
-                    batch_size=batch_size,
-                    mode=mode,
-                    reasoning=reasoning,
-                )
-            except ValueError as exc:
-                raise _fail(str(exc)) from None
+            runner = AutoDemoBatchRunnable(
+                opened.llm,
+                instructions=instructions,
+                batch_size=batch_size,
+                mode=mode,
+                reasoning=reasoning,
+            )
             app_ = create_app(runner, max_wait_seconds=max_wait)
             _echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
             uvicorn.run(app_, host=host, port=port, log_level="warning")
