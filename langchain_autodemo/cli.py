@@ -459,9 +459,8 @@ def serve(
     import uvicorn
 
     from langchain_autodemo import AutoDemoBatchRunnable
-    from langchain_autodemo.serving import create_app
-
     from langchain_autodemo.prompts import Mode
+    from langchain_autodemo.serving import create_app
 
     if mode not in {m.value for m in Mode}:  # before a model server is started for nothing
         raise _fail(f"unknown --mode {mode!r}: use auto_demo, batch or single")
