@@ -250,7 +250,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             except BaseException as crash:  # a bug must surface, not hang the batch
                 events.put(crash)
 
-        collector = _Collector(self, engine, len(inputs))
+        collector = _Collector(self, engine)
         try:
             with get_executor_for_config(configs[0]) as executor:
                 for call in engine.initial_calls():
@@ -309,7 +309,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                     report = session.finish()
                 await events.put(("done", call, report))
 
-        collector = _Collector(self, engine, len(inputs))
+        collector = _Collector(self, engine)
         tasks: set[asyncio.Task[None]] = set()
 
         def start(call: ModelCall) -> None:
@@ -433,7 +433,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
 class _Collector:
     """Driver-side bookkeeping shared by the sync and async drivers."""
 
-    def __init__(self, runner: AutoDemoBatchRunnable, engine: Engine, n: int) -> None:
+    def __init__(self, runner: AutoDemoBatchRunnable, engine: Engine) -> None:
         self._runner = runner
         self._engine = engine
         self._trackers = active_trackers()
