@@ -222,13 +222,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         planner = self._planner()
         engine = Engine(texts, planner.plan(texts, self._plan_size()), self.settings)
         runs = [
-            get_callback_manager_for_config(c).on_chain_start(
-                None,
-                inputs[i],
-                name=c.get("run_name") or self.get_name(),
-                run_id=c.pop("run_id", None),
-            )
-            for i, c in enumerate(configs)
+            get_callback_manager_for_config(c).on_chain_start(None, item, **self._run_start(c))
+            for item, c in zip(inputs, configs, strict=True)
         ]
         events: queue.Queue[_Event | BaseException] = queue.Queue()
 
@@ -283,12 +278,9 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         engine = Engine(texts, plans, self.settings)
         runs = [
             await get_async_callback_manager_for_config(c).on_chain_start(
-                None,
-                inputs[i],
-                name=c.get("run_name") or self.get_name(),
-                run_id=c.pop("run_id", None),
+                None, item, **self._run_start(c)
             )
-            for i, c in enumerate(configs)
+            for item, c in zip(inputs, configs, strict=True)
         ]
         events: asyncio.Queue[_Event] = asyncio.Queue()
         limit = asyncio.Semaphore(configs[0].get("max_concurrency") or len(inputs))
@@ -343,6 +335,13 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         await collector.aclose_runs(runs)
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _run_start(self, config: RunnableConfig) -> dict[str, Any]:
+        """How each input's own run is named and identified (one run per input item)."""
+        return {
+            "name": config.get("run_name") or self.get_name(),
+            "run_id": config.pop("run_id", None),
+        }
 
     def _planner(self) -> BatchPlanner:
         return self.selector or SequentialPlanner()
