@@ -214,9 +214,7 @@ class SimilarityBatchSelector(BatchPlanner):
         self.last_stats = stats = SelectionStats(items=len(texts))
         if not texts:
             return []
-        lookup = self._lookup(texts, stats)
-        new_vectors = self._embed(lookup, stats)
-        vectors = self._store_and_assemble(lookup, new_vectors, stats)
+        lookup, vectors = self._vectors(texts, stats)
         return self._plan_from_vectors(texts, lookup, vectors, batch_size, stats)
 
     async def aplan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
@@ -240,8 +238,7 @@ class SimilarityBatchSelector(BatchPlanner):
         stats = SelectionStats(items=len(texts))
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        lookup = self._lookup(texts, stats)
-        unique_vectors = self._store_and_assemble(lookup, self._embed(lookup, stats), stats)
+        lookup, unique_vectors = self._vectors(texts, stats)
         return unique_vectors[lookup.inverse]
 
     @property
@@ -290,31 +287,30 @@ class SimilarityBatchSelector(BatchPlanner):
         cached_vectors = np.concatenate(cached_chunks) if cached_chunks else None
         return _Lookup(unique, inverse, np.asarray(cached_rows, np.int64), cached_vectors, missing)
 
+    def _vectors(self, texts: Sequence[str], stats: SelectionStats) -> tuple[_Lookup, np.ndarray]:
+        """Cache lookup, embedding of what is missing, storage: one vector per unique text."""
+        lookup = self._lookup(texts, stats)
+        return lookup, self._store_and_assemble(lookup, self._embed(lookup, stats), stats)
+
     def _embed(self, lookup: _Lookup, stats: SelectionStats) -> np.ndarray:
-        started = time.perf_counter()
-        texts = [lookup.unique[row] for row in lookup.missing]
+        texts, started = [lookup.unique[row] for row in lookup.missing], time.perf_counter()
         if not texts:
-            vectors: Any = np.zeros((0, 0), dtype=np.float32)
+            vectors: Any = None
         elif hasattr(self.embeddings, "embed_array"):  # WordLlama: skip Python lists
             vectors = self.embeddings.embed_array(texts)
         else:
             vectors = self.embeddings.embed_documents(texts)
-        stats.embed_seconds += time.perf_counter() - started
-        stats.embedded = len(texts)
-        return _as_matrix(vectors, len(texts))
+        return _embedded(vectors, texts, started, stats)
 
     async def _aembed(self, lookup: _Lookup, stats: SelectionStats) -> np.ndarray:
-        started = time.perf_counter()
-        texts = [lookup.unique[row] for row in lookup.missing]
+        texts, started = [lookup.unique[row] for row in lookup.missing], time.perf_counter()
         if not texts:
-            vectors: Any = np.zeros((0, 0), dtype=np.float32)
+            vectors: Any = None
         elif hasattr(self.embeddings, "embed_array"):
             vectors = await asyncio.to_thread(self.embeddings.embed_array, texts)
         else:
             vectors = await self.embeddings.aembed_documents(texts)
-        stats.embed_seconds += time.perf_counter() - started
-        stats.embedded = len(texts)
-        return _as_matrix(vectors, len(texts))
+        return _embedded(vectors, texts, started, stats)
 
     def _store_and_assemble(
         self, lookup: _Lookup, new_vectors: np.ndarray, stats: SelectionStats
@@ -548,6 +544,14 @@ def _drop_collections(client: ClientAPI, name: str) -> None:
                 client.delete_collection(str(collection_name))
     except Exception:  # noqa: BLE001 - best effort at interpreter shutdown
         pass
+
+
+def _embedded(vectors: Any, texts: list[str], started: float, stats: SelectionStats) -> np.ndarray:
+    stats.embed_seconds += time.perf_counter() - started
+    stats.embedded = len(texts)
+    if vectors is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    return _as_matrix(vectors, len(texts))
 
 
 def _as_matrix(vectors: Any, expected_rows: int) -> np.ndarray:
