@@ -1,11 +1,72 @@
-"""Errors the package raises or returns per item."""
+"""Every error the package raises or returns per item descends from :class:`AutoDemoError`.
+
+The tree (the package's own classes; ``ValueError`` and friends are mixed in where a
+caller would already catch them)::
+
+    AutoDemoError
+    ├── AutoDemoInputError (+ValueError)      an input item that cannot be asked (names it)
+    ├── AutoDemoItemError                      an input that got no trustworthy answer
+    │   └── AutoDemoModelCallError             ... because its model call raised; every
+    │                                          instance is also an instance of the
+    │                                          provider's exception type (RateLimitError, ...)
+    ├── ConfigurationError (+ValueError)       a bad argument to a constructor or command
+    │   ├── ModelSpecError                     a model spec that cannot be used
+    │   ├── DatasetError                       a dataset name, file or record
+    │   ├── MethodError                        an evaluation method name
+    │   └── OutputError                        an output file that cannot be resumed
+    ├── ModelNotFoundError (+FileNotFoundError) a local model file is missing
+    └── LlamaCppServerError (+RuntimeError)   the local llama.cpp server did not start
+
+Catch :class:`AutoDemoError` for anything the package decided; catch the provider's own
+exception types (``openai.RateLimitError``) for model-call failures, exactly as without
+the package: ``runner.with_retry(retry_if_exception_type=(openai.RateLimitError,))`` and
+``with_fallbacks(exceptions_to_handle=...)`` work on them.
+"""
 
 from __future__ import annotations
 
-__all__ = ["AutoDemoItemError"]
+import threading
+from typing import Any
+
+__all__ = [
+    "AutoDemoError",
+    "AutoDemoInputError",
+    "AutoDemoItemError",
+    "AutoDemoModelCallError",
+    "ConfigurationError",
+    "model_call_error",
+]
 
 
-class AutoDemoItemError(Exception):
+class AutoDemoError(Exception):
+    """Base class of every error this package raises or returns."""
+
+
+class ConfigurationError(AutoDemoError, ValueError):
+    """A bad argument to a constructor or a command (the message is meant for the user)."""
+
+
+class AutoDemoInputError(AutoDemoError, ValueError):
+    """An input item that cannot be asked: empty, of the wrong type, or missing a key.
+
+    With ``return_exceptions=True`` it takes that item's place and the other inputs are
+    still answered; without it, ``batch()`` raises it before any model call.
+
+    Attributes:
+        index: position of the input in the list given to ``batch()``.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"item {index}: {reason}")
+        self.index = index
+        self.reason = reason
+
+    def __reduce__(self) -> Any:
+        return (type(self), (self.index, self.reason))
+
+
+class AutoDemoItemError(AutoDemoError):
     """An input that got no trustworthy answer after every allowed attempt.
 
     Raised by ``batch()`` (or returned in its place with ``return_exceptions=True``),
@@ -15,13 +76,85 @@ class AutoDemoItemError(Exception):
         index: position of the input in the list given to ``batch()``.
         reason: why the last attempt failed (missing, truncated, misaligned, ...).
         attempts: how many model calls tried to answer it.
+        reasons: the rejection reason of every attempt, oldest first.
     """
 
-    def __init__(self, index: int, reason: str, attempts: int) -> None:
+    def __init__(
+        self, index: int, reason: str, attempts: int, reasons: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"item {index}: {reason} (after {attempts} attempt(s))")
         self.index = index
         self.reason = reason
         self.attempts = attempts
+        self.reasons = reasons or (reason,)
 
-    def __reduce__(self):  # keep the structured fields across pickling (e.g. LangServe)
-        return (type(self), (self.index, self.reason, self.attempts))
+    def __reduce__(self) -> Any:  # keep the structured fields across pickling (LangServe)
+        return (AutoDemoItemError, (self.index, self.reason, self.attempts, self.reasons))
+
+
+class AutoDemoModelCallError(AutoDemoItemError):
+    """An item whose last model call raised.
+
+    Never instantiated directly: :func:`model_call_error` builds a class that derives
+    from both this one and the provider's exception type, so the caller can catch either.
+    ``__cause__`` is the original exception, and its attributes (``status_code``,
+    ``response``, ...) are copied onto the error.
+    """
+
+    def __str__(self) -> str:  # the provider's own __str__ (openai reads .message) would hide the item
+        return str(self.args[0]) if self.args else self.reason
+
+
+_classes: dict[type[BaseException], type[AutoDemoModelCallError]] = {}
+_classes_lock = threading.Lock()
+
+
+def _class_for(cause_type: type[BaseException]) -> type[AutoDemoModelCallError] | None:
+    with _classes_lock:
+        cls = _classes.get(cause_type)
+        if cls is None:
+            try:
+                cls = type(
+                    cause_type.__name__,
+                    (AutoDemoModelCallError, cause_type),
+                    {"__module__": cause_type.__module__, "__qualname__": cause_type.__qualname__},
+                )
+            except TypeError:  # an exception type that cannot be subclassed or mixed
+                return None
+            _classes[cause_type] = cls
+        return cls
+
+
+def model_call_error(
+    cause: BaseException, index: int, attempts: int, reasons: tuple[str, ...] = ()
+) -> AutoDemoModelCallError:
+    """The error for item ``index`` whose model call raised ``cause``.
+
+    The result is an instance of ``type(cause)`` *and* of :class:`AutoDemoItemError`,
+    with ``index``, ``reason``, ``attempts`` set and ``__cause__`` kept.
+
+    Example:
+        >>> error = model_call_error(TimeoutError("read timed out"), index=3, attempts=2)
+        >>> isinstance(error, TimeoutError), isinstance(error, AutoDemoItemError)
+        (True, True)
+        >>> str(error)
+        'item 3: model call failed: TimeoutError: read timed out (after 2 attempt(s))'
+    """
+    reason = f"model call failed: {type(cause).__name__}: {cause}"
+    cls = _class_for(type(cause)) or AutoDemoModelCallError
+    # The provider's __init__ wants its own arguments (a response, a body): build the
+    # instance without it and copy the state instead.
+    error = BaseException.__new__(cls)
+    try:
+        error.__dict__.update(getattr(cause, "__dict__", {}))
+    except (AttributeError, TypeError):
+        pass
+    message = f"item {index}: {reason} (after {attempts} attempt(s))"
+    error.args = (message,)
+    error.index = index
+    error.reason = reason
+    error.attempts = attempts
+    error.reasons = reasons or (reason,)
+    error.__cause__ = cause
+    return error
+

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
+from langchain_autodemo.errors import AutoDemoError
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -52,11 +53,11 @@ _REPO_ROOT = Path(__file__).resolve().parent.parent
 _FETCH_SCRIPT = _REPO_ROOT / "scripts" / "fetch_models.py"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(AutoDemoError, FileNotFoundError):
     """A model file is not where it should be (run ``make models``)."""
 
 
-class LlamaCppServerError(RuntimeError):
+class LlamaCppServerError(AutoDemoError, RuntimeError):
     """The llama.cpp server could not be started (or died while starting)."""
 
 

@@ -33,13 +33,14 @@ from langchain_autodemo.llamacpp import (
     ModelNotFoundError,
     find_model,
 )
+from langchain_autodemo.errors import ConfigurationError
 
 __all__ = ["ModelSpec", "ModelSpecError", "OpenModel", "open_model", "parse_model_spec"]
 
 KINDS = ("default", "llamacpp", "openai", "openai-compatible", "import", "fake")
 
 
-class ModelSpecError(ValueError):
+class ModelSpecError(ConfigurationError):
     """A model spec that cannot be used (the message is meant for the user)."""
 
 

@@ -23,6 +23,7 @@ from langchain_autodemo.evaluation.scoring import (
     score_numeric,
     score_text,
 )
+from langchain_autodemo.errors import ConfigurationError
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(ConfigurationError):
     """A dataset name, file or record that cannot be used (message is for the user)."""
 
 

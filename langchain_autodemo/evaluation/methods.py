@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from langchain_autodemo.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -33,7 +34,7 @@ SELECTIONS = {"similarity": "partition", "neighbors": "neighbors", "demo_pool": 
 DEFAULT_METHODS = "single,batch,auto_demo,auto_demo+similarity,auto_demo+demo_pool"
 
 
-class MethodError(ValueError):
+class MethodError(ConfigurationError):
     """An unknown or invalid method name (message is for the user)."""
 
 

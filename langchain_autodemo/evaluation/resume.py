@@ -13,13 +13,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
+from langchain_autodemo.errors import ConfigurationError
 
 __all__ = ["LINE_KEY", "OutputError", "OutputWriter", "read_finished", "sort_output"]
 
 LINE_KEY = "input_line"
 
 
-class OutputError(ValueError):
+class OutputError(ConfigurationError):
     """The existing output file cannot be resumed (message is for the user)."""
 
 
