@@ -144,7 +144,7 @@ def model_call_error(
     cls = _class_for(type(cause)) or AutoDemoModelCallError
     # The provider's __init__ wants its own arguments (a response, a body): build the
     # instance without it and copy the state instead.
-    error = BaseException.__new__(cls)
+    error = cls.__new__(cls)
     try:
         error.__dict__.update(getattr(cause, "__dict__", {}))
     except (AttributeError, TypeError):
