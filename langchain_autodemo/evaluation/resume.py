@@ -1,45 +1,52 @@
 """Resumable JSONL output for ``autodemo run``.
 
-Each output line is the input record plus ``input_line`` (its line number in the input
-file) and the answer (or ``error``). Lines are appended and flushed as items complete, so
-after an interruption :func:`read_finished` tells which input lines are done, and a torn
-last line (the process died mid-write) is cut off instead of corrupting the file.
+Each output line is ``{"input_line": N, ...}``: the line number of its input record first,
+then the record and its answer (or error). Lines are appended and flushed as items
+complete, so after an interruption :func:`read_finished` tells which input lines are done.
+
+A file is resumed only if every line is such a record. The one exception is a torn last
+line (the process died mid-write): it has no newline, is not valid JSON, and starts the
+way every line this module writes starts (``{"input_line": ``), so it is recognisably
+ours; :func:`prepare_for_append` cuts it off. Anything else is refused, never rewritten.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
+
 from langchain_autodemo.errors import ConfigurationError
 
-__all__ = ["LINE_KEY", "OutputError", "OutputWriter", "read_finished", "sort_output"]
+__all__ = [
+    "LINE_KEY",
+    "OutputError",
+    "OutputWriter",
+    "prepare_for_append",
+    "read_finished",
+    "sort_output",
+]
 
 LINE_KEY = "input_line"
+_LINE_START = b'{"' + LINE_KEY.encode() + b'": '
 
 
 class OutputError(ConfigurationError):
     """The existing output file cannot be resumed (message is for the user)."""
 
 
-def read_finished(
-    path: Path, *, drop_errors: bool = False, error_key: str = "error"
-) -> dict[int, dict[str, Any]]:
-    """The finished records of an existing output file, keyed by input line number.
+def _is_torn_write(tail: bytes) -> bool:
+    """An unterminated last line that this module began writing and did not finish."""
+    return tail.startswith(_LINE_START) or _LINE_START.startswith(tail)
 
-    A torn (unterminated, unparsable) last line is removed from the file. A malformed line
-    anywhere else raises :class:`OutputError`. With ``drop_errors`` the records that hold
-    an error are removed from the file, so that they are asked again.
-    """
-    if not path.exists():
-        return {}
+
+def _scan(path: Path) -> tuple[dict[int, dict[str, Any]], int, bytes]:
+    """(records by input line, bytes of complete lines, the file's bytes); reads only."""
     raw = path.read_bytes()
     finished: dict[int, dict[str, Any]] = {}
-    dropped = False
-    good_end = position = 0
-    number = 0
+    position = number = 0
     while position < len(raw):
         newline = raw.find(b"\n", position)
         end = len(raw) if newline == -1 else newline + 1
@@ -50,33 +57,53 @@ def read_finished(
                 if not isinstance(record, dict) or not isinstance(record.get(LINE_KEY), int):
                     raise ValueError("not an output record")
             except ValueError:
-                if end == len(raw):  # torn write at the very end: cut it off
-                    break
+                if newline == -1 and _is_torn_write(line):
+                    return finished, position, raw
                 raise OutputError(
                     f"{path}:{number}: not an autodemo output line; refusing to resume into "
-                    "this file (choose another -o, or use --overwrite)"
+                    "this file (use another -o, or --overwrite)"
                 ) from None
-            if drop_errors and error_key in record:
-                dropped = True
-            else:
-                finished[record[LINE_KEY]] = record
-        good_end = position = end
-    if dropped:
-        _rewrite(path, finished.values())
-    elif good_end < len(raw):
+            finished[record[LINE_KEY]] = record
+        position = end
+    return finished, position, raw
+
+
+def read_finished(path: Path) -> dict[int, dict[str, Any]]:
+    """The finished records of an existing output file, keyed by input line number.
+
+    Leaves the file as it is. Raises :class:`OutputError` naming the first line that
+    this module did not write.
+    """
+    if not path.exists():
+        return {}
+    return _scan(path)[0]
+
+
+def prepare_for_append(path: Path, *, keep: Mapping[int, dict[str, Any]] | None = None) -> None:
+    """Make a checked output file ready for :class:`OutputWriter`.
+
+    Cuts off a torn last line and restores a lost final newline; with ``keep``, rewrites
+    the file with just those records (e.g. without the errors, to ask them again).
+    """
+    if not path.exists():
+        return
+    finished, complete, raw = _scan(path)
+    if keep is not None:
+        if keep.keys() != finished.keys():
+            _rewrite(path, keep.values())
+    elif complete < len(raw):
         with path.open("r+b") as handle:
-            handle.truncate(good_end)
+            handle.truncate(complete)
     elif raw and not raw.endswith(b"\n"):  # last record complete, its newline lost
         with path.open("ab") as handle:
             handle.write(b"\n")
-    return finished
 
 
 def _rewrite(path: Path, records: Iterable[dict[str, Any]]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     with temporary.open("w", encoding="utf-8") as handle:
         for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.write(_line(record[LINE_KEY], record))
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
@@ -88,6 +115,12 @@ def sort_output(path: Path) -> None:
     _rewrite(path, (records[key] for key in sorted(records)))
 
 
+def _line(number: int, fields: Mapping[str, Any]) -> str:
+    # The line number first: that is how a torn last line is recognised as ours.
+    record = {LINE_KEY: number, **{k: v for k, v in fields.items() if k != LINE_KEY}}
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
 class OutputWriter:
     """Appends one JSON line per finished item and flushes it to disk at once."""
 
@@ -97,8 +130,9 @@ class OutputWriter:
         self._handle: IO[str] = path.open("a", encoding="utf-8")
         self.written = 0
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    def write(self, number: int, fields: Mapping[str, Any]) -> None:
+        """Append the record of input line ``number``."""
+        self._handle.write(_line(number, fields))
         self._handle.flush()  # survives a crash or kill of this process
         self.written += 1
 

@@ -10,6 +10,7 @@ import pytest
 from langchain_autodemo.evaluation.resume import (
     OutputError,
     OutputWriter,
+    prepare_for_append,
     read_finished,
     sort_output,
 )
@@ -26,27 +27,40 @@ def test_missing_file_means_nothing_finished(tmp_path: Path) -> None:
 def test_writer_appends_and_reader_resumes(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     with OutputWriter(path) as writer:
-        writer.write({"q": "a", "input_line": 3, "answer": "1"})
-        writer.write({"q": "b", "input_line": 1, "answer": "2"})
+        writer.write(3, {"q": "a", "answer": "1"})
+        writer.write(1, {"q": "b", "answer": "2"})
+    assert path.read_text().startswith('{"input_line": 3, "q": "a"'), "line number first"
     assert sorted(read_finished(path)) == [1, 3]
     sort_output(path)
     assert [r["input_line"] for r in _records(path)] == [1, 3]
 
 
-def test_torn_last_line_is_cut_off(tmp_path: Path) -> None:
+def test_torn_last_line_is_cut_off_when_appending(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
-    path.write_text('{"input_line": 1, "answer": "x"}\n{"input_line": 2, "ans')
+    text = '{"input_line": 1, "answer": "x"}\n{"input_line": 2, "ans'
+    path.write_text(text)
     assert list(read_finished(path)) == [1]
+    assert path.read_text() == text, "reading changes nothing"
+    prepare_for_append(path)
     assert path.read_text() == '{"input_line": 1, "answer": "x"}\n'
+
+
+@pytest.mark.parametrize("torn", ["{", '{"inpu', '{"input_line": ', '{"input_line": 12, "q": "'])
+def test_any_prefix_of_a_line_of_ours_is_a_torn_write(tmp_path: Path, torn: str) -> None:
+    path = tmp_path / "out.jsonl"
+    path.write_text('{"input_line": 1, "answer": "x"}\n' + torn)
+    prepare_for_append(path)
+    assert list(read_finished(path)) == [1]
 
 
 def test_complete_last_line_without_newline_is_kept(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_text('{"input_line": 1, "answer": "x"}\n{"input_line": 2, "answer": "y"}')
     assert sorted(read_finished(path)) == [1, 2]
+    prepare_for_append(path)
     assert path.read_text().endswith('"y"}\n')
     with OutputWriter(path) as writer:
-        writer.write({"input_line": 3, "answer": "z"})
+        writer.write(3, {"answer": "z"})
     assert [r["input_line"] for r in _records(path)] == [1, 2, 3]
 
 
@@ -57,16 +71,30 @@ def test_malformed_line_in_the_middle_refuses(tmp_path: Path) -> None:
         read_finished(path)
 
 
-def test_foreign_jsonl_refuses(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"question": "no line number"}\n{"question": "x"}\n',
+        '{"question": "one foreign line"}\n',  # was taken for a torn write and cut off
+        '{"question": "one foreign line, unterminated"}',
+        '{"input_line": 1}\n{"question": "foreign, unterminated',
+        "plain text",
+        '{"input_line": 1}\n{"input_line": 2, "q": "terminated but cut"\n',
+    ],
+)
+def test_foreign_content_refuses_and_is_left_alone(tmp_path: Path, text: str) -> None:
     path = tmp_path / "out.jsonl"
-    path.write_text('{"question": "no line number"}\n{"question": "x"}\n')
-    with pytest.raises(OutputError, match="not an autodemo output line"):
-        read_finished(path)
+    path.write_text(text)
+    for action in (read_finished, prepare_for_append, sort_output):
+        with pytest.raises(OutputError, match="not an autodemo output line"):
+            action(path)
+        assert path.read_text() == text
 
 
-def test_drop_errors_rewrites_without_them(tmp_path: Path) -> None:
+def test_keep_rewrites_with_just_those_records(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     path.write_text('{"input_line": 1, "answer": "x"}\n{"input_line": 2, "error": "missing"}\n')
-    assert sorted(read_finished(path)) == [1, 2]
-    assert sorted(read_finished(path, drop_errors=True)) == [1]
+    finished = read_finished(path)
+    assert sorted(finished) == [1, 2]
+    prepare_for_append(path, keep={1: finished[1]})
     assert [r["input_line"] for r in _records(path)] == [1]
