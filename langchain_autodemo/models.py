@@ -3,8 +3,8 @@
 =============================  ==========================================================
 spec                           model
 =============================  ==========================================================
-*(none)* / ``default``         the local Qwen2.5-Coder-1.5B-Instruct GGUF (``make models``)
-                               on a llama.cpp server started for the command
+*(none)* / ``default``         the local Qwen2.5-Coder-1.5B-Instruct GGUF (``autodemo models
+                               fetch``) on a llama.cpp server started for the command
 ``llamacpp:PATH.gguf``         that GGUF file (or a key such as ``llamacpp:smollm2``) on a
                                llama.cpp server started on 127.0.0.1 and stopped at the end
 ``openai:MODEL``               OpenAI through langchain-openai (needs ``OPENAI_API_KEY``)
@@ -26,14 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_autodemo.llamacpp import (
-    DEFAULT_MODEL,
-    LlamaCppServer,
-    LlamaCppServerError,
-    ModelNotFoundError,
-    find_model,
-)
 from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.llamacpp import LlamaCppServer, LlamaCppServerError
+from langchain_autodemo.local_models import DEFAULT_MODEL, ModelNotFoundError, find_model
 
 __all__ = ["ModelSpec", "ModelSpecError", "OpenModel", "open_model", "parse_model_spec"]
 

