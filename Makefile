@@ -15,7 +15,7 @@ TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,server,llamacpp,dev]"
+	$(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP) models

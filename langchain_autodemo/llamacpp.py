@@ -25,20 +25,27 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 from langchain_autodemo.errors import AutoDemoError
 from langchain_autodemo.local_models import find_model
 
-__all__ = ["LlamaCppServer", "LlamaCppServerError"]
+__all__ = ["LlamaCppServer", "LlamaCppServerError", "inprocess_chat_model"]
+
+_INSTALL_HINT = "install it with `pip install 'langchain-autodemo[llamacpp]'` (or `make setup`)"
 
 
 class LlamaCppServerError(AutoDemoError, RuntimeError):
     """The llama.cpp server could not be started (or died while starting)."""
+
+
+def _default_threads() -> int:
+    return int(os.environ.get("AUTODEMO_LLAMACPP_THREADS") or 2)
 
 
 def _free_port(host: str) -> int:
@@ -105,7 +112,7 @@ class LlamaCppServer:
     ) -> None:
         self.model_path = find_model(os.fspath(model))
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or int(os.environ.get("AUTODEMO_LLAMACPP_THREADS") or 2)
+        self.n_threads = n_threads or _default_threads()
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
@@ -148,8 +155,7 @@ class LlamaCppServer:
             return self
         if importlib.util.find_spec("llama_cpp") is None:
             raise LlamaCppServerError(
-                "llama-cpp-python is not installed in this environment; install it with "
-                "`pip install 'langchain-autodemo[llamacpp]'` (or `make setup`)."
+                f"llama-cpp-python is not installed in this environment; {_INSTALL_HINT}."
             )
         chosen_port = self.port
         if chosen_port is None:
@@ -247,3 +253,91 @@ class LlamaCppServer:
         }
         settings.update(kwargs)
         return ChatOpenAI(**settings)
+
+
+# -- in process -----------------------------------------------------------------------
+
+
+def inprocess_chat_model(
+    model: str | os.PathLike[str],
+    *,
+    n_ctx: int = 8192,
+    n_threads: int | None = None,
+    max_tokens: int = 2048,
+    **kwargs: Any,
+) -> Any:
+    """langchain-community's ``ChatLlamaCpp`` on a GGUF file, inside this process.
+
+    No server process and no port: the weights load into this process (``llamacpp-
+    inprocess:PATH`` on the command line). The settings match :class:`LlamaCppServer`'s
+    (temperature 0, streaming, the server's prompt batch of 512 tokens, RoPE from the model
+    file, quiet), so both give the same completion for the same messages. The one
+    ``llama_cpp.Llama`` is not thread-safe, so calls take turns: ``max_concurrency`` above 1
+    queues them, as the server does. Which to use when: see the README ("In-process or
+    server"), measured by ``benchmarks/bench_llamacpp.py``.
+
+    Args:
+        model: path of a ``.gguf`` file, or a key / file name for
+            :func:`~langchain_autodemo.local_models.find_model`.
+        kwargs: more ``ChatLlamaCpp`` fields (``n_gpu_layers``, ``model_kwargs``, ...).
+    """
+    path = find_model(os.fspath(model))
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ImportError(f"llama-cpp-python is not installed in this environment; {_INSTALL_HINT}")
+    try:
+        from langchain_community.chat_models import ChatLlamaCpp
+    except ImportError:
+        raise ImportError(
+            f"langchain-community is not installed in this environment; {_INSTALL_HINT}"
+        ) from None
+    settings: dict[str, Any] = {
+        "model_path": str(path),
+        "n_ctx": n_ctx,
+        "n_threads": n_threads or _default_threads(),
+        "n_batch": 512,  # ChatLlamaCpp's default of 8 makes prompt evaluation crawl
+        # ChatLlamaCpp forces RoPE to 10000 / 1.0, whatever the GGUF says (SmolLM2: 100000),
+        # which garbles the model's output; 0 means "as the model file says", like the server.
+        "rope_freq_base": 0.0,
+        "rope_freq_scale": 0.0,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "streaming": True,
+        "verbose": False,
+    }
+    settings.update(kwargs)
+    llm = ChatLlamaCpp(**settings)
+    llm.client = _OneAtATime(llm.client)
+    return llm
+
+
+class _OneAtATime:
+    """A ``llama_cpp.Llama`` whose completions take turns.
+
+    A semaphore, not a lock: a streamed completion is consumed by whichever thread the
+    caller's executor picks for each chunk, and the last one releases it.
+    """
+
+    def __init__(self, llama: Any) -> None:
+        self._llama = llama
+        self._turn = threading.Semaphore(1)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llama, name)
+
+    def create_chat_completion(self, **kwargs: Any) -> Any:
+        self._turn.acquire()
+        try:
+            result = self._llama.create_chat_completion(**kwargs)
+        except BaseException:
+            self._turn.release()
+            raise
+        if not kwargs.get("stream"):
+            self._turn.release()
+            return result
+        return self._released_after(result)
+
+    def _released_after(self, chunks: Iterator[Any]) -> Iterator[Any]:
+        try:
+            yield from chunks
+        finally:
+            self._turn.release()

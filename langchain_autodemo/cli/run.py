@@ -26,10 +26,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_autodemo.cli.common import echo
-from langchain_autodemo.errors import ConfigurationError
-from langchain_autodemo.evaluation.datasets import read_jsonl
-from langchain_autodemo.evaluation.methods import SELECTIONS
-from langchain_autodemo.evaluation.resume import (
+from langchain_autodemo.cli.resume import (
     LINE_KEY,
     OutputError,
     OutputWriter,
@@ -37,6 +34,9 @@ from langchain_autodemo.evaluation.resume import (
     read_finished,
     sort_output,
 )
+from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.evaluation.datasets import read_jsonl
+from langchain_autodemo.evaluation.methods import SELECTIONS
 from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import estimate_tokens

@@ -391,3 +391,19 @@ print(json.dumps({
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"env": {}, "gone": [], "levels": {}}
+
+
+def test_a_missing_cli_extra_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from langchain_autodemo.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a)
+    )
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    message = str(stopped.value.code)
+    assert "tqdm is not installed" in message
+    assert "pip install 'langchain-autodemo[cli]'" in message

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
 from langchain_autodemo.models import ModelSpec, ModelSpecError, open_model, parse_model_spec
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,7 @@ from langchain_autodemo.models import ModelSpec, ModelSpecError, open_model, par
          ModelSpec("openai-compatible", "http://127.0.0.1:8080/v1#qwen")),
         ("llamacpp:models/x.gguf", ModelSpec("llamacpp", "models/x.gguf")),
         ("LLAMACPP:smollm2", ModelSpec("llamacpp", "smollm2")),
+        ("llamacpp-inprocess:smollm2", ModelSpec("llamacpp-inprocess", "smollm2")),
         ("fake:", ModelSpec("fake", "")),
     ],
 )  # fmt: skip
@@ -67,6 +68,11 @@ def test_missing_local_model_says_make_models(tmp_path, monkeypatch) -> None:
     with pytest.raises(ModelSpecError, match="make models"), open_model(None):
         pass
     with pytest.raises(ModelSpecError, match="make models"), open_model("llamacpp:nope.gguf"):
+        pass
+    with (
+        pytest.raises(ModelSpecError, match="autodemo models fetch smollm2"),
+        open_model("llamacpp-inprocess:smollm2"),
+    ):
         pass
 
 

@@ -1,4 +1,4 @@
-"""Resumable output files: torn last lines, foreign files, error re-asks, sorting."""
+"""The resumable output file of `autodemo run`: torn last lines, foreign files, error re-asks, sorting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from langchain_autodemo.evaluation.resume import (
+from langchain_autodemo.cli.resume import (
     OutputError,
     OutputWriter,
     prepare_for_append,

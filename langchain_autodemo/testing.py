@@ -1,8 +1,15 @@
-"""A scripted chat model that answers Auto-Demo prompts offline (tests and smoke runs).
+"""Test doubles: scripted chat models for tests and offline smoke runs, never for answers.
 
-It reads the prompt the way a well-behaved model would: every ``Q[i]: ...`` line of the
-last user message is one question; in ``auto_demo`` prompts (which ask to copy the
-question) it restates ``Q[i]`` before ``A[i]``; a prompt without
+Shipped with the package (the way httpx ships ``MockTransport``) so that an application's
+own tests can drive an :class:`~langchain_autodemo.AutoDemoBatchRunnable` without a model:
+
+- :class:`ScriptedChatModel`: each completion comes from a script you write (text, an
+  exception, finish reasons, usage), streamed in chunks the way servers stream.
+- :class:`ScriptedAutoDemoModel`: answers every ``Q[i]`` of an Auto-Demo prompt by a rule.
+
+:class:`ScriptedAutoDemoModel` reads the prompt the way a well-behaved model would: every
+``Q[i]: ...`` line of the last user message is one question; in ``auto_demo`` prompts
+(which ask to copy the question) it restates ``Q[i]`` before ``A[i]``; a prompt without
 markers is one question. The answer is computed by a small rule:
 
 - ``sum``: the sum of the numbers in the question (``What is 3 + 4?`` -> 7),
