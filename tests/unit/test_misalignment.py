@@ -253,6 +253,14 @@ def test_comparison_key_ignores_case_width_and_invisible_characters() -> None:
     assert comparison_key("\u200b\u200d") == ""
 
 
+def test_every_invisible_format_character_is_ignored() -> None:
+    import sys
+    import unicodedata
+
+    invisible = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    assert comparison_key("a" + "".join(invisible) + "b") == "ab"
+
+
 def test_an_item_error_keeps_every_attempts_reason() -> None:
     def never(messages: list[BaseMessage], n: int) -> str:
         return "I cannot help with that."
