@@ -74,6 +74,8 @@ corruption = st.one_of(
     st.tuples(st.just("drop"), st.integers(0, 15)),
     st.tuples(st.just("duplicate"), st.integers(0, 15), st.booleans()),
     st.tuples(st.just("swap"), st.integers(0, 15), st.integers(0, 15)),
+    # exact restatements under each other's indices (the blocks stay where they are)
+    st.tuples(st.just("swap_labels"), st.integers(0, 15), st.integers(0, 15)),
     st.tuples(st.just("relabel"), st.integers(0, 15), st.integers(1, 20)),
     st.tuples(st.just("no_restatement"), st.integers(0, 15)),
     st.tuples(st.just("bold"), st.integers(0, 15)),
@@ -97,6 +99,12 @@ def corrupt(blocks: list[Block], ops: list[tuple]) -> tuple[list[str], bool]:
         elif op[0] == "swap":
             k = blocks_at[op[2] % len(blocks_at)]
             parts[j], parts[k] = parts[k], parts[j]
+        elif op[0] == "swap_labels" and block.restate:
+            k = blocks_at[op[2] % len(blocks_at)]
+            other = parts[k]
+            assert isinstance(other, Block)
+            if other.restate:
+                parts[j], parts[k] = replace(block, label=other.label), replace(other, label=block.label)
         elif op[0] == "relabel" and block.restate:
             parts[j] = replace(block, label=op[2])  # the echo still says which input it is
         elif op[0] == "no_restatement" and block.label == block.slot:
