@@ -17,6 +17,7 @@ from langchain_autodemo.cli.run import RunOptions
 from langchain_autodemo.cli.run import run as run_items
 from langchain_autodemo.evaluation.methods import DEFAULT_METHODS
 from langchain_autodemo.models import open_model, parse_model_spec
+from langchain_autodemo.prompts import Mode
 
 __all__ = ["app"]
 
@@ -59,7 +60,7 @@ InstructionsOption = Annotated[
     str, typer.Option("--instructions", "-i", help="The task, in one or two sentences.")
 ]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-n", min=1)]
-ModeOption = Annotated[str, typer.Option(help="auto_demo, batch or single.")]
+ModeOption = Annotated[Mode, typer.Option(help="How each call asks its questions.")]
 ReasoningOption = Annotated[bool, typer.Option(help="Ask for reasoning before each final answer.")]
 
 
@@ -146,7 +147,7 @@ def serve(
     instructions: InstructionsOption,
     model: ModelOption = None,
     batch_size: BatchSizeOption = 8,
-    mode: ModeOption = "auto_demo",
+    mode: ModeOption = Mode.AUTO_DEMO,
     reasoning: ReasoningOption = True,
     max_wait: Annotated[
         float, typer.Option(min=0.0, help="Seconds a request waits for others to pack with.")
@@ -159,11 +160,8 @@ def serve(
     import uvicorn
 
     from langchain_autodemo import AutoDemoBatchRunnable
-    from langchain_autodemo.prompts import Mode
     from langchain_autodemo.serving import create_app
 
-    if mode not in {m.value for m in Mode}:  # before a model server is started for nothing
-        raise fail(f"unknown --mode {mode!r}: use auto_demo, batch or single")
     with user_errors():
         spec = parse_model_spec(model)
         with open_model(spec, max_tokens=max_tokens) as opened:

@@ -36,10 +36,11 @@ from langchain_autodemo.cli.resume import (
 )
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.datasets import read_jsonl
-from langchain_autodemo.evaluation.methods import SELECTIONS
+from langchain_autodemo.evaluation.methods import GROUPINGS
 from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import estimate_tokens
+from langchain_autodemo.prompts import Mode
 from langchain_autodemo.usage import CallUsage, UsageStats
 
 __all__ = ["RunOptions", "run"]
@@ -54,7 +55,7 @@ class RunOptions:
     instructions: str = "Answer each question accurately."
     model: str | None = None
     batch_size: int = 8
-    mode: str = "auto_demo"
+    mode: Mode = Mode.AUTO_DEMO
     select: str | None = None
     demo_pool: Path | None = None
     field: str = "question"
@@ -159,9 +160,7 @@ def _exit_if_errors(job: _Job, errors: int) -> None:
 
 
 def _prepare(options: RunOptions) -> _Job:
-    if options.mode not in ("auto_demo", "batch", "single"):
-        raise ConfigurationError(f"unknown --mode {options.mode!r}: use auto_demo, batch or single")
-    if options.select is not None and options.mode == "single":
+    if options.select is not None and options.mode is Mode.SINGLE:
         raise ConfigurationError("--select needs a batched mode (auto_demo or batch)")
     spec = parse_model_spec(options.model)
     source, output = options.input, options.output
@@ -280,7 +279,7 @@ def _selector(select: str | None, demo_pool: Path | None) -> Any:
     if select is None and demo_pool is None:
         return None
     key = (select or "").strip().lower()
-    if select is not None and (key not in SELECTIONS or key == "demo_pool"):
+    if select is not None and (key not in GROUPINGS or key == "demo_pool"):
         raise ConfigurationError(f"unknown --select {select!r}: use similarity or neighbors")
     pool = []
     if demo_pool is not None:
@@ -293,8 +292,8 @@ def _selector(select: str | None, demo_pool: Path | None) -> Any:
     from langchain_autodemo.selector import SimilarityBatchSelector
 
     if demo_pool is not None:
-        return SimilarityBatchSelector(embeddings=None, mode="demo_pool", demo_pool=pool)
-    return SimilarityBatchSelector(embeddings=None, mode=SELECTIONS[key])  # type: ignore[arg-type]
+        return SimilarityBatchSelector(embeddings=None, grouping="demo_pool", demo_pool=pool)
+    return SimilarityBatchSelector(embeddings=None, grouping=GROUPINGS[key])  # type: ignore[arg-type]
 
 
 # -- answering ----------------------------------------------------------------------

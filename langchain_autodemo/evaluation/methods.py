@@ -1,11 +1,16 @@
-"""Evaluation methods: how inputs are packed (``mode``) and grouped (``selection``).
+"""Evaluation methods: how inputs are asked (``mode``) and grouped (``grouping``).
 
-A method name is ``MODE`` or ``MODE+SELECTION``:
+A method name is ``MODE`` or ``MODE+GROUPING``. The modes are
+:class:`~langchain_autodemo.prompts.Mode`'s:
 
 - ``single``: one call per question (the baseline; batch size does not apply),
 - ``batch``: many questions per call, answers only (Cheng et al. 2023),
-- ``auto_demo``: many per call, each question restated before its answer,
-- ``+similarity``: similar questions share a call (``SimilarityBatchSelector`` partition),
+- ``auto_demo``: many per call, each question restated before its answer.
+
+The groupings name a :class:`~langchain_autodemo.selector.SimilarityBatchSelector`
+``grouping`` (:data:`GROUPINGS`):
+
+- ``+similarity``: similar questions share a call (the selector's ``partition``),
 - ``+neighbors``: each call is built around nearest neighbours,
 - ``+demo_pool``: each call starts with solved demonstrations retrieved from a pool
   disjoint from the test items (GSM8K: ``gsm8k_train.jsonl``).
@@ -18,11 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.planning import Demonstration
+from langchain_autodemo.prompts import Mode
 
 __all__ = [
     "DEFAULT_METHODS",
+    "GROUPINGS",
     "MODES",
-    "SELECTIONS",
     "Method",
     "MethodError",
     "parse_batch_sizes",
@@ -30,8 +37,9 @@ __all__ = [
     "parse_methods",
 ]
 
-MODES = ("single", "batch", "auto_demo")
-SELECTIONS = {"similarity": "partition", "neighbors": "neighbors", "demo_pool": "demo_pool"}
+MODES = tuple(mode.value for mode in Mode)
+#: Method suffix -> the selector's ``grouping``.
+GROUPINGS = {"similarity": "partition", "neighbors": "neighbors", "demo_pool": "demo_pool"}
 DEFAULT_METHODS = "single,batch,auto_demo,auto_demo+similarity,auto_demo+demo_pool"
 
 
@@ -41,52 +49,54 @@ class MethodError(ConfigurationError):
 
 @dataclass(frozen=True)
 class Method:
-    mode: str
-    selection: str | None = None
+    mode: Mode
+    grouping: str | None = None
+    """A key of :data:`GROUPINGS`, or ``None``: inputs in order."""
 
     @property
     def name(self) -> str:
-        return self.mode if self.selection is None else f"{self.mode}+{self.selection}"
+        return self.mode.value + ("" if self.grouping is None else f"+{self.grouping}")
 
     @property
     def batched(self) -> bool:
-        return self.mode != "single"
+        return self.mode is not Mode.SINGLE
 
     @property
     def needs_pool(self) -> bool:
-        return self.selection == "demo_pool"
+        return self.grouping == "demo_pool"
 
     def selector(
         self,
-        demo_pool: Sequence[tuple[str, str]] | None = None,
+        demo_pool: Sequence[Demonstration] | None = None,
         *,
         embeddings: Any = None,
         demos_per_batch: int = 4,
     ) -> Any:
         """The ``SimilarityBatchSelector`` this method uses, or ``None``."""
-        if self.selection is None:
+        if self.grouping is None:
             return None
         from langchain_autodemo.selector import SimilarityBatchSelector
 
-        kwargs: dict[str, Any] = {"embeddings": embeddings, "mode": SELECTIONS[self.selection]}
+        kwargs: dict[str, Any] = {"embeddings": embeddings, "grouping": GROUPINGS[self.grouping]}
         if self.needs_pool:
             kwargs.update(demo_pool=list(demo_pool or []), demos_per_batch=demos_per_batch)
         return SimilarityBatchSelector(**kwargs)
 
 
 def parse_method(name: str) -> Method:
-    mode, _, selection = name.strip().lower().partition("+")
-    if mode not in MODES:
+    head, _, grouping = name.strip().lower().partition("+")
+    if head not in MODES:
         raise MethodError(f"unknown method {name!r}: the mode must be one of {', '.join(MODES)}")
-    if not selection:
+    mode = Mode(head)
+    if not grouping:
         return Method(mode)
-    if selection not in SELECTIONS:
+    if grouping not in GROUPINGS:
         raise MethodError(
-            f"unknown selection in {name!r}: use +{', +'.join(SELECTIONS)} after the mode"
+            f"unknown grouping in {name!r}: use +{', +'.join(GROUPINGS)} after the mode"
         )
-    if mode == "single":
-        raise MethodError(f"{name!r}: single answers one question per call, nothing to select")
-    return Method(mode, selection)
+    if mode is Mode.SINGLE:
+        raise MethodError(f"{name!r}: single answers one question per call, nothing to group")
+    return Method(mode, grouping)
 
 
 def parse_methods(text: str) -> list[Method]:
