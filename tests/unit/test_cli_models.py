@@ -57,10 +57,15 @@ def test_openai_and_compatible_build_chat_openai(monkeypatch) -> None:
         assert opened.llm.temperature == 0 and opened.llm.streaming
         assert opened.llm.max_tokens == 300
     monkeypatch.delenv("OPENAI_API_KEY")
-    with open_model("openai-compatible:http://127.0.0.1:9/v1#local") as opened:
+    with open_model("openai-compatible:http://127.0.0.1:9/v1#local", max_tokens=64) as opened:
         assert opened.llm.openai_api_base == "http://127.0.0.1:9/v1"
         assert opened.llm.model_name == "local"
         assert opened.server is None
+        # llama.cpp's server (and others) read only max_tokens, not max_completion_tokens
+        payload = opened.llm._get_request_payload("hi")
+        assert payload["max_tokens"] == 64 and "max_completion_tokens" not in payload
+        payload = opened.llm._get_request_payload("hi", max_tokens=5)
+        assert payload["max_tokens"] == 5
 
 
 def test_missing_local_model_says_make_models(tmp_path, monkeypatch) -> None:

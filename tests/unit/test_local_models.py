@@ -25,7 +25,10 @@ from langchain_autodemo.local_models import (
 
 def test_models_dir_is_the_user_cache_unless_overridden(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("AUTODEMO_MODELS_DIR", raising=False)
+    monkeypatch.delenv("AUTODEMO_CACHE_DIR", raising=False)
     assert models_dir() == user_cache_path("langchain-autodemo", appauthor=False) / "models"
+    monkeypatch.setenv("AUTODEMO_CACHE_DIR", str(tmp_path / "cache"))
+    assert models_dir() == tmp_path / "cache" / "models"
     monkeypatch.setenv("AUTODEMO_MODELS_DIR", str(tmp_path))
     assert models_dir() == tmp_path
 
@@ -58,7 +61,7 @@ def test_a_checkout_models_folder_is_searched_only_without_the_variable(
     checkout.mkdir()
     (checkout / MODELS["smollm2"].filename).write_bytes(b"gguf")
     monkeypatch.setattr(local_models, "_checkout_models", lambda: checkout)
-    monkeypatch.setattr(local_models, "user_cache_path", lambda *a, **k: tmp_path / "cache")
+    monkeypatch.setenv("AUTODEMO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("AUTODEMO_MODELS_DIR", raising=False)
     assert find_model("smollm2") == checkout / MODELS["smollm2"].filename
     monkeypatch.setenv("AUTODEMO_MODELS_DIR", str(tmp_path / "empty"))
