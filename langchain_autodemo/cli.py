@@ -364,12 +364,24 @@ def eval_(
     task: Annotated[str | None, typer.Option(help="For a dataset file: numeric or label.")] = None,
     max_tokens: MaxTokensOption = None,
     max_concurrency: ConcurrencyOption = 1,
+    demos_per_batch: Annotated[
+        int, typer.Option(min=0, help="Demonstrations per call (+demo_pool, +bootstrap).")
+    ] = 4,
+    bootstrap_size: Annotated[
+        int,
+        typer.Option(min=1, help="Training items the model answers to fill the +bootstrap pool."),
+    ] = 64,
+    bootstrap_store: Annotated[
+        Path | None,
+        typer.Option(help="Folder keeping bootstrap pools (default ~/.cache/autodemo/bootstrap)."),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = True,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Score methods x batch sizes on a dataset: accuracy, parse failures, calls, tokens, time."""
     from tqdm import tqdm
 
+    from langchain_autodemo.evaluation.bootstrap import BootstrapSettings, default_store
     from langchain_autodemo.evaluation.datasets import load_dataset
     from langchain_autodemo.evaluation.harness import MethodResult, evaluate
     from langchain_autodemo.evaluation.report import markdown_table, write_report
@@ -404,6 +416,17 @@ def eval_(
         def on_item() -> None:
             bar[-1].update(1)
 
+        def on_bootstrap_start(n: int) -> None:
+            bar.append(tqdm(total=n, desc="bootstrap pool", unit="item", disable=not progress,
+                            file=sys.stderr))  # fmt: skip
+
+        def on_bootstrap(pool: Any) -> None:
+            if not pool.reused:
+                bar[-1].close()
+            meta["bootstrap"] = pool.summary()
+            how = "reused" if pool.reused else f"built in {pool.build_time_s:.1f}s"
+            _echo(f"  bootstrap pool: {pool.kept}/{pool.attempted} answers kept ({how})")
+
         def on_result(result: MethodResult) -> None:
             bar[-1].close()
             done.append(result)
@@ -418,10 +441,17 @@ def eval_(
         with open_model(spec, max_tokens=max_tokens) as opened:
             meta["model"] = opened.description
             _echo(f"Model: {opened.description}; dataset {data.name} ({len(data)} items)")
+            meta["demos_per_batch"] = demos_per_batch
+            bootstrap = BootstrapSettings(
+                size=bootstrap_size, store=bootstrap_store or default_store(),
+                model=opened.description,
+            )  # fmt: skip
             try:
                 evaluate(
                     opened.llm, data, chosen, sizes, max_concurrency=max_concurrency,
+                    demos_per_batch=demos_per_batch, bootstrap=bootstrap,
                     on_start=on_start, on_item=on_item, on_result=on_result,
+                    on_bootstrap_start=on_bootstrap_start, on_bootstrap=on_bootstrap,
                 )  # fmt: skip
             except KeyboardInterrupt:
                 for open_bar in bar:

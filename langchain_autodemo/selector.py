@@ -14,6 +14,11 @@ Modes:
   ``demos_per_batch`` most similar *solved* examples from a user-given pool (e.g. a
   training set) retrieved from a Chroma collection: retrieval few-shot plus Auto-Demo.
 
+With ``keep_order=True`` the batches are consecutive inputs in input order (plain
+batching) and, with a pool, each still gets its nearest demonstrations. A pool can also
+be an existing collection (``demo_collection``), filled by :meth:`write_demonstrations`:
+``autodemo eval``'s ``+bootstrap`` methods keep the model's own solved answers there.
+
 Design decisions (numbers from ``benchmarks/bench_selector.py``, 2-core machine):
 
 * **Chroma is the persistent vector cache; grouping runs on a numpy matrix.** Every
@@ -132,6 +137,12 @@ class SimilarityBatchSelector(BatchPlanner):
         demo_pool: solved ``(question, answer)`` pairs; required by ``"demo_pool"``,
             and when given in another mode its batches get demonstrations too.
         demos_per_batch: demonstrations per batch.
+        demo_collection: an existing Chroma collection of solved demonstrations to search
+            instead of one built from ``demo_pool`` (fill it with
+            :meth:`write_demonstrations`, using embeddings of the same model).
+        keep_order: batch consecutive inputs in input order instead of grouping similar
+            ones (``partition`` and ``demo_pool`` modes); demonstrations are still
+            retrieved per batch.
         embedding_key: identity of the embedding model in the content-hash ids;
             default: the embeddings' class and model name. Change it when the same
             class produces different vectors (another model or version).
@@ -159,11 +170,17 @@ class SimilarityBatchSelector(BatchPlanner):
         embedding_key: str | None = None,
         refine_passes: int = 3,
         seed: int = 0,
+        demo_collection: Collection | None = None,
+        keep_order: bool = False,
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        if mode == "demo_pool" and demo_pool is None:
+        if mode == "demo_pool" and demo_pool is None and demo_collection is None:
             raise ValueError("mode='demo_pool' needs demo_pool=[(question, answer), ...]")
+        if demo_pool is not None and demo_collection is not None:
+            raise ValueError("give demo_pool or demo_collection, not both")
+        if keep_order and mode == "neighbors":
+            raise ValueError("keep_order does not apply to mode='neighbors'")
         if demos_per_batch < 0:
             raise ValueError("demos_per_batch must be >= 0")
         if embeddings is None:
@@ -179,6 +196,7 @@ class SimilarityBatchSelector(BatchPlanner):
         self.embedding_key = embedding_key or _default_embedding_key(embeddings)
         self.refine_passes = refine_passes
         self.seed = seed
+        self.keep_order = keep_order
         self.last_stats = SelectionStats()
         self._client, private = _resolve_client(client, persist_directory)
         # A private ephemeral collection must not collide with other selectors'.
@@ -186,7 +204,7 @@ class SimilarityBatchSelector(BatchPlanner):
             f"{collection_name}-{uuid.uuid4().hex[:8]}" if private else collection_name
         )
         self._collection: Collection | None = None
-        self._pool_collection: Collection | None = None
+        self._pool_collection: Collection | None = demo_collection
         self._max_batch: int | None = None
         if private:
             weakref.finalize(self, _drop_collections, self._client, self.collection_name)
@@ -367,6 +385,11 @@ class SimilarityBatchSelector(BatchPlanner):
         started = time.perf_counter()
         if self.mode == "neighbors":
             batches = _neighbor_positions(lookup, unique_vectors, batch_size)
+        elif self.keep_order:
+            batches = [
+                list(range(start, min(start + batch_size, len(texts))))
+                for start in range(0, len(texts), batch_size)
+            ]
         else:
             batches = partition_batches(
                 unique_vectors[lookup.inverse],
@@ -396,10 +419,13 @@ class SimilarityBatchSelector(BatchPlanner):
         whose question equals one of the batch's inputs are skipped (no answer leaks),
         and so are batches whose inputs are all blank (their centroid is zero).
         """
-        if not self.demo_pool or self.demos_per_batch == 0:
+        has_pool = bool(self.demo_pool) or self._pool_collection is not None
+        if not has_pool or self.demos_per_batch == 0:
             return [()] * len(batches)
         started = time.perf_counter()
         pool = self._pool()
+        if pool.count() == 0:  # e.g. a bootstrap pool where no answer passed the checker
+            return [()] * len(batches)
         centroids = np.stack([vectors[b].mean(axis=0) for b in batches])
         has_direction = np.linalg.norm(centroids, axis=1) > 1e-6
         result: list[tuple[Demonstration, ...]] = [()] * len(batches)
@@ -444,19 +470,48 @@ class SimilarityBatchSelector(BatchPlanner):
             metadata={"autodemo": "demonstration pool"},
         )
         if collection.count() != len(self.demo_pool):
-            questions = [q for q, _ in self.demo_pool]
-            vectors = self.embed(questions)
-            ids = [self._content_id(q) for q in questions]
-            for start in range(0, len(ids), self._chunk()):
-                stop = start + self._chunk()
-                collection.upsert(
-                    ids=ids[start:stop],
-                    embeddings=vectors[start:stop],
-                    documents=questions[start:stop],
-                    metadatas=[{"answer": a} for _, a in self.demo_pool[start:stop]],
-                )
+            self.write_demonstrations(collection, self.demo_pool)
         self._pool_collection = collection
         return collection
+
+    def write_demonstrations(
+        self,
+        collection: Collection,
+        demonstrations: Iterable[Demonstration],
+        metadatas: Sequence[dict[str, str | int | float | bool]] | None = None,
+    ) -> int:
+        """Store solved ``(question, answer)`` pairs in ``collection`` as a searchable pool.
+
+        The layout the selector searches: the question is the document, the answer is
+        metadata ``answer``, the vector is this selector's embedding of the question
+        (through its cache). ``metadatas`` adds fields per pair. Returns how many pairs
+        were stored (blank questions are dropped, one answer per question).
+        """
+        pairs = list(demonstrations)
+        extra = list(metadatas) if metadatas is not None else [{}] * len(pairs)
+        if len(extra) != len(pairs):
+            raise ValueError("metadatas must have one entry per demonstration")
+        rows: dict[str, int] = {}
+        for row, (question, _) in enumerate(pairs):
+            if str(question).strip():
+                rows.setdefault(str(question), row)
+        questions = list(rows)
+        if not questions:
+            return 0
+        vectors = self.embed(questions)
+        ids = [self._content_id(q) for q in questions]
+        chosen = [rows[q] for q in questions]
+        for start in range(0, len(ids), self._chunk()):
+            stop = start + self._chunk()
+            collection.upsert(
+                ids=ids[start:stop],
+                embeddings=vectors[start:stop],
+                documents=questions[start:stop],
+                metadatas=[
+                    {**extra[row], "answer": str(pairs[row][1])} for row in chosen[start:stop]
+                ],
+            )
+        return len(questions)
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Evaluation methods: how inputs are packed (``mode``) and grouped (``selection``).
 
-A method name is ``MODE`` or ``MODE+SELECTION``:
+A method name is ``MODE``, ``MODE+SELECTION``, ``MODE+bootstrap`` or
+``MODE+SELECTION+bootstrap``:
 
 - ``single``: one call per question (the baseline; batch size does not apply),
 - ``batch``: many questions per call, answers only (Cheng et al. 2023),
@@ -8,7 +9,11 @@ A method name is ``MODE`` or ``MODE+SELECTION``:
 - ``+similarity``: similar questions share a call (``SimilarityBatchSelector`` partition),
 - ``+neighbors``: each call is built around nearest neighbours,
 - ``+demo_pool``: each call starts with solved demonstrations retrieved from a pool
-  disjoint from the test items (GSM8K: ``gsm8k_train.jsonl``).
+  disjoint from the test items (GSM8K: ``gsm8k_train.jsonl``),
+- ``+bootstrap``: each call starts with the model's *own* solved answers to training
+  questions, retrieved from a pool the model filled first and the task's checker
+  filtered (:mod:`langchain_autodemo.evaluation.bootstrap`). Alone the batches keep
+  input order; with ``+similarity`` (or ``+neighbors``) similar questions share a call.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from langchain_autodemo.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_METHODS",
+    "BOOTSTRAP",
     "MODES",
     "SELECTIONS",
     "Method",
@@ -32,6 +38,7 @@ __all__ = [
 
 MODES = ("single", "batch", "auto_demo")
 SELECTIONS = {"similarity": "partition", "neighbors": "neighbors", "demo_pool": "demo_pool"}
+BOOTSTRAP = "bootstrap"
 DEFAULT_METHODS = "single,batch,auto_demo,auto_demo+similarity,auto_demo+demo_pool"
 
 
@@ -43,10 +50,13 @@ class MethodError(ConfigurationError):
 class Method:
     mode: str
     selection: str | None = None
+    bootstrap: bool = False
+    """Demonstrations from the model's own checked answers (the bootstrap pool)."""
 
     @property
     def name(self) -> str:
-        return self.mode if self.selection is None else f"{self.mode}+{self.selection}"
+        parts = [self.mode, *([self.selection] if self.selection else [])]
+        return "+".join(parts + ([BOOTSTRAP] if self.bootstrap else []))
 
     @property
     def batched(self) -> bool:
@@ -62,31 +72,53 @@ class Method:
         *,
         embeddings: Any = None,
         demos_per_batch: int = 4,
+        demo_collection: Any = None,
     ) -> Any:
-        """The ``SimilarityBatchSelector`` this method uses, or ``None``."""
-        if self.selection is None:
+        """The ``SimilarityBatchSelector`` this method uses, or ``None``.
+
+        ``demo_collection`` is the bootstrap pool's Chroma collection (``+bootstrap``).
+        """
+        if self.selection is None and not self.bootstrap:
             return None
         from langchain_autodemo.selector import SimilarityBatchSelector
 
-        kwargs: dict[str, Any] = {"embeddings": embeddings, "mode": SELECTIONS[self.selection]}
+        mode = SELECTIONS[self.selection] if self.selection else "partition"
+        kwargs: dict[str, Any] = {"embeddings": embeddings, "mode": mode}
         if self.needs_pool:
             kwargs.update(demo_pool=list(demo_pool or []), demos_per_batch=demos_per_batch)
+        if self.bootstrap:
+            if demo_collection is None:
+                raise MethodError(f"{self.name} needs the bootstrap pool (demo_collection)")
+            kwargs.update(
+                demo_collection=demo_collection,
+                demos_per_batch=demos_per_batch,
+                keep_order=self.selection is None,
+            )
         return SimilarityBatchSelector(**kwargs)
 
 
 def parse_method(name: str) -> Method:
-    mode, _, selection = name.strip().lower().partition("+")
+    """``"auto_demo+similarity+bootstrap"`` -> ``Method("auto_demo", "similarity", True)``."""
+    mode, *parts = [part.strip() for part in name.strip().lower().split("+")]
     if mode not in MODES:
         raise MethodError(f"unknown method {name!r}: the mode must be one of {', '.join(MODES)}")
-    if not selection:
+    if not parts:
         return Method(mode)
-    if selection not in SELECTIONS:
-        raise MethodError(
-            f"unknown selection in {name!r}: use +{', +'.join(SELECTIONS)} after the mode"
-        )
     if mode == "single":
         raise MethodError(f"{name!r}: single answers one question per call, nothing to select")
-    return Method(mode, selection)
+    unknown = [p for p in parts if p not in SELECTIONS and p != BOOTSTRAP]
+    if unknown:
+        raise MethodError(
+            f"unknown selection {unknown[0]!r} in {name!r}: use "
+            f"+{', +'.join(SELECTIONS)} and/or +{BOOTSTRAP} after the mode"
+        )
+    selections = [p for p in parts if p in SELECTIONS]
+    bootstrap = BOOTSTRAP in parts
+    if len(selections) > 1 or parts.count(BOOTSTRAP) > 1:
+        raise MethodError(f"{name!r}: one selection and at most one +{BOOTSTRAP}")
+    if bootstrap and selections == ["demo_pool"]:
+        raise MethodError(f"{name!r}: +demo_pool and +bootstrap are two demonstration pools")
+    return Method(mode, selections[0] if selections else None, bootstrap)
 
 
 def parse_methods(text: str) -> list[Method]:

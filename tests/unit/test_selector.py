@@ -337,6 +337,65 @@ def test_demo_pool_is_stored_in_chroma_and_reused(tmp_path: Path) -> None:
     assert again.embedded == []
 
 
+def _pool_collection(tmp_path: Path, name: str = "a-given-pool") -> object:
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(str(tmp_path), settings=Settings(anonymized_telemetry=False))
+    return client.create_collection(name, embedding_function=None)
+
+
+def test_demonstrations_come_from_a_given_collection(tmp_path: Path) -> None:
+    collection = _pool_collection(tmp_path)
+    writer = SimilarityBatchSelector(TopicEmbeddings())
+    stored = writer.write_demonstrations(
+        collection, [*POOL, ("  ", "blank"), POOL[0]], [{"n": i} for i in range(len(POOL) + 2)]
+    )
+    assert stored == collection.count() == len(POOL)  # type: ignore[attr-defined]
+    found = collection.get(include=["documents", "metadatas"])  # type: ignore[attr-defined]
+    assert dict(
+        zip(found["documents"], (m["answer"] for m in found["metadatas"]), strict=True)
+    ) == (dict(POOL))
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(),
+        demo_collection=collection,
+        demos_per_batch=2,  # type: ignore[arg-type]
+    )
+    (plan,) = selector.plan(["money: how many dollars?"], 4)
+    assert {q for q, _ in plan.demonstrations} == {POOL[3][0], POOL[4][0]}
+
+
+def test_keep_order_batches_consecutive_inputs_and_still_retrieves_demos() -> None:
+    texts = ["eggs: one", "money: two", "eggs: three", "money: four"]
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(), demo_pool=POOL, demos_per_batch=1, keep_order=True
+    )
+    plans = selector.plan(texts, 2)
+    assert [p.indices for p in plans] == [(0, 1), (2, 3)]
+    assert all(len(p.demonstrations) == 1 for p in plans)
+    grouped = SimilarityBatchSelector(TopicEmbeddings()).plan(texts, 2)
+    assert sorted(p.indices for p in grouped) == [(0, 2), (1, 3)]
+
+
+def test_an_empty_given_collection_gives_no_demonstrations(tmp_path: Path) -> None:
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(),
+        demo_collection=_pool_collection(tmp_path),  # type: ignore[arg-type]
+    )
+    assert [p.demonstrations for p in selector.plan(["eggs?", "cars?"], 1)] == [(), ()]
+
+
+def test_pool_arguments_that_do_not_go_together_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        SimilarityBatchSelector(
+            TopicEmbeddings(),
+            demo_pool=POOL,
+            demo_collection=_pool_collection(tmp_path),  # type: ignore[arg-type]
+        )
+    with pytest.raises(ValueError, match="keep_order"):
+        SimilarityBatchSelector(TopicEmbeddings(), mode="neighbors", keep_order=True)
+
+
 # -- async -----------------------------------------------------------------------------
 
 
