@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -47,9 +46,10 @@ _PREFIX = "autodemo-bootstrap-"
 
 
 def default_store() -> Path:
-    """``$XDG_CACHE_HOME/autodemo/bootstrap`` (``~/.cache/autodemo/bootstrap``)."""
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "autodemo" / "bootstrap"
+    """Bootstrap pools live in the package's per-user cache (``cache_root()/bootstrap``)."""
+    from langchain_autodemo.local_models import cache_root
+
+    return cache_root() / "bootstrap"
 
 
 @dataclass(frozen=True)

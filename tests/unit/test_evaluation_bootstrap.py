@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
@@ -17,7 +18,6 @@ from langchain_autodemo.evaluation.bootstrap import (
     demonstration_answer,
 )
 from langchain_autodemo.evaluation.datasets import Dataset, DatasetError, Example, Task
-from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
 from langchain_autodemo.evaluation.harness import evaluate
 from langchain_autodemo.evaluation.methods import Method, MethodError, parse_method
 

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
+from langchain_autodemo.testing import ScriptedChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from langchain_autodemo.evaluation.datasets import Dataset, Example, Task
@@ -19,7 +20,6 @@ from langchain_autodemo.evaluation.diagnostics import (
     paired_bootstrap_interval,
     reason_kind,
 )
-from langchain_autodemo.evaluation.fake_model import ScriptedChatModel
 from langchain_autodemo.evaluation.harness import MethodResult, evaluate
 from langchain_autodemo.evaluation.methods import parse_methods
 from langchain_autodemo.evaluation.report import write_report

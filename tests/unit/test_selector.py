@@ -1,4 +1,4 @@
-"""SimilarityBatchSelector: what each mode promises, on embedded Chroma (no sockets)."""
+"""SimilarityBatchSelector: what each grouping promises, on embedded Chroma (no sockets)."""
 
 from __future__ import annotations
 
@@ -190,14 +190,14 @@ def test_batch_size_below_one_is_an_error(batch_size: int) -> None:
         fake_selector().select(["a"], batch_size)
 
 
-def test_unknown_mode_is_an_error() -> None:
-    with pytest.raises(ValueError, match="mode"):
-        fake_selector(mode="clusters")
+def test_unknown_grouping_is_an_error() -> None:
+    with pytest.raises(ValueError, match="grouping"):
+        fake_selector(grouping="clusters")
 
 
-def test_demo_pool_mode_without_a_pool_is_an_error() -> None:
+def test_demo_pool_grouping_without_a_pool_is_an_error() -> None:
     with pytest.raises(ValueError, match="demo_pool"):
-        fake_selector(mode="demo_pool")
+        fake_selector(grouping="demo_pool")
 
 
 def test_a_persisted_collection_with_another_dimension_is_a_clear_error(tmp_path: Path) -> None:
@@ -254,9 +254,9 @@ def test_duplicates_are_embedded_once() -> None:
 # -- neighbors -------------------------------------------------------------------------
 
 
-def test_neighbors_mode_makes_one_batch_per_input_keeping_only_the_target() -> None:
+def test_neighbors_grouping_makes_one_batch_per_input_keeping_only_the_target() -> None:
     texts = [t for members in TOPICS.values() for t in members]
-    selector = SimilarityBatchSelector(TopicEmbeddings(), mode="neighbors")
+    selector = SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors")
     plans = selector.plan(texts, 3)
     assert len(plans) == len(texts) == selector.last_stats.calls
     for target, plan in enumerate(plans):
@@ -264,14 +264,14 @@ def test_neighbors_mode_makes_one_batch_per_input_keeping_only_the_target() -> N
         assert {i // 3 for i in plan.indices} == {target // 3}  # same-topic neighbours
 
 
-def test_neighbors_mode_does_not_pad_a_batch_with_copies_of_the_target() -> None:
+def test_neighbors_grouping_does_not_pad_a_batch_with_copies_of_the_target() -> None:
     texts = ["eggs one", "eggs one", "cars two", "money three"]
-    plans = SimilarityBatchSelector(TopicEmbeddings(), mode="neighbors").plan(texts, 3)
+    plans = SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors").plan(texts, 3)
     assert 1 not in plans[0].indices and 0 not in plans[1].indices
 
 
-def test_neighbors_mode_with_a_single_input() -> None:
-    plans = fake_selector(mode="neighbors").plan(["only"], 4)
+def test_neighbors_grouping_with_a_single_input() -> None:
+    plans = fake_selector(grouping="neighbors").plan(["only"], 4)
     assert plans == [PlannedBatch((0,), frozenset({0}))]
 
 
@@ -290,7 +290,7 @@ POOL = [
 def test_demo_pool_batches_get_the_most_similar_solved_examples() -> None:
     texts = ["eggs: how many eggs?", "money: how many dollars?"]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=2
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=2
     )
     plans = selector.plan(texts, 1)
     assert [p.indices for p in plans] == [(0,), (1,)]
@@ -302,7 +302,7 @@ def test_demo_pool_batches_get_the_most_similar_solved_examples() -> None:
 def test_demo_pool_never_shows_a_batch_its_own_question() -> None:
     texts = [POOL[0][0], "eggs: another"]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=3
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=3
     )
     (plan,) = selector.plan(texts, 2)
     questions = [q for q, _ in plan.demonstrations]
@@ -312,7 +312,7 @@ def test_demo_pool_never_shows_a_batch_its_own_question() -> None:
 def test_demo_pool_deduplicates_questions_and_caps_the_count() -> None:
     pool = [*POOL, POOL[0], (POOL[0][0], "other answer")]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=pool, demos_per_batch=10
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=pool, demos_per_batch=10
     )
     (plan,) = selector.plan(["eggs: how many?"], 4)
     questions = [q for q, _ in plan.demonstrations]
@@ -321,7 +321,7 @@ def test_demo_pool_deduplicates_questions_and_caps_the_count() -> None:
 
 def test_demo_pool_orders_the_most_similar_example_last() -> None:
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=3
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=3
     )
     (plan,) = selector.plan(["cars: how far?"], 1)
     assert plan.demonstrations[-1] == POOL[2]
@@ -329,7 +329,7 @@ def test_demo_pool_orders_the_most_similar_example_last() -> None:
 
 def test_demo_pool_is_stored_in_chroma_and_reused(tmp_path: Path) -> None:
     counting = CountingEmbeddings(TopicEmbeddings())
-    kwargs = {"mode": "demo_pool", "demo_pool": POOL, "persist_directory": tmp_path}
+    kwargs = {"grouping": "demo_pool", "demo_pool": POOL, "persist_directory": tmp_path}
     SimilarityBatchSelector(counting, **kwargs).plan(["eggs?"], 1)  # type: ignore[arg-type]
     assert len(counting.embedded) == len(POOL) + 1
     again = CountingEmbeddings(TopicEmbeddings())
@@ -393,7 +393,7 @@ def test_pool_arguments_that_do_not_go_together_are_errors(tmp_path: Path) -> No
             demo_collection=_pool_collection(tmp_path),  # type: ignore[arg-type]
         )
     with pytest.raises(ValueError, match="keep_order"):
-        SimilarityBatchSelector(TopicEmbeddings(), mode="neighbors", keep_order=True)
+        SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors", keep_order=True)
 
 
 # -- async -----------------------------------------------------------------------------
