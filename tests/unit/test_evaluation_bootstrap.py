@@ -232,11 +232,11 @@ def test_bootstrap_method_names(name: str, method: Method) -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("single+bootstrap", "nothing to select"),
+        ("single+bootstrap", "nothing to group"),
         ("auto_demo+demo_pool+bootstrap", "two demonstration pools"),
-        ("auto_demo+similarity+neighbors", "one selection"),
+        ("auto_demo+similarity+neighbors", "one grouping"),
         ("auto_demo+bootstrap+bootstrap", "at most one"),
-        ("auto_demo+bootstrapp", "unknown selection"),
+        ("auto_demo+bootstrapp", "unknown grouping"),
     ],
 )
 def test_bad_bootstrap_method_names_are_clear_errors(name: str, message: str) -> None:
