@@ -9,7 +9,8 @@ bound to it, and stops it again::
         print(llm.invoke("Say hi").content)
 
 Two quirks of llama-cpp-python's server (checked with 0.3.x) matter to callers:
-a *streamed* response carries no token usage (``usage_metadata`` is ``None``), and a
+a *streamed* response carries no token usage (``usage_metadata`` is ``None``; 0.3.36
+accepts ``stream_options={"include_usage": true}`` and ignores it), and a
 completion cut off by ``max_tokens`` reports ``finish_reason="stop"``, not
 ``"length"``, so truncation must be inferred from the text itself.
 
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
+
 from langchain_autodemo.errors import AutoDemoError
 
 __all__ = [

@@ -9,7 +9,8 @@ spec                           model
                                llama.cpp server started on 127.0.0.1 and stopped at the end
 ``openai:MODEL``               OpenAI through langchain-openai (needs ``OPENAI_API_KEY``)
 ``openai-compatible:URL``      any OpenAI-compatible server; ``URL#MODEL`` names the model;
-                               the key is ``$OPENAI_API_KEY`` or ``"none"``
+                               the key is ``$OPENAI_API_KEY`` or ``"none"``; usage is
+                               requested in streams (``stream_usage=True``)
 ``import:MODULE:FACTORY``      ``FACTORY()`` from an importable module returns the chat model
 ``fake:OPTIONS``               test-only scripted model (:mod:`.evaluation.fake_model`)
 =============================  ==========================================================
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.llamacpp import (
     DEFAULT_MODEL,
     LlamaCppServer,
@@ -33,7 +35,6 @@ from langchain_autodemo.llamacpp import (
     ModelNotFoundError,
     find_model,
 )
-from langchain_autodemo.errors import ConfigurationError
 
 __all__ = ["ModelSpec", "ModelSpecError", "OpenModel", "open_model", "parse_model_spec"]
 
@@ -127,11 +128,15 @@ def open_model(
         return
     if parsed.kind == "openai-compatible":
         url, _, model = parsed.target.partition("#")
+        # ChatOpenAI asks for usage in streams only on OpenAI's own URL; ask every server.
+        # One that ignores the request (llama-cpp-python 0.3.36's server accepts
+        # ``stream_options`` and sends no usage chunk) still gets estimates, flagged.
         llm = _chat_openai(
             base_url=url,
             model=model or "default",
             api_key=os.environ.get("OPENAI_API_KEY") or "none",
             max_tokens=max_tokens,
+            stream_usage=True,
         )
         yield OpenModel(llm, str(parsed))
         return

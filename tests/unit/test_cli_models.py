@@ -60,6 +60,8 @@ def test_openai_and_compatible_build_chat_openai(monkeypatch) -> None:
         assert opened.llm.openai_api_base == "http://127.0.0.1:9/v1"
         assert opened.llm.model_name == "local"
         assert opened.server is None
+        # ChatOpenAI would only ask OpenAI's own URL for usage in streams
+        assert opened.llm.stream_usage is True
 
 
 def test_missing_local_model_says_make_models(tmp_path, monkeypatch) -> None:
