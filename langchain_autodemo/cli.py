@@ -454,6 +454,14 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     max_tokens: MaxTokensOption = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="Take a JSON object with these fields per request, e.g. "
+            "'Premise: {premise} Hypothesis: {hypothesis}' (default: a question string).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls."""
     import uvicorn
@@ -465,6 +473,8 @@ def serve(
     if mode not in {m.value for m in Mode}:  # before a model server is started for nothing
         raise _fail(f"unknown --mode {mode!r}: use auto_demo, batch or single")
     with _user_errors():
+        if template is not None:
+            _renderer("question", template)  # a bad template stops here, not per request
         spec = parse_model_spec(model)
         with open_model(spec, max_tokens=max_tokens) as opened:
             _echo(f"Model: {opened.description}")
@@ -474,6 +484,7 @@ def serve(
                 batch_size=batch_size,
                 mode=mode,
                 reasoning=reasoning,
+                input_template=template,
             )
             app_ = create_app(runner, max_wait_seconds=max_wait)
             _echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")

@@ -125,6 +125,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         self.batch_size = batch_size
         self.mode = mode
         self.input_template = input_template
+        self.output_parser = output_parser
         self.selector = selector
         self.include_details = include_details
         self.name = name
