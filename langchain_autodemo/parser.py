@@ -148,6 +148,17 @@ class CompletionScanner:
         self._pending = [lines[-1]] if lines[-1] else []
         return closed
 
+    def restated_open(self) -> tuple[int, str] | None:
+        """``(index, restated question)`` of the open item once its restatement is
+        complete (the model has moved on to its answer), else ``None``.
+
+        Lets a reader decide early that the stream has run past the questions asked.
+        """
+        item = self._item
+        if item is None or item.question is None or not item.in_answer:
+            return None
+        return item.index, " ".join(p for p in item.question if p).strip()
+
     def finish(self) -> list[ParsedItem]:
         """Flush the last line and close the open item (end of stream)."""
         if self._finished:
