@@ -24,14 +24,13 @@ import asyncio
 import contextvars
 import logging
 import re
-import string
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import ensure_config, get_config_list
+from langchain_core.runnables.config import ensure_config
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
 
 from langchain_autodemo.engine import ItemResult
@@ -42,7 +41,7 @@ from langchain_autodemo.errors import (
     AutoDemoModelCallError,
     model_call_error,
 )
-from langchain_autodemo.runnable import AutoDemoBatchRunnable
+from langchain_autodemo.runnable import AutoDemoBatchRunnable, _template_fields
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -139,11 +138,9 @@ class MicroBatcher(Runnable[Any, Any]):
     def _check(self, input: Any) -> None:
         """Refuse an input that cannot be asked now, so it never joins (or fails) a batch."""
         try:
-            self.runner._render_all([input])
+            self.runner._render(0, input)
         except AutoDemoInputError as exc:
             raise AutoDemoInputError(0, exc.reason) from None
-        except (TypeError, ValueError) as exc:
-            raise AutoDemoInputError(0, re.sub(r"^item \d+: ", "", str(exc))) from None
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -192,11 +189,7 @@ def _input_model(runner: AutoDemoBatchRunnable) -> type[BaseModel]:
     """The input a served runner takes: its template's fields, else one question."""
     template = runner.input_template
     if isinstance(template, str):
-        names = [
-            name.split(".")[0].split("[")[0]
-            for _, name, _, _ in string.Formatter().parse(template)
-            if name
-        ]
+        names = _template_fields(template)
         fields: dict[str, Any] = {name: (str, ...) for name in dict.fromkeys(names)}
         # Named after its fields: LangServe keeps one model per name and process, and
         # renames (breaking) a second, different model of the same name.
@@ -296,25 +289,8 @@ class _Served(Runnable[Any, Any]):
         return await self.batcher.ainvoke(input, config, **kwargs)
 
     async def abatch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
-        configs = get_config_list(config, len(inputs))
-        results: list[Any] = [None] * len(inputs)
-        asked: list[int] = []
-        for position, item in enumerate(inputs):
-            try:
-                self.batcher._check(item)
-                asked.append(position)
-            except AutoDemoInputError as exc:
-                results[position] = served_error(AutoDemoInputError(position, exc.reason))
-        answers = await self.batcher.abatch(
-            [inputs[p] for p in asked], [configs[p] for p in asked], return_exceptions=True
-        )
-        for position, answer in zip(asked, answers, strict=True):
-            if isinstance(answer, AutoDemoItemError):
-                answer = served_error(answer)
-            elif isinstance(answer, BaseException):
-                raise answer
-            results[position] = answer
-        return results
+        results = await self.batcher.abatch(inputs, config, return_exceptions=True)
+        return [served_error(r) if isinstance(r, AutoDemoError) else r for r in results]
 
 
 async def _clear_stream_errors(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
