@@ -14,7 +14,11 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    BaseCallbackHandler,
+    CallbackManagerForChainRun,
+)
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import BaseOutputParser, PydanticOutputParser
 from langchain_core.prompt_values import PromptValue
@@ -26,6 +30,8 @@ from langchain_core.runnables.config import (
     get_executor_for_config,
     patch_config,
 )
+from langchain_core.tracers.langchain import LangChainTracer
+from langchain_core.tracers.schemas import Run
 from pydantic import BaseModel
 
 from langchain_autodemo.alignment import comparison_key
@@ -455,9 +461,15 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         runs: Sequence[CallbackManagerForChainRun | AsyncCallbackManagerForChainRun],
     ) -> RunnableConfig:
         # One call serves several items: it is traced as a child of its first item's run,
-        # and its metadata names every item it answers.
+        # its callbacks carry the handlers of every item it serves (each item's handlers
+        # see the model run that answered it), and its metadata names every item.
         leader = call.batch.indices[0] if call.batch.keep is None else call.batch.kept[0]
-        config = patch_config(configs[leader], callbacks=runs[leader].get_child())
+        callbacks = runs[leader].get_child()
+        for index in call.batch.kept:
+            for handler in runs[index].inheritable_handlers:
+                if not any(_same_sink(handler, present) for present in callbacks.handlers):
+                    callbacks.add_handler(handler, inherit=True)
+        config = patch_config(configs[leader], callbacks=callbacks)
         config["metadata"] = {
             **config.get("metadata", {}),
             "autodemo_call_id": call.call_id,
@@ -608,6 +620,7 @@ class _Collector:
             if isinstance(output, AutoDemoError):
                 run.on_chain_error(output)
             else:
+                _record_item(run, self._engine.results.get(index))
                 run.on_chain_end(output)
 
     async def aclose_runs(self, runs: Sequence[AsyncCallbackManagerForChainRun]) -> None:
@@ -617,7 +630,48 @@ class _Collector:
             if isinstance(output, AutoDemoError):
                 await run.on_chain_error(output)
             else:
+                _record_item(run, self._engine.results.get(index))
                 await run.on_chain_end(output)
+
+
+def _same_sink(handler: BaseCallbackHandler, other: BaseCallbackHandler) -> bool:
+    """Whether two handlers record into the same place: the same object, or two LangSmith
+    tracers of one project (each input's run gets its own instance; the model run must be
+    posted once)."""
+    if handler is other:
+        return True
+    return (
+        isinstance(handler, LangChainTracer)
+        and isinstance(other, LangChainTracer)
+        and handler.project_name == other.project_name
+    )
+
+
+def _record_item(
+    run: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun, result: Any
+) -> None:
+    """Write which call answered an input, and its share of that call's tokens, into the
+    metadata of that input's run as tracers hold it (LangSmith, ``collect_runs``,
+    ``astream_events``): LangChain's callbacks take metadata only when a run starts, and
+    the answering call is known only at its end."""
+    if not isinstance(result, ItemResult):
+        return
+    details = {
+        "autodemo_call_id": result.call_id,
+        "autodemo_attempts": result.attempts,
+        "autodemo_input_tokens": result.input_tokens,
+        "autodemo_output_tokens": result.output_tokens,
+    }
+    for handler in run.handlers:
+        runs = getattr(handler, "run_map", None)
+        if not isinstance(runs, dict):
+            continue
+        traced = runs.get(str(run.run_id)) or runs.get(run.run_id)
+        if isinstance(traced, Run):  # a tracer's run (copied: the dicts may be shared)
+            metadata = {**traced.extra.get("metadata", {}), **details}
+            traced.extra = {**traced.extra, "metadata": metadata}
+        elif isinstance(traced, dict) and isinstance(traced.get("metadata"), dict):
+            traced["metadata"] = {**traced["metadata"], **details}  # astream_events' record
 
 
 def _require_positive_int(name: str, value: Any) -> None:

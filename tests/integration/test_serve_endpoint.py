@@ -114,3 +114,22 @@ def test_input_and_output_schemas_follow_the_runner(served: str) -> None:
     assert set(schema["properties"]) == {"premise", "hypothesis"}
     assert answer.json()["output"] == "6"
     assert missing.status_code == 422 and "hypothesis" in missing.text
+
+
+async def test_coalesced_stream_events_requests_each_carry_the_model_run(served: str) -> None:
+    async with httpx.AsyncClient(base_url=served, timeout=30) as client:
+        responses = await asyncio.gather(
+            *(
+                client.post("/autodemo/stream_events", json={"input": f"{i} + {i}?"})
+                for i in range(1, 4)
+            )
+        )
+    model_runs, call_ids = set(), set()
+    for i, response in enumerate(responses, 1):
+        data = [d for kind, d in events(response) if kind == "data"]
+        assert data[-1]["event"] == "on_chain_end" and data[-1]["data"]["output"] == str(2 * i)
+        call_ids.add(data[-1]["metadata"]["autodemo_call_id"])  # the request's run records it
+        assert data[-1]["metadata"]["autodemo_output_tokens"] > 0
+        model_runs |= {d["run_id"] for d in data if d["event"] == "on_chat_model_start"}
+        assert any(d["event"] == "on_chat_model_stream" for d in data)
+    assert len(model_runs) == 1 and len(call_ids) == 1  # one packed call, seen by all three
