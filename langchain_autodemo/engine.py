@@ -52,6 +52,8 @@ _CUT_OFF_REASONS = frozenset(
         "model_length",
     }
 )
+# The same long answer line this many times in one item is a loop, not reasoning.
+_LOOP_REPEATS = 4
 _FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "finishReason")
 
 
@@ -320,7 +322,9 @@ class CallSession:
             if self._by_index or self._matcher.match(question).position is None:
                 self.runaway = f"the completion went on past question {n} without answering it"
                 return
-        if self._by_index and any(index > n for index in self._order):
+        if self._scanner.open_repetitions() >= _LOOP_REPEATS:
+            self.runaway = "the completion looped, repeating the same lines"
+        elif self._by_index and any(index > n for index in self._order):
             self.runaway = f"the completion went on past question {n} without answering it"
         elif self._idle >= max(3, n):
             self.runaway = "the completion repeated itself without answering it"

@@ -253,6 +253,14 @@ def test_comparison_key_ignores_case_width_and_invisible_characters() -> None:
     assert comparison_key("\u200b\u200d") == ""
 
 
+def test_every_invisible_format_character_is_ignored() -> None:
+    import sys
+    import unicodedata
+
+    invisible = [chr(c) for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)) == "Cf"]
+    assert comparison_key("a" + "".join(invisible) + "b") == "ab"
+
+
 def test_an_item_error_keeps_every_attempts_reason() -> None:
     def never(messages: list[BaseMessage], n: int) -> str:
         return "I cannot help with that."
@@ -261,3 +269,27 @@ def test_an_item_error_keeps_every_attempts_reason() -> None:
     [error, _] = runner.batch(["a?", "b?"], return_exceptions=True)
     assert isinstance(error, AutoDemoItemError)
     assert error.attempts == 3 and len(error.reasons) == 3
+
+
+def test_a_real_qwen_loop_is_cut_early_and_only_the_looping_items_are_re_asked() -> None:
+    """Qwen2.5-Coder-1.5B looped on item 14 of 16 until the token limit (tests/data)."""
+    import json
+    from pathlib import Path
+
+    rows = Path(__file__).parent.parent / "data" / "real_completions_qwen1.5b_gsm8k.jsonl"
+    [row] = [
+        r for r in map(json.loads, rows.read_text().splitlines()) if len(r["completion"]) > 20000
+    ]
+    questions, text = row["questions"], row["completion"]
+    engine = Engine(questions, [PlannedBatch(tuple(range(16)))], EngineSettings(batch_size=16))
+    session = engine.open(engine.initial_calls()[0])
+    read = 0
+    for i in range(0, len(text), 4):
+        session.feed(AIMessageChunk(content=text[i : i + 4]))
+        read = i + 4
+        if session.done_reading:
+            break
+    report = session.finish()
+    assert "looped" in str(session.runaway)
+    assert read < 0.45 * len(text)  # measured: 9,336 of 23,379 characters read
+    assert len(report.accepted) == 13 and set(report.failures) == {13, 14, 15}

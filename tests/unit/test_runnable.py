@@ -216,7 +216,9 @@ def test_truncation_is_inferred_from_the_token_limit_when_the_server_says_stop()
     assert len(model.calls) == 2
 
 
-def test_a_last_block_without_its_final_line_counts_like_any_other_when_the_model_said_stop() -> None:
+def test_a_last_block_without_its_final_line_counts_like_any_other_when_the_model_said_stop() -> (
+    None
+):
     """An explicit stop below the token limit means the completion is complete: its last
     block is judged exactly like a block in the middle (its whole text is the answer)."""
 
@@ -629,7 +631,9 @@ async def test_a_later_conflicting_copy_vetoes_an_answer_in_every_driver(driver:
         questions = asked_questions(messages)
         text = well_formed(questions, arithmetic_answer)
         if n == 1:  # item 1 is answered, then repeated with another answer
-            text = text.replace("Q[2]:", f"Q[1]: {questions[0]}\nA[1]: Redo.\nThe answer is 99.\n\nQ[2]:")
+            text = text.replace(
+                "Q[2]:", f"Q[1]: {questions[0]}\nA[1]: Redo.\nThe answer is 99.\n\nQ[2]:"
+            )
         return text
 
     runner, model = make_runner(script)
@@ -644,6 +648,7 @@ async def test_a_later_conflicting_copy_vetoes_an_answer_in_every_driver(driver:
         results = [r for _, r in sorted([x async for x in runner.abatch_as_completed(inputs)])]
     assert results == EXPECTED[:3]
     assert asked_questions(model.calls[1]) == inputs[:1]  # the conflicting item, re-asked
+
 
 def test_similarity_selector_plans_the_calls_and_results_stay_in_input_order() -> None:
     from langchain_autodemo.selector import SimilarityBatchSelector
