@@ -11,7 +11,8 @@ import asyncio
 import queue
 import string
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -19,7 +20,7 @@ from langchain_core.callbacks import (
     BaseCallbackHandler,
     CallbackManagerForChainRun,
 )
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.output_parsers import BaseOutputParser, PydanticOutputParser
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -44,7 +45,7 @@ from langchain_autodemo.errors import (
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import BatchPlanner, PlannedBatch, SequentialPlanner
-from langchain_autodemo.prompts import Mode
+from langchain_autodemo.prompts import Mode, context_key, split_chat
 from langchain_autodemo.usage import UsageStats, active_trackers
 
 __all__ = ["AutoDemoBatchRunnable"]
@@ -264,9 +265,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
         if not texts:
             return
-        valid = [i for i in range(len(texts)) if i not in invalid]
-        plans = self._planner().plan([texts[i] for i in valid], self._plan_size())
-        engine = self._engine(texts, plans, valid, invalid)
+        planner, plans = self._planner(), []
+        for context, members in self._context_groups(inputs, invalid):
+            group = planner.plan([texts[i] for i in members], self._plan_size())
+            plans += self._placed(group, members, context)
+        engine = Engine(texts, plans, self.settings, invalid=invalid)
         runs = [
             get_callback_manager_for_config(c).on_chain_start(None, item, **self._run_start(c))
             for item, c in zip(inputs, configs, strict=True)
@@ -326,9 +329,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
         if not texts:
             return
-        valid = [i for i in range(len(texts)) if i not in invalid]
-        plans = await self._planner().aplan([texts[i] for i in valid], self._plan_size())
-        engine = self._engine(texts, plans, valid, invalid)
+        planner, plans = self._planner(), []
+        for context, members in self._context_groups(inputs, invalid):
+            group = await planner.aplan([texts[i] for i in members], self._plan_size())
+            plans += self._placed(group, members, context)
+        engine = Engine(texts, plans, self.settings, invalid=invalid)
         runs = [
             await get_async_callback_manager_for_config(c).on_chain_start(
                 None, item, **self._run_start(c)
@@ -422,24 +427,34 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 invalid[index] = error
         return configs, texts, invalid
 
-    def _engine(
-        self,
-        texts: list[str],
-        plans: Sequence[PlannedBatch],
-        valid: list[int],
-        invalid: dict[int, AutoDemoError],
-    ) -> Engine:
-        """The engine over every input, with the planner's (valid-only) indices mapped back."""
-        if invalid:
-            plans = [
-                PlannedBatch(
-                    tuple(valid[i] for i in plan.indices),
-                    None if plan.keep is None else frozenset(valid[i] for i in plan.keep),
-                    plan.demonstrations,
-                )
-                for plan in plans
-            ]
-        return Engine(texts, plans, self.settings, invalid=invalid)
+    def _context_groups(
+        self, inputs: Sequence[Any], invalid: dict[int, AutoDemoError]
+    ) -> list[tuple[tuple[BaseMessage, ...], list[int]]]:
+        """The valid inputs grouped by the chat context they share, in order of first
+        appearance: inputs of different contexts are never packed into one call."""
+        groups: dict[Hashable, tuple[tuple[BaseMessage, ...], list[int]]] = {}
+        for index, item in enumerate(inputs):
+            if index in invalid:
+                continue
+            context = self._split(index, item)[0] if _is_chat(item) else ()
+            groups.setdefault(context_key(context), (context, []))[1].append(index)
+        return list(groups.values())
+
+    @staticmethod
+    def _placed(
+        plans: Sequence[PlannedBatch], members: list[int], context: tuple[BaseMessage, ...]
+    ) -> list[PlannedBatch]:
+        """A group's plans (indices into the group) as plans over every input, with the
+        group's context."""
+        return [
+            replace(
+                plan,
+                indices=tuple(members[i] for i in plan.indices),
+                keep=None if plan.keep is None else frozenset(members[i] for i in plan.keep),
+                context=context,
+            )
+            for plan in plans
+        ]
 
     def _run_start(self, config: RunnableConfig) -> dict[str, Any]:
         """How each input's own run is named and identified (one run per input item)."""
@@ -484,18 +499,31 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             text = item
         elif isinstance(item, dict):
             text = self._render_dict(index, item)
-        elif isinstance(item, PromptValue):
-            text = item.to_string()
+        elif _is_chat(item):
+            text = self._split(index, item)[1]
         elif isinstance(item, BaseMessage):
             text = text_of(item)
         else:
             raise AutoDemoInputError(
-                index, f"expected str, dict, prompt value or message, got {type(item).__name__}"
+                index,
+                f"expected str, dict, prompt value or message, got {type(item).__name__} "
+                "(a chat input may also be a list of messages)",
             )
         if not comparison_key(text):
             what = "empty" if not text.strip() else "made only of invisible characters"
             raise AutoDemoInputError(index, f"the input is {what}")
         return text
+
+    @staticmethod
+    def _split(index: int, item: Any) -> tuple[tuple[BaseMessage, ...], str]:
+        """A chat input's shared context and its own question (its last human message)."""
+        try:
+            messages = (
+                item.to_messages() if isinstance(item, PromptValue) else convert_to_messages(item)
+            )
+            return split_chat(messages)
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            raise AutoDemoInputError(index, str(exc)) from None
 
     def _render_dict(self, index: int, item: dict[str, Any]) -> str:
         for key, value in item.items():
@@ -632,6 +660,17 @@ class _Collector:
             else:
                 _record_item(run, self._engine.results.get(index))
                 await run.on_chain_end(output)
+
+
+def _is_chat(item: Any) -> bool:
+    """A prompt value, or a list of messages (or message-like tuples and dicts)."""
+    if isinstance(item, PromptValue):
+        return True
+    return (
+        isinstance(item, (list, tuple))
+        and bool(item)
+        and all(isinstance(m, (BaseMessage, tuple, dict)) for m in item)
+    )
 
 
 def _same_sink(handler: BaseCallbackHandler, other: BaseCallbackHandler) -> bool:
