@@ -10,10 +10,11 @@ The request's ``model`` chooses the behaviour, so one server serves every test:
 ``scripted`` answers well; ``scripted:OPTION,...`` with options
 
 - ``skip=N``: leave out every N-th item of a batch the first time it is asked;
-- ``fail=WORD``: HTTP 500 the first time a question containing WORD is asked;
+- ``fail=WORD``: HTTP 500 the first time a call asks questions containing WORD
+  (a later call asking only questions already failed once is answered);
 - ``failall=WORD``: HTTP 500 every time a question containing WORD is asked;
-- ``corrupt=WORD``: the first time, restate that question as another one (misaligned);
-- ``truncate=WORD``: the first time, stop before that question's answer,
+- ``corrupt=WORD``: the first time, restate those questions as another one (misaligned);
+- ``truncate=WORD``: the first time, stop before the first such question's answer,
   ``finish_reason: "length"``;
 - ``delay=SECONDS``: wait before answering.
 
@@ -74,22 +75,22 @@ def complete(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     for word_key, once in (("fail", True), ("failall", False)):
         word = options.get(word_key)
         hit = [q for q in questions if word and word in q]
-        if hit and (not once or _first_time("fail", hit[0])):
+        # all(...) would stop at the first seen question; mark every one as asked
+        fresh = [_first_time("fail", q) for q in hit] if once else []
+        if hit and (not once or any(fresh)):
             return 500, {"error": {"message": f"scripted failure for {hit[0]!r}",
                                    "type": "server_error", "code": "scripted_failure"}}
     text = str(model.invoke(messages).content)
     finish = "stop"
     corrupt = options.get("corrupt")
-    for question in questions:
-        if corrupt and corrupt in question and _first_time("corrupt", question):
+    hit = [q for q in questions if corrupt and corrupt in q]
+    if any([_first_time("corrupt", q) for q in hit]):
+        for question in hit:
             text = text.replace(question, "How many legs does a spider have?", 1)
     truncate = options.get("truncate")
-    for question in questions:
-        if truncate and truncate in question and _first_time("truncate", question):
-            cut = text.find(question)
-            if cut >= 0:
-                text, finish = text[: cut + len(question)], "length"
-                break
+    hit = [q for q in questions if truncate and truncate in q]
+    if any([_first_time("truncate", q) for q in hit]) and text.find(hit[0]) >= 0:
+        text, finish = text[: text.find(hit[0]) + len(hit[0])], "length"
     prompt_tokens = sum(len(str(m.content)) for m in messages) // 4 + 1
     completion_tokens = len(text) // 4 + 1
     return 200, {

@@ -185,8 +185,11 @@ class BatchApiJob:
             self.engine = Engine(self.texts, self._plans, runner.settings)
             self._calls = self.engine.initial_calls()
         self._finished = not self._calls
+        self._backlog: list[tuple[int, Any]] = []
         if self._finished:
             self._finish()
+        elif self.reattached:
+            self._replay()
 
     # -- identity and state ----------------------------------------------------------
 
@@ -286,7 +289,7 @@ class BatchApiJob:
         the state file (a re-attached job) is replayed at once, without the provider.
         """
         self._moved = False
-        new: list[tuple[int, Any]] = []
+        new, self._backlog = self._backlog, []
         if self._finished:
             return new
         if self.via == "online":
@@ -389,6 +392,23 @@ class BatchApiJob:
         table = prices or PriceTable.default()
         name = model or str(getattr(self.provider, "model", "") or "")
         return CostReport.for_job(self, table.price(name), name)
+
+    def _replay(self) -> None:
+        """Feed the rounds the state file holds every outcome of through the engine again."""
+        replayed = 0
+        while not self._finished:
+            if not self._lines:
+                self._lines = self._encode()  # also checks them against the recorded ones
+            if self.via == "batch":
+                parts = self.state.parts(self._round)
+                if not parts or any(p.state != "done" for p in parts):
+                    break
+            elif len(self.state.outcomes(self._lines)) < len(self._lines):
+                break
+            self._backlog += self._ingest()
+            replayed += 1
+        if replayed:
+            self._event(f"Replayed {replayed} finished round(s) of job {self.job_id} from its state")
 
     # -- one batch round ---------------------------------------------------------------
 
