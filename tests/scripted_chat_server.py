@@ -78,8 +78,13 @@ def complete(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         # all(...) would stop at the first seen question; mark every one as asked
         fresh = [_first_time("fail", q) for q in hit] if once else []
         if hit and (not once or any(fresh)):
-            return 500, {"error": {"message": f"scripted failure for {hit[0]!r}",
-                                   "type": "server_error", "code": "scripted_failure"}}
+            return 500, {
+                "error": {
+                    "message": f"scripted failure for {hit[0]!r}",
+                    "type": "server_error",
+                    "code": "scripted_failure",
+                }
+            }
     text = str(model.invoke(messages).content)
     finish = "stop"
     corrupt = options.get("corrupt")

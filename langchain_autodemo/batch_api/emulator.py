@@ -24,7 +24,6 @@ is not run, and the batch ends ``expired`` with those requests in the error file
 finish and ends ``cancelled`` (the rest: ``batch_cancelled``). State lives in memory.
 """
 
-
 # No "from __future__ import annotations": FastAPI reads the route annotations at
 # definition time, and they name classes imported inside _build_app.
 import asyncio
@@ -172,7 +171,7 @@ class BatchApiEmulator:
                 return error(400, "the request body must be a JSON object")
             file_id = params.get("input_file_id")
             stored = self.files.get(file_id) if isinstance(file_id, str) else None
-            if stored is None:
+            if stored is None or not isinstance(file_id, str):
                 return error(404, f"No such File object: {file_id}", "input_file_id")
             if stored.meta["purpose"] != "batch":
                 return error(400, "the input file must have purpose 'batch'", "input_file_id")
@@ -470,8 +469,9 @@ def _jsonl(records: list[dict[str, Any]]) -> bytes:
 def emulate_batch_api(
     upstream: Annotated[
         str,
-        typer.Option(help="Base URL of the OpenAI-compatible chat server, e.g. "
-                     "http://127.0.0.1:8080/v1"),
+        typer.Option(
+            help="Base URL of the OpenAI-compatible chat server, e.g. http://127.0.0.1:8080/v1"
+        ),
     ],
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8090,
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",

@@ -408,7 +408,9 @@ class BatchApiJob:
             self._backlog += self._ingest()
             replayed += 1
         if replayed:
-            self._event(f"Replayed {replayed} finished round(s) of job {self.job_id} from its state")
+            self._event(
+                f"Replayed {replayed} finished round(s) of job {self.job_id} from its state"
+            )
 
     # -- one batch round ---------------------------------------------------------------
 
@@ -442,7 +444,7 @@ class BatchApiJob:
         parts = self.state.parts(self._round)
         if parts:
             return parts
-        parts = []
+        groups: list[list[str]] = []
         current: list[str] = []
         size = 0
         for custom_id, line in self._lines.items():
@@ -456,16 +458,16 @@ class BatchApiJob:
                 len(current) >= self.max_requests_per_file
                 or size + len(line) > self.max_bytes_per_file
             ):
-                parts.append(current)
+                groups.append(current)
                 current, size = [], 0
             current.append(custom_id)
             size += len(line)
         if current:
-            parts.append(current)
+            groups.append(current)
         records = [
             PartRecord(f"{self.job_id}-r{self._round + 1}-p{seq + 1}", self._round, seq, ids,
                        "planned", None, None, 0)
-            for seq, ids in enumerate(parts)
+            for seq, ids in enumerate(groups)
         ]  # fmt: skip
         self.state.add_parts(records)
         return records
@@ -495,7 +497,9 @@ class BatchApiJob:
         remote = self.provider.retrieve(part.batch_id)
         if part.tag not in self._attached:
             self._attached.add(part.tag)
-            self._event(f"Re-attached to batch {part.batch_id} ({part.tag}): {remote.provider_status}")
+            self._event(
+                f"Re-attached to batch {part.batch_id} ({part.tag}): {remote.provider_status}"
+            )
         self._remote[part.tag] = remote
         if remote.provider_status != part.provider_status:
             part.provider_status = remote.provider_status
@@ -532,13 +536,18 @@ class BatchApiJob:
                 "completed": ("missing_result", "the batch output has no result for this request"),
                 "expired": ("batch_expired", "the batch expired before this request ran"),
                 "cancelled": ("batch_cancelled", "the batch was cancelled before this request ran"),
-                "failed": ("batch_failed", f"the batch failed: {remote.errors or 'no reason given'}"),
+                "failed": (
+                    "batch_failed",
+                    f"the batch failed: {remote.errors or 'no reason given'}",
+                ),
             }[remote.state]
             for cid in unanswered:
                 if cid not in found or found[cid].ok:
                     found[cid] = Outcome.failure(reason[1], code=reason[0], batch_id=batch_id)
             if remote.state != "completed":
-                self._event(f"Batch {batch_id} {remote.state}: {len(unanswered)} requests unanswered")
+                self._event(
+                    f"Batch {batch_id} {remote.state}: {len(unanswered)} requests unanswered"
+                )
         self.state.finish_part(part, found, follow)
         part.state = "done"
 

@@ -178,7 +178,9 @@ def parse_result_lines(data: bytes, batch_id: str | None = None) -> Iterator[tup
 
 def _outcome(record: dict[str, Any], batch_id: str | None) -> Outcome:
     error = record.get("error")
-    response = record.get("response") if isinstance(record.get("response"), dict) else {}
+    response: dict[str, Any] = record.get("response") or {}
+    if not isinstance(response, dict):
+        response = {}
     status = response.get("status_code")
     body = response.get("body")
     if error:
@@ -200,12 +202,14 @@ def _outcome(record: dict[str, Any], batch_id: str | None) -> Outcome:
         return Outcome.failure(
             "the response body has no choices", code="malformed_response", batch_id=batch_id
         )
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
-    content = message.get("content")
+    choice: dict[str, Any] = choices[0]
+    reply = choice.get("message")
+    reply = reply if isinstance(reply, dict) else {}
+    content = reply.get("content")
     if content is None:
-        content = message.get("refusal") or ""
-    usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        content = reply.get("refusal") or ""
+    usage = body.get("usage") if isinstance(body, dict) else None
+    usage = usage if isinstance(usage, dict) else {}
     return Outcome(
         content=content if isinstance(content, str) else json.dumps(content),
         finish_reason=choice.get("finish_reason"),

@@ -68,30 +68,29 @@ def scripted_upstream() -> Iterator[str]:
 def emulator(upstream: str, *args: str) -> Iterator[str]:
     """``autodemo emulate-batch-api --upstream UPSTREAM ARGS``; yields its base URL."""
     port = _free_port()
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "langchain_autodemo.batch_api.emulator",
-         "--upstream", upstream, "--port", str(port), *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        env=environment(),
-        start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                log.seek(0)
-                raise AssertionError(f"the emulator exited: {log.read().decode()}")
-            try:
-                with urllib.request.urlopen(f"{url}/batches", timeout=2):
-                    break
-            except (urllib.error.URLError, OSError):
-                assert time.monotonic() < deadline, "the emulator did not start"
-                time.sleep(0.1)
-        yield url
-    finally:
-        _stop(process)
-        log.close()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "langchain_autodemo.batch_api.emulator",
+             "--upstream", upstream, "--port", str(port), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=environment(),
+            start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/v1"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    raise AssertionError(f"the emulator exited: {log.read().decode()}")
+                try:
+                    with urllib.request.urlopen(f"{url}/batches", timeout=2):
+                        break
+                except (urllib.error.URLError, OSError):
+                    assert time.monotonic() < deadline, "the emulator did not start"
+                    time.sleep(0.1)
+            yield url
+        finally:
+            _stop(process)

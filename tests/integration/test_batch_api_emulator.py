@@ -40,8 +40,10 @@ def _line(custom_id: str, question: str, model: str = "scripted") -> dict:
 
 
 def _upload(client: openai.OpenAI, lines: list[dict] | bytes) -> str:
-    data = lines if isinstance(lines, bytes) else b"".join(
-        json.dumps(line).encode() + b"\n" for line in lines
+    data = (
+        lines
+        if isinstance(lines, bytes)
+        else b"".join(json.dumps(line).encode() + b"\n" for line in lines)
     )
     return client.files.create(file=("in.jsonl", data), purpose="batch").id
 

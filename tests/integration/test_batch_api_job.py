@@ -181,7 +181,9 @@ def test_a_state_file_of_another_job_is_refused(batch_url: str, tmp_path: Path) 
         BatchApiJob(changed, _questions(2), state=state).step()
 
 
-def test_a_kill_during_submission_finds_the_batch_by_its_tag(batch_url: str, tmp_path: Path) -> None:
+def test_a_kill_during_submission_finds_the_batch_by_its_tag(
+    batch_url: str, tmp_path: Path
+) -> None:
     state = tmp_path / "job.sqlite"
     first = BatchApiJob(_runner(batch_url, "scripted:delay=0.2"), _questions(4), state=state)
     first.step()
