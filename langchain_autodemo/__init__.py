@@ -9,7 +9,13 @@ Example:
 """
 
 from langchain_autodemo.engine import ItemResult
-from langchain_autodemo.errors import AutoDemoItemError
+from langchain_autodemo.errors import (
+    AutoDemoError,
+    AutoDemoInputError,
+    AutoDemoItemError,
+    AutoDemoModelCallError,
+    ConfigurationError,
+)
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import AutoDemoOutputParser, ParsedItem
 from langchain_autodemo.planning import BatchPlanner, PlannedBatch, SequentialPlanner
@@ -19,9 +25,13 @@ from langchain_autodemo.usage import UsageStats, track_usage
 
 __all__ = [
     "AutoDemoBatchRunnable",
+    "AutoDemoError",
+    "AutoDemoInputError",
     "AutoDemoItemError",
+    "AutoDemoModelCallError",
     "AutoDemoOutputParser",
     "BatchPlanner",
+    "ConfigurationError",
     "ItemResult",
     "Markers",
     "Mode",

@@ -6,25 +6,31 @@ engine, so both share every decision made here:
 
     plan -> ModelCall -> CallSession.feed(chunk)* -> CallSession.finish() -> Engine.complete()
          -> follow-up calls for the items that were missing, garbled, misaligned or cut off
+
+An item's answer is final only when its call's completion has been judged as a whole:
+a later, conflicting copy of the same answer in the same completion must be able to
+veto it (then the item is re-asked). The drivers therefore emit results per call.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from langchain_autodemo.alignment import EchoMatcher
-from langchain_autodemo.errors import AutoDemoItemError
+from langchain_autodemo.alignment import EchoMatcher, comparison_key, distinguishable_parts
+from langchain_autodemo.errors import AutoDemoError, AutoDemoItemError, model_call_error
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import CompletionScanner, ParsedItem, text_of
 from langchain_autodemo.planning import (
     PlannedBatch,
     estimate_tokens,
     recovery_batches,
+    retry_delay,
     split_by_token_budget,
 )
 from langchain_autodemo.prompts import Mode, build_batch_messages, build_single_messages, one_line
@@ -32,11 +38,29 @@ from langchain_autodemo.usage import CallUsage
 
 __all__ = ["EngineSettings", "ModelCall", "CallSession", "CallReport", "Engine", "ItemResult"]
 
-_TRUNCATION_REASONS = frozenset({"length", "max_tokens", "MAX_TOKENS"})
+# Finish reasons that mean "cut off before the end" (OpenAI, Anthropic, Gemini, Bedrock,
+# Ollama spellings), compared case-insensitively.
+_CUT_OFF_REASONS = frozenset(
+    {
+        "length",
+        "max_tokens",
+        "max_output_tokens",
+        "content_filter",
+        "error",
+        "safety",
+        "recitation",
+        "model_length",
+    }
+)
+# The same long answer line this many times in one item is a loop, not reasoning.
+_LOOP_REPEATS = 4
+_FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "finishReason")
 
 
 @dataclass(frozen=True)
 class EngineSettings:
+    """Everything that decides what a packed ``batch()`` asks and accepts (frozen)."""
+
     mode: Mode = Mode.AUTO_DEMO
     batch_size: int = 8
     instructions: str | None = None
@@ -46,16 +70,29 @@ class EngineSettings:
     max_output_tokens: int | None = None
     answer_tokens: int = 256
     parse_value: Callable[[str], Any] | None = None
+    retry_initial_delay: float = 1.0
+    """Backoff before re-asking after a failed model call (doubles per failure)."""
+    retry_max_delay: float = 30.0
+    """Upper bound for that backoff, and for a provider's ``Retry-After``."""
+    require_finish_reason: bool = True
+    """Distrust the last open item of a message stream that ends without a finish reason
+    (cut before the provider's final chunk). Turn off only for a model that never
+    reports one, such as langchain-core's ``GenericFakeChatModel``."""
 
 
 @dataclass(frozen=True)
 class ModelCall:
-    """One packed request: the batch it serves, which attempt it is, and its messages."""
+    """One packed request: the batch it serves, which attempt it is, and its messages.
+
+    ``delay`` is how long the driver waits before sending it: the backoff after a failed
+    model call (0 for a first attempt and for re-asks after a format failure).
+    """
 
     call_id: int
     batch: PlannedBatch
     attempt: int
     messages: list[BaseMessage]
+    delay: float = 0.0
 
     @property
     def is_retry(self) -> bool:
@@ -73,131 +110,227 @@ class ItemResult:
     attempts: int
     call_id: int
     input_tokens: float
+    """This item's share of its call's input tokens (the call's total / items kept)."""
     output_tokens: float
+    position: int = 0
+    """0-based position of the item in the prompt of the call that answered it."""
+    batch_size: int = 1
+    """How many questions that call's prompt asked."""
+    reasons: tuple[str, ...] = ()
+    """Why each earlier attempt was rejected, oldest first (empty: answered first time)."""
+    realigned: bool = False
+    """True when the answer was found under another index than the one it was asked at."""
 
 
 @dataclass
 class CallReport:
+    """What one call delivered: answers by input index, rejection reasons for the rest."""
+
     accepted: dict[int, ItemResult]
     failures: dict[int, str]
     usage: CallUsage
+    error: BaseException | None = None
+    """The exception the model call raised, if it did (then it caused the failures)."""
+    stop: str | None = None
+    """Why reading stopped before the stream ended (every item in, or a runaway)."""
 
 
 class CallSession:
-    """Everything one streamed completion delivers, item by item."""
+    """Everything one streamed completion delivers, item by item.
+
+    Feed it chunks; stop reading once :attr:`done_reading` is true (every wanted item is
+    in, or the completion has run past the questions asked); then :meth:`finish`.
+    """
 
     def __init__(self, call: ModelCall, texts: Sequence[str], settings: EngineSettings) -> None:
         self.call = call
         self._settings = settings
         self._positions = call.batch.indices
+        self._slot = {index: slot for slot, index in enumerate(self._positions)}
         self._wanted = set(call.batch.kept)
-        single = settings.mode is Mode.SINGLE
+        self._by_index = settings.mode is Mode.BATCH and len(self._positions) > 1
         self._matcher = EchoMatcher(
             [texts[i] for i in self._positions],
             require_echo=settings.mode is Mode.AUTO_DEMO,
         )
         self._scanner = CompletionScanner(settings.markers, reasoning=settings.reasoning)
-        if single:  # the whole completion is the answer to the one question
+        if settings.mode is Mode.SINGLE:  # the whole completion is the answer to the one question
             self._scanner.feed(settings.markers.answer(1) + " ")
-        self._found: dict[int, list[tuple[ParsedItem, Any]]] = {}
+        self._found: dict[int, list[tuple[ParsedItem, Any, bool]]] = {}
+        self._order: list[int] = []  # marker indices in stream order (batch mode's check)
         self._rejections: dict[int, str] = {}
         self._chunks = 0
+        self._saw_message = False
         self._reported: CallUsage | None = None
         self._finish_reason: str | None = None
+        self._idle = 0  # consecutive closed items that delivered nothing new
+        self.runaway: str | None = None
+        """Why the completion can no longer deliver a wanted item, once it cannot."""
 
     @property
     def complete(self) -> bool:
         """True once every wanted item has an answer: the rest of the stream is not needed."""
+        if self._by_index:
+            return self._order[: len(self._positions)] == list(range(1, len(self._positions) + 1))
         return self._wanted <= self._found.keys()
 
-    def feed(self, chunk: str | BaseMessage) -> list[tuple[int, ItemResult]]:
-        """Consume one streamed chunk; return items that closed and were verified."""
+    @property
+    def done_reading(self) -> bool:
+        """True once the rest of the stream cannot change the verdict: stop reading."""
+        return self.complete or self.runaway is not None
+
+    def feed(self, chunk: str | BaseMessage) -> list[int]:
+        """Consume one streamed chunk; return the input indices that got a candidate answer.
+
+        Candidates become final only in :meth:`finish`.
+        """
         if isinstance(chunk, BaseMessage):
+            self._saw_message = True
             self._note_metadata(chunk)
         text = text_of(chunk)
         if text:
             self._chunks += 1
-        return self._take(self._scanner.feed(text))
+        new = self._take(self._scanner.feed(text))
+        if not self.done_reading:
+            self._check_runaway()
+        return new
 
     def finish(self, error: BaseException | None = None) -> CallReport:
-        """Close the stream and judge every wanted item of the batch."""
-        truncated = error is not None or self._looks_truncated()
-        stopped_early = self.complete  # the driver dropped the rest of the stream
+        """Close the stream and judge every wanted item of the call."""
+        stop = "complete" if self.complete else self.runaway
         closing = self._scanner.finish()
-        if stopped_early:
-            # Whatever was still open is an extra (a repetition, an invented question) cut
-            # off by us: it must not cast doubt on the answers already delivered.
+        cut: str | None = None
+        if stop is not None:
+            # Whatever was still open is an extra (a repetition, an invented question)
+            # that we cut off: it must not cast doubt on the answers already delivered.
+            cut = ""
+        elif error is not None:
+            cut = "cut off: the model call failed mid-stream"
+        elif self._truncated():
+            cut = "cut off: the completion was truncated"
+        elif (
+            self._settings.require_finish_reason
+            and self._saw_message
+            and self._finish_reason is None
+        ):
+            # A stream that ends without the provider's final chunk (no finish reason)
+            # was cut off somewhere: "The answer is 12" may have been 123.
+            cut = "cut off: the stream ended without a finish reason"
+        if cut is not None:
+            for item in closing:
+                if item.closed_by == "end_of_stream" and cut:
+                    self._reject(item.index, cut)
             closing = [item for item in closing if item.closed_by != "end_of_stream"]
-        elif truncated:
-            # The last open item may be cut off mid-answer: never trust it.
-            closing = [item for item in closing if item.closed_by != "end_of_stream"]
-            for position in self._wanted - self._found.keys():
-                self._rejections.setdefault(position, "cut off: the completion was truncated")
-        elif self._settings.reasoning and self._settings.mode is not Mode.SINGLE:
-            closing = self._drop_unfinished(closing)
         self._take(closing)
+        if self._by_index:
+            self._check_order()
         usage = self._usage()
         accepted: dict[int, ItemResult] = {}
         failures: dict[int, str] = {}
         share = len(self._wanted) or 1
-        for position in self._wanted:
+        for position in sorted(self._wanted):
             found = self._found.get(position)
             if not found:
                 if error is not None:
                     reason = f"model call failed: {type(error).__name__}: {error}"
                 else:
-                    reason = self._rejections.get(position, "missing from the completion")
+                    reason = self._rejections.get(position) or cut or self._missing_reason()
                 failures[position] = reason
                 continue
-            values = {self._comparable(value) for _, value in found}
+            values = {self._comparable(value) for _, value, _ in found}
             if len(values) > 1:
                 failures[position] = "answered more than once, with conflicting answers"
                 continue
-            item, value = found[0]
-            accepted[position] = self._result(position, item, value, usage, share)
-        return CallReport(accepted, failures, usage)
+            item, value, realigned = found[0]
+            accepted[position] = ItemResult(
+                index=position,
+                answer=value,
+                raw_answer=item.answer,
+                restated_question=item.question,
+                attempts=self.call.attempt,
+                call_id=self.call.call_id,
+                input_tokens=usage.input_tokens / share,
+                output_tokens=usage.output_tokens / share,
+                position=self._slot[position],
+                batch_size=len(self._positions),
+                realigned=realigned,
+            )
+        return CallReport(accepted, failures, usage, error, None if stop == "complete" else stop)
 
-    def _take(self, items: list[ParsedItem]) -> list[tuple[int, ItemResult]]:
-        verified = []
+    # -- what each closed item means ---------------------------------------------------
+
+    def _take(self, items: list[ParsedItem]) -> list[int]:
+        new: list[int] = []
         for item in items:
-            verdict = self._matcher.verdict(item)
-            if verdict.position is None:
-                if 0 <= item.index - 1 < len(self._positions):
-                    self._rejections[self._positions[item.index - 1]] = str(verdict.reason)
+            placed = self._place(item)
+            if placed is None:
+                self._idle += 1
                 continue
-            position = self._positions[verdict.position]
-            if position not in self._wanted:
-                continue
+            position, realigned = placed
             if item.value is None:
                 self._rejections[position] = "restated but never answered"
+                self._idle += 1
                 continue
             try:
                 value = self._parse(item.value)
             except Exception as exc:  # a user parser may raise anything
                 self._rejections[position] = f"answer could not be parsed: {exc}"
+                self._idle += 1
                 continue
             first = position not in self._found
-            self._found.setdefault(position, []).append((item, value))
+            self._found.setdefault(position, []).append((item, value, realigned))
+            self._idle = 0 if first else self._idle + 1
             if first:
-                verified.append((position, (item, value)))
-        usage = CallUsage(0, 0)
-        return [
-            (position, self._result(position, item, value, usage, 1))
-            for position, (item, value) in verified
-        ]
+                new.append(position)
+        return new
 
-    def _drop_unfinished(self, closing: list[ParsedItem]) -> list[ParsedItem]:
-        kept = []
-        for item in closing:
-            if item.closed_by == "end_of_stream" and item.final_answer is None and item.answer:
-                # Asked to end with "The answer is ...", the model stopped mid-reasoning.
-                if 0 <= item.index - 1 < len(self._positions):
-                    self._rejections[self._positions[item.index - 1]] = (
-                        "the completion ended before this answer's final line"
-                    )
-                continue
-            kept.append(item)
-        return kept
+    def _place(self, item: ParsedItem) -> tuple[int, bool] | None:
+        """The input index ``item`` answers and whether it moved, or ``None`` (with the
+        reason recorded)."""
+        if self._by_index:
+            self._order.append(item.index)
+        verdict = self._matcher.verdict(item)
+        if verdict.position is None:
+            self._reject(item.index, str(verdict.reason))
+            return None
+        position = self._positions[verdict.position]
+        return (position, verdict.realigned) if position in self._wanted else None
+
+    def _reject(self, index: int, reason: str) -> None:
+        if 0 < index <= len(self._positions):
+            self._rejections[self._positions[index - 1]] = reason
+
+    def _check_order(self) -> None:
+        # Without restatements the marker index is the only evidence. It is trusted only
+        # when the completion answered every question exactly once, in order: a skipped
+        # question renumbered away would otherwise shift every later answer.
+        expected = list(range(1, len(self._positions) + 1))
+        if self._order[: len(expected)] == expected:
+            return
+        for position in self._wanted:
+            self._rejections[position] = (
+                "answers without restatements came out of order or incomplete "
+                f"(indices {self._order[:12]}), so none can be placed with certainty"
+            )
+        self._found.clear()
+
+    def _check_runaway(self) -> None:
+        n = len(self._positions)
+        restated = self._scanner.restated_open()
+        if restated is not None and restated[0] > n:
+            index, question = restated
+            if self._by_index or self._matcher.match(question).position is None:
+                self.runaway = f"the completion went on past question {n} without answering it"
+                return
+        if self._scanner.open_repetitions() >= _LOOP_REPEATS:
+            self.runaway = "the completion looped, repeating the same lines"
+        elif self._by_index and any(index > n for index in self._order):
+            self.runaway = f"the completion went on past question {n} without answering it"
+        elif self._idle >= max(3, n):
+            self.runaway = "the completion repeated itself without answering it"
+
+    def _missing_reason(self) -> str:
+        return self.runaway or "missing from the completion"
 
     def _parse(self, value: str) -> Any:
         return self._settings.parse_value(value) if self._settings.parse_value else value
@@ -212,19 +345,7 @@ class CallSession:
         except TypeError:
             return repr(value)
 
-    def _result(
-        self, position: int, item: ParsedItem, value: Any, usage: CallUsage, share: int
-    ) -> ItemResult:
-        return ItemResult(
-            index=position,
-            answer=value,
-            raw_answer=item.answer,
-            restated_question=item.question,
-            attempts=self.call.attempt,
-            call_id=self.call.call_id,
-            input_tokens=usage.input_tokens / share,
-            output_tokens=usage.output_tokens / share,
-        )
+    # -- usage and the end of the stream ------------------------------------------------
 
     def _note_metadata(self, chunk: BaseMessage) -> None:
         usage = getattr(chunk, "usage_metadata", None)
@@ -235,9 +356,13 @@ class CallSession:
                 previous.output_tokens + int(usage.get("output_tokens", 0)),
             )
         metadata = chunk.response_metadata or {}
-        reason = metadata.get("finish_reason") or metadata.get("stop_reason")
-        if reason:
-            self._finish_reason = str(reason)
+        for key in _FINISH_KEYS:
+            reason = metadata.get(key)
+            if reason:
+                self._finish_reason = str(reason)
+                break
+        if metadata.get("done") is True and self._finish_reason is None:
+            self._finish_reason = "stop"  # Ollama's final chunk
 
     def _usage(self) -> CallUsage:
         if self._reported is not None and (self._reported.output_tokens or not self._chunks):
@@ -245,8 +370,8 @@ class CallSession:
         estimated_input = sum(estimate_tokens(text_of(m)) for m in self.call.messages)
         return CallUsage(estimated_input, self._chunks, estimated=True)
 
-    def _looks_truncated(self) -> bool:
-        if self._finish_reason in _TRUNCATION_REASONS:
+    def _truncated(self) -> bool:
+        if self._finish_reason is not None and self._finish_reason.casefold() in _CUT_OFF_REASONS:
             return True
         limit = self._settings.max_output_tokens
         # Some servers (llama.cpp) report "stop" even when cut off by max_tokens.
@@ -254,25 +379,43 @@ class CallSession:
 
 
 class Engine:
-    """Plans the calls for one ``batch()`` and collects what they deliver."""
+    """Plans the calls for one ``batch()`` and collects what they deliver.
+
+    Pure: the drivers send each :class:`ModelCall` (after its ``delay``), feed the
+    stream to :meth:`open`'s session and hand the report back to :meth:`complete`.
+    ``rng`` only jitters the backoff; pass a seeded one for reproducible delays.
+    """
 
     def __init__(
-        self, inputs: Sequence[str], plans: Sequence[PlannedBatch], settings: EngineSettings
+        self,
+        inputs: Sequence[str],
+        plans: Sequence[PlannedBatch],
+        settings: EngineSettings,
+        *,
+        rng: random.Random | None = None,
+        invalid: Mapping[int, AutoDemoError] | None = None,
     ) -> None:
         self.settings = settings
         self.texts = [one_line(text) for text in inputs]
+        self._keys = [comparison_key(text) for text in self.texts]
+        self._rng = rng or random.Random()
         self._ids = itertools.count()
         self._attempts = [0] * len(inputs)
-        self._pending = set(range(len(inputs)))
-        self.results: dict[int, ItemResult | AutoDemoItemError] = {}
+        self._reasons: list[list[str]] = [[] for _ in inputs]
+        #: Inputs that cannot be asked at all (bad input): final before any call.
+        self.results: dict[int, ItemResult | AutoDemoError] = dict(invalid or {})
+        self._pending = set(range(len(inputs))) - self.results.keys()
+        kept = sorted(i for plan in plans for i in plan.kept)
+        if kept != sorted(self._pending):
+            raise ValueError("the batch plan must keep an answer for every input exactly once")
         self._initial = [
             part
             for plan in plans
-            for part in split_by_token_budget(plan, self._output_cost, settings.max_output_tokens)
+            for budgeted in split_by_token_budget(
+                plan, self._output_cost, settings.max_output_tokens
+            )
+            for part in self._distinguishable(budgeted)
         ]
-        covered = {i for plan in self._initial for i in plan.kept}
-        if covered != self._pending:
-            raise ValueError("the batch plan must keep an answer for every input exactly once")
 
     @property
     def done(self) -> bool:
@@ -286,46 +429,90 @@ class Engine:
 
     def complete(
         self, call: ModelCall, report: CallReport
-    ) -> tuple[list[tuple[int, ItemResult | AutoDemoItemError]], list[ModelCall]]:
-        """Record a finished call; return newly final results and the follow-up calls."""
-        final: list[tuple[int, ItemResult | AutoDemoItemError]] = []
+    ) -> tuple[list[tuple[int, ItemResult | AutoDemoError]], list[ModelCall]]:
+        """Record a finished call; return newly final results and the follow-up calls.
+
+        Items lost to a failed model call are asked again together, after a backoff;
+        items the completion garbled are asked again at once, in smaller batches, then
+        alone. After ``max_attempts`` an item gets its error: the provider's exception
+        type for a failed call (see :func:`~langchain_autodemo.errors.model_call_error`),
+        :class:`AutoDemoItemError` otherwise.
+        """
+        final: list[tuple[int, ItemResult | AutoDemoError]] = []
         for index in call.batch.kept:
             self._attempts[index] += 1
         for index, result in report.accepted.items():
             if index in self._pending:
                 self._pending.discard(index)
+                result = replace(
+                    result, attempts=self._attempts[index], reasons=tuple(self._reasons[index])
+                )
                 self.results[index] = result
                 final.append((index, result))
-        retry: list[int] = []
-        for index, reason in report.failures.items():
-            if index not in self._pending:
+        call_failed: list[int] = []
+        garbled: list[int] = []
+        for index in call.batch.kept:
+            reason = report.failures.get(index)
+            if reason is None or index not in self._pending:
                 continue
+            self._reasons[index].append(reason)
             if self._attempts[index] >= self.settings.max_attempts:
-                error = AutoDemoItemError(index, reason, self._attempts[index])
-                self._pending.discard(index)
-                self.results[index] = error
-                final.append((index, error))
+                final.append((index, self._fail(index, reason, report)))
+            elif report.error is not None and index not in report.accepted:
+                call_failed.append(index)
             else:
-                retry.append(index)
-        follow_ups = [
-            self._call(PlannedBatch(group, None, call.batch.demonstrations), call.attempt + 1)
-            for group in recovery_batches(
-                retry, len(call.batch.kept), call.attempt + 1, self.settings.max_attempts
+                garbled.append(index)
+        follow_ups: list[ModelCall] = []
+        if call_failed:
+            delay = retry_delay(
+                report.error,  # type: ignore[arg-type]
+                call.attempt,
+                initial=self.settings.retry_initial_delay,
+                maximum=self.settings.retry_max_delay,
+                rng=self._rng,
             )
-        ]
-        if not follow_ups and retry:  # attempts left per item but recovery plan exhausted
-            for index in retry:
-                error = AutoDemoItemError(index, report.failures[index], self._attempts[index])
-                self._pending.discard(index)
-                self.results[index] = error
-                final.append((index, error))
+            plan = PlannedBatch(tuple(call_failed), None, call.batch.demonstrations)
+            follow_ups.append(self._call(plan, call.attempt + 1, delay=delay))
+        groups = recovery_batches(
+            garbled, len(call.batch.kept), call.attempt + 1, self.settings.max_attempts
+        )
+        for group in groups:
+            follow_ups.append(
+                self._call(PlannedBatch(group, None, call.batch.demonstrations), call.attempt + 1)
+            )
+        if garbled and not groups:  # attempts left per item but the recovery plan is exhausted
+            for index in garbled:
+                final.append((index, self._fail(index, report.failures[index], report)))
         return final, follow_ups
+
+    def _fail(self, index: int, reason: str, report: CallReport) -> AutoDemoItemError:
+        reasons = tuple(self._reasons[index])
+        error: AutoDemoItemError
+        if report.error is not None and index not in report.accepted:
+            error = model_call_error(report.error, index, self._attempts[index], reasons)
+        else:
+            error = AutoDemoItemError(index, reason, self._attempts[index], reasons)
+        self._pending.discard(index)
+        self.results[index] = error
+        return error
+
+    def _distinguishable(self, plan: PlannedBatch) -> list[PlannedBatch]:
+        parts = distinguishable_parts(plan.indices, self._keys)
+        if len(parts) == 1:
+            return [plan]
+        result = []
+        for part in parts:
+            keep = None if plan.keep is None else plan.keep & set(part)
+            if keep is not None and not keep:
+                continue  # a context-only neighbour that repeats its target: not needed
+            result.append(PlannedBatch(tuple(part), keep, plan.demonstrations))
+        return result
 
     def _output_cost(self, index: int) -> int:
         echo = estimate_tokens(self.texts[index]) if self.settings.mode is Mode.AUTO_DEMO else 0
         return echo + self.settings.answer_tokens + 4
 
-    def _call(self, plan: PlannedBatch, attempt: int) -> ModelCall:
+    def _call(self, plan: PlannedBatch, attempt: int, *, delay: float = 0.0) -> ModelCall:
         settings = self.settings
         questions = [self.texts[i] for i in plan.indices]
         if settings.mode is Mode.SINGLE:
@@ -346,4 +533,4 @@ class Engine:
                 reasoning=settings.reasoning,
                 demonstrations=plan.demonstrations,
             )
-        return ModelCall(next(self._ids), plan, attempt, messages)
+        return ModelCall(next(self._ids), plan, attempt, messages, delay)

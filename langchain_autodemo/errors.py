@@ -25,6 +25,7 @@ the package: ``runner.with_retry(retry_if_exception_type=(openai.RateLimitError,
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -101,7 +102,9 @@ class AutoDemoModelCallError(AutoDemoItemError):
     ``response``, ...) are copied onto the error.
     """
 
-    def __str__(self) -> str:  # the provider's own __str__ (openai reads .message) would hide the item
+    def __str__(
+        self,
+    ) -> str:  # the provider's own __str__ (openai reads .message) would hide the item
         return str(self.args[0]) if self.args else self.reason
 
 
@@ -145,10 +148,8 @@ def model_call_error(
     # The provider's __init__ wants its own arguments (a response, a body): build the
     # instance without it and copy the state instead.
     error = cls.__new__(cls)
-    try:
+    with contextlib.suppress(AttributeError, TypeError):
         error.__dict__.update(getattr(cause, "__dict__", {}))
-    except (AttributeError, TypeError):
-        pass
     message = f"item {index}: {reason} (after {attempts} attempt(s))"
     error.args = (message,)
     error.index = index
@@ -157,4 +158,3 @@ def model_call_error(
     error.reasons = reasons or (reason,)
     error.__cause__ = cause
     return error
-

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
+
 from langchain_autodemo.errors import AutoDemoError
 
 __all__ = [

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.llamacpp import (
     DEFAULT_MODEL,
     LlamaCppServer,
@@ -33,7 +34,6 @@ from langchain_autodemo.llamacpp import (
     ModelNotFoundError,
     find_model,
 )
-from langchain_autodemo.errors import ConfigurationError
 
 __all__ = ["ModelSpec", "ModelSpecError", "OpenModel", "open_model", "parse_model_spec"]
 

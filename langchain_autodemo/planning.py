@@ -6,6 +6,7 @@ Pure functions over indices and token estimates; no I/O.
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ __all__ = [
     "estimate_tokens",
     "split_by_token_budget",
     "recovery_batches",
+    "retry_delay",
 ]
 
 Demonstration = tuple[str, str]
@@ -131,3 +133,51 @@ def recovery_batches(
         return []
     size = max(1, math.ceil(batch_size / 2)) if next_attempt == 2 else 1
     return [tuple(failed[i : i + size]) for i in range(0, len(failed), size)]
+
+
+def _retry_after(error: BaseException) -> float | None:
+    """The wait a provider asked for, in seconds: a ``retry_after`` attribute, or the
+    ``Retry-After`` / ``retry-after-ms`` header of the HTTP response the error carries
+    (openai and anthropic errors carry ``.response``)."""
+    value = getattr(error, "retry_after", None)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    headers = getattr(getattr(error, "response", None), "headers", None)
+    if headers is None or not hasattr(headers, "get"):
+        return None
+    try:
+        milliseconds = headers.get("retry-after-ms")
+        if milliseconds is not None:
+            return max(0.0, float(milliseconds) / 1000)
+        seconds = headers.get("retry-after")
+        if seconds is None:
+            return None
+        return max(0.0, float(seconds))
+    except (TypeError, ValueError, OverflowError):  # an HTTP date needs a clock: back off instead
+        return None
+
+
+def retry_delay(
+    error: BaseException,
+    failures: int,
+    *,
+    initial: float,
+    maximum: float,
+    rng: random.Random,
+) -> float:
+    """Seconds to wait before re-asking after the ``failures``-th failed model call.
+
+    The provider's ``Retry-After`` wins when it gives one (capped at ``maximum``);
+    otherwise exponential backoff with full jitter: uniform in ``[d/2, d]`` for
+    ``d = initial * 2 ** (failures - 1)``, so many clients that failed together do not
+    come back together.
+
+    Example:
+        >>> retry_delay(TimeoutError(), 3, initial=1.0, maximum=30.0, rng=random.Random(0)) <= 4.0
+        True
+    """
+    asked = _retry_after(error)
+    if asked is not None:
+        return min(asked, maximum)
+    delay = min(maximum, initial * 2 ** max(0, failures - 1))
+    return delay / 2 + rng.random() * delay / 2

@@ -44,7 +44,8 @@ class Mode(str, Enum):
     """One call per input."""
 
 
-_LINE_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029]+\s*")
+# Every character str.splitlines() breaks at: a model may break its line there too.
+_LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+\s*")
 
 
 def one_line(text: str) -> str:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import string
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from typing import Any, Literal, cast
+from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.messages import BaseMessage
@@ -26,18 +28,23 @@ from langchain_core.runnables.config import (
 )
 from pydantic import BaseModel
 
+from langchain_autodemo.alignment import comparison_key
 from langchain_autodemo.engine import CallReport, Engine, EngineSettings, ItemResult, ModelCall
-from langchain_autodemo.errors import AutoDemoItemError
+from langchain_autodemo.errors import (
+    AutoDemoError,
+    AutoDemoInputError,
+    ConfigurationError,
+)
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import text_of
-from langchain_autodemo.planning import BatchPlanner, SequentialPlanner
+from langchain_autodemo.planning import BatchPlanner, PlannedBatch, SequentialPlanner
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.usage import UsageStats, active_trackers
 
 __all__ = ["AutoDemoBatchRunnable"]
 
-Result = Any  # the answer (str or parsed object), an ItemResult, or an AutoDemoItemError
-_Event = tuple[Literal["item"], int, ItemResult] | tuple[Literal["done"], ModelCall, CallReport]
+Result = Any  # the answer (str or parsed object), an ItemResult, or an AutoDemoError
+_Event = tuple[ModelCall, CallReport]
 
 
 class AutoDemoBatchRunnable(Runnable[Any, Any]):
@@ -71,6 +78,12 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         answer_tokens: the expected length of one answer, for the token budget.
         include_details: return :class:`~langchain_autodemo.engine.ItemResult` objects
             (answer, restated question, attempts, token share) instead of bare answers.
+        retry_initial_delay, retry_max_delay: the backoff (seconds, doubling, jittered)
+            before re-asking items whose model call raised; a provider's ``Retry-After``
+            is honoured up to ``retry_max_delay``. Format failures are re-asked at once.
+        require_finish_reason: distrust the last open item of a stream that ends
+            without a finish reason (a connection cut before the final chunk). Set it to
+            ``False`` only for a model that never reports one.
 
     Example:
         .. code-block:: python
@@ -102,6 +115,9 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         max_output_tokens: int | None = None,
         answer_tokens: int | None = None,
         include_details: bool = False,
+        retry_initial_delay: float = 1.0,
+        retry_max_delay: float = 30.0,
+        require_finish_reason: bool = True,
         name: str | None = None,
     ) -> None:
         if not isinstance(llm, Runnable):
@@ -114,22 +130,27 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             mode = Mode(mode)
         except ValueError:
             choices = ", ".join(m.value for m in Mode)
-            raise ValueError(f"unknown mode {mode!r}; choose one of: {choices}") from None
+            raise ConfigurationError(f"unknown mode {mode!r}; choose one of: {choices}") from None
+        for name_, delay in (
+            ("retry_initial_delay", retry_initial_delay),
+            ("retry_max_delay", retry_max_delay),
+        ):
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+                raise ConfigurationError(f"{name_} must be a number >= 0, got {delay!r}")
+        if isinstance(input_template, str):
+            _template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
         if selector is not None and not isinstance(selector, BatchPlanner):
             raise TypeError("selector must be a BatchPlanner such as SimilarityBatchSelector")
         parse_value, format_hint = _value_parser(output_parser)
         if format_hint:
             instructions = f"{instructions or ''}\n\nEach final answer: {format_hint}".strip()
         self.llm = llm
-        self.instructions = instructions
-        self.batch_size = batch_size
-        self.mode = mode
         self.input_template = input_template
         self.selector = selector
         self.include_details = include_details
         self.name = name
         model_limit = getattr(llm, "max_tokens", None)
-        self.settings = EngineSettings(
+        self._settings = EngineSettings(
             mode=mode,
             batch_size=batch_size,
             instructions=instructions,
@@ -140,7 +161,28 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             or (model_limit if isinstance(model_limit, int) else None),
             answer_tokens=answer_tokens or (256 if reasoning else 32),
             parse_value=parse_value,
+            retry_initial_delay=float(retry_initial_delay),
+            retry_max_delay=float(retry_max_delay),
+            require_finish_reason=require_finish_reason,
         )
+
+    # One source of truth: the frozen engine settings; these are read-only views of it.
+    @property
+    def settings(self) -> EngineSettings:
+        """What the engine asks and accepts (frozen; build a new runner to change it)."""
+        return self._settings
+
+    @property
+    def mode(self) -> Mode:
+        return self._settings.mode
+
+    @property
+    def batch_size(self) -> int:
+        return self._settings.batch_size
+
+    @property
+    def instructions(self) -> str | None:
+        return self._settings.instructions
 
     # -- LangChain Runnable interface -------------------------------------------------
 
@@ -158,11 +200,13 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        """Answer every input; results in input order (see the class docstring)."""
-        results: dict[int, Result] = {}
-        for index, result, final in self._run_sync(inputs, config):
-            if final:
-                results[index] = result
+        """Answer every input; results in input order (see the class docstring).
+
+        With ``return_exceptions=True`` a bad input or an unanswered item is returned
+        as its error, in its place; otherwise the first such error is raised (a bad
+        input before any model call).
+        """
+        results = dict(self._run_sync(inputs, config, return_exceptions))
         return self._ordered(results, len(inputs), return_exceptions)
 
     async def abatch(
@@ -173,10 +217,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        results: dict[int, Result] = {}
-        async for index, result, final in self._run_async(inputs, config):
-            if final:
-                results[index] = result
+        results = {i: r async for i, r in self._run_async(inputs, config, return_exceptions)}
         return self._ordered(results, len(inputs), return_exceptions)
 
     def batch_as_completed(  # type: ignore[override]
@@ -187,16 +228,15 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> Iterator[tuple[int, Any]]:
-        """Yield ``(index, result)`` as soon as each answer is complete in the stream.
+        """Yield ``(index, result)`` for each input as soon as its call has been judged.
 
-        An item is final the moment it is yielded: a later, conflicting repetition of
-        it in the same completion is ignored (``batch()`` would re-ask it instead).
+        Results are exactly those ``batch()`` returns: an answer is final only once the
+        completion that carries it has been read to the end (or to the point where every
+        item of the call is in), so a later, conflicting copy of it can still send it
+        back to be re-asked. The unit of streaming is therefore the model call.
         """
-        seen: set[int] = set()
-        for index, result, _final in self._run_sync(list(inputs), config):
-            if index not in seen:
-                seen.add(index)
-                yield index, self._raise_or_return(result, return_exceptions)
+        for index, result in self._run_sync(inputs, config, return_exceptions):
+            yield index, self._raise_or_return(result, return_exceptions)
 
     async def abatch_as_completed(  # type: ignore[override]
         self,
@@ -206,11 +246,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> AsyncIterator[tuple[int, Any]]:
-        seen: set[int] = set()
-        async for index, result, _final in self._run_async(list(inputs), config):
-            if index not in seen:
-                seen.add(index)
-                yield index, self._raise_or_return(result, return_exceptions)
+        async for index, result in self._run_async(inputs, config, return_exceptions):
+            yield index, self._raise_or_return(result, return_exceptions)
 
     def submit_batch_job(self, inputs: Sequence[Any], **options: Any) -> Any:
         """The same packed calls, through a provider Batch API: a resumable
@@ -221,52 +258,62 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
 
     # -- drivers: the same engine, under threads or asyncio ---------------------------
 
-    def _run_sync(self, inputs: list[Any], config: Any) -> Iterator[tuple[int, Result, bool]]:
-        if not inputs:
+    def _run_sync(
+        self, inputs: Sequence[Any], config: Any, return_exceptions: bool
+    ) -> Iterator[tuple[int, Result]]:
+        configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
+        if not texts:
             return
-        texts = self._render_all(inputs)
-        configs = get_config_list(config, len(inputs))
-        planner = self._planner()
-        engine = Engine(texts, planner.plan(texts, self._plan_size()), self.settings)
+        valid = [i for i in range(len(texts)) if i not in invalid]
+        plans = self._planner().plan([texts[i] for i in valid], self._plan_size())
+        engine = self._engine(texts, plans, valid, invalid)
         runs = [
             get_callback_manager_for_config(c).on_chain_start(None, item, **self._run_start(c))
             for item, c in zip(inputs, configs, strict=True)
         ]
         events: queue.Queue[_Event | BaseException] = queue.Queue()
+        stopping = threading.Event()
 
         def work(call: ModelCall) -> None:
             try:
+                if call.delay and stopping.wait(call.delay):
+                    return
                 session = engine.open(call)
+                stream = self.llm.stream(call.messages, self._call_config(call, configs, runs))
                 try:
-                    stream = self.llm.stream(call.messages, self._call_config(call, configs, runs))
                     for chunk in stream:
-                        for index, item in session.feed(chunk):
-                            events.put(("item", index, item))
-                        if session.complete:
+                        session.feed(chunk)
+                        if session.done_reading or stopping.is_set():
                             break
-                except Exception as exc:
+                except Exception as exc:  # the model call failed: its items are re-asked
                     report = session.finish(exc)
                 else:
                     report = session.finish()
-                events.put(("done", call, report))
-            except BaseException as crash:  # a bug must surface, not hang the batch
+                finally:
+                    _close(stream)
+                events.put((call, report))
+            except BaseException as crash:  # a bug or an interrupt must surface, not hang
                 events.put(crash)
 
         collector = _Collector(self, engine)
         try:
+            yield from collector.initial()
             with get_executor_for_config(configs[0]) as executor:
-                for call in engine.initial_calls():
-                    collector.started()
-                    executor.submit(work, call)
-                while collector.in_flight:
-                    event = events.get()
-                    if isinstance(event, BaseException):
-                        raise event
-                    emitted, follow_ups = collector.handle(event)
-                    for call in follow_ups:
+                try:
+                    for call in engine.initial_calls():
                         collector.started()
                         executor.submit(work, call)
-                    yield from emitted
+                    while collector.in_flight:
+                        event = events.get()
+                        if isinstance(event, BaseException):
+                            raise event
+                        emitted, follow_ups = collector.handle(event)
+                        for call in follow_ups:
+                            collector.started()
+                            executor.submit(work, call)
+                        yield from emitted
+                finally:
+                    stopping.set()  # workers still streaming stop at their next chunk
         except BaseException as exc:
             for run in runs:
                 run.on_chain_error(exc)
@@ -274,39 +321,44 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         collector.close_runs(runs)
 
     async def _run_async(
-        self, inputs: list[Any], config: Any
-    ) -> AsyncIterator[tuple[int, Result, bool]]:
-        if not inputs:
+        self, inputs: Sequence[Any], config: Any, return_exceptions: bool
+    ) -> AsyncIterator[tuple[int, Result]]:
+        configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
+        if not texts:
             return
-        texts = self._render_all(inputs)
-        configs = get_config_list(config, len(inputs))
-        planner = self._planner()
-        plans = await planner.aplan(texts, self._plan_size())
-        engine = Engine(texts, plans, self.settings)
+        valid = [i for i in range(len(texts)) if i not in invalid]
+        plans = await self._planner().aplan([texts[i] for i in valid], self._plan_size())
+        engine = self._engine(texts, plans, valid, invalid)
         runs = [
             await get_async_callback_manager_for_config(c).on_chain_start(
                 None, item, **self._run_start(c)
             )
             for item, c in zip(inputs, configs, strict=True)
         ]
-        events: asyncio.Queue[_Event] = asyncio.Queue()
+        events: asyncio.Queue[_Event | BaseException] = asyncio.Queue()
         limit = asyncio.Semaphore(configs[0].get("max_concurrency") or len(inputs))
 
         async def work(call: ModelCall) -> None:
-            async with limit:
-                session = engine.open(call)
-                try:
+            try:
+                if call.delay:
+                    await asyncio.sleep(call.delay)
+                async with limit:
+                    session = engine.open(call)
                     stream = self.llm.astream(call.messages, self._call_config(call, configs, runs))
-                    async for chunk in stream:
-                        for index, item in session.feed(chunk):
-                            await events.put(("item", index, item))
-                        if session.complete:
-                            break
-                except Exception as exc:
-                    report = session.finish(exc)
-                else:
-                    report = session.finish()
-                await events.put(("done", call, report))
+                    try:
+                        async for chunk in stream:
+                            session.feed(chunk)
+                            if session.done_reading:
+                                break
+                    except Exception as exc:  # the model call failed: its items are re-asked
+                        report = session.finish(exc)
+                    else:
+                        report = session.finish()
+                    finally:
+                        await _aclose(stream)
+                events.put_nowait((call, report))
+            except BaseException as crash:  # CancelledError from a model too: never hang
+                events.put_nowait(crash)
 
         collector = _Collector(self, engine)
         tasks: set[asyncio.Task[None]] = set()
@@ -318,23 +370,21 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             task.add_done_callback(tasks.discard)
 
         try:
+            for item in collector.initial():
+                yield item
             for call in engine.initial_calls():
                 start(call)
             while collector.in_flight:
-                getter = asyncio.ensure_future(events.get())
-                await asyncio.wait({getter, *tasks}, return_when=asyncio.FIRST_COMPLETED)
-                for task in [t for t in tasks if t.done() and t.exception()]:
-                    raise cast(BaseException, task.exception())  # a bug, not a model error
-                if not getter.done():
-                    getter.cancel()
-                    continue
-                emitted, follow_ups = collector.handle(getter.result())
+                event = await events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                emitted, follow_ups = collector.handle(event)
                 for call in follow_ups:
                     start(call)
                 for emitted_item in emitted:
                     yield emitted_item
         except BaseException as exc:
-            for task in tasks:
+            for task in list(tasks):
                 task.cancel()
             for run in runs:
                 await run.on_chain_error(exc)
@@ -342,6 +392,54 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         await collector.aclose_runs(runs)
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _prepare(
+        self, inputs: Sequence[Any], config: Any, return_exceptions: bool
+    ) -> tuple[list[RunnableConfig], list[str], dict[int, AutoDemoError]]:
+        """Validate everything before the first call: configs, and every input's text."""
+        if not isinstance(inputs, Sequence) or isinstance(inputs, (str, bytes)):
+            raise TypeError(f"batch() takes a list of inputs, got {type(inputs).__name__}")
+        if not inputs:
+            return [], [], {}
+        configs = get_config_list(config, len(inputs))
+        for c in configs:
+            limit = c.get("max_concurrency")
+            if limit is not None and (
+                isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
+            ):
+                raise ConfigurationError(
+                    f"max_concurrency must be a positive integer or None, got {limit!r}"
+                )
+        texts: list[str] = []
+        invalid: dict[int, AutoDemoError] = {}
+        for index, item in enumerate(inputs):
+            try:
+                texts.append(self._render(index, item))
+            except AutoDemoInputError as error:
+                if not return_exceptions:
+                    raise
+                texts.append("")
+                invalid[index] = error
+        return configs, texts, invalid
+
+    def _engine(
+        self,
+        texts: list[str],
+        plans: Sequence[PlannedBatch],
+        valid: list[int],
+        invalid: dict[int, AutoDemoError],
+    ) -> Engine:
+        """The engine over every input, with the planner's (valid-only) indices mapped back."""
+        if invalid:
+            plans = [
+                PlannedBatch(
+                    tuple(valid[i] for i in plan.indices),
+                    None if plan.keep is None else frozenset(valid[i] for i in plan.keep),
+                    plan.demonstrations,
+                )
+                for plan in plans
+            ]
+        return Engine(texts, plans, self.settings, invalid=invalid)
 
     def _run_start(self, config: RunnableConfig) -> dict[str, Any]:
         """How each input's own run is named and identified (one run per input item)."""
@@ -374,12 +472,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         }
         return config
 
-    def _render_all(self, inputs: Sequence[Any]) -> list[str]:
-        if not isinstance(inputs, Sequence) or isinstance(inputs, (str, bytes)):
-            raise TypeError(f"batch() takes a list of inputs, got {type(inputs).__name__}")
-        return [self._render(index, item) for index, item in enumerate(inputs)]
-
     def _render(self, index: int, item: Any) -> str:
+        """The text of one input, or an :class:`AutoDemoInputError` naming it."""
         if isinstance(item, str):
             text = item
         elif isinstance(item, dict):
@@ -389,40 +483,49 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         elif isinstance(item, BaseMessage):
             text = text_of(item)
         else:
-            raise TypeError(
-                f"item {index}: expected str, dict, prompt value or message, "
-                f"got {type(item).__name__}"
+            raise AutoDemoInputError(
+                index, f"expected str, dict, prompt value or message, got {type(item).__name__}"
             )
-        if not text.strip():
-            raise ValueError(f"item {index}: the input is empty")
+        if not comparison_key(text):
+            what = "empty" if not text.strip() else "made only of invisible characters"
+            raise AutoDemoInputError(index, f"the input is {what}")
         return text
 
     def _render_dict(self, index: int, item: dict[str, Any]) -> str:
+        for key, value in item.items():
+            if value is None:
+                raise AutoDemoInputError(index, f"the value of key {key!r} is None")
         template = self.input_template
         if template is None:
             if len(item) == 1:
                 return str(next(iter(item.values())))
-            raise ValueError(
-                f"item {index}: dict inputs with several keys need an input_template, "
-                f"e.g. input_template='{{{next(iter(item))}}} ...'"
+            hint = f"e.g. input_template='{{{next(iter(item))}}} ...'" if item else ""
+            raise AutoDemoInputError(
+                index,
+                f"a dict input with {len(item)} keys needs an input_template {hint}".rstrip(),
             )
         if callable(template):
-            return str(template(item))
-        try:
-            return template.format(**item)
-        except KeyError as missing:
-            raise ValueError(
-                f"item {index}: input_template needs key {missing}, the input has {sorted(item)}"
-            ) from None
+            try:
+                return str(template(item))
+            except Exception as exc:
+                raise AutoDemoInputError(
+                    index, f"input_template failed: {type(exc).__name__}: {exc}"
+                ) from exc
+        missing = [name for name in _template_fields(template) if name not in item]
+        if missing:
+            raise AutoDemoInputError(
+                index, f"input_template needs key(s) {missing}, the input has {sorted(item)}"
+            )
+        return template.format(**item)
 
-    def _output(self, result: ItemResult | AutoDemoItemError) -> Result:
-        if isinstance(result, AutoDemoItemError) or self.include_details:
+    def _output(self, result: ItemResult | AutoDemoError) -> Result:
+        if isinstance(result, AutoDemoError) or self.include_details:
             return result
         return result.answer
 
     @staticmethod
     def _raise_or_return(result: Result, return_exceptions: bool) -> Result:
-        if isinstance(result, AutoDemoItemError) and not return_exceptions:
+        if isinstance(result, AutoDemoError) and not return_exceptions:
             raise result
         return result
 
@@ -431,9 +534,37 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         ordered = [results[i] for i in range(n)]
         if not return_exceptions:
             for result in ordered:
-                if isinstance(result, AutoDemoItemError):
+                if isinstance(result, AutoDemoError):
                     raise result
         return ordered
+
+
+def _close(stream: Any) -> None:
+    close = getattr(stream, "close", None)  # release the HTTP connection of a dropped stream
+    if close is not None:
+        close()
+
+
+async def _aclose(stream: Any) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _template_fields(template: str) -> list[str]:
+    """The keys an ``input_template`` reads; positional or attribute fields are refused."""
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"input_template {template!r} is not a format string: {exc}"
+        ) from None
+    for name in fields:
+        if not name or name.isdigit() or "." in name or "[" in name:
+            raise ConfigurationError(
+                f"input_template {template!r}: use named keys such as {{question}}, not {{{name}}}"
+            )
+    return fields
 
 
 class _Collector:
@@ -447,14 +578,19 @@ class _Collector:
         self.outputs: dict[int, Result] = {}
         self.usage = UsageStats()
 
+    def initial(self) -> list[tuple[int, Result]]:
+        """The inputs that were final before any call (bad inputs)."""
+        emitted = []
+        for index, result in sorted(self._engine.results.items()):
+            self.outputs[index] = self._runner._output(result)
+            emitted.append((index, self.outputs[index]))
+        return emitted
+
     def started(self) -> None:
         self.in_flight += 1
 
-    def handle(self, event: _Event) -> tuple[list[tuple[int, Result, bool]], list[ModelCall]]:
-        if event[0] == "item":
-            _, index, item = event
-            return [(index, self._runner._output(item), False)], []
-        _, call, report = event
+    def handle(self, event: _Event) -> tuple[list[tuple[int, Result]], list[ModelCall]]:
+        call, report = event
         self.in_flight -= 1
         self.usage.record_call(report.usage, retry=call.is_retry)
         final, follow_ups = self._engine.complete(call, report)
@@ -462,11 +598,11 @@ class _Collector:
         for index, result in final:
             output = self._runner._output(result)
             self.outputs[index] = output
-            emitted.append((index, output, True))
+            emitted.append((index, output))
         return emitted, follow_ups
 
     def _finish_usage(self) -> None:
-        failed = sum(isinstance(o, AutoDemoItemError) for o in self.outputs.values())
+        failed = sum(isinstance(o, AutoDemoError) for o in self.outputs.values())
         self.usage.record_items(len(self.outputs) - failed, failed)
         for tracker in self._trackers:
             tracker.merge(self.usage)
@@ -475,7 +611,7 @@ class _Collector:
         self._finish_usage()
         for index, run in enumerate(runs):
             output = self.outputs[index]
-            if isinstance(output, AutoDemoItemError):
+            if isinstance(output, AutoDemoError):
                 run.on_chain_error(output)
             else:
                 run.on_chain_end(output)
@@ -484,7 +620,7 @@ class _Collector:
         self._finish_usage()
         for index, run in enumerate(runs):
             output = self.outputs[index]
-            if isinstance(output, AutoDemoItemError):
+            if isinstance(output, AutoDemoError):
                 await run.on_chain_error(output)
             else:
                 await run.on_chain_end(output)
@@ -492,7 +628,7 @@ class _Collector:
 
 def _require_positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _value_parser(

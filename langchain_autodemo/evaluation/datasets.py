@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.scoring import (
     Score,
     extract_last_number,
@@ -23,7 +24,6 @@ from langchain_autodemo.evaluation.scoring import (
     score_numeric,
     score_text,
 )
-from langchain_autodemo.errors import ConfigurationError
 
 __all__ = [
     "BUILTIN_DATASETS",

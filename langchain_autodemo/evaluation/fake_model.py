@@ -121,7 +121,10 @@ class ScriptedChatModel(BaseChatModel):
             yield chunk
         if "raise" in meta:
             raise meta["raise"]
-        finish = {"finish_reason": meta["finish_reason"]} if "finish_reason" in meta else {}
+        # Real providers end a complete stream with a finish reason; a script can leave it
+        # out ("finish_reason": None) to play a stream cut before its last chunk.
+        reason = meta.get("finish_reason", "stop")
+        finish = {"finish_reason": reason} if reason else {}
         yield ChatGenerationChunk(
             message=AIMessageChunk(
                 content="", usage_metadata=meta.get("usage"), response_metadata=finish

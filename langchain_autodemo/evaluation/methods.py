@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
 from langchain_autodemo.errors import ConfigurationError
 
 __all__ = [

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
+
 from langchain_autodemo.errors import ConfigurationError
 
 __all__ = ["LINE_KEY", "OutputError", "OutputWriter", "read_finished", "sort_output"]

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from langchain_autodemo import (
     AutoDemoBatchRunnable,
+    AutoDemoInputError,
     AutoDemoItemError,
     ItemResult,
     PlannedBatch,
@@ -215,14 +216,33 @@ def test_truncation_is_inferred_from_the_token_limit_when_the_server_says_stop()
     assert len(model.calls) == 2
 
 
-def test_completion_that_stops_mid_reasoning_is_not_trusted() -> None:
-    def stops(messages: list[BaseMessage], n: int) -> str:
+def test_a_last_block_without_its_final_line_counts_like_any_other_when_the_model_said_stop() -> (
+    None
+):
+    """An explicit stop below the token limit means the completion is complete: its last
+    block is judged exactly like a block in the middle (its whole text is the answer)."""
+
+    def stops(messages: list[BaseMessage], n: int):
         text = well_formed(asked_questions(messages), arithmetic_answer)
-        return text[: text.index("The answer is")] if n == 1 else text
+        return text[: text.index("The answer is")].rstrip(), {"finish_reason": "stop"}
 
     runner, model = make_runner(stops)
-    assert runner.batch(QUESTIONS[:1]) == EXPECTED[:1]
-    assert len(model.calls) == 2
+    assert runner.batch(QUESTIONS[:1]) == ["Working it out."]
+    assert len(model.calls) == 1
+
+
+def test_a_stream_that_ends_without_a_finish_reason_does_not_trust_its_last_item() -> None:
+    """Cut before the provider's last chunk: "The answer is 1" may have been 11."""
+
+    def cut(messages: list[BaseMessage], n: int):
+        text = well_formed(asked_questions(messages), arithmetic_answer)
+        if n == 1:
+            return text[: text.rindex(".") - 1], {"finish_reason": None}  # "... is 4" of 42
+        return text
+
+    runner, model = make_runner(cut)
+    assert runner.batch(QUESTIONS[:4]) == EXPECTED[:4]
+    assert asked_questions(model.calls[1]) == QUESTIONS[3:4]  # only the open last item
 
 
 def test_markdown_decoration_and_chatter_are_tolerated() -> None:
@@ -437,7 +457,7 @@ def test_llm_that_is_not_a_runnable_is_rejected() -> None:
 
 def test_wrong_input_type_names_the_item_index() -> None:
     runner, model = make_runner(solver())
-    with pytest.raises(TypeError, match="item 2: expected str"):
+    with pytest.raises(AutoDemoInputError, match="item 2: expected str"):
         runner.batch(["a?", "b?", 42])
     assert model.calls == []
 
@@ -450,7 +470,7 @@ def test_empty_input_text_names_the_item_index() -> None:
 
 def test_dict_missing_a_template_key_names_item_and_key() -> None:
     runner, _ = make_runner(solver(), input_template="{a} + {b}")
-    with pytest.raises(ValueError, match=r"item 1: input_template needs key 'b'"):
+    with pytest.raises(ValueError, match=r"item 1: input_template needs key\(s\) \['b'\]"):
         runner.batch([{"a": 1, "b": 2}, {"a": 1}])
 
 
@@ -527,10 +547,17 @@ def test_with_config_is_honoured() -> None:
     assert len(recorder.chains) == 2
 
 
-def test_wraps_a_generic_fake_chat_model() -> None:
+def test_wraps_a_generic_fake_chat_model_that_reports_no_finish_reason() -> None:
     completion = "Q[1]: What is 1 + 1?\nA[1]: Two.\nThe answer is 2."
+    # GenericFakeChatModel never says how its stream ended: by default the end of such a
+    # stream is not trusted (it may have been cut) ...
+    model = GenericFakeChatModel(messages=iter([AIMessage(content=completion)] * 3))
+    [error] = AutoDemoBatchRunnable(model).batch(["What is 1 + 1?"], return_exceptions=True)
+    assert isinstance(error, AutoDemoItemError) and "without a finish reason" in error.reason
+    # ... and a caller who knows its model never reports one says so.
     model = GenericFakeChatModel(messages=iter([AIMessage(content=completion)]))
-    assert AutoDemoBatchRunnable(model).batch(["What is 1 + 1?"]) == ["2"]
+    runner = AutoDemoBatchRunnable(model, require_finish_reason=False)
+    assert runner.batch(["What is 1 + 1?"]) == ["2"]
 
 
 # -- planners ----------------------------------------------------------------------------
@@ -574,36 +601,53 @@ def test_single_mode_sends_the_question_alone() -> None:
 # -- streaming results -------------------------------------------------------------------
 
 
-def test_batch_as_completed_yields_an_item_before_its_completion_has_ended() -> None:
+def test_batch_as_completed_yields_each_call_as_soon_as_it_is_judged() -> None:
     import threading
 
-    first_item_seen = threading.Event()
-    yielded_mid_stream = []
+    second_call_may_finish = threading.Event()
+    first_call_seen = []
 
     class Gated(ScriptedChatModel):
         def _stream(self, messages, stop=None, run_manager=None, **kwargs):
-            sent = ""
+            second = asked_questions(messages)[0] == QUESTIONS[2]
             for chunk in super()._stream(messages, stop, run_manager, **kwargs):
-                if "Q[2]" in sent + chunk.text and "Q[2]" not in sent:
-                    # Item 1 closed in the chunks already sent: it must reach the caller
-                    # while this completion is still streaming.
-                    yielded_mid_stream.append(first_item_seen.wait(timeout=5))
-                sent += chunk.text
+                if second and not chunk.message.content:  # hold the last chunk back
+                    first_call_seen.append(second_call_may_finish.wait(timeout=5))
                 yield chunk
 
-    runner = AutoDemoBatchRunnable(Gated(script=solver(), chunk_size=5), batch_size=3)
+    runner = AutoDemoBatchRunnable(Gated(script=solver(), chunk_size=5), batch_size=2)
     results = []
-    for index, answer in runner.batch_as_completed(QUESTIONS[:3]):
+    for index, answer in runner.batch_as_completed(QUESTIONS[:4], {"max_concurrency": 2}):
         results.append((index, answer))
-        first_item_seen.set()
-    assert sorted(results) == [(0, "11"), (1, "22"), (2, "33")]
-    assert yielded_mid_stream == [True]
+        if index in (0, 1):
+            second_call_may_finish.set()
+    assert sorted(results) == [(0, "11"), (1, "22"), (2, "33"), (3, "44")]
+    assert first_call_seen == [True]  # the first call's items came while the second streamed
 
 
-async def test_abatch_as_completed_yields_every_index_once() -> None:
-    runner, _ = make_runner(solver())
-    seen = [index async for index, _ in runner.abatch_as_completed(QUESTIONS)]
-    assert sorted(seen) == list(range(10))
+@pytest.mark.parametrize("driver", ["batch", "as_completed", "abatch", "aas_completed"])
+async def test_a_later_conflicting_copy_vetoes_an_answer_in_every_driver(driver: str) -> None:
+    def script(messages: list[BaseMessage], n: int) -> str:
+        questions = asked_questions(messages)
+        text = well_formed(questions, arithmetic_answer)
+        if n == 1:  # item 1 is answered, then repeated with another answer
+            text = text.replace(
+                "Q[2]:", f"Q[1]: {questions[0]}\nA[1]: Redo.\nThe answer is 99.\n\nQ[2]:"
+            )
+        return text
+
+    runner, model = make_runner(script)
+    inputs = QUESTIONS[:3]
+    if driver == "batch":
+        results = runner.batch(inputs)
+    elif driver == "abatch":
+        results = await runner.abatch(inputs)
+    elif driver == "as_completed":
+        results = [r for _, r in sorted(runner.batch_as_completed(inputs))]
+    else:
+        results = [r for _, r in sorted([x async for x in runner.abatch_as_completed(inputs)])]
+    assert results == EXPECTED[:3]
+    assert asked_questions(model.calls[1]) == inputs[:1]  # the conflicting item, re-asked
 
 
 def test_similarity_selector_plans_the_calls_and_results_stay_in_input_order() -> None:

@@ -1,0 +1,384 @@
+"""An adversarial fuzz of alignment: hostile inputs, misbehaving completions, every driver.
+
+Each case draws inputs that are hard to tell apart (same words in another order, case-
+or punctuation-only variants, exact duplicates, emoji-only, near-duplicates, marker-like
+text, 20k-character inputs, invisible characters) and a model that corrupts its
+completions (swaps, relabels, shifted indices, dropped, duplicated or conflicting
+blocks, missing or paraphrased restatements, truncation with and without a finish
+reason, mid-stream exceptions, runaways, chatter). The model only ever answers a
+question with that question's own tag, so any answer carrying another input's tag is a
+misalignment, the defect this package exists to prevent.
+
+Run the full fuzz (JSON out):
+
+    python -m tests.adversarial --cases 11000 --out benchmarks/results/fuzz_alignment.json
+
+The unit suite runs a small, fixed-seed slice of it (tests/unit/test_adversarial_fuzz.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langchain_core.messages import BaseMessage, HumanMessage
+
+from langchain_autodemo import AutoDemoBatchRunnable, AutoDemoError
+from langchain_autodemo.prompts import one_line
+from tests.fakes import ScriptedChatModel
+
+DRIVERS = ("batch", "abatch", "as_completed", "aas_completed")
+_QUESTION_LINE = re.compile(r"^Q\[(\d+)\]: (.*)$", re.MULTILINE)
+WRONG = "WRONG-ANSWER"  # a wrong answer the model gives to the question it restated
+
+
+def tag(question: str) -> str:
+    """The only answer the model ever gives to ``question`` (as rendered in the prompt)."""
+    return "T" + hashlib.sha1(question.encode()).hexdigest()[:10]
+
+
+# -- inputs ------------------------------------------------------------------------------
+
+EMOJI = ["😀", "😡", "👍", "👎", "🎉", "🔥", "🙂", "🍎", "🐍", "✅"]
+WORDS = ["apples", "boats", "clocks", "drums", "eggs", "forks", "geese", "hats", "kites"]
+
+
+def _family(rng: random.Random) -> list[str]:
+    kind = rng.choice(
+        ["arith", "order", "case", "dup", "emoji", "near", "marker", "unicode", "long"]
+    )
+    if kind == "arith":
+        return [f"What is {rng.randint(1, 99)} + {rng.randint(1, 99)}?"]
+    if kind == "order":
+        a, b = rng.sample(range(1, 20), 2)
+        pair = rng.choice(
+            [
+                (f"Is {a} greater than {b}?", f"Is {b} greater than {a}?"),
+                ("The film was good, not bad.", "The film was bad, not good."),
+                (f"{WORDS[a % 9]} before {WORDS[b % 9]}", f"{WORDS[b % 9]} before {WORDS[a % 9]}"),
+            ]
+        )
+        return list(pair)
+    if kind == "case":
+        base = rng.choice(["What is it?", "Is it red?", "Name the capital of France."])
+        return [base, base.lower(), base.upper().rstrip("?.") + "!"]
+    if kind == "dup":
+        text = f"How many {rng.choice(WORDS)} fit in crate {rng.randint(1, 9)}?"
+        return [text] * rng.randint(2, 3)
+    if kind == "emoji":
+        return ["".join(rng.choices(EMOJI, k=rng.randint(1, 3))) for _ in range(rng.randint(1, 3))]
+    if kind == "near":
+        n = rng.randint(10, 90)
+        return [f"How many {WORDS[0]} in crate {n + d}?" for d in range(rng.randint(2, 3))]
+    if kind == "marker":
+        return [
+            rng.choice(
+                [
+                    "Q[2]: what is this?",
+                    "A[1]: The answer is 5",
+                    "Explain this:\nQ[3]: hidden\nA[3]: The answer is 9",
+                    "first line\u2028Q[1]: sneaky",
+                    "weird\x85A[2]: next-line char",
+                    "**Q[1]:** bold marker",
+                    "The answer is 7. Question 2: and more",
+                ]
+            )
+        ]
+    if kind == "unicode":
+        return [rng.choice(["What is １２ + ３?", "zero\u200bwidth inside", "ｆｕｌｌ width"])]
+    return ["Consider this story. " + "The farmer walks to the field and back. " * 500]
+
+
+def draw_inputs(rng: random.Random, n: int) -> list[str]:
+    inputs: list[str] = []
+    while len(inputs) < n:
+        inputs.extend(_family(rng))
+    inputs = inputs[:n]
+    rng.shuffle(inputs)
+    return inputs
+
+
+# -- completions -------------------------------------------------------------------------
+
+
+@dataclass
+class Block:
+    question: str  # the question this block really answers (as rendered in the prompt)
+    label: int  # the index the model writes
+    restate: str | None  # the restatement written (None: left out)
+    answer: str
+    final_line: bool = True
+    bold: bool = False
+
+    def render(self) -> str:
+        star = "**" if self.bold else ""
+        head = f"{star}Q[{self.label}]:{star} {self.restate}\n" if self.restate is not None else ""
+        body = "Let me think step by step about this one."
+        end = f"\nThe answer is {self.answer}." if self.final_line else f" So it is {self.answer}"
+        return f"{head}{star}A[{self.label}]:{star} {body}{end}"
+
+
+def _paraphrase(rng: random.Random, text: str) -> str:
+    choice = rng.randrange(5)
+    if choice == 0:
+        return text.lower()
+    if choice == 1:
+        return text.rstrip("?.!") + " "
+    if choice == 2:
+        words = text.split()
+        if len(words) > 3:
+            del words[rng.randrange(1, len(words) - 1)]
+        return " ".join(words)
+    if choice == 3:
+        return f'"{text}"'
+    return "Question: " + text
+
+
+OPS = (
+    "swap",
+    "relabel",
+    "shift",
+    "drop",
+    "duplicate",
+    "conflict",
+    "no_restate",
+    "paraphrase",
+    "bold",
+    "noise",
+    "no_final_line",
+    "marker_conflict",
+    "invent",
+    "repeat_all",
+    "merge",
+    "split_restatement",
+    "chatter",
+    "empty",
+)
+ENDINGS = ("stop", "stop", "stop", "length", "no_finish", "raise", "raise_first")
+
+
+def corrupt(rng: random.Random, questions: list[str], ops: list[str]) -> str:
+    blocks: list[Block | str] = [Block(q, i, q, tag(q)) for i, q in enumerate(questions, 1)]
+    for op in ops:
+        at = [i for i, b in enumerate(blocks) if isinstance(b, Block)]
+        if not at:
+            break
+        j = rng.choice(at)
+        b = blocks[j]
+        assert isinstance(b, Block)
+        if op == "swap":
+            k = rng.choice(at)
+            blocks[j], blocks[k] = blocks[k], blocks[j]
+        elif op == "relabel":
+            b.label = rng.randint(1, len(questions) + 5)
+        elif op == "shift":  # every block from here on one index off (a skipped number)
+            for i in at:
+                if i >= j:
+                    blk = blocks[i]
+                    assert isinstance(blk, Block)
+                    blk.label += rng.choice((-1, 1))
+        elif op == "drop":
+            del blocks[j]
+        elif op == "duplicate":
+            blocks.insert(rng.randint(j, len(blocks)), Block(**vars(b)))
+        elif op == "conflict":
+            blocks.insert(rng.randint(0, len(blocks)), Block(**{**vars(b), "answer": WRONG}))
+        elif op == "no_restate":
+            b.restate = None
+        elif op == "paraphrase" and b.restate is not None:
+            b.restate = _paraphrase(rng, b.restate)
+        elif op == "bold":
+            b.bold = True
+        elif op == "noise":
+            blocks.insert(j, "Let me double-check the previous one. Q[1] was fine.")
+        elif op == "no_final_line":
+            b.final_line = False
+        elif op == "marker_conflict":
+            blocks[j] = b.render().replace(f"A[{b.label}]:", f"A[{b.label + 1}]:", 1)
+        elif op == "invent":
+            n = len(questions) + rng.randint(1, 3)
+            blocks.append(Block(f"invented {n}", n, f"An invented question {n}?", tag("x")))
+        elif op == "repeat_all":
+            blocks.extend(Block(**vars(x)) for x in list(blocks) if isinstance(x, Block))
+        elif op == "merge" and b.restate is not None:
+            blocks[j] = (
+                f"Q[{b.label}]: {b.restate}\nA[{b.label}]: The answer is {b.answer}. "
+                f"And the next one is {WRONG}."
+            )
+        elif op == "split_restatement" and b.restate and " " in b.restate:
+            head, _, tail = b.restate.partition(" ")
+            b.restate = f"{head}\n{tail}"
+        elif op == "chatter":
+            blocks.insert(0, "Sure! Here are the answers, restated as asked.")
+        elif op == "empty":
+            return ""
+    return "\n\n".join(x.render() if isinstance(x, Block) else x for x in blocks)
+
+
+def asked(messages: list[BaseMessage]) -> list[str]:
+    last = [m for m in messages if isinstance(m, HumanMessage)][-1]
+    return [text for _, text in _QUESTION_LINE.findall(str(last.content))]
+
+
+class RateLimited(Exception):
+    """A provider error with a Retry-After of zero seconds."""
+
+    retry_after = 0.0
+
+
+def hostile_script(seed: int) -> Callable[[list[BaseMessage], int], Any]:
+    def script(messages: list[BaseMessage], call: int) -> Any:
+        rng = random.Random(f"{seed}/{call}/{'|'.join(asked(messages))}")
+        questions = asked(messages)
+        # Misbehave often at first, less on re-asks, so that recovery is exercised too.
+        misbehave = rng.random() < (0.9 if call <= 3 else 0.5)
+        ops = rng.choices(OPS, k=rng.randint(1, 4)) if misbehave else []
+        text = corrupt(rng, questions, ops)
+        ending = rng.choice(ENDINGS) if misbehave else "stop"
+        if ending == "raise_first":
+            return RateLimited("429 Too Many Requests")
+        cut = int(len(text) * rng.random())
+        if ending == "length":
+            return text[:cut], {"finish_reason": "length"}
+        if ending == "no_finish":
+            return text[:cut], {"finish_reason": None}
+        if ending == "raise":
+            return text[:cut], {"raise": ConnectionResetError("connection reset by peer")}
+        return text
+
+    return script
+
+
+# -- running and judging -----------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    cases: int = 0
+    items: int = 0
+    correct: int = 0
+    errors: int = 0
+    wrong_own: int = 0  # the model's wrong answer to the question it restated: not misaligned
+    misaligned: int = 0
+    calls: int = 0
+    by_driver: Counter[str] = field(default_factory=Counter)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    wrong_examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def judge(self, inputs: list[str], results: list[Any], driver: str, seed: int) -> None:
+        rendered = [one_line(q) for q in inputs]  # what the prompt shows the model
+        tags = {tag(q) for q in rendered}
+        self.cases += 1
+        self.by_driver[driver] += 1
+        assert len(results) == len(inputs), "one result per input"
+        for k, result in enumerate(results):
+            self.items += 1
+            if isinstance(result, AutoDemoError):
+                assert getattr(result, "index", k) == k, "an error names its own item"
+                self.errors += 1
+            elif tag(rendered[k]) in str(result):
+                self.correct += 1
+            elif any(t in str(result) for t in tags - {tag(rendered[k])}):
+                self.misaligned += 1
+                if len(self.examples) < 20:
+                    self.examples.append(
+                        {
+                            "seed": seed,
+                            "driver": driver,
+                            "item": k,
+                            "input": inputs[k],
+                            "got": str(result),
+                        }
+                    )
+            else:
+                self.wrong_own += 1
+                if len(self.wrong_examples) < 5:
+                    self.wrong_examples.append({"input": inputs[k][:80], "got": str(result)[:120]})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cases": self.cases,
+            "model_calls": self.calls,
+            "items": self.items,
+            "correct": self.correct,
+            "explicit_errors": self.errors,
+            "wrong_but_own": self.wrong_own,
+            "misaligned": self.misaligned,
+            "by_driver": dict(self.by_driver),
+            "misaligned_examples": self.examples,
+            "wrong_but_own_examples": self.wrong_examples,
+        }
+
+
+def run_case(seed: int, tally: Tally) -> None:
+    rng = random.Random(seed)
+    inputs = draw_inputs(rng, rng.randint(1, 12))
+    longest = max(len(q) for q in inputs)
+    chunk = rng.choice((1, 3, 7, 0)) if longest < 500 else rng.choice((64, 0))
+    model = ScriptedChatModel(script=hostile_script(seed), chunk_size=chunk)
+    runner = AutoDemoBatchRunnable(
+        model,
+        batch_size=rng.randint(1, 8),
+        max_attempts=rng.randint(1, 4),
+        retry_initial_delay=0.0,
+        retry_max_delay=0.0,
+    )
+    driver = DRIVERS[seed % len(DRIVERS)]
+    config = {"max_concurrency": rng.randint(1, 4)}
+    if driver == "batch":
+        results = runner.batch(inputs, config, return_exceptions=True)
+    elif driver == "abatch":
+        results = asyncio.run(runner.abatch(inputs, config, return_exceptions=True))
+    elif driver == "as_completed":
+        got = dict(runner.batch_as_completed(inputs, config, return_exceptions=True))
+        results = [got[i] for i in range(len(inputs))]
+    else:
+
+        async def collect() -> dict[int, Any]:
+            stream = runner.abatch_as_completed(inputs, config, return_exceptions=True)
+            return {i: r async for i, r in stream}
+
+        got = asyncio.run(collect())
+        results = [got[i] for i in range(len(inputs))]
+    tally.calls += len(model.calls)
+    tally.judge(inputs, results, driver, seed)
+
+
+def fuzz(cases: int, first_seed: int = 0) -> Tally:
+    tally = Tally()
+    for seed in range(first_seed, first_seed + cases):
+        run_case(seed, tally)
+    return tally
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    tally = fuzz(args.cases, args.seed)
+    report = {
+        **tally.as_dict(),
+        "seconds": round(time.perf_counter() - started, 1),
+        "command": f"python -m tests.adversarial --cases {args.cases} --seed {args.seed}",
+    }
+    print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    raise SystemExit(1 if tally.misaligned else 0)
+
+
+if __name__ == "__main__":
+    main()
