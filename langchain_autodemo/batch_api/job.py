@@ -34,7 +34,11 @@ from langchain_autodemo.batch_api.errors import BatchApiError, BatchJobStateErro
 from langchain_autodemo.batch_api.protocol import BatchProvider, Outcome, RemoteBatch
 from langchain_autodemo.batch_api.state import JobState, PartRecord
 from langchain_autodemo.engine import Engine, ItemResult, ModelCall
-from langchain_autodemo.errors import AutoDemoItemError, ConfigurationError
+from langchain_autodemo.errors import (
+    AutoDemoError,
+    ConfigurationError,
+    model_call_error,
+)
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import PlannedBatch, estimate_tokens
 from langchain_autodemo.usage import UsageStats, active_trackers
@@ -165,13 +169,14 @@ class BatchApiJob:
         self.max_resubmits = max_resubmits
         self.online_concurrency = online_concurrency
         self._on_event = on_event
-        self.texts = runner._render_all(list(inputs))
+        # Every input is checked before anything is planned or sent (names a bad item).
+        self.texts = runner._prepare(list(inputs), None, return_exceptions=False)[1]
         self.usage = UsageStats()
         self._trackers = active_trackers()
         self.state = JobState(state if state is not None else ":memory:")
         self._open(metadata or {})
         self._emitted: dict[int, Any] = {}
-        self._abandoned: dict[int, AutoDemoItemError] = {}
+        self._abandoned: dict[int, AutoDemoError] = {}
         self._remote: dict[str, RemoteBatch] = {}
         self._attached: set[str] = set()
         self._live_errors: dict[str, BaseException] = {}
@@ -339,7 +344,7 @@ class BatchApiJob:
         ordered = [self._emitted[i] for i in range(len(self.texts))]
         if not return_exceptions:
             for result in ordered:
-                if isinstance(result, AutoDemoItemError):
+                if isinstance(result, AutoDemoError):
                     raise result
         return ordered
 
@@ -564,6 +569,8 @@ class BatchApiJob:
 
         def ask(call: ModelCall) -> None:
             custom_id = self._custom_id(call)
+            if call.delay:  # the engine's backoff after a failed call
+                time.sleep(call.delay)
             try:
                 message = self.runner.llm.invoke(call.messages)
             except Exception as exc:  # the provider's own error: kept for the engine
@@ -612,9 +619,7 @@ class BatchApiJob:
             if not outcome.ok and outcome.error_code in _FINAL_CODES:
                 for follow_up in follow_ups:
                     for index in follow_up.batch.kept:
-                        error = AutoDemoItemError(
-                            index, f"model call failed: {outcome.error(custom_id)}", call.attempt
-                        )
+                        error = model_call_error(outcome.error(custom_id), index, call.attempt)
                         self._abandoned[index] = error
                         new.append(self._emit(index, error))
             else:
@@ -627,14 +632,14 @@ class BatchApiJob:
             self._finish()
         return new
 
-    def _emit(self, index: int, result: ItemResult | AutoDemoItemError) -> tuple[int, Any]:
+    def _emit(self, index: int, result: ItemResult | AutoDemoError) -> tuple[int, Any]:
         output = self.runner._output(result)
         self._emitted[index] = output
         return index, output
 
     def _finish(self) -> None:
         self._finished = True
-        failed = sum(isinstance(o, AutoDemoItemError) for o in self._emitted.values())
+        failed = sum(isinstance(o, AutoDemoError) for o in self._emitted.values())
         self.usage.record_items(len(self._emitted) - failed, failed)
         for tracker in self._trackers:
             tracker.merge(self.usage)
