@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
+from langchain_autodemo.batch_api.emulator import emulate_batch_api
 from langchain_autodemo.evaluation.datasets import DatasetError, read_jsonl
 from langchain_autodemo.evaluation.methods import (
     DEFAULT_METHODS,
@@ -206,6 +207,13 @@ def run(
     max_tokens: MaxTokensOption = None,
     max_concurrency: ConcurrencyOption = 1,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    via: Annotated[
+        str, typer.Option(help="online, or batch-api: the packed calls as a Batch API job.")
+    ] = "online",
+    batch_option: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE for --via batch-api, e.g. poll_interval=5 (repeatable)."),
+    ] = None,
 ) -> None:
     """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
 
@@ -217,6 +225,8 @@ def run(
             raise _InputError(f"unknown --mode {mode!r}: use auto_demo, batch or single")
         if select is not None and mode == "single":
             raise _InputError("--select needs a batched mode (auto_demo or batch)")
+        if via not in ("online", "batch-api"):
+            raise _InputError(f"unknown --via {via!r}: use online or batch-api")
         spec = parse_model_spec(model)
         if output.exists() and input.exists() and output.resolve() == input.resolve():
             raise _InputError("the output file must not be the input file")
@@ -239,6 +249,15 @@ def run(
                 f"{output} holds answers for input line(s) {stray[:5]} that {input} does not "
                 "have: is it the output of another input? (use another -o, or --overwrite)"
             )
+        if via == "batch-api":  # see langchain_autodemo.batch_api.cli
+            from langchain_autodemo.batch_api.cli import run_batch_api
+
+            return run_batch_api(
+                spec, items, finished, output, instructions=instructions, batch_size=batch_size,
+                mode=mode, selector=selector, reasoning=reasoning, answer_key=answer_key,
+                max_tokens=max_tokens, max_concurrency=max_concurrency, progress=progress,
+                sort=sort, overwrite=overwrite, batch_options=batch_option,
+            )  # fmt: skip
         todo = [item for item in items if item[0] not in finished]
         if finished:
             _echo(f"Resuming: {len(finished)} of {len(items)} items already in {output}.")
@@ -478,6 +497,9 @@ def serve(
             app_ = create_app(runner, max_wait_seconds=max_wait)
             _echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
             uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+app.command("emulate-batch-api")(emulate_batch_api)
 
 
 def main() -> None:  # pragma: no cover - python -m langchain_autodemo.cli

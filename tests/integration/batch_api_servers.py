@@ -70,7 +70,7 @@ def emulator(upstream: str, *args: str) -> Iterator[str]:
     port = _free_port()
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "langchain_autodemo.batch_api.emulator",
+            [sys.executable, "-m", "langchain_autodemo.cli", "emulate-batch-api",
              "--upstream", upstream, "--port", str(port), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
