@@ -30,14 +30,14 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import typer
 
-__all__ = ["BatchApiEmulator", "emulate_batch_api"]
+__all__ = ["BatchApiEmulator", "emulate_batch_api", "running_emulator"]
 
 _ENDPOINTS = ("/v1/chat/completions",)
 _TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -460,6 +460,44 @@ class BatchApiEmulator:
         status = reply.status_code
         response = {"status_code": status, "request_id": _new_id("req"), "body": payload}
         return {**line, "response": response, "error": None}, 200 <= status < 300
+
+
+@contextmanager
+def running_emulator(upstream: str, *, port: int = 0, **settings: Any) -> Iterator[str]:
+    """A :class:`BatchApiEmulator` served on 127.0.0.1 in a background thread; yields its
+    base URL (``http://127.0.0.1:PORT/v1``). ``port=0`` picks a free port.
+
+    For dry runs from Python::
+
+        with running_emulator(server.base_url) as url:
+            client = llm.root_client.with_options(base_url=url)
+            job = BatchApiJob(runner, questions, provider=OpenAIBatchProvider(llm, client=client))
+    """
+    import socket
+    import threading
+
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+    emulator = BatchApiEmulator(upstream, **settings)
+    server = uvicorn.Server(
+        uvicorn.Config(emulator.app, host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="batch-api-emulator", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the Batch API emulator did not start on port {port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
 
 
 def _jsonl(records: list[dict[str, Any]]) -> bytes:
