@@ -257,6 +257,13 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         async for index, result in self._run_async(inputs, config, return_exceptions):
             yield index, self._raise_or_return(result, return_exceptions)
 
+    def submit_batch_job(self, inputs: Sequence[Any], **options: Any) -> Any:
+        """The same packed calls, through a provider Batch API: a resumable
+        :class:`~langchain_autodemo.batch_api.BatchApiJob` (``options`` are its own)."""
+        from langchain_autodemo.batch_api import BatchApiJob
+
+        return BatchApiJob(self, inputs, **options)
+
     # -- drivers: the same engine, under threads or asyncio ---------------------------
 
     def _run_sync(

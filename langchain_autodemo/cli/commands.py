@@ -101,6 +101,13 @@ def run(
     max_tokens: MaxTokensOption = None,
     max_concurrency: ConcurrencyOption = RunOptions.max_concurrency,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = RunOptions.progress,
+    via: Annotated[
+        str, typer.Option(help="online, or batch-api: the packed calls as a Batch API job.")
+    ] = RunOptions.via,
+    batch_option: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE for --via batch-api, e.g. poll_interval=5 (repeatable)."),
+    ] = None,
 ) -> None:
     """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
 
@@ -252,3 +259,9 @@ def models_fetch(
             fetch_model(name, directory, echo=echo)
         except ModelFetchError as exc:
             raise fail(str(exc), code=1) from None
+
+
+# The emulator's command lives beside it; FastAPI is imported only when it runs.
+from langchain_autodemo.batch_api.emulator import emulate_batch_api  # noqa: E402
+
+app.command("emulate-batch-api")(emulate_batch_api)
