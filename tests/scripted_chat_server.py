@@ -34,7 +34,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 from langchain_core.messages import HumanMessage, convert_to_messages
 
 _QUESTION = re.compile(r"^Q\[(\d+)\]: (.*)$", re.MULTILINE)

@@ -270,6 +270,6 @@ def run_batch_api(
     errors = sum(error_key in record for record in finished.values())
     if errors:
         _echo(
-            f"{errors} of {len(items)} items ended in an error (their '{error_key}' field says why)."
+            f"{errors} of {len(items)} items ended in an error ('{error_key}' says why)."
         )
         raise typer.Exit(1)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_messages
 from langchain_openai import ChatOpenAI
 
