@@ -34,8 +34,9 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from langchain_autodemo.testing import ScriptedAutoDemoModel
 from langchain_core.messages import HumanMessage, convert_to_messages
+
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 
 _QUESTION = re.compile(r"^Q\[(\d+)\]: (.*)$", re.MULTILINE)
 _lock = threading.Lock()

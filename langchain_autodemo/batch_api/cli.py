@@ -212,14 +212,14 @@ def run_batch_api(
                 number, record, _ = todo[index]
                 if number in finished:  # written by an earlier run (a replayed round)
                     return
-                out = {**record, LINE_KEY: number}
+                out = dict(record)
                 if isinstance(result, BaseException):
                     failed += 1
                     out[error_key] = str(result) or type(result).__name__
                 else:
                     out[answer_key] = _jsonable(result)
-                writer.write(out)
-                finished[number] = out
+                writer.write(number, out)
+                finished[number] = {**out, LINE_KEY: number}
 
             job.wait(
                 poll_interval=options.poll_interval,

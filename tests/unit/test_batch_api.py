@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_autodemo.testing import ScriptedAutoDemoModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_messages
 from langchain_openai import ChatOpenAI
 
@@ -35,6 +34,7 @@ from langchain_autodemo.batch_api import (
 from langchain_autodemo.batch_api import cost as cost_module
 from langchain_autodemo.batch_api.openai_provider import parse_result_lines
 from langchain_autodemo.errors import AutoDemoError, ConfigurationError
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 
 
 def _chat(**settings: Any) -> ChatOpenAI:
