@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup models demo test unit lint bench clean
+.PHONY: setup models demo test unit lint bench cookbook clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: $(STAMP)
 
 bench: setup
 	$(PY) -m benchmarks
+
+# Re-run every cookbook notebook in place on the local Qwen model and save its outputs
+# (one notebook at a time; AUTODEMO_MODEL=llamacpp:smollm2 make cookbook for a quick check).
+cookbook: setup
+	$(PY) scripts/run_cookbook.py $(if $(AUTODEMO_MODEL),--model $(AUTODEMO_MODEL))
 
 clean:
 	rm -rf $(VENV) models autodemo-results .pytest_cache
