@@ -5,35 +5,39 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The local GGUF models live in the checkout's models/ (`autodemo models fetch` puts them
+# in the per-user cache dir when the variable is unset).
+export AUTODEMO_MODELS_DIR ?= $(CURDIR)/models
+TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .PHONY: setup models demo test unit lint bench cookbook clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,server,llamacpp,dev]"
+	$(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP) models
 
 models: $(STAMP)
-	$(PY) scripts/fetch_models.py smollm2 qwen2.5-coder-1.5b
+	$(VENV)/bin/autodemo models fetch smollm2 qwen2.5-coder-1.5b
 
-models/SmolLM2-135M-Instruct.Q4_1.gguf: $(STAMP)
-	$(PY) scripts/fetch_models.py smollm2
+$(TEST_GGUF): $(STAMP)
+	$(VENV)/bin/autodemo models fetch smollm2
 
 demo: setup
 	$(VENV)/bin/autodemo eval --dataset gsm8k --limit 8 --batch-sizes 8 \
 		--methods single,batch,auto_demo,auto_demo+similarity --out autodemo-results/demo
 
-test: $(STAMP) models/SmolLM2-135M-Instruct.Q4_1.gguf
+test: $(STAMP) $(TEST_GGUF)
 	$(PY) -m pytest tests
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check langchain_autodemo tests benchmarks scripts
+	$(VENV)/bin/ruff check langchain_autodemo tests benchmarks
 	$(VENV)/bin/ruff format --check langchain_autodemo
 	$(VENV)/bin/mypy langchain_autodemo
 

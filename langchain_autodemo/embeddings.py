@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
+from langchain_autodemo._validation import require_positive_int
+
 if TYPE_CHECKING:
     from wordllama.inference import WordLlamaInference
 
@@ -50,13 +52,11 @@ _model: WordLlamaInference | None = None
 
 
 def wordllama_cache_dir() -> Path:
-    """Where the shipped WordLlama files are copied: ``$AUTODEMO_CACHE_DIR/wordllama``,
-    else ``$XDG_CACHE_HOME`` (or ``~/.cache``) ``/langchain_autodemo/wordllama``."""
-    root = os.environ.get("AUTODEMO_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / "wordllama"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "langchain_autodemo" / "wordllama"
+    """Where the shipped WordLlama files are copied: ``wordllama/`` in the package's
+    per-user cache (:func:`~langchain_autodemo.local_models.cache_root`)."""
+    from langchain_autodemo.local_models import cache_root
+
+    return cache_root() / "wordllama"
 
 
 def _import_wordllama() -> None:
@@ -150,9 +150,7 @@ class WordLlamaEmbeddings(Embeddings):
     model_name: str = f"wordllama-{_CONFIG}-{_DIM}"
 
     def __init__(self, batch_size: int = 512) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.batch_size = batch_size
+        self.batch_size = require_positive_int("batch_size", batch_size)
 
     def __repr__(self) -> str:
         return f"WordLlamaEmbeddings(batch_size={self.batch_size})"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "PlannedBatch",
     "BatchPlanner",
+    "Demonstration",
     "SequentialPlanner",
     "estimate_tokens",
     "split_by_token_budget",
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 Demonstration = tuple[str, str]
+"""A solved example shown before a batch: (question, answer text ending with the
+final-answer line)."""
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from enum import Enum
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langchain_autodemo.markers import FINAL_ANSWER_PREFIX, Markers
+from langchain_autodemo.planning import Demonstration
 
 __all__ = [
     "Mode",
-    "Demonstration",
     "one_line",
     "build_batch_messages",
     "build_single_messages",
@@ -28,9 +28,6 @@ __all__ = [
 ]
 
 DEFAULT_INSTRUCTIONS = "Answer each question accurately."
-
-Demonstration = tuple[str, str]
-"""A solved example: (question, answer text ending with the final-answer line)."""
 
 
 class Mode(str, Enum):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.runnables import Runnable, RunnableConfig
 
+from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
 if TYPE_CHECKING:
@@ -49,9 +50,9 @@ class MicroBatcher(Runnable[Any, Any]):
         if max_wait_seconds < 0:
             raise ValueError("max_wait_seconds must be >= 0")
         self.runner = runner
-        self.max_batch_size = max_batch_size or runner.batch_size
-        if self.max_batch_size < 1:
-            raise ValueError("max_batch_size must be a positive integer")
+        self.max_batch_size = require_positive_int(
+            "max_batch_size", runner.batch_size if max_batch_size is None else max_batch_size
+        )
         self.max_wait_seconds = max_wait_seconds
         self._waiting: list[tuple[Any, asyncio.Future[Any]]] = []
         self._timer: asyncio.TimerHandle | None = None

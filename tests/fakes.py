@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from langchain_autodemo.evaluation.fake_model import Reply, ScriptedChatModel
+from langchain_autodemo.testing import Reply, ScriptedChatModel
 
 __all__ = [
     "ScriptedChatModel",

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from langchain_autodemo.llamacpp import TEST_MODEL, LlamaCppServer, find_model
+from langchain_autodemo.llamacpp import LlamaCppServer
+from langchain_autodemo.local_models import TEST_MODEL, find_model
 
 _HERE = Path(__file__).resolve().parent
 
@@ -26,7 +27,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF (``make models`` puts it in ``models/``)."""
+    """The SmolLM2-135M-Instruct GGUF (``make models`` puts it in ``models/``; see
+    :func:`~langchain_autodemo.local_models.find_model`)."""
     return find_model(TEST_MODEL)
 
 

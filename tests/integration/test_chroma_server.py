@@ -140,7 +140,7 @@ def test_partition_through_a_chroma_server_caches_vectors_on_the_server(http_cli
 async def test_async_neighbors_mode_through_a_chroma_server(http_client) -> None:
     questions = _gsm8k_questions(40)
     selector = SimilarityBatchSelector(
-        client=http_client, collection_name="server-neighbors", mode="neighbors"
+        client=http_client, collection_name="server-neighbors", grouping="neighbors"
     )
     plans = await selector.aplan(questions, 4)
     assert len(plans) == 40
@@ -153,7 +153,7 @@ def test_demo_pool_is_retrieved_from_a_collection_on_the_server(http_client) -> 
     selector = SimilarityBatchSelector(
         client=http_client,
         collection_name="server-demos",
-        mode="demo_pool",
+        grouping="demo_pool",
         demo_pool=pool,
         demos_per_batch=3,
     )

@@ -669,7 +669,7 @@ def test_demo_pool_demonstrations_are_shown_as_a_solved_exchange() -> None:
     from langchain_autodemo.selector import SimilarityBatchSelector
 
     pool = [("What is 5 + 5 apples?", "Five and five.\nThe answer is 10.")]
-    selector = SimilarityBatchSelector(mode="demo_pool", demo_pool=pool, demos_per_batch=1)
+    selector = SimilarityBatchSelector(grouping="demo_pool", demo_pool=pool, demos_per_batch=1)
     runner, model = make_runner(solver(), selector=selector)
     assert runner.batch(["What is 1 + 1 apples?"]) == ["2"]
     demo_turn = [m for m in model.calls[0] if isinstance(m, AI)]

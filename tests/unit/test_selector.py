@@ -1,4 +1,4 @@
-"""SimilarityBatchSelector: what each mode promises, on embedded Chroma (no sockets)."""
+"""SimilarityBatchSelector: what each grouping promises, on embedded Chroma (no sockets)."""
 
 from __future__ import annotations
 
@@ -190,14 +190,14 @@ def test_batch_size_below_one_is_an_error(batch_size: int) -> None:
         fake_selector().select(["a"], batch_size)
 
 
-def test_unknown_mode_is_an_error() -> None:
-    with pytest.raises(ValueError, match="mode"):
-        fake_selector(mode="clusters")
+def test_unknown_grouping_is_an_error() -> None:
+    with pytest.raises(ValueError, match="grouping"):
+        fake_selector(grouping="clusters")
 
 
-def test_demo_pool_mode_without_a_pool_is_an_error() -> None:
+def test_demo_pool_grouping_without_a_pool_is_an_error() -> None:
     with pytest.raises(ValueError, match="demo_pool"):
-        fake_selector(mode="demo_pool")
+        fake_selector(grouping="demo_pool")
 
 
 def test_a_persisted_collection_with_another_dimension_is_a_clear_error(tmp_path: Path) -> None:
@@ -254,9 +254,9 @@ def test_duplicates_are_embedded_once() -> None:
 # -- neighbors -------------------------------------------------------------------------
 
 
-def test_neighbors_mode_makes_one_batch_per_input_keeping_only_the_target() -> None:
+def test_neighbors_grouping_makes_one_batch_per_input_keeping_only_the_target() -> None:
     texts = [t for members in TOPICS.values() for t in members]
-    selector = SimilarityBatchSelector(TopicEmbeddings(), mode="neighbors")
+    selector = SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors")
     plans = selector.plan(texts, 3)
     assert len(plans) == len(texts) == selector.last_stats.calls
     for target, plan in enumerate(plans):
@@ -264,14 +264,14 @@ def test_neighbors_mode_makes_one_batch_per_input_keeping_only_the_target() -> N
         assert {i // 3 for i in plan.indices} == {target // 3}  # same-topic neighbours
 
 
-def test_neighbors_mode_does_not_pad_a_batch_with_copies_of_the_target() -> None:
+def test_neighbors_grouping_does_not_pad_a_batch_with_copies_of_the_target() -> None:
     texts = ["eggs one", "eggs one", "cars two", "money three"]
-    plans = SimilarityBatchSelector(TopicEmbeddings(), mode="neighbors").plan(texts, 3)
+    plans = SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors").plan(texts, 3)
     assert 1 not in plans[0].indices and 0 not in plans[1].indices
 
 
-def test_neighbors_mode_with_a_single_input() -> None:
-    plans = fake_selector(mode="neighbors").plan(["only"], 4)
+def test_neighbors_grouping_with_a_single_input() -> None:
+    plans = fake_selector(grouping="neighbors").plan(["only"], 4)
     assert plans == [PlannedBatch((0,), frozenset({0}))]
 
 
@@ -290,7 +290,7 @@ POOL = [
 def test_demo_pool_batches_get_the_most_similar_solved_examples() -> None:
     texts = ["eggs: how many eggs?", "money: how many dollars?"]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=2
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=2
     )
     plans = selector.plan(texts, 1)
     assert [p.indices for p in plans] == [(0,), (1,)]
@@ -302,7 +302,7 @@ def test_demo_pool_batches_get_the_most_similar_solved_examples() -> None:
 def test_demo_pool_never_shows_a_batch_its_own_question() -> None:
     texts = [POOL[0][0], "eggs: another"]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=3
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=3
     )
     (plan,) = selector.plan(texts, 2)
     questions = [q for q, _ in plan.demonstrations]
@@ -312,7 +312,7 @@ def test_demo_pool_never_shows_a_batch_its_own_question() -> None:
 def test_demo_pool_deduplicates_questions_and_caps_the_count() -> None:
     pool = [*POOL, POOL[0], (POOL[0][0], "other answer")]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=pool, demos_per_batch=10
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=pool, demos_per_batch=10
     )
     (plan,) = selector.plan(["eggs: how many?"], 4)
     questions = [q for q, _ in plan.demonstrations]
@@ -321,7 +321,7 @@ def test_demo_pool_deduplicates_questions_and_caps_the_count() -> None:
 
 def test_demo_pool_orders_the_most_similar_example_last() -> None:
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=3
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=3
     )
     (plan,) = selector.plan(["cars: how far?"], 1)
     assert plan.demonstrations[-1] == POOL[2]
@@ -329,12 +329,71 @@ def test_demo_pool_orders_the_most_similar_example_last() -> None:
 
 def test_demo_pool_is_stored_in_chroma_and_reused(tmp_path: Path) -> None:
     counting = CountingEmbeddings(TopicEmbeddings())
-    kwargs = {"mode": "demo_pool", "demo_pool": POOL, "persist_directory": tmp_path}
+    kwargs = {"grouping": "demo_pool", "demo_pool": POOL, "persist_directory": tmp_path}
     SimilarityBatchSelector(counting, **kwargs).plan(["eggs?"], 1)  # type: ignore[arg-type]
     assert len(counting.embedded) == len(POOL) + 1
     again = CountingEmbeddings(TopicEmbeddings())
     SimilarityBatchSelector(again, **kwargs).plan(["eggs?"], 1)  # type: ignore[arg-type]
     assert again.embedded == []
+
+
+def _pool_collection(tmp_path: Path, name: str = "a-given-pool") -> object:
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(str(tmp_path), settings=Settings(anonymized_telemetry=False))
+    return client.create_collection(name, embedding_function=None)
+
+
+def test_demonstrations_come_from_a_given_collection(tmp_path: Path) -> None:
+    collection = _pool_collection(tmp_path)
+    writer = SimilarityBatchSelector(TopicEmbeddings())
+    stored = writer.write_demonstrations(
+        collection, [*POOL, ("  ", "blank"), POOL[0]], [{"n": i} for i in range(len(POOL) + 2)]
+    )
+    assert stored == collection.count() == len(POOL)  # type: ignore[attr-defined]
+    found = collection.get(include=["documents", "metadatas"])  # type: ignore[attr-defined]
+    assert dict(
+        zip(found["documents"], (m["answer"] for m in found["metadatas"]), strict=True)
+    ) == (dict(POOL))
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(),
+        demo_collection=collection,
+        demos_per_batch=2,  # type: ignore[arg-type]
+    )
+    (plan,) = selector.plan(["money: how many dollars?"], 4)
+    assert {q for q, _ in plan.demonstrations} == {POOL[3][0], POOL[4][0]}
+
+
+def test_keep_order_batches_consecutive_inputs_and_still_retrieves_demos() -> None:
+    texts = ["eggs: one", "money: two", "eggs: three", "money: four"]
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(), demo_pool=POOL, demos_per_batch=1, keep_order=True
+    )
+    plans = selector.plan(texts, 2)
+    assert [p.indices for p in plans] == [(0, 1), (2, 3)]
+    assert all(len(p.demonstrations) == 1 for p in plans)
+    grouped = SimilarityBatchSelector(TopicEmbeddings()).plan(texts, 2)
+    assert sorted(p.indices for p in grouped) == [(0, 2), (1, 3)]
+
+
+def test_an_empty_given_collection_gives_no_demonstrations(tmp_path: Path) -> None:
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(),
+        demo_collection=_pool_collection(tmp_path),  # type: ignore[arg-type]
+    )
+    assert [p.demonstrations for p in selector.plan(["eggs?", "cars?"], 1)] == [(), ()]
+
+
+def test_pool_arguments_that_do_not_go_together_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        SimilarityBatchSelector(
+            TopicEmbeddings(),
+            demo_pool=POOL,
+            demo_collection=_pool_collection(tmp_path),  # type: ignore[arg-type]
+        )
+    with pytest.raises(ValueError, match="keep_order"):
+        SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors", keep_order=True)
 
 
 # -- async -----------------------------------------------------------------------------
