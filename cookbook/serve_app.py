@@ -45,6 +45,7 @@ def make_app() -> Any:
         model=os.environ["MODEL_NAME"],
         temperature=0,
         max_tokens=1200,
+        extra_body={"max_tokens": 1200},  # llama.cpp's server reads only this name
         callbacks=[counter],
     )
     runner = AutoDemoBatchRunnable(
