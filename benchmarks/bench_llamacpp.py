@@ -1,7 +1,7 @@
 """In-process ``ChatLlamaCpp`` against the llama.cpp server, on SmolLM2-135M only.
 
 Run: ``python -m benchmarks.bench_llamacpp`` (or ``make bench`` for every benchmark).
-Prints a table and writes ``benchmarks/results/llamacpp.json``; about a minute on 2 cores.
+Prints a table and writes ``benchmarks/results/llamacpp.json``; a few minutes on 2 shared cores.
 
 Both paths run the same llama.cpp (llama-cpp-python) on the same GGUF with the same
 settings (temperature 0, ``n_ctx`` 8192, prompt batch 512, ``$AUTODEMO_LLAMACPP_THREADS``
@@ -47,7 +47,7 @@ STREAM_TOKENS = 64
 STREAM_REPEATS = 5
 BATCH_REPEATS = 2
 STARTS = 3
-ITEMS = 16
+ITEMS = 8
 BATCH_SIZE = 8
 MAX_TOKENS = 256
 

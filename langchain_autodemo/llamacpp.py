@@ -8,12 +8,14 @@ bound to it, and stops it again::
         llm = server.chat_model()
         print(llm.invoke("Say hi").content)
 
-Two quirks of llama-cpp-python's server (checked with 0.3.36) matter to callers: a
-*streamed* response carries no token usage (``usage_metadata`` is ``None``), and it
-reads the completion limit only from ``max_tokens``, while langchain-openai 1.x sends
+Three quirks of llama-cpp-python's server (checked with 0.3.36) matter to callers: a
+*streamed* response carries no token usage (``usage_metadata`` is ``None``; 0.3.36
+accepts ``stream_options={"include_usage": true}`` and ignores it); it reads
+the completion limit only from ``max_tokens``, while langchain-openai 1.x sends
 ``max_completion_tokens``, so a plain ``ChatOpenAI`` gets no limit at all (the clients
 made here rename it back; with the limit obeyed, a cut completion reports
-``finish_reason="length"``).
+``finish_reason="length"``); and by default a new request interrupts the one being
+streamed (started here with ``--interrupt_requests False``, requests queue instead).
 
 :func:`inprocess_chat_model` runs the same llama.cpp inside this process instead.
 
@@ -157,6 +159,10 @@ class LlamaCppServer:
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
+            # Its default cuts a streaming completion short (a bare [DONE], no finish
+            # reason) whenever another request arrives: with 3 concurrent streams, 2 got
+            # 0 tokens. Queued requests wait their turn instead.
+            "--interrupt_requests", "False",
             *self.extra_args,
         ]  # fmt: skip
 

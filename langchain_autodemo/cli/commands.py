@@ -166,14 +166,25 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     max_tokens: MaxTokensOption = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="Take a JSON object with these fields per request, e.g. "
+            "'Premise: {premise} Hypothesis: {hypothesis}' (default: a question string).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls."""
     import uvicorn
 
     from langchain_autodemo import AutoDemoBatchRunnable
+    from langchain_autodemo.runnable import _template_fields
     from langchain_autodemo.serving import create_app
 
     with user_errors():
+        if template is not None:
+            _template_fields(template)  # a bad template stops here, not per request
         spec = parse_model_spec(model)
         with open_model(spec, max_tokens=max_tokens) as opened:
             echo(f"Model: {opened.description}")
@@ -183,6 +194,7 @@ def serve(
                 batch_size=batch_size,
                 mode=mode,
                 reasoning=reasoning,
+                input_template=template,
             )
             app_ = create_app(runner, max_wait_seconds=max_wait)
             echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")

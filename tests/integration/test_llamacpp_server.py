@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -52,3 +53,18 @@ def test_the_completion_limit_is_obeyed_and_reported(smollm2_server: LlamaCppSer
         assert 1 <= tokens <= options.get("max_tokens", 8)
         reasons = [c.response_metadata.get("finish_reason") for c in chunks]
         assert "length" in reasons
+
+
+def test_concurrent_streams_wait_their_turn(smollm2_server: LlamaCppServer) -> None:
+    """The server's default interrupts a stream when another request arrives (a bare
+    [DONE] after 0 tokens); LlamaCppServer turns that off, so every caller is answered."""
+    llm = smollm2_server.chat_model(max_tokens=12)
+
+    def stream(_: int) -> tuple[int, list]:
+        chunks = list(llm.stream("Count from 1 to 100, separated by commas."))
+        reasons = [c.response_metadata.get("finish_reason") for c in chunks]
+        return sum(bool(c.content) for c in chunks), [r for r in reasons if r]
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(stream, range(3)))
+    assert all(tokens > 0 and reasons == ["length"] for tokens, reasons in results), results

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from langchain_autodemo.testing import ScriptedAutoDemoModel
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
@@ -20,6 +19,7 @@ from langchain_autodemo.evaluation.bootstrap import (
 from langchain_autodemo.evaluation.datasets import Dataset, DatasetError, Example, Task
 from langchain_autodemo.evaluation.harness import evaluate
 from langchain_autodemo.evaluation.methods import Method, MethodError, parse_method
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 
 TOPICS = ("apples", "trains", "coins")
 

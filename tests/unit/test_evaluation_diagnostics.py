@@ -11,7 +11,6 @@ import re
 from pathlib import Path
 
 import pytest
-from langchain_autodemo.testing import ScriptedChatModel
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from langchain_autodemo.evaluation.datasets import Dataset, Example, Task
@@ -23,6 +22,7 @@ from langchain_autodemo.evaluation.diagnostics import (
 from langchain_autodemo.evaluation.harness import MethodResult, evaluate
 from langchain_autodemo.evaluation.methods import parse_methods
 from langchain_autodemo.evaluation.report import write_report
+from langchain_autodemo.testing import ScriptedChatModel
 
 USAGE = {"input_tokens": 100, "output_tokens": 40, "total_tokens": 140}
 MISSING = "missing from the completion"
