@@ -84,16 +84,9 @@ def start_model_server(spec: str | None = None, *, n_ctx: int = 8192) -> ModelSe
     spec = spec or DEFAULT_SPEC
     kind, _, target = spec.partition(":")
     if kind == "llamacpp":
-        # llama-cpp-python's server cuts off the stream in progress whenever another request
-        # arrives (its default --interrupt_requests True): concurrent calls would end each
-        # other without a finish reason, and every such item would be re-asked. Off, they
-        # queue, one at a time.
-        llama = LlamaCppServer(
-            target,
-            n_ctx=n_ctx,
-            startup_timeout=600,
-            extra_args=("--interrupt_requests", "False"),
-        ).start()
+        # (LlamaCppServer starts it with --interrupt_requests False: concurrent requests
+        # queue instead of cutting each other's streams off.)
+        llama = LlamaCppServer(target, n_ctx=n_ctx, startup_timeout=600).start()
         atexit.register(llama.stop)
         return ModelServer(
             llama.base_url,
