@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export AUTODEMO_MODELS_DIR ?= $(CURDIR)/models
 TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup models browser demo test unit lint bench clean
+.PHONY: setup models browser demo test unit lint bench cookbook clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ lint: $(STAMP)
 
 bench: setup
 	$(PY) -m benchmarks
+
+# Re-run every cookbook notebook in place on the local Qwen model and save its outputs
+# (one notebook at a time; AUTODEMO_MODEL=llamacpp:smollm2 make cookbook for a quick check).
+cookbook: setup
+	$(PY) scripts/run_cookbook.py $(if $(AUTODEMO_MODEL),--model $(AUTODEMO_MODEL))
 
 clean:
 	rm -rf $(VENV) models autodemo-results .pytest_cache
