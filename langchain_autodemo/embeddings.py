@@ -20,8 +20,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -57,12 +59,32 @@ def wordllama_cache_dir() -> Path:
     return cache_root() / "wordllama"
 
 
+def _import_wordllama() -> None:
+    """Import wordllama without letting it reconfigure the host's logging.
+
+    wordllama 0.4 calls ``logging.basicConfig(level=logging.INFO)`` at import, which turns
+    on INFO logging of every library in the host program (a notebook then prints a line
+    per HTTP request). ``basicConfig`` does nothing while the root logger has a handler,
+    so one is held there during the import.
+    """
+    if "wordllama.inference" in sys.modules:
+        return
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        import wordllama.inference  # noqa: F401 - imported for its side effects, contained
+    finally:
+        root.removeHandler(guard)
+
+
 def _stage_shipped_files(cache_dir: Path) -> Path:
     """Copy the tokenizer config and weights out of the installed wheel (once).
 
     Copies go through a temporary file and an atomic rename so that two processes
     staging at once never see a half-written file.
     """
+    _import_wordllama()
     import wordllama
 
     package_dir = Path(wordllama.__file__).parent
@@ -99,6 +121,7 @@ def load_wordllama() -> WordLlamaInference:
     global _model
     with _model_lock:
         if _model is None:
+            _import_wordllama()
             from wordllama import WordLlama
 
             _model = WordLlama.load(

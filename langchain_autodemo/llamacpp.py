@@ -9,7 +9,8 @@ bound to it, and stops it again::
         print(llm.invoke("Say hi").content)
 
 Three quirks of llama-cpp-python's server (checked with 0.3.36) matter to callers: a
-*streamed* response carries no token usage (``usage_metadata`` is ``None``); it reads
+*streamed* response carries no token usage (``usage_metadata`` is ``None``; 0.3.36
+accepts ``stream_options={"include_usage": true}`` and ignores it); it reads
 the completion limit only from ``max_tokens``, while langchain-openai 1.x sends
 ``max_completion_tokens``, so a plain ``ChatOpenAI`` gets no limit at all (the clients
 made here rename it back; with the limit obeyed, a cut completion reports

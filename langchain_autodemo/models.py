@@ -11,7 +11,8 @@ spec                           model
                                langchain-community's ``ChatLlamaCpp``: no server
 ``openai:MODEL``               OpenAI through langchain-openai (needs ``OPENAI_API_KEY``)
 ``openai-compatible:URL``      any OpenAI-compatible server; ``URL#MODEL`` names the model;
-                               the key is ``$OPENAI_API_KEY`` or ``"none"``
+                               the key is ``$OPENAI_API_KEY`` or ``"none"``; usage is
+                               requested in streams (``stream_usage=True``)
 ``import:MODULE:FACTORY``      ``FACTORY()`` from an importable module returns the chat model
 ``fake:OPTIONS``               test-only scripted model (:mod:`langchain_autodemo.testing`)
 =============================  ==========================================================
@@ -147,12 +148,16 @@ def open_model(
         return
     if parsed.kind == "openai-compatible":
         url, _, model = parsed.target.partition("#")
+        # ChatOpenAI asks for usage in streams only on OpenAI's own URL; ask every server.
+        # One that ignores the request (llama-cpp-python 0.3.36's server accepts
+        # ``stream_options`` and sends no usage chunk) still gets estimates, flagged.
         llm = _chat_openai(
             compatible=True,
             base_url=url,
             model=model or "default",
             api_key=os.environ.get("OPENAI_API_KEY") or "none",
             max_tokens=max_tokens,
+            stream_usage=True,
         )
         yield OpenModel(llm, str(parsed))
         return

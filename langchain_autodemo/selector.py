@@ -14,6 +14,11 @@ Groupings (``grouping=``):
   ``demos_per_batch`` most similar *solved* examples from a user-given pool (e.g. a
   training set) retrieved from a Chroma collection: retrieval few-shot plus Auto-Demo.
 
+With ``keep_order=True`` the batches are consecutive inputs in input order (plain
+batching) and, with a pool, each still gets its nearest demonstrations. A pool can also
+be an existing collection (``demo_collection``), filled by :meth:`write_demonstrations`:
+``autodemo eval``'s ``+bootstrap`` methods keep the model's own solved answers there.
+
 Design decisions (numbers from ``benchmarks/bench_selector.py``, 2-core machine):
 
 * **Chroma is the persistent vector cache; grouping runs on a numpy matrix.** Every
@@ -40,8 +45,9 @@ Design decisions (numbers from ``benchmarks/bench_selector.py``, 2-core machine)
 
 Example:
     >>> selector = SimilarityBatchSelector()
-    >>> selector.select(["2+2?", "Capital of France?", "3+5?", "Capital of Spain?"], 2)
-    [[0, 2], [1, 3]]
+    >>> plans = selector.plan(["2+2?", "Capital of France?", "3+5?", "Capital of Spain?"], 2)
+    >>> [plan.indices for plan in plans]
+    [(0, 2), (1, 3)]
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ from langchain_core.embeddings import Embeddings
 
 from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.grouping import neighbor_batches, partition_batches, unit_rows
-from langchain_autodemo.planning import BatchPlanner, Demonstration, PlannedBatch
+from langchain_autodemo.planning import BatchSelector, Demonstration, PlannedBatch
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -87,7 +93,7 @@ _ephemeral_client: ClientAPI | None = None
 
 @dataclass
 class SelectionStats:
-    """What the last :meth:`SimilarityBatchSelector.select` call did and cost.
+    """What the last :meth:`SimilarityBatchSelector.plan` call did and cost.
 
     ``calls`` is the number of batches (model calls) planned: ``n`` with the ``neighbors``
     grouping. Times are wall-clock seconds: ``embed_seconds`` only the embedding model,
@@ -117,7 +123,7 @@ class _Lookup:
     missing: list[int]  # rows of ``unique`` (non-blank) with no cached vector
 
 
-class SimilarityBatchSelector(BatchPlanner):
+class SimilarityBatchSelector(BatchSelector):
     """Groups similar inputs into batches, backed by a Chroma collection of vectors.
 
     Args:
@@ -133,6 +139,12 @@ class SimilarityBatchSelector(BatchPlanner):
         demo_pool: solved ``(question, answer)`` pairs; required by ``"demo_pool"``,
             and when given with another grouping its batches get demonstrations too.
         demos_per_batch: demonstrations per batch.
+        demo_collection: an existing Chroma collection of solved demonstrations to search
+            instead of one built from ``demo_pool`` (fill it with
+            :meth:`write_demonstrations`, using embeddings of the same model).
+        keep_order: batch consecutive inputs in input order instead of grouping similar
+            ones (``partition`` and ``demo_pool`` groupings); demonstrations are still
+            retrieved per batch.
         embedding_key: identity of the embedding model in the content-hash ids;
             default: the embeddings' class and model name. Change it when the same
             class produces different vectors (another model or version).
@@ -160,11 +172,17 @@ class SimilarityBatchSelector(BatchPlanner):
         embedding_key: str | None = None,
         refine_passes: int = 3,
         seed: int = 0,
+        demo_collection: Collection | None = None,
+        keep_order: bool = False,
     ) -> None:
         if grouping not in _GROUPINGS:
             raise ValueError(f"grouping must be one of {_GROUPINGS}, got {grouping!r}")
-        if grouping == "demo_pool" and demo_pool is None:
+        if grouping == "demo_pool" and demo_pool is None and demo_collection is None:
             raise ValueError("grouping='demo_pool' needs demo_pool=[(question, answer), ...]")
+        if demo_pool is not None and demo_collection is not None:
+            raise ValueError("give demo_pool or demo_collection, not both")
+        if keep_order and grouping == "neighbors":
+            raise ValueError("keep_order does not apply to grouping='neighbors'")
         if demos_per_batch < 0:
             raise ValueError("demos_per_batch must be >= 0")
         if embeddings is None:
@@ -180,6 +198,7 @@ class SimilarityBatchSelector(BatchPlanner):
         self.embedding_key = embedding_key or _default_embedding_key(embeddings)
         self.refine_passes = refine_passes
         self.seed = seed
+        self.keep_order = keep_order
         self.last_stats = SelectionStats()
         self._client, private = _resolve_client(client, persist_directory)
         # A private ephemeral collection must not collide with other selectors'.
@@ -187,30 +206,21 @@ class SimilarityBatchSelector(BatchPlanner):
             f"{collection_name}-{uuid.uuid4().hex[:8]}" if private else collection_name
         )
         self._collection: Collection | None = None
-        self._pool_collection: Collection | None = None
+        self._pool_collection: Collection | None = demo_collection
         self._max_batch: int | None = None
         if private:
             weakref.finalize(self, _drop_collections, self._client, self.collection_name)
 
     # -- public API ----------------------------------------------------------------
 
-    def select(self, items: Sequence[str], batch_size: int) -> list[list[int]]:
-        """Batches of positions in ``items`` (see the module doc for each grouping).
+    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
+        """The batches for ``texts`` (see the module doc for each grouping), with ``keep``
+        (neighbors grouping) and ``demonstrations`` (with a pool) filled in.
 
         Example:
-            >>> SimilarityBatchSelector().select([], 4)
+            >>> SimilarityBatchSelector().plan([], 4)
             []
         """
-        return [list(b.indices) for b in self.plan(items, batch_size)]
-
-    async def aselect(self, items: Sequence[str], batch_size: int) -> list[list[int]]:
-        """Async :meth:`select`: embeds with ``aembed_documents``; Chroma and grouping
-        run in a worker thread so the event loop is never blocked."""
-        return [list(b.indices) for b in await self.aplan(items, batch_size)]
-
-    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
-        """:meth:`select` as :class:`~langchain_autodemo.planning.PlannedBatch` es, with
-        ``keep`` (neighbors grouping) and ``demonstrations`` (with a pool) filled in."""
         texts = _check_inputs(texts, batch_size)
         self.last_stats = stats = SelectionStats(items=len(texts))
         if not texts:
@@ -368,6 +378,11 @@ class SimilarityBatchSelector(BatchPlanner):
         started = time.perf_counter()
         if self.grouping == "neighbors":
             batches = _neighbor_positions(lookup, unique_vectors, batch_size)
+        elif self.keep_order:
+            batches = [
+                list(range(start, min(start + batch_size, len(texts))))
+                for start in range(0, len(texts), batch_size)
+            ]
         else:
             batches = partition_batches(
                 unique_vectors[lookup.inverse],
@@ -397,10 +412,13 @@ class SimilarityBatchSelector(BatchPlanner):
         whose question equals one of the batch's inputs are skipped (no answer leaks),
         and so are batches whose inputs are all blank (their centroid is zero).
         """
-        if not self.demo_pool or self.demos_per_batch == 0:
+        has_pool = bool(self.demo_pool) or self._pool_collection is not None
+        if not has_pool or self.demos_per_batch == 0:
             return [()] * len(batches)
         started = time.perf_counter()
         pool = self._pool()
+        if pool.count() == 0:  # e.g. a bootstrap pool where no answer passed the checker
+            return [()] * len(batches)
         centroids = np.stack([vectors[b].mean(axis=0) for b in batches])
         has_direction = np.linalg.norm(centroids, axis=1) > 1e-6
         result: list[tuple[Demonstration, ...]] = [()] * len(batches)
@@ -445,19 +463,48 @@ class SimilarityBatchSelector(BatchPlanner):
             metadata={"autodemo": "demonstration pool"},
         )
         if collection.count() != len(self.demo_pool):
-            questions = [q for q, _ in self.demo_pool]
-            vectors = self.embed(questions)
-            ids = [self._content_id(q) for q in questions]
-            for start in range(0, len(ids), self._chunk()):
-                stop = start + self._chunk()
-                collection.upsert(
-                    ids=ids[start:stop],
-                    embeddings=vectors[start:stop],
-                    documents=questions[start:stop],
-                    metadatas=[{"answer": a} for _, a in self.demo_pool[start:stop]],
-                )
+            self.write_demonstrations(collection, self.demo_pool)
         self._pool_collection = collection
         return collection
+
+    def write_demonstrations(
+        self,
+        collection: Collection,
+        demonstrations: Iterable[Demonstration],
+        metadatas: Sequence[dict[str, str | int | float | bool]] | None = None,
+    ) -> int:
+        """Store solved ``(question, answer)`` pairs in ``collection`` as a searchable pool.
+
+        The layout the selector searches: the question is the document, the answer is
+        metadata ``answer``, the vector is this selector's embedding of the question
+        (through its cache). ``metadatas`` adds fields per pair. Returns how many pairs
+        were stored (blank questions are dropped, one answer per question).
+        """
+        pairs = list(demonstrations)
+        extra = list(metadatas) if metadatas is not None else [{}] * len(pairs)
+        if len(extra) != len(pairs):
+            raise ValueError("metadatas must have one entry per demonstration")
+        rows: dict[str, int] = {}
+        for row, (question, _) in enumerate(pairs):
+            if str(question).strip():
+                rows.setdefault(str(question), row)
+        questions = list(rows)
+        if not questions:
+            return 0
+        vectors = self.embed(questions)
+        ids = [self._content_id(q) for q in questions]
+        chosen = [rows[q] for q in questions]
+        for start in range(0, len(ids), self._chunk()):
+            stop = start + self._chunk()
+            collection.upsert(
+                ids=ids[start:stop],
+                embeddings=vectors[start:stop],
+                documents=questions[start:stop],
+                metadatas=[
+                    {**extra[row], "answer": str(pairs[row][1])} for row in chosen[start:stop]
+                ],
+            )
+        return len(questions)
 
 
 # -- helpers ---------------------------------------------------------------------------

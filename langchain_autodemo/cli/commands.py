@@ -101,6 +101,13 @@ def run(
     max_tokens: MaxTokensOption = None,
     max_concurrency: ConcurrencyOption = RunOptions.max_concurrency,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = RunOptions.progress,
+    via: Annotated[
+        str, typer.Option(help="online, or batch-api: the packed calls as a Batch API job.")
+    ] = RunOptions.via,
+    batch_option: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE for --via batch-api, e.g. poll_interval=5 (repeatable)."),
+    ] = None,
 ) -> None:
     """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
 
@@ -134,6 +141,17 @@ def eval_(
     task: Annotated[str | None, typer.Option(help="For a dataset file: numeric or label.")] = None,
     max_tokens: MaxTokensOption = None,
     max_concurrency: ConcurrencyOption = EvalOptions.max_concurrency,
+    demos_per_batch: Annotated[
+        int, typer.Option(min=0, help="Demonstrations per call (+demo_pool, +bootstrap).")
+    ] = EvalOptions.demos_per_batch,
+    bootstrap_size: Annotated[
+        int,
+        typer.Option(min=1, help="Training items the model answers to fill the +bootstrap pool."),
+    ] = EvalOptions.bootstrap_size,
+    bootstrap_store: Annotated[
+        Path | None,
+        typer.Option(help="Folder keeping bootstrap pools (default: the per-user cache)."),
+    ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = EvalOptions.plots,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = EvalOptions.progress,
 ) -> None:
@@ -155,14 +173,25 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
     max_tokens: MaxTokensOption = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="Take a JSON object with these fields per request, e.g. "
+            "'Premise: {premise} Hypothesis: {hypothesis}' (default: a question string).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls."""
     import uvicorn
 
     from langchain_autodemo import AutoDemoBatchRunnable
+    from langchain_autodemo.runnable import _template_fields
     from langchain_autodemo.serving import create_app
 
     with user_errors():
+        if template is not None:
+            _template_fields(template)  # a bad template stops here, not per request
         spec = parse_model_spec(model)
         with open_model(spec, max_tokens=max_tokens) as opened:
             echo(f"Model: {opened.description}")
@@ -172,6 +201,7 @@ def serve(
                 batch_size=batch_size,
                 mode=mode,
                 reasoning=reasoning,
+                input_template=template,
             )
             app_ = create_app(runner, max_wait_seconds=max_wait)
             echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
@@ -229,3 +259,9 @@ def models_fetch(
             fetch_model(name, directory, echo=echo)
         except ModelFetchError as exc:
             raise fail(str(exc), code=1) from None
+
+
+# The emulator's command lives beside it; FastAPI is imported only when it runs.
+from langchain_autodemo.batch_api.emulator import emulate_batch_api  # noqa: E402
+
+app.command("emulate-batch-api")(emulate_batch_api)

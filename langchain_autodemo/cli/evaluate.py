@@ -33,6 +33,12 @@ class EvalOptions:
     task: str | None = None
     max_tokens: int | None = None
     max_concurrency: int = 1
+    demos_per_batch: int = 4
+    """Demonstrations per call (+demo_pool, +bootstrap)."""
+    bootstrap_size: int = 64
+    """Training items the model answers to fill the +bootstrap pool."""
+    bootstrap_store: Path | None = None
+    """Folder keeping bootstrap pools (default: the per-user cache)."""
     plots: bool = True
     progress: bool = True
 
@@ -59,6 +65,21 @@ class _Progress:
     def on_item(self) -> None:
         self.bars[-1].update(1)
 
+    def on_bootstrap_start(self, n: int) -> None:
+        from tqdm import tqdm
+
+        self.bars.append(
+            tqdm(total=n, desc="bootstrap pool", unit="item",
+                 disable=not self.options.progress, file=sys.stderr)
+        )  # fmt: skip
+
+    def on_bootstrap(self, pool: Any) -> None:
+        if not pool.reused:
+            self.bars[-1].close()
+        self.meta["bootstrap"] = pool.summary()
+        how = "reused" if pool.reused else f"built in {pool.build_time_s:.1f}s"
+        echo(f"  bootstrap pool: {pool.kept}/{pool.attempted} answers kept ({how})")
+
     def on_result(self, result: Any) -> None:
         from langchain_autodemo.evaluation.report import write_report
 
@@ -84,6 +105,7 @@ def evaluate(options: EvalOptions) -> None:
     Raises :class:`~langchain_autodemo.errors.ConfigurationError` for bad options (before
     a model is started) and ``typer.Exit(130)`` after Ctrl-C, results so far kept.
     """
+    from langchain_autodemo.evaluation.bootstrap import BootstrapSettings, default_store
     from langchain_autodemo.evaluation.datasets import load_dataset
     from langchain_autodemo.evaluation.harness import evaluate as run_evaluation
     from langchain_autodemo.evaluation.report import markdown_table
@@ -109,11 +131,20 @@ def evaluate(options: EvalOptions) -> None:
     with open_model(spec, max_tokens=options.max_tokens) as opened:
         meta["model"] = opened.description
         echo(f"Model: {opened.description}; dataset {data.name} ({len(data)} items)")
+        meta["demos_per_batch"] = options.demos_per_batch
+        bootstrap = BootstrapSettings(
+            size=options.bootstrap_size,
+            store=options.bootstrap_store or default_store(),
+            model=opened.description,
+        )
         try:
             run_evaluation(
                 opened.llm, data, chosen, sizes, max_concurrency=options.max_concurrency,
+                demos_per_batch=options.demos_per_batch, bootstrap=bootstrap,
                 on_start=progress.on_start, on_item=progress.on_item,
                 on_result=progress.on_result,
+                on_bootstrap_start=progress.on_bootstrap_start,
+                on_bootstrap=progress.on_bootstrap,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.close()

@@ -68,6 +68,10 @@ class RunOptions:
     max_tokens: int | None = None
     max_concurrency: int = 1
     progress: bool = True
+    via: str = "online"
+    """``online``, or ``batch-api``: the packed calls as a provider Batch API job."""
+    batch_option: list[str] | None = None
+    """``KEY=VALUE`` settings of the Batch API job (see :mod:`langchain_autodemo.batch_api.cli`)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,19 @@ def run(options: RunOptions) -> None:
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
     job = _prepare(options)
+    if options.via == "batch-api":
+        from langchain_autodemo.batch_api.cli import run_batch_api
+
+        run_batch_api(
+            job.spec, [(item.line, item.record, item.text) for item in job.items],
+            dict(job.finished), options.output, instructions=options.instructions,
+            batch_size=options.batch_size, mode=options.mode, selector=job.selector,
+            reasoning=options.reasoning, answer_key=job.answer_key,
+            max_tokens=options.max_tokens, max_concurrency=options.max_concurrency,
+            progress=options.progress, sort=options.sort, overwrite=options.overwrite,
+            batch_options=options.batch_option, error_key=job.error_key,
+        )  # fmt: skip
+        return
     total = len(job.items)
     if job.finished:
         echo(f"Resuming: {len(job.finished)} of {total} items already in {options.output}.")
@@ -160,6 +177,8 @@ def _exit_if_errors(job: _Job, errors: int) -> None:
 
 
 def _prepare(options: RunOptions) -> _Job:
+    if options.via not in ("online", "batch-api"):
+        raise ConfigurationError(f"unknown --via {options.via!r}: use online or batch-api")
     if options.select is not None and options.mode is Mode.SINGLE:
         raise ConfigurationError("--select needs a batched mode (auto_demo or batch)")
     spec = parse_model_spec(options.model)

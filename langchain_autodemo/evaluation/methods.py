@@ -1,7 +1,8 @@
-"""Evaluation methods: how inputs are asked (``mode``) and grouped (``grouping``).
+"""Evaluation methods: how inputs are asked (``mode``), grouped (``grouping``) and shown
+demonstrations (``bootstrap``).
 
-A method name is ``MODE`` or ``MODE+GROUPING``. The modes are
-:class:`~langchain_autodemo.prompts.Mode`'s:
+A method name is ``MODE``, ``MODE+GROUPING``, ``MODE+bootstrap`` or
+``MODE+GROUPING+bootstrap``. The modes are :class:`~langchain_autodemo.prompts.Mode`'s:
 
 - ``single``: one call per question (the baseline; batch size does not apply),
 - ``batch``: many questions per call, answers only (Cheng et al. 2023),
@@ -13,7 +14,12 @@ The groupings name a :class:`~langchain_autodemo.selector.SimilarityBatchSelecto
 - ``+similarity``: similar questions share a call (the selector's ``partition``),
 - ``+neighbors``: each call is built around nearest neighbours,
 - ``+demo_pool``: each call starts with solved demonstrations retrieved from a pool
-  disjoint from the test items (GSM8K: ``gsm8k_train.jsonl``).
+  disjoint from the test items (GSM8K: ``gsm8k_train.jsonl``),
+
+and ``+bootstrap`` gives each call the model's *own* solved answers to training
+questions, retrieved from a pool the model filled first and the task's checker filtered
+(:mod:`langchain_autodemo.evaluation.bootstrap`). Alone its batches keep input order;
+with ``+similarity`` (or ``+neighbors``) similar questions share a call.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from langchain_autodemo.prompts import Mode
 
 __all__ = [
     "DEFAULT_METHODS",
+    "BOOTSTRAP",
     "GROUPINGS",
     "MODES",
     "Method",
@@ -40,6 +47,7 @@ __all__ = [
 MODES = tuple(mode.value for mode in Mode)
 #: Method suffix -> the selector's ``grouping``.
 GROUPINGS = {"similarity": "partition", "neighbors": "neighbors", "demo_pool": "demo_pool"}
+BOOTSTRAP = "bootstrap"
 DEFAULT_METHODS = "single,batch,auto_demo,auto_demo+similarity,auto_demo+demo_pool"
 
 
@@ -52,10 +60,13 @@ class Method:
     mode: Mode
     grouping: str | None = None
     """A key of :data:`GROUPINGS`, or ``None``: inputs in order."""
+    bootstrap: bool = False
+    """Demonstrations from the model's own checked answers (the bootstrap pool)."""
 
     @property
     def name(self) -> str:
-        return self.mode.value + ("" if self.grouping is None else f"+{self.grouping}")
+        parts = [self.mode.value, *([self.grouping] if self.grouping else [])]
+        return "+".join(parts + ([BOOTSTRAP] if self.bootstrap else []))
 
     @property
     def batched(self) -> bool:
@@ -71,32 +82,54 @@ class Method:
         *,
         embeddings: Any = None,
         demos_per_batch: int = 4,
+        demo_collection: Any = None,
     ) -> Any:
-        """The ``SimilarityBatchSelector`` this method uses, or ``None``."""
-        if self.grouping is None:
+        """The ``SimilarityBatchSelector`` this method uses, or ``None``.
+
+        ``demo_collection`` is the bootstrap pool's Chroma collection (``+bootstrap``).
+        """
+        if self.grouping is None and not self.bootstrap:
             return None
         from langchain_autodemo.selector import SimilarityBatchSelector
 
-        kwargs: dict[str, Any] = {"embeddings": embeddings, "grouping": GROUPINGS[self.grouping]}
+        grouping = GROUPINGS[self.grouping] if self.grouping else "partition"
+        kwargs: dict[str, Any] = {"embeddings": embeddings, "grouping": grouping}
         if self.needs_pool:
             kwargs.update(demo_pool=list(demo_pool or []), demos_per_batch=demos_per_batch)
+        if self.bootstrap:
+            if demo_collection is None:
+                raise MethodError(f"{self.name} needs the bootstrap pool (demo_collection)")
+            kwargs.update(
+                demo_collection=demo_collection,
+                demos_per_batch=demos_per_batch,
+                keep_order=self.grouping is None,
+            )
         return SimilarityBatchSelector(**kwargs)
 
 
 def parse_method(name: str) -> Method:
-    head, _, grouping = name.strip().lower().partition("+")
+    """``"auto_demo+similarity+bootstrap"`` -> ``Method(Mode.AUTO_DEMO, "similarity", True)``."""
+    head, *parts = [part.strip() for part in name.strip().lower().split("+")]
     if head not in MODES:
         raise MethodError(f"unknown method {name!r}: the mode must be one of {', '.join(MODES)}")
     mode = Mode(head)
-    if not grouping:
+    if not parts:
         return Method(mode)
-    if grouping not in GROUPINGS:
-        raise MethodError(
-            f"unknown grouping in {name!r}: use +{', +'.join(GROUPINGS)} after the mode"
-        )
     if mode is Mode.SINGLE:
         raise MethodError(f"{name!r}: single answers one question per call, nothing to group")
-    return Method(mode, grouping)
+    unknown = [p for p in parts if p not in GROUPINGS and p != BOOTSTRAP]
+    if unknown:
+        raise MethodError(
+            f"unknown grouping {unknown[0]!r} in {name!r}: use "
+            f"+{', +'.join(GROUPINGS)} and/or +{BOOTSTRAP} after the mode"
+        )
+    groupings = [p for p in parts if p in GROUPINGS]
+    bootstrap = BOOTSTRAP in parts
+    if len(groupings) > 1 or parts.count(BOOTSTRAP) > 1:
+        raise MethodError(f"{name!r}: one grouping and at most one +{BOOTSTRAP}")
+    if bootstrap and groupings == ["demo_pool"]:
+        raise MethodError(f"{name!r}: +demo_pool and +bootstrap are two demonstration pools")
+    return Method(mode, groupings[0] if groupings else None, bootstrap)
 
 
 def parse_methods(text: str) -> list[Method]:

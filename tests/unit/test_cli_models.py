@@ -66,6 +66,8 @@ def test_openai_and_compatible_build_chat_openai(monkeypatch) -> None:
         assert payload["max_tokens"] == 64 and "max_completion_tokens" not in payload
         payload = opened.llm._get_request_payload("hi", max_tokens=5)
         assert payload["max_tokens"] == 5
+        # ChatOpenAI would only ask OpenAI's own URL for usage in streams
+        assert opened.llm.stream_usage is True
 
 
 def test_missing_local_model_says_make_models(tmp_path, monkeypatch) -> None:
