@@ -14,11 +14,11 @@ import json
 import re
 from collections.abc import Hashable, Sequence
 from enum import Enum
-from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langchain_autodemo.markers import FINAL_ANSWER_PREFIX, Markers
+from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import Demonstration
 
 __all__ = [
@@ -58,17 +58,6 @@ def one_line(text: str) -> str:
     return _LINE_BREAKS.sub(" ", text).strip()
 
 
-def _text(message: BaseMessage) -> str:
-    content: Any = message.content
-    if isinstance(content, str):
-        return content
-    return "".join(
-        part if isinstance(part, str) else str(part.get("text", ""))
-        for part in content
-        if isinstance(part, (str, dict))
-    )
-
-
 def split_chat(messages: Sequence[BaseMessage]) -> tuple[tuple[BaseMessage, ...], str]:
     """Split one input's chat messages into its context and its question.
 
@@ -90,7 +79,7 @@ def split_chat(messages: Sequence[BaseMessage]) -> tuple[tuple[BaseMessage, ...]
             f"a chat input must end with the human message that asks its question, "
             f"not a {last.type} message"
         )
-    return tuple(messages[:-1]), _text(last)
+    return tuple(messages[:-1]), text_of(last)
 
 
 def context_key(context: Sequence[BaseMessage]) -> Hashable:
@@ -117,7 +106,7 @@ def _opening(
     rest = list(context)
     system: list[str] = []
     while rest and rest[0].type == "system":
-        system.append(_text(rest.pop(0)))
+        system.append(text_of(rest.pop(0)))
     if instructions or not system:
         system.append(instructions or DEFAULT_INSTRUCTIONS)
     return [SystemMessage(content="\n\n".join([*system, *extra])), *rest]
