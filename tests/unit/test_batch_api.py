@@ -187,9 +187,10 @@ class InMemoryBatchProvider:
 
     name = "memory"
 
-    def __init__(self, skip: int = 0, end_state: str = "completed") -> None:
+    def __init__(self, skip: int = 0, end_state: str = "completed", drop: int = 0) -> None:
         self.model = ScriptedAutoDemoModel(skip=skip)
         self.end_state = end_state
+        self.drop = drop  # leave the first ``drop`` results out of the first batch's output
         self.batches: dict[str, tuple[str, list[dict[str, Any]]]] = {}
         self.submissions: list[str] = []
 
@@ -212,8 +213,8 @@ class InMemoryBatchProvider:
         return RemoteBatch(batch_id, self.end_state, self.end_state, n, n, 0)  # type: ignore[arg-type]
 
     def outcomes(self, batch: RemoteBatch) -> Iterator[tuple[str, Outcome]]:
-        for line in self.batches[batch.batch_id][1]:
-            if self.end_state == "failed":
+        for number, line in enumerate(self.batches[batch.batch_id][1]):
+            if self.end_state == "failed" or (batch.batch_id == "mem_0" and number < self.drop):
                 continue
             messages = convert_to_messages(line["body"]["messages"])
             text = str(self.model.invoke(messages).content)
@@ -267,6 +268,15 @@ def test_a_request_over_the_byte_limit_names_its_items() -> None:
                       max_bytes_per_file=50)  # fmt: skip
     with pytest.raises(ConfigurationError, match=r"item\(s\) \[0, 1, 2, 3\].*50-byte limit"):
         job.step()
+
+
+def test_a_request_missing_from_the_output_is_asked_again() -> None:
+    provider = InMemoryBatchProvider(drop=1)
+    job = BatchApiJob(_runner(), _questions(8), provider=provider)
+    assert job.wait(poll_interval=0) == _sums(8)
+    assert len(provider.submissions) == 2 and job.usage.retries == 1
+    missing = job.state.outcomes(["c0-a1"])["c0-a1"]
+    assert missing.error_code == "missing_result"
 
 
 def test_a_failed_batch_fails_its_items_after_every_attempt() -> None:
