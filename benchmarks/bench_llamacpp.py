@@ -8,11 +8,11 @@ settings (temperature 0, ``n_ctx`` 8192, prompt batch 512, ``$AUTODEMO_LLAMACPP_
 or 2 threads); what differs is the process boundary. Measured (medians; the two paths
 take turns, so that load from other processes on a shared machine hits both alike):
 
-1. **Start-up** (``STARTS`` times): from nothing to a first answer. Server:
-   ``LlamaCppServer.start()`` (spawn ``python -m llama_cpp.server``, load, answer
-   ``GET /v1/models``) and a one-token reply. In process:
-   a fresh interpreter importing the package and building ``inprocess_chat_model`` (the
-   import of llama_cpp and langchain-community is part of the cost).
+1. **Start-up** (``STARTS`` times each): a fresh interpreter, from its first import to a
+   one-token answer. Server: ``LlamaCppServer`` spawns ``python -m llama_cpp.server``,
+   which loads the model and answers ``GET /v1/models``, then a ``ChatOpenAI`` call. In
+   process: ``inprocess_chat_model`` imports llama_cpp and langchain-community and
+   loads the model, then a ``ChatLlamaCpp`` call.
 2. **Streaming**: a short prompt streamed ``STREAM_REPEATS`` times: time to the first
    text chunk, and text chunks per second after it (one chunk is one token on both).
 3. **Throughput** (``BATCH_REPEATS`` times): ``AutoDemoBatchRunnable.batch`` over the
@@ -51,32 +51,39 @@ ITEMS = 8
 BATCH_SIZE = 8
 MAX_TOKENS = 256
 
-_INPROCESS_START = """
+# Both start-ups run in a fresh interpreter: what `autodemo run` pays before its first answer.
+_START = {
+    "inprocess": """
 import time
 started = time.perf_counter()
 from langchain_autodemo.llamacpp import inprocess_chat_model
 llm = inprocess_chat_model({path!r}, n_ctx={n_ctx})
-next(iter(llm.stream("Hi", max_tokens=1)))
+llm.invoke("Hi", max_tokens=1)
 print(time.perf_counter() - started)
-"""
+""",
+    "server": """
+import time
+started = time.perf_counter()
+from langchain_autodemo.llamacpp import LlamaCppServer
+with LlamaCppServer({path!r}, n_ctx={n_ctx}) as server:
+    server.chat_model(max_tokens=1).invoke("Hi")
+    print(time.perf_counter() - started)
+""",
+}
 
 
-def _start_server(path: Path) -> tuple[LlamaCppServer, float]:
-    server = LlamaCppServer(path, n_ctx=N_CTX, max_tokens=MAX_TOKENS)
-    started = time.perf_counter()
-    server.start()
-    server.chat_model(max_tokens=1).invoke("Hi")  # the same first answer as in process
-    return server, time.perf_counter() - started
-
-
-def _inprocess_start(path: Path) -> float:
+def _startup(kind: str, path: Path) -> float:
     done = subprocess.run(
-        [sys.executable, "-c", _INPROCESS_START.format(path=str(path), n_ctx=N_CTX)],
+        [sys.executable, "-c", _START[kind].format(path=str(path), n_ctx=N_CTX)],
         capture_output=True,
         text=True,
         check=True,
     )
     return float(done.stdout.strip().splitlines()[-1])
+
+
+def _startup_of(path: Path) -> Any:
+    return lambda kind: _startup(kind, path)
 
 
 def _stream_once(llm: Any) -> tuple[float, float, str]:
@@ -126,14 +133,9 @@ def _interleaved(llms: dict[str, Any], measure: Any, repeats: int) -> dict[str, 
 def main(out_dir: Path = RESULTS) -> dict[str, Any]:
     path = find_model(TEST_MODEL)
     load_before = os.getloadavg()
-    inprocess_start = statistics.median(_inprocess_start(path) for _ in range(STARTS))
-    server_starts = []
-    for _ in range(STARTS - 1):
-        server, seconds = _start_server(path)
-        server.stop()
-        server_starts.append(seconds)
-    server, seconds = _start_server(path)
-    server_starts.append(seconds)
+    start_runs = _interleaved({k: k for k in ("server", "inprocess")}, _startup_of(path), STARTS)
+    starts = {kind: statistics.median(runs) for kind, runs in start_runs.items()}
+    server = LlamaCppServer(path, n_ctx=N_CTX, max_tokens=MAX_TOKENS).start()
     try:
         llms = {
             "server": server.chat_model(max_tokens=MAX_TOKENS),
@@ -143,7 +145,6 @@ def main(out_dir: Path = RESULTS) -> dict[str, Any]:
         batches = _interleaved(llms, _batch_once, BATCH_REPEATS)
     finally:
         server.stop()
-    starts = {"server": statistics.median(server_starts), "inprocess": inprocess_start}
     same_text = len({text for runs in streams.values() for _, _, text in runs}) == 1
     paths: dict[str, dict[str, Any]] = {}
     for name in llms:

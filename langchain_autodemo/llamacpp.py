@@ -28,6 +28,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+import queue
 import socket
 import subprocess
 import sys
@@ -36,7 +37,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from langchain_autodemo.errors import AutoDemoError
@@ -315,9 +318,10 @@ def inprocess_chat_model(
     inprocess:PATH`` on the command line). The settings match :class:`LlamaCppServer`'s
     (temperature 0, streaming, the server's prompt batch of 512 tokens, RoPE from the model
     file, quiet), so both give the same completion for the same messages. The one
-    ``llama_cpp.Llama`` is not thread-safe, so calls take turns: ``max_concurrency`` above 1
-    queues them, as the server does. Which to use when: see the README ("In-process or
-    server"), measured by ``benchmarks/bench_llamacpp.py``.
+    ``llama_cpp.Llama`` is not thread-safe, so calls take turns on one worker thread:
+    ``max_concurrency`` above 1 queues them, as the server does. Which to use when: see
+    the README ("In-process or server"), measured by ``benchmarks/bench_llamacpp.py``.
+    langchain-community warns that it is being sunset; ``ChatLlamaCpp`` is its only use.
 
     Args:
         model: path of a ``.gguf`` file, or a key / file name for
@@ -328,7 +332,9 @@ def inprocess_chat_model(
     if importlib.util.find_spec("llama_cpp") is None:
         raise ImportError(f"llama-cpp-python is not installed in this environment; {_INSTALL_HINT}")
     try:
-        from langchain_community.chat_models import ChatLlamaCpp
+        with warnings.catch_warnings():  # its sunset notice, said once in the docstring
+            warnings.filterwarnings("ignore", "`langchain-community` is being sunset")
+            from langchain_community.chat_models import ChatLlamaCpp
     except ImportError:
         raise ImportError(
             f"langchain-community is not installed in this environment; {_INSTALL_HINT}"
@@ -354,33 +360,49 @@ def inprocess_chat_model(
 
 
 class _OneAtATime:
-    """A ``llama_cpp.Llama`` whose completions take turns.
+    """A ``llama_cpp.Llama`` driven by one worker thread: completions take turns.
 
-    A semaphore, not a lock: a streamed completion is consumed by whichever thread the
-    caller's executor picks for each chunk, and the last one releases it.
+    Every completion runs on the worker; a streamed one hands its chunks over through a
+    queue. A lock held while the caller iterates would deadlock the next call whenever
+    a stream is left unfinished (``it = iter(llm.stream(...)); next(it)``, then
+    ``llm.invoke(...)`` waited forever); here the abandoned stream stops at its next
+    chunk once closed, or runs out at ``max_tokens``, and the next call proceeds.
     """
 
     def __init__(self, llama: Any) -> None:
         self._llama = llama
-        self._turn = threading.Semaphore(1)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._llama, name)
 
     def create_chat_completion(self, **kwargs: Any) -> Any:
-        self._turn.acquire()
-        try:
-            result = self._llama.create_chat_completion(**kwargs)
-        except BaseException:
-            self._turn.release()
-            raise
         if not kwargs.get("stream"):
-            self._turn.release()
-            return result
-        return self._released_after(result)
+            return self._worker.submit(self._llama.create_chat_completion, **kwargs).result()
+        return self._streamed(kwargs)
 
-    def _released_after(self, chunks: Iterator[Any]) -> Iterator[Any]:
+    def _streamed(self, kwargs: dict[str, Any]) -> Iterator[Any]:
+        chunks: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        closed = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in self._llama.create_chat_completion(**kwargs):
+                    if closed.is_set():
+                        break
+                    chunks.put(("chunk", chunk))
+                chunks.put(("end", None))
+            except BaseException as exc:  # handed to the caller, raised there
+                chunks.put(("error", exc))
+
+        self._worker.submit(produce)
         try:
-            yield from chunks
+            while True:
+                kind, value = chunks.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
         finally:
-            self._turn.release()
+            closed.set()

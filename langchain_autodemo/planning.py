@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PlannedBatch",
-    "BatchPlanner",
+    "BatchSelector",
     "Demonstration",
-    "SequentialPlanner",
+    "SequentialSelector",
     "estimate_tokens",
     "split_by_token_budget",
     "recovery_batches",
@@ -68,11 +68,11 @@ class PlannedBatch:
         return replace(self, indices=tuple(indices), keep=keep)
 
 
-class BatchPlanner:
+class BatchSelector:
     """Groups inputs into batches. Subclass and override :meth:`plan`.
 
     :class:`~langchain_autodemo.selector.SimilarityBatchSelector` is the similarity-
-    based planner; :class:`SequentialPlanner` keeps input order.
+    based planner; :class:`SequentialSelector` keeps input order.
     """
 
     def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
@@ -82,7 +82,7 @@ class BatchPlanner:
         return self.plan(texts, batch_size)
 
 
-class SequentialPlanner(BatchPlanner):
+class SequentialSelector(BatchSelector):
     """Consecutive inputs share a batch (plain batch prompting)."""
 
     def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:

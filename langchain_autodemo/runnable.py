@@ -44,7 +44,7 @@ from langchain_autodemo.errors import (
 )
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import text_of
-from langchain_autodemo.planning import BatchPlanner, PlannedBatch, SequentialPlanner
+from langchain_autodemo.planning import BatchSelector, PlannedBatch, SequentialSelector
 from langchain_autodemo.prompts import Mode, context_key, split_chat
 from langchain_autodemo.usage import UsageStats, active_trackers
 
@@ -77,7 +77,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         input_template: how a ``dict`` input becomes text, e.g. ``"{premise} / {hypothesis}"``.
         output_parser: turns each answer into an object: a LangChain output parser, a
             pydantic model class, or a callable. A parse failure counts as a garbled item.
-        selector: a :class:`~langchain_autodemo.planning.BatchPlanner` that decides
+        selector: a :class:`~langchain_autodemo.planning.BatchSelector` that decides
             which inputs share a call, e.g. :class:`~langchain_autodemo.SimilarityBatchSelector`.
         max_attempts: model calls an item may take before it gets an error.
         max_output_tokens: the model's completion limit; defaults to the model's
@@ -117,7 +117,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         reasoning: bool = True,
         input_template: str | Callable[[dict[str, Any]], str] | None = None,
         output_parser: BaseOutputParser[Any] | type[BaseModel] | Callable[[str], Any] | None = None,
-        selector: BatchPlanner | None = None,
+        selector: BatchSelector | None = None,
         max_attempts: int = 3,
         max_output_tokens: int | None = None,
         answer_tokens: int | None = None,
@@ -146,8 +146,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 raise ConfigurationError(f"{name_} must be a number >= 0, got {delay!r}")
         if isinstance(input_template, str):
             _template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
-        if selector is not None and not isinstance(selector, BatchPlanner):
-            raise TypeError("selector must be a BatchPlanner such as SimilarityBatchSelector")
+        if selector is not None and not isinstance(selector, BatchSelector):
+            raise TypeError("selector must be a BatchSelector such as SimilarityBatchSelector")
         parse_value, format_hint = _value_parser(output_parser)
         if format_hint:
             instructions = f"{instructions or ''}\n\nEach final answer: {format_hint}".strip()
@@ -272,9 +272,9 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
         if not texts:
             return
-        planner, plans = self._planner(), []
+        selector, plans = self._selector(), []
         for context, members in self._context_groups(inputs, invalid):
-            group = planner.plan([texts[i] for i in members], self._plan_size())
+            group = selector.plan([texts[i] for i in members], self._plan_size())
             plans += self._placed(group, members, context)
         engine = Engine(texts, plans, self.settings, invalid=invalid)
         runs = [
@@ -336,9 +336,9 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
         if not texts:
             return
-        planner, plans = self._planner(), []
+        selector, plans = self._selector(), []
         for context, members in self._context_groups(inputs, invalid):
-            group = await planner.aplan([texts[i] for i in members], self._plan_size())
+            group = await selector.aplan([texts[i] for i in members], self._plan_size())
             plans += self._placed(group, members, context)
         engine = Engine(texts, plans, self.settings, invalid=invalid)
         runs = [
@@ -470,8 +470,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             "run_id": config.pop("run_id", None),
         }
 
-    def _planner(self) -> BatchPlanner:
-        return self.selector or SequentialPlanner()
+    def _selector(self) -> BatchSelector:
+        return self.selector or SequentialSelector()
 
     def _plan_size(self) -> int:
         return 1 if self.mode is Mode.SINGLE else self.batch_size

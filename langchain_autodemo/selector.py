@@ -45,8 +45,9 @@ Design decisions (numbers from ``benchmarks/bench_selector.py``, 2-core machine)
 
 Example:
     >>> selector = SimilarityBatchSelector()
-    >>> selector.select(["2+2?", "Capital of France?", "3+5?", "Capital of Spain?"], 2)
-    [[0, 2], [1, 3]]
+    >>> plans = selector.plan(["2+2?", "Capital of France?", "3+5?", "Capital of Spain?"], 2)
+    >>> [plan.indices for plan in plans]
+    [(0, 2), (1, 3)]
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from langchain_core.embeddings import Embeddings
 
 from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.grouping import neighbor_batches, partition_batches, unit_rows
-from langchain_autodemo.planning import BatchPlanner, Demonstration, PlannedBatch
+from langchain_autodemo.planning import BatchSelector, Demonstration, PlannedBatch
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -92,7 +93,7 @@ _ephemeral_client: ClientAPI | None = None
 
 @dataclass
 class SelectionStats:
-    """What the last :meth:`SimilarityBatchSelector.select` call did and cost.
+    """What the last :meth:`SimilarityBatchSelector.plan` call did and cost.
 
     ``calls`` is the number of batches (model calls) planned: ``n`` with the ``neighbors``
     grouping. Times are wall-clock seconds: ``embed_seconds`` only the embedding model,
@@ -122,7 +123,7 @@ class _Lookup:
     missing: list[int]  # rows of ``unique`` (non-blank) with no cached vector
 
 
-class SimilarityBatchSelector(BatchPlanner):
+class SimilarityBatchSelector(BatchSelector):
     """Groups similar inputs into batches, backed by a Chroma collection of vectors.
 
     Args:
@@ -212,23 +213,14 @@ class SimilarityBatchSelector(BatchPlanner):
 
     # -- public API ----------------------------------------------------------------
 
-    def select(self, items: Sequence[str], batch_size: int) -> list[list[int]]:
-        """Batches of positions in ``items`` (see the module doc for each grouping).
+    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
+        """The batches for ``texts`` (see the module doc for each grouping), with ``keep``
+        (neighbors grouping) and ``demonstrations`` (with a pool) filled in.
 
         Example:
-            >>> SimilarityBatchSelector().select([], 4)
+            >>> SimilarityBatchSelector().plan([], 4)
             []
         """
-        return [list(b.indices) for b in self.plan(items, batch_size)]
-
-    async def aselect(self, items: Sequence[str], batch_size: int) -> list[list[int]]:
-        """Async :meth:`select`: embeds with ``aembed_documents``; Chroma and grouping
-        run in a worker thread so the event loop is never blocked."""
-        return [list(b.indices) for b in await self.aplan(items, batch_size)]
-
-    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
-        """:meth:`select` as :class:`~langchain_autodemo.planning.PlannedBatch` es, with
-        ``keep`` (neighbors grouping) and ``demonstrations`` (with a pool) filled in."""
         texts = _check_inputs(texts, batch_size)
         self.last_stats = stats = SelectionStats(items=len(texts))
         if not texts:

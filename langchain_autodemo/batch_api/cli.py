@@ -269,7 +269,5 @@ def run_batch_api(
     _echo(f"Wrote {output}")
     errors = sum(error_key in record for record in finished.values())
     if errors:
-        _echo(
-            f"{errors} of {len(items)} items ended in an error ('{error_key}' says why)."
-        )
+        _echo(f"{errors} of {len(items)} items ended in an error ('{error_key}' says why).")
         raise typer.Exit(1)

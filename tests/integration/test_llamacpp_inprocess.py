@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,18 @@ def test_a_file_that_is_not_a_model_is_a_clear_error(tmp_path: Path) -> None:
         open_model(f"llamacpp-inprocess:{bogus}"),
     ):
         pass
+
+
+def test_an_unfinished_stream_does_not_block_the_next_call(inprocess) -> None:
+    """A lock held while the caller iterates deadlocked here: the next call waited forever."""
+    unfinished = iter(inprocess.llm.stream("Count from 1 to 100.", max_tokens=16))
+    assert next(unfinished) is not None
+    answer: list[str] = []
+    caller = threading.Thread(
+        target=lambda: answer.append(str(inprocess.llm.invoke("Say hi.", max_tokens=4).content))
+    )
+    caller.start()
+    caller.join(timeout=120)
+    assert not caller.is_alive(), "the next call is blocked by the unfinished stream"
+    assert answer and answer[0].strip()
+    unfinished.close()

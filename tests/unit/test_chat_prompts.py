@@ -9,7 +9,7 @@ from langchain_core.prompts import ChatPromptTemplate, FewShotChatMessagePromptT
 
 from langchain_autodemo import AutoDemoBatchRunnable, PlannedBatch
 from langchain_autodemo.errors import AutoDemoInputError
-from langchain_autodemo.planning import BatchPlanner, SequentialPlanner, split_by_token_budget
+from langchain_autodemo.planning import BatchSelector, SequentialSelector, split_by_token_budget
 from langchain_autodemo.prompts import build_batch_messages, context_key, split_chat
 from tests.fakes import (
     ScriptedChatModel,
@@ -130,10 +130,10 @@ def test_items_with_different_system_prompts_land_in_separate_calls() -> None:
 def test_the_planner_is_asked_once_per_context_group() -> None:
     seen: list[list[str]] = []
 
-    class Recording(BatchPlanner):
+    class Recording(BatchSelector):
         def plan(self, texts, batch_size):
             seen.append(list(texts))
-            return SequentialPlanner().plan(texts, batch_size)
+            return SequentialSelector().plan(texts, batch_size)
 
     runner, _ = make_runner(selector=Recording())
     inputs = [[SystemMessage(f"Mood {i % 2}."), HumanMessage(q)] for i, q in enumerate(QUESTIONS)]

@@ -16,7 +16,7 @@ from langchain_autodemo import (
     AutoDemoItemError,
     ItemResult,
     PlannedBatch,
-    SequentialPlanner,
+    SequentialSelector,
     track_usage,
 )
 from tests.fakes import (
@@ -563,7 +563,7 @@ def test_wraps_a_generic_fake_chat_model_that_reports_no_finish_reason() -> None
 # -- planners ----------------------------------------------------------------------------
 
 
-class ReversePairs(SequentialPlanner):
+class ReversePairs(SequentialSelector):
     def plan(self, texts, batch_size):
         order = list(range(len(texts)))[::-1]
         return [PlannedBatch(tuple(order[i : i + 2])) for i in range(0, len(order), 2)]
@@ -575,7 +575,7 @@ def test_a_custom_planner_decides_the_batches_but_results_stay_in_input_order() 
     assert asked_questions(model.calls[0])[0] in (QUESTIONS[4], QUESTIONS[2], QUESTIONS[0])
 
 
-class KeepOnlyFirst(SequentialPlanner):
+class KeepOnlyFirst(SequentialSelector):
     def plan(self, texts, batch_size):
         n = len(texts)
         return [
