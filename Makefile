@@ -54,7 +54,7 @@ bench: setup
 
 # Re-run every cookbook notebook in place on the local Qwen model and save its outputs
 # (one notebook at a time; AUTODEMO_MODEL=llamacpp:smollm2 make cookbook for a quick check).
-cookbook: setup
+cookbook: $(STAMP) models
 	$(PY) scripts/run_cookbook.py $(if $(AUTODEMO_MODEL),--model $(AUTODEMO_MODEL))
 
 clean:
