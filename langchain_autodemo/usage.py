@@ -78,14 +78,6 @@ class UsageStats:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
-    def per_item(self) -> dict[str, float]:
-        n = max(self.items, 1)
-        return {
-            "calls": self.calls / n,
-            "input_tokens": self.input_tokens / n,
-            "output_tokens": self.output_tokens / n,
-        }
-
     def as_dict(self) -> dict[str, int | bool]:
         return {
             "items": self.items,
