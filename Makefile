@@ -5,40 +5,57 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The local GGUF models live in the checkout's models/ (`autodemo models fetch` puts them
+# in the per-user cache dir when the variable is unset).
+export AUTODEMO_MODELS_DIR ?= $(CURDIR)/models
+TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup models demo test unit lint bench clean
+.PHONY: setup models browser demo test unit lint bench cookbook clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,server,llamacpp,dev]"
+	$(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,langgraph,dev]"
 	touch $(STAMP)
 
-setup: $(STAMP) models
+setup: $(STAMP) models browser
+
+# The playground test drives Debian's Chromium through Playwright. Where apt-get cannot
+# install it (not root, not Debian), the test skips and says so.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	echo "warning: could not install chromium (needs apt-get as root): the playground test will skip"
 
 models: $(STAMP)
-	$(PY) scripts/fetch_models.py smollm2 qwen2.5-coder-1.5b
+	$(VENV)/bin/autodemo models fetch smollm2 qwen2.5-coder-1.5b
 
-models/SmolLM2-135M-Instruct.Q4_1.gguf: $(STAMP)
-	$(PY) scripts/fetch_models.py smollm2
+$(TEST_GGUF): $(STAMP)
+	$(VENV)/bin/autodemo models fetch smollm2
 
 demo: setup
 	$(VENV)/bin/autodemo eval --dataset gsm8k --limit 8 --batch-sizes 8 \
 		--methods single,batch,auto_demo,auto_demo+similarity --out autodemo-results/demo
 
-test: $(STAMP) models/SmolLM2-135M-Instruct.Q4_1.gguf
+test: $(STAMP) $(TEST_GGUF) browser
 	$(PY) -m pytest tests
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check langchain_autodemo tests benchmarks scripts
+	$(VENV)/bin/ruff check langchain_autodemo tests benchmarks
 	$(VENV)/bin/ruff format --check langchain_autodemo
 	$(VENV)/bin/mypy langchain_autodemo
 
 bench: setup
 	$(PY) -m benchmarks
+
+# Re-run every cookbook notebook in place on the local Qwen model and save its outputs
+# (one notebook at a time; AUTODEMO_MODEL=llamacpp:smollm2 make cookbook for a quick check).
+cookbook: setup
+	$(PY) scripts/run_cookbook.py $(if $(AUTODEMO_MODEL),--model $(AUTODEMO_MODEL))
 
 clean:
 	rm -rf $(VENV) models autodemo-results .pytest_cache

@@ -1,7 +1,7 @@
 """Run every benchmark: ``python -m benchmarks`` (``make bench``). Results go to
 ``benchmarks/results/*.json``; each benchmark also prints its table."""
 
-from benchmarks import bench_core, bench_selector
+from benchmarks import bench_core, bench_llamacpp, bench_selector
 
-for bench in (bench_core, bench_selector):
+for bench in (bench_core, bench_selector, bench_llamacpp):
     bench.main()

@@ -18,7 +18,7 @@ from langchain_autodemo.errors import (
 )
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import AutoDemoOutputParser, ParsedItem
-from langchain_autodemo.planning import BatchPlanner, PlannedBatch, SequentialPlanner
+from langchain_autodemo.planning import BatchSelector, PlannedBatch, SequentialSelector
 from langchain_autodemo.prompts import Mode, build_batch_messages, build_single_messages
 from langchain_autodemo.runnable import AutoDemoBatchRunnable
 from langchain_autodemo.usage import UsageStats, track_usage
@@ -30,14 +30,14 @@ __all__ = [
     "AutoDemoItemError",
     "AutoDemoModelCallError",
     "AutoDemoOutputParser",
-    "BatchPlanner",
+    "BatchSelector",
     "ConfigurationError",
     "ItemResult",
     "Markers",
     "Mode",
     "ParsedItem",
     "PlannedBatch",
-    "SequentialPlanner",
+    "SequentialSelector",
     "SimilarityBatchSelector",
     "UsageStats",
     "WordLlamaEmbeddings",

@@ -20,8 +20,10 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -30,6 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
+
+from langchain_autodemo._validation import require_positive_int
 
 if TYPE_CHECKING:
     from wordllama.inference import WordLlamaInference
@@ -48,13 +52,30 @@ _model: WordLlamaInference | None = None
 
 
 def wordllama_cache_dir() -> Path:
-    """Where the shipped WordLlama files are copied: ``$AUTODEMO_CACHE_DIR/wordllama``,
-    else ``$XDG_CACHE_HOME`` (or ``~/.cache``) ``/langchain_autodemo/wordllama``."""
-    root = os.environ.get("AUTODEMO_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / "wordllama"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "langchain_autodemo" / "wordllama"
+    """Where the shipped WordLlama files are copied: ``wordllama/`` in the package's
+    per-user cache (:func:`~langchain_autodemo.local_models.cache_root`)."""
+    from langchain_autodemo.local_models import cache_root
+
+    return cache_root() / "wordllama"
+
+
+def _import_wordllama() -> None:
+    """Import wordllama without letting it reconfigure the host's logging.
+
+    wordllama 0.4 calls ``logging.basicConfig(level=logging.INFO)`` at import, which turns
+    on INFO logging of every library in the host program (a notebook then prints a line
+    per HTTP request). ``basicConfig`` does nothing while the root logger has a handler,
+    so one is held there during the import.
+    """
+    if "wordllama.inference" in sys.modules:
+        return
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        import wordllama.inference  # noqa: F401 - imported for its side effects, contained
+    finally:
+        root.removeHandler(guard)
 
 
 def _stage_shipped_files(cache_dir: Path) -> Path:
@@ -63,6 +84,7 @@ def _stage_shipped_files(cache_dir: Path) -> Path:
     Copies go through a temporary file and an atomic rename so that two processes
     staging at once never see a half-written file.
     """
+    _import_wordllama()
     import wordllama
 
     package_dir = Path(wordllama.__file__).parent
@@ -99,6 +121,7 @@ def load_wordllama() -> WordLlamaInference:
     global _model
     with _model_lock:
         if _model is None:
+            _import_wordllama()
             from wordllama import WordLlama
 
             _model = WordLlama.load(
@@ -127,9 +150,7 @@ class WordLlamaEmbeddings(Embeddings):
     model_name: str = f"wordllama-{_CONFIG}-{_DIM}"
 
     def __init__(self, batch_size: int = 512) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be >= 1")
-        self.batch_size = batch_size
+        self.batch_size = require_positive_int("batch_size", batch_size)
 
     def __repr__(self) -> str:
         return f"WordLlamaEmbeddings(batch_size={self.batch_size})"

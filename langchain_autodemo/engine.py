@@ -471,15 +471,13 @@ class Engine:
                 maximum=self.settings.retry_max_delay,
                 rng=self._rng,
             )
-            plan = PlannedBatch(tuple(call_failed), None, call.batch.demonstrations)
+            plan = call.batch.part(call_failed)
             follow_ups.append(self._call(plan, call.attempt + 1, delay=delay))
         groups = recovery_batches(
             garbled, len(call.batch.kept), call.attempt + 1, self.settings.max_attempts
         )
         for group in groups:
-            follow_ups.append(
-                self._call(PlannedBatch(group, None, call.batch.demonstrations), call.attempt + 1)
-            )
+            follow_ups.append(self._call(call.batch.part(group), call.attempt + 1))
         if garbled and not groups:  # attempts left per item but the recovery plan is exhausted
             for index in garbled:
                 final.append((index, self._fail(index, report.failures[index], report)))
@@ -505,7 +503,7 @@ class Engine:
             keep = None if plan.keep is None else plan.keep & set(part)
             if keep is not None and not keep:
                 continue  # a context-only neighbour that repeats its target: not needed
-            result.append(PlannedBatch(tuple(part), keep, plan.demonstrations))
+            result.append(plan.part(part, keep))
         return result
 
     def _output_cost(self, index: int) -> int:
@@ -521,6 +519,7 @@ class Engine:
                 instructions=settings.instructions,
                 reasoning=settings.reasoning,
                 demonstrations=plan.demonstrations,
+                context=plan.context,
             )
         else:
             # A re-asked item alone keeps the batch format: the same parser and echo check
@@ -532,5 +531,6 @@ class Engine:
                 markers=settings.markers,
                 reasoning=settings.reasoning,
                 demonstrations=plan.demonstrations,
+                context=plan.context,
             )
         return ModelCall(next(self._ids), plan, attempt, messages, delay)

@@ -23,9 +23,10 @@ the exact greedy needs the n×n similarity matrix (40 GB at 100k).
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
+
+from langchain_autodemo._validation import require_positive_int
 
 __all__ = [
     "partition_batches",
@@ -35,6 +36,7 @@ __all__ = [
     "exact_greedy_batches",
     "random_batches",
     "mean_intra_batch_similarity",
+    "unit_rows",
 ]
 
 _BISECT_ITERATIONS = 5
@@ -142,7 +144,7 @@ def refine_batches(
     members = [np.asarray(b, dtype=np.int64) for b in batches]
     for _ in range(passes):
         sums = np.stack([vectors[m].sum(axis=0) for m in members])
-        partners = _nearest_rows(_unit_rows(sums), min(neighbours, len(members) - 1))
+        partners = _nearest_rows(unit_rows(sums), min(neighbours, len(members) - 1))
         swaps = 0
         for a, row in enumerate(partners):
             for b in row:
@@ -285,9 +287,10 @@ def mean_intra_batch_similarity(vectors: np.ndarray, batches: list[list[int]]) -
     return float(np.mean(values)) if values else 0.0
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length; a zero row stays zero (similar to nothing)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, 1e-12)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
 def _canonical(batches: list[list[int]]) -> list[list[int]]:
@@ -296,9 +299,4 @@ def _canonical(batches: list[list[int]]) -> list[list[int]]:
 
 
 def _check_batch_size(batch_size: int) -> None:
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, numbers.Integral)
-        or batch_size < 1
-    ):
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    require_positive_int("batch_size", batch_size)

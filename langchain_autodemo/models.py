@@ -3,15 +3,18 @@
 =============================  ==========================================================
 spec                           model
 =============================  ==========================================================
-*(none)* / ``default``         the local Qwen2.5-Coder-1.5B-Instruct GGUF (``make models``)
-                               on a llama.cpp server started for the command
+*(none)* / ``default``         the local Qwen2.5-Coder-1.5B-Instruct GGUF (``autodemo models
+                               fetch``) on a llama.cpp server started for the command
 ``llamacpp:PATH.gguf``         that GGUF file (or a key such as ``llamacpp:smollm2``) on a
                                llama.cpp server started on 127.0.0.1 and stopped at the end
+``llamacpp-inprocess:PATH``     that GGUF file (or key) loaded into this process with
+                               langchain-community's ``ChatLlamaCpp``: no server
 ``openai:MODEL``               OpenAI through langchain-openai (needs ``OPENAI_API_KEY``)
 ``openai-compatible:URL``      any OpenAI-compatible server; ``URL#MODEL`` names the model;
-                               the key is ``$OPENAI_API_KEY`` or ``"none"``
+                               the key is ``$OPENAI_API_KEY`` or ``"none"``; usage is
+                               requested in streams (``stream_usage=True``)
 ``import:MODULE:FACTORY``      ``FACTORY()`` from an importable module returns the chat model
-``fake:OPTIONS``               test-only scripted model (:mod:`.evaluation.fake_model`)
+``fake:OPTIONS``               test-only scripted model (:mod:`langchain_autodemo.testing`)
 =============================  ==========================================================
 
 :func:`open_model` is a context manager, so a server it starts is always stopped.
@@ -24,20 +27,29 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.llamacpp import (
-    DEFAULT_MODEL,
     LlamaCppServer,
     LlamaCppServerError,
-    ModelNotFoundError,
-    find_model,
+    inprocess_chat_model,
+    legacy_max_tokens_chat_openai,
 )
+from langchain_autodemo.local_models import DEFAULT_MODEL, ModelNotFoundError, find_model
 
 __all__ = ["ModelSpec", "ModelSpecError", "OpenModel", "open_model", "parse_model_spec"]
 
-KINDS = ("default", "llamacpp", "openai", "openai-compatible", "import", "fake")
+KINDS = (
+    "default",
+    "llamacpp",
+    "llamacpp-inprocess",
+    "openai",
+    "openai-compatible",
+    "import",
+    "fake",
+)
 
 
 class ModelSpecError(ConfigurationError):
@@ -71,7 +83,8 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
     if not sep or kind not in KINDS[1:]:
         raise ModelSpecError(
             f"unknown model spec {spec!r}: use openai:MODEL, openai-compatible:URL, "
-            "llamacpp:PATH.gguf or leave --model out for the local default model"
+            "llamacpp:PATH.gguf, llamacpp-inprocess:PATH.gguf or leave --model out for the "
+            "local default model"
         )
     target = target.strip()
     if not target and kind != "fake":
@@ -83,12 +96,13 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
     return ModelSpec(kind, target)
 
 
-def _chat_openai(**kwargs: Any) -> Any:
+def _chat_openai(*, compatible: bool = False, **kwargs: Any) -> Any:
     from langchain_openai import ChatOpenAI
 
     settings: dict[str, Any] = {"temperature": 0, "streaming": True}
     settings.update({k: v for k, v in kwargs.items() if v is not None})
-    return ChatOpenAI(**settings)
+    # OpenAI-compatible servers (llama.cpp's among them) read the limit from max_tokens.
+    return legacy_max_tokens_chat_openai(**settings) if compatible else ChatOpenAI(**settings)
 
 
 @contextmanager
@@ -119,6 +133,13 @@ def open_model(
         finally:
             server.stop()
         return
+    if parsed.kind == "llamacpp-inprocess":
+        try:
+            llm = inprocess_chat_model(parsed.target, n_ctx=n_ctx, max_tokens=max_tokens or 4096)
+        except (ModelNotFoundError, ImportError, ValueError) as exc:  # ValueError: a bad file
+            raise ModelSpecError(str(exc)) from None
+        yield OpenModel(llm, f"llama.cpp in process: {Path(llm.model_path).name}")
+        return
     if parsed.kind == "openai":
         if not os.environ.get("OPENAI_API_KEY"):
             raise ModelSpecError("openai:MODEL needs the OPENAI_API_KEY environment variable")
@@ -127,11 +148,16 @@ def open_model(
         return
     if parsed.kind == "openai-compatible":
         url, _, model = parsed.target.partition("#")
+        # ChatOpenAI asks for usage in streams only on OpenAI's own URL; ask every server.
+        # One that ignores the request (llama-cpp-python 0.3.36's server accepts
+        # ``stream_options`` and sends no usage chunk) still gets estimates, flagged.
         llm = _chat_openai(
+            compatible=True,
             base_url=url,
             model=model or "default",
             api_key=os.environ.get("OPENAI_API_KEY") or "none",
             max_tokens=max_tokens,
+            stream_usage=True,
         )
         yield OpenModel(llm, str(parsed))
         return
@@ -144,7 +170,7 @@ def open_model(
         yield OpenModel(factory(), str(parsed))
         return
     # fake
-    from langchain_autodemo.evaluation.fake_model import parse_fake_spec
+    from langchain_autodemo.testing import parse_fake_spec
 
     try:
         llm = parse_fake_spec(parsed.target)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import Generation
+from langchain_core.runnables import RunnableConfig
 from pydantic import ConfigDict
 
 from langchain_autodemo.markers import Markers
@@ -285,15 +286,21 @@ def text_of(chunk: str | BaseMessage) -> str:
 class AutoDemoOutputParser(BaseOutputParser[list[ParsedItem]]):
     """Parse an Auto-Demo (or plain batch) completion into :class:`ParsedItem` objects.
 
-    ``parse`` takes a whole completion; ``transform``/``atransform`` take a stream of
-    chunks (strings or message chunks) and yield each item as soon as it is closed,
-    so it composes after a streaming chat model in LCEL.
+    ``invoke``/``parse`` take a whole completion and return the list of items.
+    ``stream``/``transform`` (and their async forms) take a stream of chunks (strings
+    or message chunks) and yield each item as soon as it is closed, as a one-element
+    list: LangChain adds stream chunks up with ``+``, so the chunks of a stream add up
+    to exactly what ``invoke`` returns, and a step after the parser (which receives
+    the sum) works under ``stream``, ``astream`` and ``batch`` alike.
 
     Example:
         >>> parser = AutoDemoOutputParser()
-        >>> [(i.index, i.value) for i in parser.parse("Q[1]: 1+1?\\nA[1]: 2")]
+        >>> [(i.index, i.value) for i in parser.invoke("Q[1]: 1+1?\\nA[1]: 2")]
         [(1, '2')]
-        >>> # chain = prompt | chat_model | parser; for item in chain.stream(...): ...
+        >>> chunks = ["Q[1]: 1+1?\\nA[1]: The answer", " is 2.\\nQ[2]: 2+3?\\nA[2]: 5"]
+        >>> [[i.value for i in chunk] for chunk in parser.transform(iter(chunks))]
+        [['2'], ['5']]
+        >>> # chain = prompt | chat_model | parser; for (item,) in chain.stream(...): ...
     """
 
     markers: Markers = Markers()
@@ -316,38 +323,57 @@ class AutoDemoOutputParser(BaseOutputParser[list[ParsedItem]]):
         return self.parse(result[0].text)
 
     def iter_items(self, chunks: Iterable[str | BaseMessage]) -> Iterator[ParsedItem]:
+        """Each item of a streamed completion as soon as it closes (bare items, no lists)."""
         scanner = self._scanner()
         for chunk in chunks:
             yield from scanner.feed(text_of(chunk))
         yield from scanner.finish()
 
-    # ``parse`` returns the list of items; a stream yields the items one by one, so the
-    # stream methods' types differ from the base class's (a list per chunk).
-    def transform(  # type: ignore[override]
-        self, input: Iterator[str | BaseMessage], config: Any = None, **kwargs: Any
-    ) -> Iterator[ParsedItem]:
-        yield from self._transform_stream_with_config(  # type: ignore[misc]
-            input,
-            self.iter_items,  # type: ignore[arg-type]
-            config,
-            run_type="parser",
+    def _stream_chunks(self, chunks: Iterator[str | BaseMessage]) -> Iterator[list[ParsedItem]]:
+        for item in self.iter_items(chunks):
+            yield [item]
+
+    def stream(
+        self, input: str | BaseMessage, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> Iterator[list[ParsedItem]]:
+        yield from self.transform(iter([input]), config, **kwargs)
+
+    async def astream(
+        self, input: str | BaseMessage, config: RunnableConfig | None = None, **kwargs: Any
+    ) -> AsyncIterator[list[ParsedItem]]:
+        async def once() -> AsyncIterator[str | BaseMessage]:
+            yield input
+
+        async for chunk in self.atransform(once(), config, **kwargs):
+            yield chunk
+
+    def transform(
+        self,
+        input: Iterator[str | BaseMessage],
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> Iterator[list[ParsedItem]]:
+        yield from self._transform_stream_with_config(
+            input, self._stream_chunks, config, run_type="parser"
         )
 
-    async def atransform(  # type: ignore[override]
-        self, input: AsyncIterator[str | BaseMessage], config: Any = None, **kwargs: Any
-    ) -> AsyncIterator[ParsedItem]:
-        async def items(chunks: AsyncIterator[str | BaseMessage]) -> AsyncIterator[ParsedItem]:
+    async def atransform(
+        self,
+        input: AsyncIterator[str | BaseMessage],
+        config: RunnableConfig | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[list[ParsedItem]]:
+        async def chunks(
+            stream: AsyncIterator[str | BaseMessage],
+        ) -> AsyncIterator[list[ParsedItem]]:
             scanner = self._scanner()
-            async for chunk in chunks:
+            async for chunk in stream:
                 for item in scanner.feed(text_of(chunk)):
-                    yield item
+                    yield [item]
             for item in scanner.finish():
-                yield item
+                yield [item]
 
-        async for item in self._atransform_stream_with_config(
-            input,
-            items,  # type: ignore[arg-type]
-            config,
-            run_type="parser",
+        async for chunk in self._atransform_stream_with_config(
+            input, chunks, config, run_type="parser"
         ):
-            yield item  # type: ignore[misc]
+            yield chunk

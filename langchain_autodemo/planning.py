@@ -8,12 +8,17 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 __all__ = [
     "PlannedBatch",
-    "BatchPlanner",
-    "SequentialPlanner",
+    "BatchSelector",
+    "Demonstration",
+    "SequentialSelector",
     "estimate_tokens",
     "split_by_token_budget",
     "recovery_batches",
@@ -21,6 +26,8 @@ __all__ = [
 ]
 
 Demonstration = tuple[str, str]
+"""A solved example shown before a batch: (question, answer text ending with the
+final-answer line)."""
 
 
 @dataclass(frozen=True)
@@ -31,11 +38,15 @@ class PlannedBatch:
     the subset whose answers are kept (``None``: all of them); the paper's ``neighbors``
     selection packs an input with its nearest neighbours but keeps only its own answer.
     ``demonstrations`` are solved (question, answer) examples shown before the batch.
+    ``context`` holds the chat messages every input of the batch shares (a system
+    prompt, few-shot example messages, history), sent once before the packed questions;
+    inputs whose contexts differ are never planned into one batch.
     """
 
     indices: tuple[int, ...]
     keep: frozenset[int] | None = None
     demonstrations: tuple[Demonstration, ...] = field(default=())
+    context: tuple[BaseMessage, ...] = field(default=(), hash=False)
 
     def __post_init__(self) -> None:
         if not self.indices:
@@ -51,12 +62,17 @@ class PlannedBatch:
             return self.indices
         return tuple(i for i in self.indices if i in self.keep)
 
+    def part(self, indices: Sequence[int], keep: frozenset[int] | None = None) -> PlannedBatch:
+        """A batch of some of these inputs (a split, a re-ask) with the same
+        demonstrations and context."""
+        return replace(self, indices=tuple(indices), keep=keep)
 
-class BatchPlanner:
+
+class BatchSelector:
     """Groups inputs into batches. Subclass and override :meth:`plan`.
 
     :class:`~langchain_autodemo.selector.SimilarityBatchSelector` is the similarity-
-    based planner; :class:`SequentialPlanner` keeps input order.
+    based planner; :class:`SequentialSelector` keeps input order.
     """
 
     def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
@@ -66,7 +82,7 @@ class BatchPlanner:
         return self.plan(texts, batch_size)
 
 
-class SequentialPlanner(BatchPlanner):
+class SequentialSelector(BatchSelector):
     """Consecutive inputs share a batch (plain batch prompting)."""
 
     def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
@@ -110,7 +126,7 @@ def split_by_token_budget(
         keep = None if batch.keep is None else batch.keep & set(part)
         if keep is not None and not keep:
             continue  # context-only neighbours that lost their target
-        result.append(PlannedBatch(tuple(part), keep, batch.demonstrations))
+        result.append(batch.part(part, keep))
     return result
 
 

@@ -10,27 +10,28 @@ demonstration effect works for bad formats too).
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from enum import Enum
+from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langchain_autodemo.markers import FINAL_ANSWER_PREFIX, Markers
+from langchain_autodemo.planning import Demonstration
 
 __all__ = [
     "Mode",
-    "Demonstration",
     "one_line",
+    "split_chat",
+    "context_key",
     "build_batch_messages",
     "build_single_messages",
     "DEFAULT_INSTRUCTIONS",
 ]
 
 DEFAULT_INSTRUCTIONS = "Answer each question accurately."
-
-Demonstration = tuple[str, str]
-"""A solved example: (question, answer text ending with the final-answer line)."""
 
 
 class Mode(str, Enum):
@@ -55,6 +56,71 @@ def one_line(text: str) -> str:
     contains ``Q[3]:`` or ``A[2]:`` can never shift the items around it.
     """
     return _LINE_BREAKS.sub(" ", text).strip()
+
+
+def _text(message: BaseMessage) -> str:
+    content: Any = message.content
+    if isinstance(content, str):
+        return content
+    return "".join(
+        part if isinstance(part, str) else str(part.get("text", ""))
+        for part in content
+        if isinstance(part, (str, dict))
+    )
+
+
+def split_chat(messages: Sequence[BaseMessage]) -> tuple[tuple[BaseMessage, ...], str]:
+    """Split one input's chat messages into its context and its question.
+
+    The question is the text of the last message, which must be a human message; the
+    messages before it (system prompt, few-shot examples, history) are the context,
+    sent once for every input of a batch that shares it.
+
+    Example:
+        >>> from langchain_core.messages import SystemMessage, HumanMessage
+        >>> context, question = split_chat([SystemMessage("Be terse."), HumanMessage("1+2?")])
+        >>> [m.type for m in context], question
+        (['system'], '1+2?')
+    """
+    if not messages:
+        raise ValueError("the message list is empty")
+    last = messages[-1]
+    if last.type != "human":
+        raise ValueError(
+            f"a chat input must end with the human message that asks its question, "
+            f"not a {last.type} message"
+        )
+    return tuple(messages[:-1]), _text(last)
+
+
+def context_key(context: Sequence[BaseMessage]) -> Hashable:
+    """Equal for contexts a model cannot tell apart (message ids and metadata aside)."""
+    return tuple(
+        json.dumps(
+            message.model_dump(exclude={"id", "response_metadata", "usage_metadata"}),
+            sort_keys=True,
+            default=str,
+        )
+        for message in context
+    )
+
+
+def _opening(
+    context: Sequence[BaseMessage], instructions: str | None, *extra: str
+) -> list[BaseMessage]:
+    """The system message, then the context's other messages in their roles.
+
+    The context's leading system messages come first in the one system message (the
+    user's prompt defines the task), the package's instructions after them; without
+    instructions the user's system prompt stands alone instead of the default ones.
+    """
+    rest = list(context)
+    system: list[str] = []
+    while rest and rest[0].type == "system":
+        system.append(_text(rest.pop(0)))
+    if instructions or not system:
+        system.append(instructions or DEFAULT_INSTRUCTIONS)
+    return [SystemMessage(content="\n\n".join([*system, *extra])), *rest]
 
 
 def _format_rules(mode: Mode, markers: Markers, count: int, reasoning: bool) -> str:
@@ -111,12 +177,15 @@ def build_batch_messages(
     markers: Markers | None = None,
     reasoning: bool = True,
     demonstrations: Sequence[Demonstration] = (),
+    context: Sequence[BaseMessage] = (),
 ) -> list[BaseMessage]:
     """Messages that ask for all ``questions`` in one completion.
 
     ``demonstrations`` (solved examples, e.g. retrieved from a pool) are given as an
     earlier exchange answered in exactly the requested format, so they show the format
-    as well as the task.
+    as well as the task. ``context`` (the chat messages every question shares, see
+    :func:`split_chat`) comes once, before them: its leading system messages merged
+    into the system message, the others in their roles.
 
     Example:
         >>> msgs = build_batch_messages(["2+2?", "3+5?"], instructions="Do the sums.")
@@ -139,7 +208,7 @@ def build_batch_messages(
         raise ValueError("a batch needs at least one question")
     mode = Mode(mode)
     markers = markers or Markers()
-    messages: list[BaseMessage] = [SystemMessage(content=instructions or DEFAULT_INSTRUCTIONS)]
+    messages = _opening(context, instructions)
     if demonstrations:
         messages.append(
             HumanMessage(
@@ -169,16 +238,16 @@ def build_single_messages(
     instructions: str | None = None,
     reasoning: bool = True,
     demonstrations: Sequence[Demonstration] = (),
+    context: Sequence[BaseMessage] = (),
 ) -> list[BaseMessage]:
-    """Messages for one question on its own (the ``single`` baseline)."""
+    """Messages for one question on its own (the ``single`` baseline), after its
+    ``context`` as in :func:`build_batch_messages`."""
     closing = (
         f"Reason step by step, then end with a final line '{FINAL_ANSWER_PREFIX} <final answer>.'"
         if reasoning
         else "Reply with the final answer only."
     )
-    messages: list[BaseMessage] = [
-        SystemMessage(content=f"{instructions or DEFAULT_INSTRUCTIONS}\n\n{closing}")
-    ]
+    messages = _opening(context, instructions, closing)
     for demo_question, demo_answer in demonstrations:
         messages.append(HumanMessage(content=demo_question))
         messages.append(AIMessage(content=demo_answer.strip()))

@@ -11,11 +11,16 @@ import asyncio
 import queue
 import string
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.messages import BaseMessage
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForChainRun,
+    BaseCallbackHandler,
+    CallbackManagerForChainRun,
+)
+from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.output_parsers import BaseOutputParser, PydanticOutputParser
 from langchain_core.prompt_values import PromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
@@ -26,6 +31,8 @@ from langchain_core.runnables.config import (
     get_executor_for_config,
     patch_config,
 )
+from langchain_core.tracers.langchain import LangChainTracer
+from langchain_core.tracers.schemas import Run
 from pydantic import BaseModel
 
 from langchain_autodemo.alignment import comparison_key
@@ -37,8 +44,8 @@ from langchain_autodemo.errors import (
 )
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import text_of
-from langchain_autodemo.planning import BatchPlanner, PlannedBatch, SequentialPlanner
-from langchain_autodemo.prompts import Mode
+from langchain_autodemo.planning import BatchSelector, PlannedBatch, SequentialSelector
+from langchain_autodemo.prompts import Mode, context_key, split_chat
 from langchain_autodemo.usage import UsageStats, active_trackers
 
 __all__ = ["AutoDemoBatchRunnable"]
@@ -70,7 +77,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         input_template: how a ``dict`` input becomes text, e.g. ``"{premise} / {hypothesis}"``.
         output_parser: turns each answer into an object: a LangChain output parser, a
             pydantic model class, or a callable. A parse failure counts as a garbled item.
-        selector: a :class:`~langchain_autodemo.planning.BatchPlanner` that decides
+        selector: a :class:`~langchain_autodemo.planning.BatchSelector` that decides
             which inputs share a call, e.g. :class:`~langchain_autodemo.SimilarityBatchSelector`.
         max_attempts: model calls an item may take before it gets an error.
         max_output_tokens: the model's completion limit; defaults to the model's
@@ -110,7 +117,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         reasoning: bool = True,
         input_template: str | Callable[[dict[str, Any]], str] | None = None,
         output_parser: BaseOutputParser[Any] | type[BaseModel] | Callable[[str], Any] | None = None,
-        selector: BatchPlanner | None = None,
+        selector: BatchSelector | None = None,
         max_attempts: int = 3,
         max_output_tokens: int | None = None,
         answer_tokens: int | None = None,
@@ -139,13 +146,14 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 raise ConfigurationError(f"{name_} must be a number >= 0, got {delay!r}")
         if isinstance(input_template, str):
             _template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
-        if selector is not None and not isinstance(selector, BatchPlanner):
-            raise TypeError("selector must be a BatchPlanner such as SimilarityBatchSelector")
+        if selector is not None and not isinstance(selector, BatchSelector):
+            raise TypeError("selector must be a BatchSelector such as SimilarityBatchSelector")
         parse_value, format_hint = _value_parser(output_parser)
         if format_hint:
             instructions = f"{instructions or ''}\n\nEach final answer: {format_hint}".strip()
         self.llm = llm
         self.input_template = input_template
+        self.output_parser = output_parser
         self.selector = selector
         self.include_details = include_details
         self.name = name
@@ -264,9 +272,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
         if not texts:
             return
-        valid = [i for i in range(len(texts)) if i not in invalid]
-        plans = self._planner().plan([texts[i] for i in valid], self._plan_size())
-        engine = self._engine(texts, plans, valid, invalid)
+        selector, plans = self._selector(), []
+        for context, members in self._context_groups(inputs, invalid):
+            group = selector.plan([texts[i] for i in members], self._plan_size())
+            plans += self._placed(group, members, context)
+        engine = Engine(texts, plans, self.settings, invalid=invalid)
         runs = [
             get_callback_manager_for_config(c).on_chain_start(None, item, **self._run_start(c))
             for item, c in zip(inputs, configs, strict=True)
@@ -326,9 +336,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
         if not texts:
             return
-        valid = [i for i in range(len(texts)) if i not in invalid]
-        plans = await self._planner().aplan([texts[i] for i in valid], self._plan_size())
-        engine = self._engine(texts, plans, valid, invalid)
+        selector, plans = self._selector(), []
+        for context, members in self._context_groups(inputs, invalid):
+            group = await selector.aplan([texts[i] for i in members], self._plan_size())
+            plans += self._placed(group, members, context)
+        engine = Engine(texts, plans, self.settings, invalid=invalid)
         runs = [
             await get_async_callback_manager_for_config(c).on_chain_start(
                 None, item, **self._run_start(c)
@@ -422,24 +434,34 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 invalid[index] = error
         return configs, texts, invalid
 
-    def _engine(
-        self,
-        texts: list[str],
-        plans: Sequence[PlannedBatch],
-        valid: list[int],
-        invalid: dict[int, AutoDemoError],
-    ) -> Engine:
-        """The engine over every input, with the planner's (valid-only) indices mapped back."""
-        if invalid:
-            plans = [
-                PlannedBatch(
-                    tuple(valid[i] for i in plan.indices),
-                    None if plan.keep is None else frozenset(valid[i] for i in plan.keep),
-                    plan.demonstrations,
-                )
-                for plan in plans
-            ]
-        return Engine(texts, plans, self.settings, invalid=invalid)
+    def _context_groups(
+        self, inputs: Sequence[Any], invalid: dict[int, AutoDemoError]
+    ) -> list[tuple[tuple[BaseMessage, ...], list[int]]]:
+        """The valid inputs grouped by the chat context they share, in order of first
+        appearance: inputs of different contexts are never packed into one call."""
+        groups: dict[Hashable, tuple[tuple[BaseMessage, ...], list[int]]] = {}
+        for index, item in enumerate(inputs):
+            if index in invalid:
+                continue
+            context = self._split(index, item)[0] if _is_chat(item) else ()
+            groups.setdefault(context_key(context), (context, []))[1].append(index)
+        return list(groups.values())
+
+    @staticmethod
+    def _placed(
+        plans: Sequence[PlannedBatch], members: list[int], context: tuple[BaseMessage, ...]
+    ) -> list[PlannedBatch]:
+        """A group's plans (indices into the group) as plans over every input, with the
+        group's context."""
+        return [
+            replace(
+                plan,
+                indices=tuple(members[i] for i in plan.indices),
+                keep=None if plan.keep is None else frozenset(members[i] for i in plan.keep),
+                context=context,
+            )
+            for plan in plans
+        ]
 
     def _run_start(self, config: RunnableConfig) -> dict[str, Any]:
         """How each input's own run is named and identified (one run per input item)."""
@@ -448,8 +470,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             "run_id": config.pop("run_id", None),
         }
 
-    def _planner(self) -> BatchPlanner:
-        return self.selector or SequentialPlanner()
+    def _selector(self) -> BatchSelector:
+        return self.selector or SequentialSelector()
 
     def _plan_size(self) -> int:
         return 1 if self.mode is Mode.SINGLE else self.batch_size
@@ -461,9 +483,15 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         runs: Sequence[CallbackManagerForChainRun | AsyncCallbackManagerForChainRun],
     ) -> RunnableConfig:
         # One call serves several items: it is traced as a child of its first item's run,
-        # and its metadata names every item it answers.
+        # its callbacks carry the handlers of every item it serves (each item's handlers
+        # see the model run that answered it), and its metadata names every item.
         leader = call.batch.indices[0] if call.batch.keep is None else call.batch.kept[0]
-        config = patch_config(configs[leader], callbacks=runs[leader].get_child())
+        callbacks = runs[leader].get_child()
+        for index in call.batch.kept:
+            for handler in runs[index].inheritable_handlers:
+                if not any(_same_sink(handler, present) for present in callbacks.handlers):
+                    callbacks.add_handler(handler, inherit=True)
+        config = patch_config(configs[leader], callbacks=callbacks)
         config["metadata"] = {
             **config.get("metadata", {}),
             "autodemo_call_id": call.call_id,
@@ -478,18 +506,31 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             text = item
         elif isinstance(item, dict):
             text = self._render_dict(index, item)
-        elif isinstance(item, PromptValue):
-            text = item.to_string()
+        elif _is_chat(item):
+            text = self._split(index, item)[1]
         elif isinstance(item, BaseMessage):
             text = text_of(item)
         else:
             raise AutoDemoInputError(
-                index, f"expected str, dict, prompt value or message, got {type(item).__name__}"
+                index,
+                f"expected str, dict, prompt value or message, got {type(item).__name__} "
+                "(a chat input may also be a list of messages)",
             )
         if not comparison_key(text):
             what = "empty" if not text.strip() else "made only of invisible characters"
             raise AutoDemoInputError(index, f"the input is {what}")
         return text
+
+    @staticmethod
+    def _split(index: int, item: Any) -> tuple[tuple[BaseMessage, ...], str]:
+        """A chat input's shared context and its own question (its last human message)."""
+        try:
+            messages = (
+                item.to_messages() if isinstance(item, PromptValue) else convert_to_messages(item)
+            )
+            return split_chat(messages)
+        except (ValueError, TypeError, NotImplementedError) as exc:
+            raise AutoDemoInputError(index, str(exc)) from None
 
     def _render_dict(self, index: int, item: dict[str, Any]) -> str:
         for key, value in item.items():
@@ -614,6 +655,7 @@ class _Collector:
             if isinstance(output, AutoDemoError):
                 run.on_chain_error(output)
             else:
+                _record_item(run, self._engine.results.get(index))
                 run.on_chain_end(output)
 
     async def aclose_runs(self, runs: Sequence[AsyncCallbackManagerForChainRun]) -> None:
@@ -623,7 +665,59 @@ class _Collector:
             if isinstance(output, AutoDemoError):
                 await run.on_chain_error(output)
             else:
+                _record_item(run, self._engine.results.get(index))
                 await run.on_chain_end(output)
+
+
+def _is_chat(item: Any) -> bool:
+    """A prompt value, or a list of messages (or message-like tuples and dicts)."""
+    if isinstance(item, PromptValue):
+        return True
+    return (
+        isinstance(item, (list, tuple))
+        and bool(item)
+        and all(isinstance(m, (BaseMessage, tuple, dict)) for m in item)
+    )
+
+
+def _same_sink(handler: BaseCallbackHandler, other: BaseCallbackHandler) -> bool:
+    """Whether two handlers record into the same place: the same object, or two LangSmith
+    tracers of one project (each input's run gets its own instance; the model run must be
+    posted once)."""
+    if handler is other:
+        return True
+    return (
+        isinstance(handler, LangChainTracer)
+        and isinstance(other, LangChainTracer)
+        and handler.project_name == other.project_name
+    )
+
+
+def _record_item(
+    run: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun, result: Any
+) -> None:
+    """Write which call answered an input, and its share of that call's tokens, into the
+    metadata of that input's run as tracers hold it (LangSmith, ``collect_runs``,
+    ``astream_events``): LangChain's callbacks take metadata only when a run starts, and
+    the answering call is known only at its end."""
+    if not isinstance(result, ItemResult):
+        return
+    details = {
+        "autodemo_call_id": result.call_id,
+        "autodemo_attempts": result.attempts,
+        "autodemo_input_tokens": result.input_tokens,
+        "autodemo_output_tokens": result.output_tokens,
+    }
+    for handler in run.handlers:
+        runs = getattr(handler, "run_map", None)
+        if not isinstance(runs, dict):
+            continue
+        traced = runs.get(str(run.run_id)) or runs.get(run.run_id)
+        if isinstance(traced, Run):  # a tracer's run (copied: the dicts may be shared)
+            metadata = {**traced.extra.get("metadata", {}), **details}
+            traced.extra = {**traced.extra, "metadata": metadata}
+        elif isinstance(traced, dict) and isinstance(traced.get("metadata"), dict):
+            traced["metadata"] = {**traced["metadata"], **details}  # astream_events' record
 
 
 def _require_positive_int(name: str, value: Any) -> None:

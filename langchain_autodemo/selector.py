@@ -3,7 +3,7 @@
 :class:`SimilarityBatchSelector` puts similar inputs into the same model call so that the
 model's restatements of its neighbours act as relevant in-batch demonstrations.
 
-Modes:
+Groupings (``grouping=``):
 
 * ``"partition"`` (default): disjoint batches covering every input once, similar inputs
   together: ``ceil(n/N)`` calls, as many as plain batching.
@@ -13,6 +13,11 @@ Modes:
 * ``"demo_pool"``: batches as in ``partition``, and each batch starts with the
   ``demos_per_batch`` most similar *solved* examples from a user-given pool (e.g. a
   training set) retrieved from a Chroma collection: retrieval few-shot plus Auto-Demo.
+
+With ``keep_order=True`` the batches are consecutive inputs in input order (plain
+batching) and, with a pool, each still gets its nearest demonstrations. A pool can also
+be an existing collection (``demo_collection``), filled by :meth:`write_demonstrations`:
+``autodemo eval``'s ``+bootstrap`` methods keep the model's own solved answers there.
 
 Design decisions (numbers from ``benchmarks/bench_selector.py``, 2-core machine):
 
@@ -40,15 +45,15 @@ Design decisions (numbers from ``benchmarks/bench_selector.py``, 2-core machine)
 
 Example:
     >>> selector = SimilarityBatchSelector()
-    >>> selector.select(["2+2?", "Capital of France?", "3+5?", "Capital of Spain?"], 2)
-    [[0, 2], [1, 3]]
+    >>> plans = selector.plan(["2+2?", "Capital of France?", "3+5?", "Capital of Spain?"], 2)
+    >>> [plan.indices for plan in plans]
+    [(0, 2), (1, 3)]
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import numbers
 import threading
 import time
 import uuid
@@ -61,18 +66,20 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from langchain_autodemo.grouping import neighbor_batches, partition_batches
-from langchain_autodemo.planning import BatchPlanner, PlannedBatch
+from langchain_autodemo._validation import require_positive_int
+from langchain_autodemo.grouping import neighbor_batches, partition_batches, unit_rows
+from langchain_autodemo.planning import BatchSelector, Demonstration, PlannedBatch
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
-__all__ = ["SimilarityBatchSelector", "SelectionStats", "Mode"]
+__all__ = ["SimilarityBatchSelector", "SelectionStats", "Grouping"]
 
-Mode = Literal["partition", "neighbors", "demo_pool"]
-_MODES: tuple[str, ...] = ("partition", "neighbors", "demo_pool")
-Demonstration = tuple[str, str]
+Grouping = Literal["partition", "neighbors", "demo_pool"]
+"""How the selector groups inputs into batches (see the module doc). Not to be confused
+with the runnable's :class:`~langchain_autodemo.prompts.Mode`, how a batch is asked."""
+_GROUPINGS: tuple[str, ...] = ("partition", "neighbors", "demo_pool")
 
 # The input collection is a cache that is never searched: a cheaper HNSW build halves
 # the write time (measured: 20k vectors in 3.0 s instead of 6.7 s).
@@ -86,10 +93,10 @@ _ephemeral_client: ClientAPI | None = None
 
 @dataclass
 class SelectionStats:
-    """What the last :meth:`SimilarityBatchSelector.select` call did and cost.
+    """What the last :meth:`SimilarityBatchSelector.plan` call did and cost.
 
-    ``calls`` is the number of batches (model calls) planned: ``n`` in ``neighbors``
-    mode. Times are wall-clock seconds: ``embed_seconds`` only the embedding model,
+    ``calls`` is the number of batches (model calls) planned: ``n`` with the ``neighbors``
+    grouping. Times are wall-clock seconds: ``embed_seconds`` only the embedding model,
     ``store_seconds`` Chroma reads and writes, ``group_seconds`` the grouping itself,
     ``retrieve_seconds`` the demonstration-pool queries.
     """
@@ -116,7 +123,7 @@ class _Lookup:
     missing: list[int]  # rows of ``unique`` (non-blank) with no cached vector
 
 
-class SimilarityBatchSelector(BatchPlanner):
+class SimilarityBatchSelector(BatchSelector):
     """Groups similar inputs into batches, backed by a Chroma collection of vectors.
 
     Args:
@@ -128,10 +135,16 @@ class SimilarityBatchSelector(BatchPlanner):
             ``[a-zA-Z0-9._-]``); the demonstration pool lives in
             ``{collection_name}-pool-{hash}``.
         persist_directory: embedded Chroma persisted here (ignored with ``client``).
-        mode: ``"partition"``, ``"neighbors"`` or ``"demo_pool"`` (see the module doc).
+        grouping: ``"partition"``, ``"neighbors"`` or ``"demo_pool"`` (see the module doc).
         demo_pool: solved ``(question, answer)`` pairs; required by ``"demo_pool"``,
-            and when given in another mode its batches get demonstrations too.
+            and when given with another grouping its batches get demonstrations too.
         demos_per_batch: demonstrations per batch.
+        demo_collection: an existing Chroma collection of solved demonstrations to search
+            instead of one built from ``demo_pool`` (fill it with
+            :meth:`write_demonstrations`, using embeddings of the same model).
+        keep_order: batch consecutive inputs in input order instead of grouping similar
+            ones (``partition`` and ``demo_pool`` groupings); demonstrations are still
+            retrieved per batch.
         embedding_key: identity of the embedding model in the content-hash ids;
             default: the embeddings' class and model name. Change it when the same
             class produces different vectors (another model or version).
@@ -140,7 +153,7 @@ class SimilarityBatchSelector(BatchPlanner):
 
     Example:
         >>> pool = [("What is 2+3?", "5"), ("Capital of Italy?", "Rome")]
-        >>> selector = SimilarityBatchSelector(mode="demo_pool", demo_pool=pool,
+        >>> selector = SimilarityBatchSelector(grouping="demo_pool", demo_pool=pool,
         ...                                    demos_per_batch=1)
         >>> [b.demonstrations for b in selector.plan(["What is 4+4?"], 8)]
         [(('What is 2+3?', '5'),)]
@@ -153,17 +166,23 @@ class SimilarityBatchSelector(BatchPlanner):
         client: ClientAPI | None = None,
         collection_name: str = "autodemo_inputs",
         persist_directory: str | Path | None = None,
-        mode: Mode = "partition",
+        grouping: Grouping = "partition",
         demo_pool: Iterable[Demonstration] | None = None,
         demos_per_batch: int = 4,
         embedding_key: str | None = None,
         refine_passes: int = 3,
         seed: int = 0,
+        demo_collection: Collection | None = None,
+        keep_order: bool = False,
     ) -> None:
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        if mode == "demo_pool" and demo_pool is None:
-            raise ValueError("mode='demo_pool' needs demo_pool=[(question, answer), ...]")
+        if grouping not in _GROUPINGS:
+            raise ValueError(f"grouping must be one of {_GROUPINGS}, got {grouping!r}")
+        if grouping == "demo_pool" and demo_pool is None and demo_collection is None:
+            raise ValueError("grouping='demo_pool' needs demo_pool=[(question, answer), ...]")
+        if demo_pool is not None and demo_collection is not None:
+            raise ValueError("give demo_pool or demo_collection, not both")
+        if keep_order and grouping == "neighbors":
+            raise ValueError("keep_order does not apply to grouping='neighbors'")
         if demos_per_batch < 0:
             raise ValueError("demos_per_batch must be >= 0")
         if embeddings is None:
@@ -171,7 +190,7 @@ class SimilarityBatchSelector(BatchPlanner):
 
             embeddings = WordLlamaEmbeddings()
         self.embeddings = embeddings
-        self.mode: Mode = mode
+        self.grouping: Grouping = grouping
         self.demo_pool: tuple[Demonstration, ...] | None = (
             None if demo_pool is None else _clean_pool(demo_pool)
         )
@@ -179,6 +198,7 @@ class SimilarityBatchSelector(BatchPlanner):
         self.embedding_key = embedding_key or _default_embedding_key(embeddings)
         self.refine_passes = refine_passes
         self.seed = seed
+        self.keep_order = keep_order
         self.last_stats = SelectionStats()
         self._client, private = _resolve_client(client, persist_directory)
         # A private ephemeral collection must not collide with other selectors'.
@@ -186,30 +206,21 @@ class SimilarityBatchSelector(BatchPlanner):
             f"{collection_name}-{uuid.uuid4().hex[:8]}" if private else collection_name
         )
         self._collection: Collection | None = None
-        self._pool_collection: Collection | None = None
+        self._pool_collection: Collection | None = demo_collection
         self._max_batch: int | None = None
         if private:
             weakref.finalize(self, _drop_collections, self._client, self.collection_name)
 
     # -- public API ----------------------------------------------------------------
 
-    def select(self, items: Sequence[str], batch_size: int) -> list[list[int]]:
-        """Batches of positions in ``items`` (see the module doc for each mode).
+    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
+        """The batches for ``texts`` (see the module doc for each grouping), with ``keep``
+        (neighbors grouping) and ``demonstrations`` (with a pool) filled in.
 
         Example:
-            >>> SimilarityBatchSelector().select([], 4)
+            >>> SimilarityBatchSelector().plan([], 4)
             []
         """
-        return [list(b.indices) for b in self.plan(items, batch_size)]
-
-    async def aselect(self, items: Sequence[str], batch_size: int) -> list[list[int]]:
-        """Async :meth:`select`: embeds with ``aembed_documents``; Chroma and grouping
-        run in a worker thread so the event loop is never blocked."""
-        return [list(b.indices) for b in await self.aplan(items, batch_size)]
-
-    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
-        """:meth:`select` as :class:`~langchain_autodemo.planning.PlannedBatch` es, with
-        ``keep`` (neighbors mode) and ``demonstrations`` (with a pool) filled in."""
         texts = _check_inputs(texts, batch_size)
         self.last_stats = stats = SelectionStats(items=len(texts))
         if not texts:
@@ -329,7 +340,7 @@ class SimilarityBatchSelector(BatchPlanner):
             unique_vectors[lookup.cached_rows] = lookup.cached_vectors
         if lookup.missing:
             unique_vectors[lookup.missing] = new_vectors
-        return _unit_rows(unique_vectors)
+        return unit_rows(unique_vectors)
 
     def _check_dimension(self, new_dim: int, lookup: _Lookup) -> None:
         """Refuse to mix vector sizes in one collection, with a message that says so."""
@@ -365,8 +376,13 @@ class SimilarityBatchSelector(BatchPlanner):
         stats: SelectionStats,
     ) -> list[PlannedBatch]:
         started = time.perf_counter()
-        if self.mode == "neighbors":
+        if self.grouping == "neighbors":
             batches = _neighbor_positions(lookup, unique_vectors, batch_size)
+        elif self.keep_order:
+            batches = [
+                list(range(start, min(start + batch_size, len(texts))))
+                for start in range(0, len(texts), batch_size)
+            ]
         else:
             batches = partition_batches(
                 unique_vectors[lookup.inverse],
@@ -377,7 +393,7 @@ class SimilarityBatchSelector(BatchPlanner):
         stats.group_seconds = time.perf_counter() - started
         stats.calls = len(batches)
         demos = self._demonstrations(texts, batches, unique_vectors[lookup.inverse], stats)
-        keep_target = self.mode == "neighbors"
+        keep_target = self.grouping == "neighbors"
         return [
             PlannedBatch(tuple(b), frozenset({b[0]}) if keep_target else None, d)
             for b, d in zip(batches, demos, strict=True)
@@ -396,10 +412,13 @@ class SimilarityBatchSelector(BatchPlanner):
         whose question equals one of the batch's inputs are skipped (no answer leaks),
         and so are batches whose inputs are all blank (their centroid is zero).
         """
-        if not self.demo_pool or self.demos_per_batch == 0:
+        has_pool = bool(self.demo_pool) or self._pool_collection is not None
+        if not has_pool or self.demos_per_batch == 0:
             return [()] * len(batches)
         started = time.perf_counter()
         pool = self._pool()
+        if pool.count() == 0:  # e.g. a bootstrap pool where no answer passed the checker
+            return [()] * len(batches)
         centroids = np.stack([vectors[b].mean(axis=0) for b in batches])
         has_direction = np.linalg.norm(centroids, axis=1) > 1e-6
         result: list[tuple[Demonstration, ...]] = [()] * len(batches)
@@ -409,7 +428,7 @@ class SimilarityBatchSelector(BatchPlanner):
         for start in range(0, len(asked), _QUERY_CHUNK):
             chunk = asked[start : start + _QUERY_CHUNK]
             found = pool.query(
-                query_embeddings=_unit_rows(centroids[chunk]),
+                query_embeddings=unit_rows(centroids[chunk]),
                 n_results=n_results,
                 include=["documents", "metadatas"],
             )
@@ -444,28 +463,55 @@ class SimilarityBatchSelector(BatchPlanner):
             metadata={"autodemo": "demonstration pool"},
         )
         if collection.count() != len(self.demo_pool):
-            questions = [q for q, _ in self.demo_pool]
-            vectors = self.embed(questions)
-            ids = [self._content_id(q) for q in questions]
-            for start in range(0, len(ids), self._chunk()):
-                stop = start + self._chunk()
-                collection.upsert(
-                    ids=ids[start:stop],
-                    embeddings=vectors[start:stop],
-                    documents=questions[start:stop],
-                    metadatas=[{"answer": a} for _, a in self.demo_pool[start:stop]],
-                )
+            self.write_demonstrations(collection, self.demo_pool)
         self._pool_collection = collection
         return collection
+
+    def write_demonstrations(
+        self,
+        collection: Collection,
+        demonstrations: Iterable[Demonstration],
+        metadatas: Sequence[dict[str, str | int | float | bool]] | None = None,
+    ) -> int:
+        """Store solved ``(question, answer)`` pairs in ``collection`` as a searchable pool.
+
+        The layout the selector searches: the question is the document, the answer is
+        metadata ``answer``, the vector is this selector's embedding of the question
+        (through its cache). ``metadatas`` adds fields per pair. Returns how many pairs
+        were stored (blank questions are dropped, one answer per question).
+        """
+        pairs = list(demonstrations)
+        extra = list(metadatas) if metadatas is not None else [{}] * len(pairs)
+        if len(extra) != len(pairs):
+            raise ValueError("metadatas must have one entry per demonstration")
+        rows: dict[str, int] = {}
+        for row, (question, _) in enumerate(pairs):
+            if str(question).strip():
+                rows.setdefault(str(question), row)
+        questions = list(rows)
+        if not questions:
+            return 0
+        vectors = self.embed(questions)
+        ids = [self._content_id(q) for q in questions]
+        chosen = [rows[q] for q in questions]
+        for start in range(0, len(ids), self._chunk()):
+            stop = start + self._chunk()
+            collection.upsert(
+                ids=ids[start:stop],
+                embeddings=vectors[start:stop],
+                documents=questions[start:stop],
+                metadatas=[
+                    {**extra[row], "answer": str(pairs[row][1])} for row in chosen[start:stop]
+                ],
+            )
+        return len(questions)
 
 
 # -- helpers ---------------------------------------------------------------------------
 
 
 def _check_inputs(texts: Sequence[str], batch_size: int) -> list[str]:
-    integral = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
-    if not integral or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    require_positive_int("batch_size", batch_size)
     texts = list(texts)
     for position, text in enumerate(texts):
         if not isinstance(text, str):
@@ -569,11 +615,6 @@ def _first_dim(cached: np.ndarray | None, new_vectors: np.ndarray) -> int:
     if cached is not None:
         return int(cached.shape[1])
     return 1  # only blank texts: one zero column keeps the matrix well-formed
-
-
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
 def _dimension_error(collection: str, stored: int, new: int) -> ValueError:

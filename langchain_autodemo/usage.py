@@ -37,6 +37,10 @@ class UsageStats:
     """Model calls that re-asked items a previous call failed to deliver."""
     input_tokens: int = 0
     output_tokens: int = 0
+    retry_input_tokens: int = 0
+    """The part of ``input_tokens`` spent by retry calls (re-asks)."""
+    retry_output_tokens: int = 0
+    """The part of ``output_tokens`` spent by retry calls (re-asks)."""
     items: int = 0
     failed_items: int = 0
     estimated_tokens: bool = False
@@ -48,6 +52,9 @@ class UsageStats:
             self.retries += int(retry)
             self.input_tokens += usage.input_tokens
             self.output_tokens += usage.output_tokens
+            if retry:
+                self.retry_input_tokens += usage.input_tokens
+                self.retry_output_tokens += usage.output_tokens
             self.estimated_tokens |= usage.estimated
 
     def record_items(self, done: int, failed: int) -> None:
@@ -61,6 +68,8 @@ class UsageStats:
             self.retries += other.retries
             self.input_tokens += other.input_tokens
             self.output_tokens += other.output_tokens
+            self.retry_input_tokens += other.retry_input_tokens
+            self.retry_output_tokens += other.retry_output_tokens
             self.items += other.items
             self.failed_items += other.failed_items
             self.estimated_tokens |= other.estimated_tokens
@@ -85,6 +94,8 @@ class UsageStats:
             "retries": self.retries,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
+            "retry_input_tokens": self.retry_input_tokens,
+            "retry_output_tokens": self.retry_output_tokens,
             "estimated_tokens": self.estimated_tokens,
         }
 

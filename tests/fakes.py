@@ -1,6 +1,8 @@
 """Scripts for the scripted chat model: they read the Auto-Demo prompt and answer it.
 
-Only unit tests use these; integration tests talk to a real llama.cpp server.
+Unit tests use these; integration tests talk to a real llama.cpp server, except those of
+`autodemo serve`, which serve these doubles (``--model import:tests.fakes:FACTORY``) so that
+they can check answers and failures exactly.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from collections.abc import Callable
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from langchain_autodemo.evaluation.fake_model import Reply, ScriptedChatModel
+from langchain_autodemo.testing import Reply, ScriptedAutoDemoModel, ScriptedChatModel
 
 __all__ = [
+    "RefusingAutoDemoModel",
     "ScriptedChatModel",
     "arithmetic_answer",
     "asked_questions",
@@ -58,3 +61,16 @@ def solver(restate: bool = True) -> Callable[[list[BaseMessage], int], Reply]:
         return well_formed(questions, arithmetic_answer, restate)
 
     return script
+
+
+class RefusingAutoDemoModel(ScriptedAutoDemoModel):
+    """Test double: answers like ``fake:answer=sum`` but never a question containing
+    ``unanswerable``, so that item ends in an error after every attempt."""
+
+    def _completion(self, messages: list[BaseMessage]) -> str:
+        blocks = super()._completion(messages).split("\n\n")
+        return "\n\n".join(block for block in blocks if "unanswerable" not in block)
+
+
+def refusing_model() -> RefusingAutoDemoModel:
+    return RefusingAutoDemoModel()

@@ -2,7 +2,7 @@
 
 Run as ``python -m tests.scripted_chat_server`` (it prints ``PORT <n>`` once listening).
 It answers ``POST /v1/chat/completions`` with the scripted Auto-Demo model of
-:mod:`langchain_autodemo.evaluation.fake_model` (every ``Q[i]`` answered with the sum of
+:mod:`langchain_autodemo.testing` (every ``Q[i]`` answered with the sum of
 its numbers), so tests of the Batch API path run against a real HTTP server behind the
 real emulator, in milliseconds instead of a model's seconds.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage, convert_to_messages
 
-from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 
 _QUESTION = re.compile(r"^Q\[(\d+)\]: (.*)$", re.MULTILINE)
 _lock = threading.Lock()

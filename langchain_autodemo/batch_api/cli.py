@@ -104,6 +104,7 @@ def run_batch_api(
     sort: bool,
     overwrite: bool,
     batch_options: list[str] | None,
+    error_key: str = "error",
 ) -> None:
     """The ``--via batch-api`` branch of ``autodemo run`` (after the input is checked)."""
     import openai
@@ -112,12 +113,9 @@ def run_batch_api(
     from langchain_autodemo import AutoDemoBatchRunnable
     from langchain_autodemo.batch_api.cost import PriceTable
     from langchain_autodemo.batch_api.job import BatchApiJob
-    from langchain_autodemo.cli import _fail, _jsonable
-    from langchain_autodemo.evaluation.resume import (
-        LINE_KEY,
-        OutputWriter,
-        sort_output,
-    )
+    from langchain_autodemo.cli.common import fail as _fail
+    from langchain_autodemo.cli.resume import LINE_KEY, OutputWriter, sort_output
+    from langchain_autodemo.cli.run import _jsonable
     from langchain_autodemo.models import open_model
 
     try:
@@ -214,14 +212,14 @@ def run_batch_api(
                 number, record, _ = todo[index]
                 if number in finished:  # written by an earlier run (a replayed round)
                     return
-                out = {**record, LINE_KEY: number}
+                out = dict(record)
                 if isinstance(result, BaseException):
                     failed += 1
-                    out["error"] = str(result) or type(result).__name__
+                    out[error_key] = str(result) or type(result).__name__
                 else:
                     out[answer_key] = _jsonable(result)
-                writer.write(out)
-                finished[number] = out
+                writer.write(number, out)
+                finished[number] = {**out, LINE_KEY: number}
 
             job.wait(
                 poll_interval=options.poll_interval,
@@ -269,3 +267,7 @@ def run_batch_api(
     if sort:
         sort_output(output)
     _echo(f"Wrote {output}")
+    errors = sum(error_key in record for record in finished.values())
+    if errors:
+        _echo(f"{errors} of {len(items)} items ended in an error ('{error_key}' says why).")
+        raise typer.Exit(1)

@@ -222,7 +222,7 @@ class BatchApiJob:
         if stored is None:
             self.job_id = uuid.uuid4().hex[:12]
             self.created_at = time.time()
-            self._plans = self.runner._planner().plan(self.texts, self.runner._plan_size())
+            self._plans = self.runner._selector().plan(self.texts, self.runner._plan_size())
             self.state.put(
                 {
                     "job_id": self.job_id,

@@ -1,5 +1,6 @@
 """Evaluation harness behind ``autodemo eval``: datasets, scoring, methods, reports."""
 
+from langchain_autodemo.evaluation.bootstrap import BootstrapPool, BootstrapSettings, bootstrap_pool
 from langchain_autodemo.evaluation.datasets import (
     BUILTIN_DATASETS,
     Dataset,
@@ -7,6 +8,12 @@ from langchain_autodemo.evaluation.datasets import (
     Example,
     Task,
     load_dataset,
+)
+from langchain_autodemo.evaluation.diagnostics import (
+    diagnostics,
+    mcnemar_exact,
+    paired_bootstrap_interval,
+    paired_comparison,
 )
 from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult, evaluate, run_method
 from langchain_autodemo.evaluation.methods import (
@@ -20,6 +27,8 @@ from langchain_autodemo.evaluation.scoring import Score, extract_last_number, ma
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "BootstrapPool",
+    "BootstrapSettings",
     "Dataset",
     "DatasetError",
     "Example",
@@ -29,11 +38,16 @@ __all__ = [
     "MethodResult",
     "Score",
     "Task",
+    "bootstrap_pool",
+    "diagnostics",
     "evaluate",
     "extract_last_number",
     "load_dataset",
     "markdown_table",
     "match_label",
+    "mcnemar_exact",
+    "paired_bootstrap_interval",
+    "paired_comparison",
     "parse_batch_sizes",
     "parse_methods",
     "plot_results",

@@ -1,4 +1,10 @@
-"""Run methods x batch sizes over a dataset on one model and score every answer."""
+"""Run methods x batch sizes over a dataset on one model and score every answer.
+
+Each item's record keeps its provenance (the call that answered it, its position in
+that call's prompt, its attempts and why earlier ones were rejected, its token share),
+which :mod:`langchain_autodemo.evaluation.diagnostics` turns into the per-position,
+re-ask and paired-comparison numbers of the report.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from langchain_autodemo.evaluation.bootstrap import BootstrapPool, BootstrapSettings, bootstrap_pool
 from langchain_autodemo.evaluation.datasets import Dataset
+from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
 
 __all__ = ["ItemRecord", "MethodResult", "evaluate", "run_method"]
@@ -22,6 +30,22 @@ class ItemRecord:
     correct: bool
     parsed: bool
     error: str | None = None
+    call_id: int | None = None
+    """The model call that delivered the answer (``None``: the item ended in an error)."""
+    position: int | None = None
+    """0-based position of the item in that call's prompt."""
+    call_items: int | None = None
+    """How many questions that call asked."""
+    attempts: int = 1
+    """Model calls that tried to answer the item."""
+    reasons: tuple[str, ...] = ()
+    """Why each rejected attempt was rejected, oldest first (empty: answered first time)."""
+    restated_question: str | None = None
+    raw_answer: str | None = None
+    """The whole answer block (reasoning and final line)."""
+    input_tokens: float = 0.0
+    """The item's share of the answering call's input tokens."""
+    output_tokens: float = 0.0
 
 
 @dataclass
@@ -40,6 +64,11 @@ class MethodResult:
     estimated_tokens: bool
     wall_time_s: float
     items: list[ItemRecord] = field(default_factory=list, repr=False)
+    retry_input_tokens: int = 0
+    """The part of ``input_tokens`` spent by re-asks."""
+    retry_output_tokens: int = 0
+    bootstrap: dict[str, Any] | None = None
+    """The bootstrap pool this method drew demonstrations from (``+bootstrap``)."""
 
     @property
     def accuracy(self) -> float:
@@ -65,16 +94,30 @@ class MethodResult:
     def items_per_s(self) -> float:
         return self.n / self.wall_time_s if self.wall_time_s > 0 else 0.0
 
+    @property
+    def tokens_per_item(self) -> float:
+        return (self.input_tokens + self.output_tokens) / self.n if self.n else 0.0
+
+    @property
+    def retry_tokens_per_item(self) -> float:
+        """Input and output tokens of the re-asks, per item (part of ``tokens_per_item``)."""
+        return (self.retry_input_tokens + self.retry_output_tokens) / self.n if self.n else 0.0
+
     def summary(self) -> dict[str, Any]:
-        """Every metric, without the per-item records."""
+        """Every metric and the diagnostics, without the per-item records."""
         data = {k: v for k, v in asdict(self).items() if k != "items"}
+        if data["bootstrap"] is None:
+            del data["bootstrap"]
         data.update(
             accuracy=self.accuracy,
             parse_failure_rate=self.parse_failure_rate,
             calls_per_item=self.calls_per_item,
             input_tokens_per_item=self.input_tokens_per_item,
             output_tokens_per_item=self.output_tokens_per_item,
+            tokens_per_item=self.tokens_per_item,
+            retry_tokens_per_item=self.retry_tokens_per_item,
             items_per_s=self.items_per_s,
+            diagnostics=diagnostics(self),
         )
         return data
 
@@ -95,6 +138,8 @@ def run_method(
     one instance can serve every batch size.
     """
     from langchain_autodemo import AutoDemoBatchRunnable, track_usage
+    from langchain_autodemo.engine import ItemResult
+    from langchain_autodemo.errors import AutoDemoItemError
 
     runner = AutoDemoBatchRunnable(
         llm,
@@ -103,6 +148,7 @@ def run_method(
         mode=method.mode,
         selector=selector,
         reasoning=True,
+        include_details=True,
     )
     texts = [example.text for example in dataset.examples]
     results: dict[int, Any] = {}
@@ -118,15 +164,29 @@ def run_method(
     records = []
     for index, example in enumerate(dataset.examples):
         result = results.get(index)
-        if isinstance(result, BaseException) or index not in results:
+        if not isinstance(result, ItemResult):
             error = str(result) if index in results else "no result returned"
-            records.append(ItemRecord(example.id, example.gold, None, None, False, False, error))
+            failed = result if isinstance(result, AutoDemoItemError) else None
+            records.append(
+                ItemRecord(
+                    example.id, example.gold, None, None, False, False, error,
+                    attempts=failed.attempts if failed else 0,
+                    reasons=tuple(failed.reasons) if failed else (),
+                )
+            )  # fmt: skip
             continue
-        prediction = result if isinstance(result, str) else str(result)
+        answer = result.answer
+        prediction = answer if isinstance(answer, str) else str(answer)
         score = dataset.task.score(prediction, example.gold)
         records.append(
-            ItemRecord(example.id, example.gold, prediction, score.extracted, score.correct,
-                       score.parsed)
+            ItemRecord(
+                example.id, example.gold, prediction, score.extracted, score.correct,
+                score.parsed, call_id=result.call_id, position=result.position,
+                call_items=result.batch_size, attempts=result.attempts,
+                reasons=tuple(result.reasons), restated_question=result.restated_question,
+                raw_answer=result.raw_answer, input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+            )
         )  # fmt: skip
     return MethodResult(
         dataset=dataset.name,
@@ -143,6 +203,8 @@ def run_method(
         estimated_tokens=bool(usage.estimated_tokens),
         wall_time_s=wall,
         items=records,
+        retry_input_tokens=usage.retry_input_tokens,
+        retry_output_tokens=usage.retry_output_tokens,
     )
 
 
@@ -154,17 +216,37 @@ def evaluate(
     *,
     embeddings: Any = None,
     max_concurrency: int = 1,
+    demos_per_batch: int = 4,
+    bootstrap: BootstrapSettings | None = None,
     on_start: Callable[[Method, int, int], None] | None = None,
     on_item: Callable[[], None] | None = None,
     on_result: Callable[[MethodResult], None] | None = None,
+    on_bootstrap_start: Callable[[int], None] | None = None,
+    on_bootstrap: Callable[[BootstrapPool], None] | None = None,
 ) -> list[MethodResult]:
-    """Every method at every batch size (``single`` once: batch size does not apply)."""
+    """Every method at every batch size (``single`` once: batch size does not apply).
+
+    The ``+bootstrap`` methods share one bootstrap pool, built (or reused from
+    ``bootstrap.store``) before the first of them runs; ``on_bootstrap_start(n)`` and
+    ``on_item`` report the build's progress, ``on_bootstrap(pool)`` its outcome.
+    """
     pool: list[tuple[str, str]] | None = None
+    solved: BootstrapPool | None = None
     results = []
     for method in methods:
         if method.needs_pool and pool is None:
             pool = dataset.demo_pool() if dataset.demo_pool else []
-        selector = method.selector(pool, embeddings=embeddings)
+        if method.bootstrap and solved is None:
+            solved = bootstrap_pool(
+                llm, dataset, bootstrap, embeddings=embeddings, max_concurrency=max_concurrency,
+                on_start=on_bootstrap_start, on_item=on_item,
+            )  # fmt: skip
+            if on_bootstrap is not None:
+                on_bootstrap(solved)
+        selector = method.selector(
+            pool, embeddings=embeddings, demos_per_batch=demos_per_batch,
+            demo_collection=solved.collection if method.bootstrap and solved else None,
+        )  # fmt: skip
         for batch_size in batch_sizes if method.batched else [1]:
             if on_start is not None:
                 on_start(method, batch_size, len(dataset))
@@ -172,6 +254,8 @@ def evaluate(
                 llm, dataset, method, batch_size, selector=selector,
                 max_concurrency=max_concurrency, on_item=on_item,
             )  # fmt: skip
+            if method.bootstrap and solved is not None:
+                result.bootstrap = solved.summary()
             results.append(result)
             if on_result is not None:
                 on_result(result)

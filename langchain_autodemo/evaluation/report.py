@@ -1,4 +1,4 @@
-"""Write evaluation results: JSON, a Markdown table, per-item predictions and PNG plots."""
+"""Write evaluation results: JSON, Markdown tables, per-item predictions and PNG plots."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from langchain_autodemo.evaluation.diagnostics import comparisons_with_single
 from langchain_autodemo.evaluation.harness import MethodResult
 
-__all__ = ["markdown_table", "plot_results", "write_report"]
+__all__ = [
+    "diagnostics_markdown",
+    "markdown_table",
+    "plot_diagnostics",
+    "plot_results",
+    "write_report",
+]
 
 _COLUMNS = (
     ("method", "method"),
@@ -54,6 +61,132 @@ def markdown_table(results: Sequence[MethodResult]) -> str:
     if any(r.method == "single" for r in results):
         notes.append("`single` makes one call per question; batch size does not apply.")
     return "\n".join(rows) + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "") + "\n"
+
+
+def _label(r: MethodResult) -> str:
+    return r.method if r.method == "single" else f"{r.method} N={r.batch_size}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _quarter(rate: dict[str, Any]) -> str:
+    return "-" if not rate["n"] else f"{rate['correct']}/{rate['n']} ({rate['accuracy']:.0%})"
+
+
+def diagnostics_markdown(results: Sequence[MethodResult]) -> str:
+    """Why each method won or lost: accuracy in the first vs last quarter of its batches,
+    re-asks, attempts, tokens (re-asks separately), the paired comparison with ``single``
+    and the counted rejection reasons."""
+    if not results:
+        return ""
+    paired = comparisons_with_single(results)
+    head = ("method", "N", "first ¼", "last ¼", "re-asked", "attempts/item", "tok/item",
+            "re-ask tok/item", "vs single: +/-", "McNemar p", "Δ accuracy [95% CI]")  # fmt: skip
+    rows = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for r in results:
+        d = r.summary()["diagnostics"]
+        reasks, tokens, position = d["reasks"], d["tokens"], d["position"]
+        cells = [
+            r.method,
+            "-" if r.method == "single" else str(r.batch_size),
+            _quarter(position["first_quarter"]),
+            _quarter(position["last_quarter"]),
+            f"{reasks['items']}/{r.n} ({reasks['share']:.0%})",
+            f"{d['attempts']['mean']:.2f}",
+            f"{tokens['per_item']:.0f}",
+            f"{tokens['reask_per_item']:.0f}",
+        ]
+        vs = paired.get((r.method, r.batch_size))
+        if vs is None:
+            cells += ["-", "-", "-"]
+        else:
+            low, high = vs["bootstrap_95"]
+            cells += [
+                f"+{vs['only_this']} / -{vs['only_baseline']}",
+                f"{vs['mcnemar_p']:.3g}",
+                f"{vs['accuracy_difference'] * 100:+.1f} pts [{low * 100:+.1f}, {high * 100:+.1f}]",
+            ]
+        rows.append("| " + " | ".join(cells) + " |")
+    notes = [
+        "first ¼ / last ¼: accuracy of the items answered in the first / last quarter of "
+        "their call's prompt (calls of at least 4 questions).",
+        "re-asked: items that needed more than one call; re-ask tok/item: tokens of the "
+        "retry calls per item, part of tok/item.",
+    ]
+    if paired:
+        notes.append(
+            "vs single: items this method got right and single wrong (+) and the reverse "
+            "(-); exact McNemar p-value on those; Δ accuracy with a paired bootstrap 95% "
+            "interval (10,000 resamples of the items)."
+        )
+    text = "\n".join(rows) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    reason_rows = [
+        f"| {r.method} | {'-' if r.method == 'single' else r.batch_size} | {reason} | {count} |"
+        for r in results
+        for reason, count in r.summary()["diagnostics"]["reasks"]["reasons"].items()
+    ]
+    if reason_rows:
+        text += (
+            "\n### Why items were re-asked\n\n| method | N | rejection reason | count |\n"
+            "|---|---:|---|---:|\n" + "\n".join(reason_rows) + "\n"
+        )
+    pools = {r.bootstrap["name"]: r.bootstrap for r in results if r.bootstrap}
+    for pool in pools.values():
+        reused = f"; reused from {pool['store']}" if pool["reused"] else ""
+        text += (
+            f"\n- Bootstrap pool `{pool['name']}`: {pool['kept']} of {pool['attempted']} "
+            f"training answers passed the checker ({pool['calls']} calls, "
+            f"{pool['input_tokens'] + pool['output_tokens']} tokens, "
+            f"{pool['build_time_s']:.0f} s to build{reused}). It is built once per model, "
+            "task and training sample; its cost is not in the rows above.\n"
+        )
+    return text
+
+
+def plot_diagnostics(results: Sequence[MethodResult], out_dir: Path, title: str = "") -> Path:
+    """``diagnostics.png``: accuracy by quarter of the batch (``single`` as a dashed
+    line), and tokens per item split into first asks and re-asks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110)
+    for r in results:
+        quarters = r.summary()["diagnostics"]["position"]["by_quarter"]
+        if r.method == "single":
+            left.axhline(r.accuracy * 100, linestyle="--", color="grey", label="single")
+            continue
+        points = [(q["quarter"], q["accuracy"] * 100) for q in quarters if q["n"]]
+        if points:
+            left.plot(*zip(*points, strict=True), marker="o", label=_label(r))
+    left.set_xticks([1, 2, 3, 4], ["1st", "2nd", "3rd", "4th"])
+    left.set_xlabel("quarter of the batch the item was answered in")
+    left.set_ylabel("accuracy (%)")
+    left.set_ylim(0, 100)
+    left.grid(alpha=0.3)
+    left.legend(fontsize="small")
+    left.set_title("accuracy by position in the batch")
+    labels = [_label(r) for r in results]
+    first = [r.tokens_per_item - r.retry_tokens_per_item for r in results]
+    again = [r.retry_tokens_per_item for r in results]
+    rows = range(len(results))
+    right.barh(rows, first, color="tab:blue", label="first asks")
+    right.barh(rows, again, left=first, color="tab:red", label="re-asks")
+    right.set_yticks(list(rows), labels, fontsize="small")
+    right.invert_yaxis()
+    right.set_xlabel("input + output tokens per item")
+    right.legend(fontsize="small")
+    right.set_title("tokens per item")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = out_dir / "diagnostics.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def plot_results(results: Sequence[MethodResult], out_dir: Path, title: str = "") -> list[Path]:
@@ -111,10 +244,16 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = dict(meta or {})
     paths: dict[str, Path] = {}
+    paired = comparisons_with_single(results)
+    summaries = []
+    for r in results:
+        summary = r.summary()
+        if (r.method, r.batch_size) in paired:
+            summary["vs_single"] = paired[(r.method, r.batch_size)]
+        summaries.append(summary)
     paths["json"] = out_dir / "results.json"
     paths["json"].write_text(
-        json.dumps({"meta": meta, "results": [r.summary() for r in results]}, indent=2) + "\n",
-        encoding="utf-8",
+        json.dumps({"meta": meta, "results": summaries}, indent=2) + "\n", encoding="utf-8"
     )
     paths["predictions"] = out_dir / "predictions.jsonl"
     with paths["predictions"].open("w", encoding="utf-8") as handle:
@@ -125,11 +264,15 @@ def write_report(
     heading = f"# autodemo eval: {meta.get('dataset', '')}\n\n"
     details = "".join(f"- {key}: {value}\n" for key, value in meta.items())
     paths["markdown"] = out_dir / "results.md"
+    diagnosis = diagnostics_markdown(results)
     paths["markdown"].write_text(
-        heading + details + "\n" + markdown_table(results), encoding="utf-8"
-    )
+        heading + details + "\n" + markdown_table(results)
+        + ("\n## Diagnostics\n\n" + diagnosis if diagnosis else ""),
+        encoding="utf-8",
+    )  # fmt: skip
     if plots and results:
         title = str(meta.get("dataset", ""))
         for path in plot_results(results, out_dir, title):
             paths[path.stem] = path
+        paths["diagnostics"] = plot_diagnostics(results, out_dir, title)
     return paths

@@ -23,6 +23,12 @@ from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
 from langchain_autodemo.selector import SimilarityBatchSelector
 
+
+def groups(selector, texts, batch_size):
+    """The index groups of a selector's plan: which inputs share each call."""
+    return [list(plan.indices) for plan in selector.plan(texts, batch_size)]
+
+
 pytestmark = [pytest.mark.integration, pytest.mark.enable_socket]
 
 GSM8K = [
@@ -125,7 +131,7 @@ def _gsm8k_questions(limit: int) -> list[str]:
 def test_partition_through_a_chroma_server_caches_vectors_on_the_server(http_client) -> None:
     questions = _gsm8k_questions(200)
     first = SimilarityBatchSelector(client=http_client, collection_name="server-cache")
-    batches = first.select(questions, 16)
+    batches = groups(first, questions, 16)
     assert sorted(i for b in batches for i in b) == list(range(200))
     assert len(batches) == math.ceil(200 / 16)
     assert first.collection.count() == len(set(questions))
@@ -133,14 +139,14 @@ def test_partition_through_a_chroma_server_caches_vectors_on_the_server(http_cli
     counting = CountingEmbeddings(first.embeddings)
     second = SimilarityBatchSelector(counting, client=http_client, collection_name="server-cache")
     second.embedding_key = first.embedding_key  # same model behind a counting wrapper
-    assert second.select(questions, 16) == batches
+    assert groups(second, questions, 16) == batches
     assert counting.count == 0 and second.last_stats.cached == len(set(questions))
 
 
 async def test_async_neighbors_mode_through_a_chroma_server(http_client) -> None:
     questions = _gsm8k_questions(40)
     selector = SimilarityBatchSelector(
-        client=http_client, collection_name="server-neighbors", mode="neighbors"
+        client=http_client, collection_name="server-neighbors", grouping="neighbors"
     )
     plans = await selector.aplan(questions, 4)
     assert len(plans) == 40
@@ -153,7 +159,7 @@ def test_demo_pool_is_retrieved_from_a_collection_on_the_server(http_client) -> 
     selector = SimilarityBatchSelector(
         client=http_client,
         collection_name="server-demos",
-        mode="demo_pool",
+        grouping="demo_pool",
         demo_pool=pool,
         demos_per_batch=3,
     )
@@ -168,11 +174,15 @@ def test_demo_pool_is_retrieved_from_a_collection_on_the_server(http_client) -> 
 
 
 def test_a_server_collection_with_another_dimension_is_a_clear_error(http_client) -> None:
-    SimilarityBatchSelector(
-        DeterministicFakeEmbedding(size=8), client=http_client, collection_name="server-dims"
-    ).select(["a", "b"], 2)
+    groups(
+        SimilarityBatchSelector(
+            DeterministicFakeEmbedding(size=8), client=http_client, collection_name="server-dims"
+        ),
+        ["a", "b"],
+        2,
+    )
     other = SimilarityBatchSelector(
         DeterministicFakeEmbedding(size=24), client=http_client, collection_name="server-dims"
     )
     with pytest.raises(ValueError, match="'server-dims'.*8-dimensional.*24-dimensional"):
-        other.select(["c"], 2)
+        groups(other, ["c"], 2)

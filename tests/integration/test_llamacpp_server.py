@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from langchain_autodemo.llamacpp import (
-    LlamaCppServer,
-    LlamaCppServerError,
-    ModelNotFoundError,
-    find_model,
-)
+from langchain_autodemo.llamacpp import LlamaCppServer, LlamaCppServerError
 
 
 def test_server_answers_streamed_chat(smollm2_server: LlamaCppServer) -> None:
@@ -45,7 +41,30 @@ def test_bad_model_file_reports_server_output(tmp_path) -> None:
         LlamaCppServer(bogus, startup_timeout=60).start()
 
 
-def test_missing_model_says_make_models(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("AUTODEMO_MODELS_DIR", str(tmp_path))
-    with pytest.raises(ModelNotFoundError, match="make models"):
-        find_model("smollm2")
+def test_the_completion_limit_is_obeyed_and_reported(smollm2_server: LlamaCppServer) -> None:
+    """langchain-openai sends max_completion_tokens, which this server ignores: before the
+    client renamed it, max_tokens=8 streamed hundreds of tokens ending in "stop"."""
+    for llm, options in (
+        (smollm2_server.chat_model(max_tokens=8), {}),
+        (smollm2_server.chat_model(), {"max_tokens": 5}),
+    ):
+        chunks = list(llm.stream("Count from 1 to 100, separated by commas.", **options))
+        tokens = sum(bool(c.content) for c in chunks)
+        assert 1 <= tokens <= options.get("max_tokens", 8)
+        reasons = [c.response_metadata.get("finish_reason") for c in chunks]
+        assert "length" in reasons
+
+
+def test_concurrent_streams_wait_their_turn(smollm2_server: LlamaCppServer) -> None:
+    """The server's default interrupts a stream when another request arrives (a bare
+    [DONE] after 0 tokens); LlamaCppServer turns that off, so every caller is answered."""
+    llm = smollm2_server.chat_model(max_tokens=12)
+
+    def stream(_: int) -> tuple[int, list]:
+        chunks = list(llm.stream("Count from 1 to 100, separated by commas."))
+        reasons = [c.response_metadata.get("finish_reason") for c in chunks]
+        return sum(bool(c.content) for c in chunks), [r for r in reasons if r]
+
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(stream, range(3)))
+    assert all(tokens > 0 and reasons == ["length"] for tokens, reasons in results), results

@@ -34,7 +34,7 @@ from langchain_autodemo.batch_api import (
 from langchain_autodemo.batch_api import cost as cost_module
 from langchain_autodemo.batch_api.openai_provider import parse_result_lines
 from langchain_autodemo.errors import AutoDemoError, ConfigurationError
-from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 
 
 def _chat(**settings: Any) -> ChatOpenAI:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,15 +104,91 @@ def test_run_keeps_an_existing_answer_field(cli: CliRunner, tmp_path: Path) -> N
     ]
 
 
-def test_run_writes_explicit_errors(cli: CliRunner, tmp_path: Path) -> None:
+def test_run_writes_explicit_errors_and_exits_1(cli: CliRunner, tmp_path: Path) -> None:
     source = _write_questions(tmp_path / "in.jsonl", 3)
     out = tmp_path / "out.jsonl"
-    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", "fake:answer=const:"])
-    assert result.exit_code == 0, result.output
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", "fake:drop=2 +"])
     records = _records(out)
     assert len(records) == 3
     for record in records:
         assert ("answer" in record) != ("error" in record)  # one or the other, never neither
+    assert ["error" in record for record in records] == [False, True, False]
+    assert result.exit_code == 1, result.output
+    assert "1 of 3 items ended in an error" in result.output
+    assert [r["input_line"] for r in records] == [1, 2, 3], "complete: sorted all the same"
+
+
+def test_run_exit_status_counts_errors_left_by_an_earlier_run(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 3)
+    out = tmp_path / "out.jsonl"
+    out.write_text(
+        json.dumps({"input_line": 2, "id": 2, "question": "What is 2 + 20?", "error": "x"}) + "\n"
+    )
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
+    assert result.exit_code == 1, result.output
+    assert "(2 this run, 0 errors)" in result.output
+    assert "1 of 3 items ended in an error" in result.output
+    again = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
+    assert again.exit_code == 1 and "Nothing to do" in again.output
+    assert "1 of 3 items ended in an error" in again.output
+    retried = cli.invoke(
+        app, ["run", str(source), "-o", str(out), "--model", FAKE, "--retry-errors"]
+    )
+    assert retried.exit_code == 0, retried.output
+    assert [r.get("answer") for r in _records(out)] == ["11", "22", "33"]
+
+
+def test_an_input_records_own_error_field_is_not_a_failure(cli: CliRunner, tmp_path: Path) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 3, error=None)
+    out = tmp_path / "out.jsonl"
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
+    assert result.exit_code == 0, result.output
+    assert "failures go to 'model_error'" in result.output
+    records = _records(out)
+    assert [(r["answer"], r["error"]) for r in records] == [
+        ("11", None),
+        ("22", None),
+        ("33", None),
+    ]
+    again = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, "--retry-errors"])
+    assert again.exit_code == 0 and "Nothing to do" in again.output, again.output
+    assert _records(out) == records, "nothing re-asked"
+    failing = cli.invoke(
+        app, ["run", str(source), "-o", str(tmp_path / "f.jsonl"), "--model", "fake:drop=2 +"]
+    )
+    failed = [r for r in _records(tmp_path / "f.jsonl") if "model_error" in r]
+    assert failed and all(r["error"] is None for r in failed)
+    assert failing.exit_code == 1 and f"{len(failed)} of 3 items ended" in failing.output
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        '{"something": 1}\n',  # one foreign line: once taken for a torn write and replaced
+        '{"something": 1}',
+        "just some notes",
+        '{"input_line": 1, "id": 1, "question": "What is 1 + 10?"}\n{"note": "mine"}',
+        '{"input_line": 1, "id": 7, "question": "What is 7 + 70?", "answer": "77"}\n',
+        '{"input_line": 9, "id": 9, "question": "What is 9 + 90?", "answer": "99"}\n',
+    ],
+    ids=["one-line", "one-line-unterminated", "text", "foreign-tail", "other-input", "stray"],
+)
+def test_run_never_touches_an_output_it_did_not_write(
+    cli: CliRunner, tmp_path: Path, foreign: str
+) -> None:
+    source = _write_questions(tmp_path / "in.jsonl", 2)
+    out = tmp_path / "out.jsonl"
+    out.write_text(foreign)
+    for extra in ([], ["--retry-errors"], ["--no-sort"]):
+        result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, *extra])
+        assert result.exit_code == 2, result.output
+        assert "another -o, or --overwrite" in result.output
+        assert out.read_text() == foreign, "left exactly as it was"
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert [r["answer"] for r in _records(out)] == ["11", "22"]
 
 
 def test_run_resumes_and_skips_finished_items(cli: CliRunner, tmp_path: Path) -> None:
@@ -118,7 +197,7 @@ def test_run_resumes_and_skips_finished_items(cli: CliRunner, tmp_path: Path) ->
     out.write_text(
         json.dumps({"id": 2, "question": "What is 2 + 20?", "input_line": 2, "answer": "kept"})
         + "\n"
-        + '{"id": 5, "question": "torn'
+        + '{"input_line": 5, "id": 5, "question": "torn'  # the start of a line of ours
     )
     result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
     assert result.exit_code == 0, result.output
@@ -134,7 +213,9 @@ def test_run_resumes_and_skips_finished_items(cli: CliRunner, tmp_path: Path) ->
 def test_run_retry_errors(cli: CliRunner, tmp_path: Path) -> None:
     source = _write_questions(tmp_path / "in.jsonl", 2)
     out = tmp_path / "out.jsonl"
-    out.write_text('{"input_line": 1, "error": "item 0: missing"}\n')
+    out.write_text(
+        '{"input_line": 1, "id": 1, "question": "What is 1 + 10?", "error": "item 0: missing"}\n'
+    )
     result = cli.invoke(
         app, ["run", str(source), "-o", str(out), "--model", FAKE, "--retry-errors"]
     )
@@ -151,9 +232,10 @@ def test_run_retry_errors(cli: CliRunner, tmp_path: Path) -> None:
         ("ok", ["--model", "gpt-9000"], "unknown model spec 'gpt-9000'"),
         ("ok", ["--model", "llamacpp:/no/such/model.gguf"], "make models"),
         ("ok", ["--model", "openai-compatible:localhost"], "needs an http(s) URL"),
-        ("ok", ["--mode", "turbo"], "unknown --mode 'turbo'"),
+        ("ok", ["--mode", "turbo"], "'turbo' is not one of 'auto_demo', 'batch', 'single'"),
         ("ok", ["--select", "random"], "unknown --select 'random'"),
         ("ok", ["--template", "no fields"], "--template names no field"),
+        ("linekey", [], "in.jsonl:1: record has an 'input_line' field"),
         ("foreign", [], "not an autodemo output line"),
         ("same", [], "must not be the input file"),
     ],
@@ -169,13 +251,15 @@ def test_run_bad_input_is_a_clear_error(
         source.write_text(source.read_text() + "{oops\n")
     if setup == "nofield":
         source.write_text('{"question": "1+1"}\n{"text": "2+2"}\n')
+    if setup == "linekey":
+        source.write_text('{"question": "1+1", "input_line": 4}\n')
     if setup == "foreign":
         out.write_text('{"something": 1}\n{"else": 2}\n')
     if setup == "same":
         out = source
     result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, *args])
     assert result.exit_code == 2, result.output
-    assert message in result.output
+    assert message in " ".join(result.output.replace("│", " ").split())  # unwrap click's box
     assert "Traceback" not in result.output
     if setup not in ("foreign", "same"):
         assert not out.exists(), "nothing is written when the input is rejected"
@@ -253,7 +337,7 @@ def test_eval_dataset_path_numeric(cli: CliRunner, tmp_path: Path) -> None:
     [
         (["--dataset", "squad"], "unknown dataset 'squad'"),
         (["--dataset", "missing/file.jsonl"], "dataset file not found"),
-        (["--methods", "auto_demo+magic"], "unknown selection"),
+        (["--methods", "auto_demo+magic"], "unknown grouping"),
         (["--batch-sizes", "4,x"], "batch sizes must be positive integers"),
         (["--model", "anthropic:claude"], "unknown model spec"),
         (["--task", "regression", "--dataset", "gsm8k"], "unknown --task"),
@@ -281,3 +365,53 @@ def test_run_with_similarity_selection_and_demo_pool(cli: CliRunner, tmp_path: P
         )
         assert result.exit_code == 0, result.output
         assert [r["answer"] for r in _records(out)] == [str(11 * i) for i in range(1, 7)]
+
+
+def test_importing_the_cli_leaves_its_host_alone() -> None:
+    """A library must not change the environment or logging of whoever imports it."""
+    script = """
+import json, logging, os
+before_env = dict(os.environ)
+names = ("httpx", "httpx2", "chromadb", "")
+before = {name: logging.getLogger(name).level for name in names}
+import langchain_autodemo.cli
+from langchain_autodemo.cli import app
+import langchain_autodemo.cli.commands
+print(json.dumps({
+    "env": {k: v for k, v in os.environ.items() if before_env.get(k) != v},
+    "gone": sorted(set(before_env) - set(os.environ)),
+    "levels": {n: (before[n], logging.getLogger(n).level) for n in names
+               if logging.getLogger(n).level != before[n]},
+}))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "ANONYMIZED_TELEMETRY"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"env": {}, "gone": [], "levels": {}}
+
+
+def test_a_missing_cli_extra_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from langchain_autodemo.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tqdm" else real(name, *a)
+    )
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    message = str(stopped.value.code)
+    assert "tqdm is not installed" in message
+    assert "pip install 'langchain-autodemo[cli]'" in message
+
+
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_both_commands_check_the_mode_against_the_one_enum(cli: CliRunner, command: str) -> None:
+    args = ["in.jsonl", "-o", "out.jsonl"] if command == "run" else ["-i", "Add."]
+    result = cli.invoke(app, [command, *args, "--mode", "turbo", "--model", "llamacpp:smollm2"])
+    assert result.exit_code == 2, result.output
+    unwrapped = " ".join(result.output.replace("│", " ").split())
+    assert "'turbo' is not one of 'auto_demo', 'batch', 'single'" in unwrapped

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
 from langchain_autodemo.models import ModelSpec, ModelSpecError, open_model, parse_model_spec
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,7 @@ from langchain_autodemo.models import ModelSpec, ModelSpecError, open_model, par
          ModelSpec("openai-compatible", "http://127.0.0.1:8080/v1#qwen")),
         ("llamacpp:models/x.gguf", ModelSpec("llamacpp", "models/x.gguf")),
         ("LLAMACPP:smollm2", ModelSpec("llamacpp", "smollm2")),
+        ("llamacpp-inprocess:smollm2", ModelSpec("llamacpp-inprocess", "smollm2")),
         ("fake:", ModelSpec("fake", "")),
     ],
 )  # fmt: skip
@@ -56,10 +57,17 @@ def test_openai_and_compatible_build_chat_openai(monkeypatch) -> None:
         assert opened.llm.temperature == 0 and opened.llm.streaming
         assert opened.llm.max_tokens == 300
     monkeypatch.delenv("OPENAI_API_KEY")
-    with open_model("openai-compatible:http://127.0.0.1:9/v1#local") as opened:
+    with open_model("openai-compatible:http://127.0.0.1:9/v1#local", max_tokens=64) as opened:
         assert opened.llm.openai_api_base == "http://127.0.0.1:9/v1"
         assert opened.llm.model_name == "local"
         assert opened.server is None
+        # llama.cpp's server (and others) read only max_tokens, not max_completion_tokens
+        payload = opened.llm._get_request_payload("hi")
+        assert payload["max_tokens"] == 64 and "max_completion_tokens" not in payload
+        payload = opened.llm._get_request_payload("hi", max_tokens=5)
+        assert payload["max_tokens"] == 5
+        # ChatOpenAI would only ask OpenAI's own URL for usage in streams
+        assert opened.llm.stream_usage is True
 
 
 def test_missing_local_model_says_make_models(tmp_path, monkeypatch) -> None:
@@ -67,6 +75,11 @@ def test_missing_local_model_says_make_models(tmp_path, monkeypatch) -> None:
     with pytest.raises(ModelSpecError, match="make models"), open_model(None):
         pass
     with pytest.raises(ModelSpecError, match="make models"), open_model("llamacpp:nope.gguf"):
+        pass
+    with (
+        pytest.raises(ModelSpecError, match="autodemo models fetch smollm2"),
+        open_model("llamacpp-inprocess:smollm2"),
+    ):
         pass
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,12 +87,17 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(
         assert stopped.returncode == 130, stopped.stderr
         assert "re-run the same command" in stopped.stderr
         assert "Traceback" not in stopped.stderr
+        # what was spent before Ctrl-C is reported, not zero: >= 3 items took >= 2 calls
+        spent = re.search(r"calls: (\d+) .*tokens in/out: (\d+)/(\d+)", stopped.stderr)
+        assert spent, stopped.stderr
+        calls, tokens_in, tokens_out = map(int, spent.groups())
+        assert calls >= 2 and tokens_in > 0 and tokens_out > 0, stopped.stderr
     partial = _lines(out)
     assert 3 <= len(partial) < N_ITEMS, "stopped mid-run"
     done_before = {json.loads(line)["input_line"] for line in partial}
     if sig == signal.SIGKILL:  # a kill can also land in the middle of a write
         with out.open("a") as handle:
-            handle.write('{"n": 99, "question": "What is 9')
+            handle.write('{"input_line": 9, "n": 9, "question": "What is 9')
 
     resumed = subprocess.run(
         _command(source, out, delay=0.0), capture_output=True, text=True, timeout=120

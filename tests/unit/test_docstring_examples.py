@@ -11,6 +11,7 @@ PURE_MODULES = [
     "langchain_autodemo.parser",
     "langchain_autodemo.alignment",
     "langchain_autodemo.planning",
+    "langchain_autodemo._validation",
 ]
 
 

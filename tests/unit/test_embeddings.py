@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +77,22 @@ def test_loading_stages_the_shipped_files_and_never_downloads(
 def test_batch_size_must_be_positive() -> None:
     with pytest.raises(ValueError):
         WordLlamaEmbeddings(batch_size=0)
+
+
+def test_embedding_leaves_the_hosts_logging_alone() -> None:
+    # wordllama calls logging.basicConfig(level=INFO) at import; in a fresh process (this
+    # one has imported it already) the root logger must stay as the host left it.
+    import subprocess
+    import sys
+
+    code = (
+        "import logging\n"
+        "from langchain_autodemo.embeddings import WordLlamaEmbeddings\n"
+        "WordLlamaEmbeddings().embed_documents(['a robe takes 2 bolts'])\n"
+        "root = logging.getLogger()\n"
+        "print(root.level, len(root.handlers))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.split() == [str(logging.WARNING), "0"]

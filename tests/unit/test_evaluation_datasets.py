@@ -20,6 +20,7 @@ from langchain_autodemo.evaluation.methods import (
     parse_batch_sizes,
     parse_methods,
 )
+from langchain_autodemo.prompts import Mode
 
 
 def test_builtin_data_ships_with_the_package() -> None:
@@ -135,8 +136,8 @@ def test_parse_methods() -> None:
     ]
     assert not methods[0].batched and methods[1].batched
     assert methods[4].needs_pool
-    assert parse_methods("batch,batch") == [Method("batch")]
-    assert parse_methods("batch+similarity")[0].selection == "similarity"
+    assert parse_methods("batch,batch") == [Method(Mode.BATCH)]
+    assert parse_methods("batch+similarity")[0].grouping == "similarity"
     for bad in ("sometimes", "auto_demo+magic", "single+similarity", ""):
         with pytest.raises(MethodError):
             parse_methods(bad)

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 from langchain_autodemo.evaluation.datasets import Dataset, Example, Task
-from langchain_autodemo.evaluation.fake_model import ScriptedAutoDemoModel
 from langchain_autodemo.evaluation.harness import evaluate
 from langchain_autodemo.evaluation.methods import parse_methods
 from langchain_autodemo.evaluation.report import markdown_table, write_report
+from langchain_autodemo.testing import ScriptedAutoDemoModel
 
 
 def _sums(n: int, wrong_every: int = 0) -> Dataset:

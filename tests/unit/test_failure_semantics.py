@@ -21,7 +21,7 @@ from langchain_autodemo import (
     ConfigurationError,
 )
 from langchain_autodemo.engine import Engine, EngineSettings
-from langchain_autodemo.planning import SequentialPlanner, retry_delay
+from langchain_autodemo.planning import SequentialSelector, retry_delay
 from tests.fakes import ScriptedChatModel, solver
 
 QUESTIONS = [f"What is {i} + {10 * i}?" for i in range(1, 41)]
@@ -113,7 +113,7 @@ def test_forty_items_against_a_failing_server_cost_one_request_per_batch_and_att
 def test_re_asks_after_a_model_error_wait_and_honour_retry_after() -> None:
     settings = EngineSettings(batch_size=2, retry_initial_delay=1.0, retry_max_delay=30.0)
     engine = Engine(
-        QUESTIONS[:2], SequentialPlanner().plan(QUESTIONS[:2], 2), settings, rng=random.Random(7)
+        QUESTIONS[:2], SequentialSelector().plan(QUESTIONS[:2], 2), settings, rng=random.Random(7)
     )
     [call] = engine.initial_calls()
     assert call.delay == 0
@@ -125,7 +125,7 @@ def test_re_asks_after_a_model_error_wait_and_honour_retry_after() -> None:
 
 def test_format_failures_are_re_asked_at_once() -> None:
     settings = EngineSettings(batch_size=2)
-    engine = Engine(QUESTIONS[:2], SequentialPlanner().plan(QUESTIONS[:2], 2), settings)
+    engine = Engine(QUESTIONS[:2], SequentialSelector().plan(QUESTIONS[:2], 2), settings)
     [call] = engine.initial_calls()
     session = engine.open(call)
     session.feed("nothing useful")

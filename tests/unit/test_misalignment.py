@@ -13,7 +13,7 @@ from langchain_autodemo import AutoDemoBatchRunnable, AutoDemoItemError
 from langchain_autodemo.alignment import EchoMatcher, comparison_key, distinguishable_parts
 from langchain_autodemo.engine import Engine, EngineSettings
 from langchain_autodemo.parser import ParsedItem
-from langchain_autodemo.planning import PlannedBatch, SequentialPlanner
+from langchain_autodemo.planning import PlannedBatch, SequentialSelector
 from langchain_autodemo.prompts import Mode
 from tests.fakes import ScriptedChatModel, asked_questions
 
@@ -28,7 +28,7 @@ def judge(
 ):
     """Feed ``completion`` to one engine call over ``inputs`` (one batch) in small chunks."""
     settings = EngineSettings(mode=mode, batch_size=len(inputs))
-    engine = Engine(inputs, SequentialPlanner().plan(inputs, len(inputs)), settings)
+    engine = Engine(inputs, SequentialSelector().plan(inputs, len(inputs)), settings)
     calls = engine.initial_calls()
     session = engine.open(calls[0])
     for i in range(0, len(completion), chunk):
@@ -77,7 +77,7 @@ def test_a_paraphrase_that_fits_two_inputs_equally_is_re_asked(inputs) -> None:
 
 def test_inputs_that_differ_only_in_case_or_punctuation_never_share_a_call() -> None:
     inputs = ["What is it?", "what is it", "WHAT IS IT!", "What is that?"]
-    engine = Engine(inputs, SequentialPlanner().plan(inputs, 4), EngineSettings())
+    engine = Engine(inputs, SequentialSelector().plan(inputs, 4), EngineSettings())
     batches = [call.batch.indices for call in engine.initial_calls()]
     assert batches == [(0, 3), (1,), (2,)]
     assert distinguishable_parts([0, 1, 2], ["a", "a", "a"]) == [[0], [1], [2]]

@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from langchain_core.messages import AIMessageChunk
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.runnables import RunnableLambda
 
 from langchain_autodemo import AutoDemoOutputParser, Markers
 from langchain_autodemo.parser import CompletionScanner, clean_final_answer
@@ -107,13 +109,15 @@ def test_unterminated_last_line_is_closed_by_end_of_stream() -> None:
 def test_streaming_in_chunks_of_any_size_equals_parsing_whole(size: int) -> None:
     parser = AutoDemoOutputParser()
     chunks = [WELL_FORMED[i : i + size] for i in range(0, len(WELL_FORMED), size)]
-    assert list(parser.transform(iter(chunks))) == parser.parse(WELL_FORMED)
+    streamed = list(parser.transform(iter(chunks)))
+    assert all(len(chunk) == 1 for chunk in streamed)  # one item per chunk, as it closes
+    assert sum(streamed, []) == parser.parse(WELL_FORMED)
 
 
 def test_transform_accepts_message_chunks() -> None:
     parser = AutoDemoOutputParser()
     chunks = [AIMessageChunk(content=WELL_FORMED[i : i + 5]) for i in range(0, len(WELL_FORMED), 5)]
-    assert [i.value for i in parser.transform(iter(chunks))] == ["4", "8"]
+    assert [i.value for (i,) in parser.transform(iter(chunks))] == ["4", "8"]
 
 
 async def test_atransform_streams_items() -> None:
@@ -121,7 +125,51 @@ async def test_atransform_streams_items() -> None:
         for i in range(0, len(WELL_FORMED), 4):
             yield WELL_FORMED[i : i + 4]
 
-    assert [i.value async for i in AutoDemoOutputParser().atransform(chunks())] == ["4", "8"]
+    assert [i.value async for (i,) in AutoDemoOutputParser().atransform(chunks())] == ["4", "8"]
+
+
+# -- the stream contract: chunks add up to the invoke output --------------------------
+
+
+def chat_model_then_parser_then_step():
+    """A streaming chat model, the parser, and a step that needs the whole list."""
+    model = GenericFakeChatModel(messages=iter([AIMessage(content=WELL_FORMED)] * 3))
+    finals = RunnableLambda(lambda items: [item.final_answer for item in items])
+    return model | AutoDemoOutputParser() | finals
+
+
+def test_stream_chunks_add_up_to_the_invoke_output() -> None:
+    parser = AutoDemoOutputParser()
+    chunks = list(parser.stream(WELL_FORMED))
+    total = chunks[0]
+    for chunk in chunks[1:]:
+        total = total + chunk
+    assert total == parser.invoke(WELL_FORMED)
+    assert len(chunks) == 2
+
+
+async def test_astream_chunks_add_up_to_the_ainvoke_output() -> None:
+    parser = AutoDemoOutputParser()
+    chunks = [chunk async for chunk in parser.astream(WELL_FORMED)]
+    assert len(chunks) == 2 and sum(chunks, []) == await parser.ainvoke(WELL_FORMED)
+
+
+def test_a_step_after_the_parser_works_under_stream() -> None:
+    assert list(chat_model_then_parser_then_step().stream("go")) == [["4", "8"]]
+
+
+async def test_a_step_after_the_parser_works_under_astream() -> None:
+    assert [c async for c in chat_model_then_parser_then_step().astream("go")] == [["4", "8"]]
+
+
+def test_a_step_after_the_parser_works_under_batch() -> None:
+    assert chat_model_then_parser_then_step().batch(["go", "go"]) == [["4", "8"], ["4", "8"]]
+
+
+def test_streamed_chain_without_a_following_step_yields_each_item_as_it_closes() -> None:
+    model = GenericFakeChatModel(messages=iter([AIMessage(content=WELL_FORMED)]))
+    chunks = list((model | AutoDemoOutputParser()).stream("go"))
+    assert [[i.value for i in chunk] for chunk in chunks] == [["4"], ["8"]]
 
 
 def test_custom_markers() -> None:

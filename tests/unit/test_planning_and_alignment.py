@@ -8,7 +8,7 @@ from langchain_autodemo.alignment import EchoMatcher
 from langchain_autodemo.parser import ParsedItem
 from langchain_autodemo.planning import (
     PlannedBatch,
-    SequentialPlanner,
+    SequentialSelector,
     recovery_batches,
     split_by_token_budget,
 )
@@ -19,7 +19,7 @@ def item(index: int, question: str | None, answer: str = "x") -> ParsedItem:
 
 
 def test_sequential_planner_makes_ceil_n_over_size_batches() -> None:
-    plans = SequentialPlanner().plan(["q"] * 10, 4)
+    plans = SequentialSelector().plan(["q"] * 10, 4)
     assert [p.indices for p in plans] == [(0, 1, 2, 3), (4, 5, 6, 7), (8, 9)]
 
 

@@ -16,7 +16,7 @@ from langchain_autodemo import (
     AutoDemoItemError,
     ItemResult,
     PlannedBatch,
-    SequentialPlanner,
+    SequentialSelector,
     track_usage,
 )
 from tests.fakes import (
@@ -563,7 +563,7 @@ def test_wraps_a_generic_fake_chat_model_that_reports_no_finish_reason() -> None
 # -- planners ----------------------------------------------------------------------------
 
 
-class ReversePairs(SequentialPlanner):
+class ReversePairs(SequentialSelector):
     def plan(self, texts, batch_size):
         order = list(range(len(texts)))[::-1]
         return [PlannedBatch(tuple(order[i : i + 2])) for i in range(0, len(order), 2)]
@@ -575,7 +575,7 @@ def test_a_custom_planner_decides_the_batches_but_results_stay_in_input_order() 
     assert asked_questions(model.calls[0])[0] in (QUESTIONS[4], QUESTIONS[2], QUESTIONS[0])
 
 
-class KeepOnlyFirst(SequentialPlanner):
+class KeepOnlyFirst(SequentialSelector):
     def plan(self, texts, batch_size):
         n = len(texts)
         return [
@@ -669,7 +669,7 @@ def test_demo_pool_demonstrations_are_shown_as_a_solved_exchange() -> None:
     from langchain_autodemo.selector import SimilarityBatchSelector
 
     pool = [("What is 5 + 5 apples?", "Five and five.\nThe answer is 10.")]
-    selector = SimilarityBatchSelector(mode="demo_pool", demo_pool=pool, demos_per_batch=1)
+    selector = SimilarityBatchSelector(grouping="demo_pool", demo_pool=pool, demos_per_batch=1)
     runner, model = make_runner(solver(), selector=selector)
     assert runner.batch(["What is 1 + 1 apples?"]) == ["2"]
     demo_turn = [m for m in model.calls[0] if isinstance(m, AI)]

@@ -1,4 +1,4 @@
-"""SimilarityBatchSelector: what each mode promises, on embedded Chroma (no sockets)."""
+"""SimilarityBatchSelector: what each grouping promises, on embedded Chroma (no sockets)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,14 @@ from langchain_autodemo.grouping import (
     partition_batches,
     random_batches,
 )
-from langchain_autodemo.planning import BatchPlanner, PlannedBatch
+from langchain_autodemo.planning import BatchSelector, PlannedBatch
 from langchain_autodemo.selector import SimilarityBatchSelector
+
+
+def groups(selector, texts, batch_size):
+    """The index groups of a selector's plan: which inputs share each call."""
+    return [list(plan.indices) for plan in selector.plan(texts, batch_size)]
+
 
 TOPICS = {
     "eggs": ["ducks lay eggs every day", "hens lay a dozen eggs", "she sells eggs at the market"],
@@ -74,12 +80,12 @@ def flat(batches: list[list[int]]) -> list[int]:
 
 
 def test_selector_is_a_batch_planner() -> None:
-    assert isinstance(fake_selector(), BatchPlanner)
+    assert isinstance(fake_selector(), BatchSelector)
 
 
 def test_partition_covers_every_input_exactly_once() -> None:
     texts = [f"question {i}" for i in range(37)]
-    batches = fake_selector().select(texts, 8)
+    batches = groups(fake_selector(), texts, 8)
     assert flat(batches) == list(range(37))
     assert len(batches) == math.ceil(37 / 8)
     assert all(1 <= len(b) <= 8 for b in batches)
@@ -89,7 +95,7 @@ def test_partition_groups_inputs_of_the_same_topic() -> None:
     texts = [t for members in TOPICS.values() for t in members]
     order = [0, 3, 6, 1, 4, 7, 2, 5, 8]  # interleave the topics
     shuffled = [texts[i] for i in order]
-    batches = SimilarityBatchSelector(TopicEmbeddings()).select(shuffled, 3)
+    batches = groups(SimilarityBatchSelector(TopicEmbeddings()), shuffled, 3)
     topics = [{order[i] // 3 for i in batch} for batch in batches]
     assert all(len(t) == 1 for t in topics), batches
 
@@ -101,7 +107,7 @@ def test_partition_with_the_offline_default_embeddings_groups_by_meaning() -> No
         "A hen lays 3 eggs a day. How many eggs in 5 days?",
         "Which city is the capital of Germany?",
     ]
-    assert SimilarityBatchSelector().select(texts, 2) == [[0, 2], [1, 3]]
+    assert groups(SimilarityBatchSelector(), texts, 2) == [[0, 2], [1, 3]]
 
 
 def test_partition_plan_keeps_every_answer_and_has_no_demonstrations() -> None:
@@ -118,7 +124,7 @@ def test_partition_plan_keeps_every_answer_and_has_no_demonstrations() -> None:
 def test_partition_property_every_index_once_sizes_and_count(
     texts: list[str], batch_size: int
 ) -> None:
-    batches = PROPERTY_SELECTOR.select(texts, batch_size)
+    batches = groups(PROPERTY_SELECTOR, texts, batch_size)
     assert flat(batches) == list(range(len(texts)))
     assert all(1 <= len(b) <= batch_size for b in batches)
     assert len(batches) == math.ceil(len(texts) / batch_size)
@@ -159,56 +165,60 @@ def test_partition_is_at_least_nine_tenths_of_the_exact_greedy() -> None:
 
 def test_empty_input_gives_no_batches() -> None:
     selector = fake_selector()
-    assert selector.select([], 4) == []
+    assert groups(selector, [], 4) == []
     assert selector.plan([], 4) == []
 
 
 def test_fewer_inputs_than_the_batch_size_make_one_batch() -> None:
-    assert fake_selector().select(["x", "y", "z"], 8) == [[0, 1, 2]]
+    assert groups(fake_selector(), ["x", "y", "z"], 8) == [[0, 1, 2]]
 
 
 def test_duplicate_texts_each_appear_exactly_once() -> None:
     texts = ["same", "other", "same", "same", "third"]
-    batches = fake_selector().select(texts, 2)
+    batches = groups(fake_selector(), texts, 2)
     assert flat(batches) == list(range(5))
 
 
 def test_empty_strings_are_grouped_but_never_embedded() -> None:
     counting = CountingEmbeddings(DeterministicFakeEmbedding(size=8))
-    batches = SimilarityBatchSelector(counting).select(["", "a", "  ", "b", ""], 2)
+    batches = groups(SimilarityBatchSelector(counting), ["", "a", "  ", "b", ""], 2)
     assert flat(batches) == list(range(5))
     assert sorted(counting.embedded) == ["a", "b"]
 
 
 def test_only_blank_inputs_still_get_batches() -> None:
-    assert flat(fake_selector().select(["", " ", ""], 2)) == [0, 1, 2]
+    assert flat(groups(fake_selector(), ["", " ", ""], 2)) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("batch_size", [0, -3])
 def test_batch_size_below_one_is_an_error(batch_size: int) -> None:
     with pytest.raises(ValueError, match="batch_size"):
-        fake_selector().select(["a"], batch_size)
+        groups(fake_selector(), ["a"], batch_size)
 
 
-def test_unknown_mode_is_an_error() -> None:
-    with pytest.raises(ValueError, match="mode"):
-        fake_selector(mode="clusters")
+def test_unknown_grouping_is_an_error() -> None:
+    with pytest.raises(ValueError, match="grouping"):
+        fake_selector(grouping="clusters")
 
 
-def test_demo_pool_mode_without_a_pool_is_an_error() -> None:
+def test_demo_pool_grouping_without_a_pool_is_an_error() -> None:
     with pytest.raises(ValueError, match="demo_pool"):
-        fake_selector(mode="demo_pool")
+        fake_selector(grouping="demo_pool")
 
 
 def test_a_persisted_collection_with_another_dimension_is_a_clear_error(tmp_path: Path) -> None:
-    SimilarityBatchSelector(
-        DeterministicFakeEmbedding(size=8), persist_directory=tmp_path, collection_name="vecs"
-    ).select(["a", "b"], 2)
+    groups(
+        SimilarityBatchSelector(
+            DeterministicFakeEmbedding(size=8), persist_directory=tmp_path, collection_name="vecs"
+        ),
+        ["a", "b"],
+        2,
+    )
     other = SimilarityBatchSelector(
         DeterministicFakeEmbedding(size=12), persist_directory=tmp_path, collection_name="vecs"
     )
     with pytest.raises(ValueError, match=r"'vecs'.*8-dimensional.*12-dimensional") as info:
-        other.select(["c", "d"], 2)
+        groups(other, ["c", "d"], 2)
     error = info.value  # no chromadb stack trace chained to it
     assert error.__cause__ is None and (error.__context__ is None or error.__suppress_context__)
 
@@ -220,26 +230,26 @@ def test_a_second_run_over_the_same_inputs_embeds_nothing() -> None:
     counting = CountingEmbeddings(DeterministicFakeEmbedding(size=8))
     selector = SimilarityBatchSelector(counting)
     texts = [f"q{i}" for i in range(10)]
-    first = selector.select(texts, 4)
+    first = groups(selector, texts, 4)
     assert len(counting.embedded) == 10
-    selector.select([*reversed(texts), "new"], 4)
+    groups(selector, [*reversed(texts), "new"], 4)
     assert counting.embedded[10:] == ["new"]
     assert selector.last_stats.cached == 10 and selector.last_stats.embedded == 1
-    assert selector.select(texts, 4) == first
+    assert groups(selector, texts, 4) == first
 
 
 def test_the_cache_persists_across_selectors_and_processes(tmp_path: Path) -> None:
     texts = ["alpha", "beta", "gamma"]
     first = CountingEmbeddings(DeterministicFakeEmbedding(size=8))
-    SimilarityBatchSelector(first, persist_directory=tmp_path).select(texts, 2)
+    groups(SimilarityBatchSelector(first, persist_directory=tmp_path), texts, 2)
     second = CountingEmbeddings(DeterministicFakeEmbedding(size=8))
-    SimilarityBatchSelector(second, persist_directory=tmp_path).select(texts, 2)
+    groups(SimilarityBatchSelector(second, persist_directory=tmp_path), texts, 2)
     assert len(first.embedded) == 3 and second.embedded == []
 
 
 def test_vectors_are_stored_under_content_hash_ids(tmp_path: Path) -> None:
     selector = fake_selector(persist_directory=tmp_path)
-    selector.select(["one", "two"], 2)
+    groups(selector, ["one", "two"], 2)
     ids = selector.collection.get()["ids"]
     assert len(ids) == 2 and all(len(i) == 64 for i in ids)
     assert selector._content_id("one") in ids
@@ -247,16 +257,16 @@ def test_vectors_are_stored_under_content_hash_ids(tmp_path: Path) -> None:
 
 def test_duplicates_are_embedded_once() -> None:
     counting = CountingEmbeddings(DeterministicFakeEmbedding(size=8))
-    SimilarityBatchSelector(counting).select(["x", "x", "y", "x"], 2)
+    groups(SimilarityBatchSelector(counting), ["x", "x", "y", "x"], 2)
     assert sorted(counting.embedded) == ["x", "y"]
 
 
 # -- neighbors -------------------------------------------------------------------------
 
 
-def test_neighbors_mode_makes_one_batch_per_input_keeping_only_the_target() -> None:
+def test_neighbors_grouping_makes_one_batch_per_input_keeping_only_the_target() -> None:
     texts = [t for members in TOPICS.values() for t in members]
-    selector = SimilarityBatchSelector(TopicEmbeddings(), mode="neighbors")
+    selector = SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors")
     plans = selector.plan(texts, 3)
     assert len(plans) == len(texts) == selector.last_stats.calls
     for target, plan in enumerate(plans):
@@ -264,14 +274,14 @@ def test_neighbors_mode_makes_one_batch_per_input_keeping_only_the_target() -> N
         assert {i // 3 for i in plan.indices} == {target // 3}  # same-topic neighbours
 
 
-def test_neighbors_mode_does_not_pad_a_batch_with_copies_of_the_target() -> None:
+def test_neighbors_grouping_does_not_pad_a_batch_with_copies_of_the_target() -> None:
     texts = ["eggs one", "eggs one", "cars two", "money three"]
-    plans = SimilarityBatchSelector(TopicEmbeddings(), mode="neighbors").plan(texts, 3)
+    plans = SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors").plan(texts, 3)
     assert 1 not in plans[0].indices and 0 not in plans[1].indices
 
 
-def test_neighbors_mode_with_a_single_input() -> None:
-    plans = fake_selector(mode="neighbors").plan(["only"], 4)
+def test_neighbors_grouping_with_a_single_input() -> None:
+    plans = fake_selector(grouping="neighbors").plan(["only"], 4)
     assert plans == [PlannedBatch((0,), frozenset({0}))]
 
 
@@ -290,7 +300,7 @@ POOL = [
 def test_demo_pool_batches_get_the_most_similar_solved_examples() -> None:
     texts = ["eggs: how many eggs?", "money: how many dollars?"]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=2
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=2
     )
     plans = selector.plan(texts, 1)
     assert [p.indices for p in plans] == [(0,), (1,)]
@@ -302,7 +312,7 @@ def test_demo_pool_batches_get_the_most_similar_solved_examples() -> None:
 def test_demo_pool_never_shows_a_batch_its_own_question() -> None:
     texts = [POOL[0][0], "eggs: another"]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=3
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=3
     )
     (plan,) = selector.plan(texts, 2)
     questions = [q for q, _ in plan.demonstrations]
@@ -312,7 +322,7 @@ def test_demo_pool_never_shows_a_batch_its_own_question() -> None:
 def test_demo_pool_deduplicates_questions_and_caps_the_count() -> None:
     pool = [*POOL, POOL[0], (POOL[0][0], "other answer")]
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=pool, demos_per_batch=10
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=pool, demos_per_batch=10
     )
     (plan,) = selector.plan(["eggs: how many?"], 4)
     questions = [q for q, _ in plan.demonstrations]
@@ -321,7 +331,7 @@ def test_demo_pool_deduplicates_questions_and_caps_the_count() -> None:
 
 def test_demo_pool_orders_the_most_similar_example_last() -> None:
     selector = SimilarityBatchSelector(
-        TopicEmbeddings(), mode="demo_pool", demo_pool=POOL, demos_per_batch=3
+        TopicEmbeddings(), grouping="demo_pool", demo_pool=POOL, demos_per_batch=3
     )
     (plan,) = selector.plan(["cars: how far?"], 1)
     assert plan.demonstrations[-1] == POOL[2]
@@ -329,7 +339,7 @@ def test_demo_pool_orders_the_most_similar_example_last() -> None:
 
 def test_demo_pool_is_stored_in_chroma_and_reused(tmp_path: Path) -> None:
     counting = CountingEmbeddings(TopicEmbeddings())
-    kwargs = {"mode": "demo_pool", "demo_pool": POOL, "persist_directory": tmp_path}
+    kwargs = {"grouping": "demo_pool", "demo_pool": POOL, "persist_directory": tmp_path}
     SimilarityBatchSelector(counting, **kwargs).plan(["eggs?"], 1)  # type: ignore[arg-type]
     assert len(counting.embedded) == len(POOL) + 1
     again = CountingEmbeddings(TopicEmbeddings())
@@ -337,13 +347,73 @@ def test_demo_pool_is_stored_in_chroma_and_reused(tmp_path: Path) -> None:
     assert again.embedded == []
 
 
+def _pool_collection(tmp_path: Path, name: str = "a-given-pool") -> object:
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(str(tmp_path), settings=Settings(anonymized_telemetry=False))
+    return client.create_collection(name, embedding_function=None)
+
+
+def test_demonstrations_come_from_a_given_collection(tmp_path: Path) -> None:
+    collection = _pool_collection(tmp_path)
+    writer = SimilarityBatchSelector(TopicEmbeddings())
+    stored = writer.write_demonstrations(
+        collection, [*POOL, ("  ", "blank"), POOL[0]], [{"n": i} for i in range(len(POOL) + 2)]
+    )
+    assert stored == collection.count() == len(POOL)  # type: ignore[attr-defined]
+    found = collection.get(include=["documents", "metadatas"])  # type: ignore[attr-defined]
+    assert dict(
+        zip(found["documents"], (m["answer"] for m in found["metadatas"]), strict=True)
+    ) == (dict(POOL))
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(),
+        demo_collection=collection,
+        demos_per_batch=2,  # type: ignore[arg-type]
+    )
+    (plan,) = selector.plan(["money: how many dollars?"], 4)
+    assert {q for q, _ in plan.demonstrations} == {POOL[3][0], POOL[4][0]}
+
+
+def test_keep_order_batches_consecutive_inputs_and_still_retrieves_demos() -> None:
+    texts = ["eggs: one", "money: two", "eggs: three", "money: four"]
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(), demo_pool=POOL, demos_per_batch=1, keep_order=True
+    )
+    plans = selector.plan(texts, 2)
+    assert [p.indices for p in plans] == [(0, 1), (2, 3)]
+    assert all(len(p.demonstrations) == 1 for p in plans)
+    grouped = SimilarityBatchSelector(TopicEmbeddings()).plan(texts, 2)
+    assert sorted(p.indices for p in grouped) == [(0, 2), (1, 3)]
+
+
+def test_an_empty_given_collection_gives_no_demonstrations(tmp_path: Path) -> None:
+    selector = SimilarityBatchSelector(
+        TopicEmbeddings(),
+        demo_collection=_pool_collection(tmp_path),  # type: ignore[arg-type]
+    )
+    assert [p.demonstrations for p in selector.plan(["eggs?", "cars?"], 1)] == [(), ()]
+
+
+def test_pool_arguments_that_do_not_go_together_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        SimilarityBatchSelector(
+            TopicEmbeddings(),
+            demo_pool=POOL,
+            demo_collection=_pool_collection(tmp_path),  # type: ignore[arg-type]
+        )
+    with pytest.raises(ValueError, match="keep_order"):
+        SimilarityBatchSelector(TopicEmbeddings(), grouping="neighbors", keep_order=True)
+
+
 # -- async -----------------------------------------------------------------------------
 
 
-async def test_aselect_matches_select() -> None:
+async def test_aplan_matches_plan() -> None:
     texts = [f"question number {i}" for i in range(25)]
     selector = fake_selector()
-    assert await selector.aselect(texts, 4) == selector.select(texts, 4)
+    planned = await selector.aplan(texts, 4)
+    assert [list(plan.indices) for plan in planned] == groups(selector, texts, 4)
 
 
 async def test_aplan_uses_the_async_embedding_path() -> None:

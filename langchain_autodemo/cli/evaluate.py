@@ -1,0 +1,157 @@
+"""``autodemo eval``: score methods x batch sizes on a dataset, with a report as it goes."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from langchain_autodemo.cli.common import echo
+from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.evaluation.methods import DEFAULT_METHODS, parse_batch_sizes, parse_methods
+from langchain_autodemo.models import open_model, parse_model_spec
+
+__all__ = ["EvalOptions", "evaluate"]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """What ``autodemo eval`` was asked to do (the command's flags, checked by :func:`evaluate`)."""
+
+    dataset: str = "gsm8k"
+    methods: str = DEFAULT_METHODS
+    batch_sizes: str = "4,8,16"
+    limit: int = 64
+    """The first K examples; 0: all of them."""
+    model: str | None = None
+    out: Path = Path("autodemo-results")
+    task: str | None = None
+    max_tokens: int | None = None
+    max_concurrency: int = 1
+    demos_per_batch: int = 4
+    """Demonstrations per call (+demo_pool, +bootstrap)."""
+    bootstrap_size: int = 64
+    """Training items the model answers to fill the +bootstrap pool."""
+    bootstrap_store: Path | None = None
+    """Folder keeping bootstrap pools (default: the per-user cache)."""
+    plots: bool = True
+    progress: bool = True
+
+
+class _Progress:
+    """One progress bar per method and batch size; the report is rewritten after each."""
+
+    def __init__(self, options: EvalOptions, meta: dict[str, Any]) -> None:
+        self.options = options
+        self.meta = meta
+        self.done: list[Any] = []
+        self.bars: list[Any] = []
+        self.started = time.perf_counter()
+
+    def on_start(self, method: Any, size: int, n: int) -> None:
+        from tqdm import tqdm
+
+        label = method.name if not method.batched else f"{method.name} N={size}"
+        self.bars.append(
+            tqdm(total=n, desc=label, unit="item", disable=not self.options.progress,
+                 file=sys.stderr)
+        )  # fmt: skip
+
+    def on_item(self) -> None:
+        self.bars[-1].update(1)
+
+    def on_bootstrap_start(self, n: int) -> None:
+        from tqdm import tqdm
+
+        self.bars.append(
+            tqdm(total=n, desc="bootstrap pool", unit="item",
+                 disable=not self.options.progress, file=sys.stderr)
+        )  # fmt: skip
+
+    def on_bootstrap(self, pool: Any) -> None:
+        if not pool.reused:
+            self.bars[-1].close()
+        self.meta["bootstrap"] = pool.summary()
+        how = "reused" if pool.reused else f"built in {pool.build_time_s:.1f}s"
+        echo(f"  bootstrap pool: {pool.kept}/{pool.attempted} answers kept ({how})")
+
+    def on_result(self, result: Any) -> None:
+        from langchain_autodemo.evaluation.report import write_report
+
+        self.bars[-1].close()
+        self.done.append(result)
+        echo(
+            f"  {result.method} N={result.batch_size}: accuracy {result.correct}/{result.n}"
+            f", parse failures {result.parse_failures}, calls {result.calls}, "
+            f"{result.wall_time_s:.1f}s"
+        )
+        self.meta["wall_time_s"] = round(time.perf_counter() - self.started, 1)
+        # partial results survive a crash
+        write_report(self.done, self.options.out, meta=self.meta, plots=self.options.plots)
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def evaluate(options: EvalOptions) -> None:
+    """Run the evaluation; the Markdown table goes to stdout, the files to ``options.out``.
+
+    Raises :class:`~langchain_autodemo.errors.ConfigurationError` for bad options (before
+    a model is started) and ``typer.Exit(130)`` after Ctrl-C, results so far kept.
+    """
+    from langchain_autodemo.evaluation.bootstrap import BootstrapSettings, default_store
+    from langchain_autodemo.evaluation.datasets import load_dataset
+    from langchain_autodemo.evaluation.harness import evaluate as run_evaluation
+    from langchain_autodemo.evaluation.report import markdown_table
+
+    chosen = parse_methods(options.methods)
+    sizes = parse_batch_sizes(options.batch_sizes)
+    spec = parse_model_spec(options.model)
+    if options.task is not None and options.task not in ("numeric", "label"):
+        raise ConfigurationError(f"unknown --task {options.task!r}: use numeric or label")
+    data = load_dataset(options.dataset, limit=options.limit or None, task=options.task)
+    meta: dict[str, Any] = {
+        "dataset": data.name,
+        "source": data.source,
+        "task": data.task.kind,
+        "items": len(data),
+        "methods": [m.name for m in chosen],
+        "batch_sizes": sizes,
+        "model": str(spec),
+        "command": "autodemo " + " ".join(sys.argv[1:]),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
+    }
+    progress = _Progress(options, meta)
+    with open_model(spec, max_tokens=options.max_tokens) as opened:
+        meta["model"] = opened.description
+        echo(f"Model: {opened.description}; dataset {data.name} ({len(data)} items)")
+        meta["demos_per_batch"] = options.demos_per_batch
+        bootstrap = BootstrapSettings(
+            size=options.bootstrap_size,
+            store=options.bootstrap_store or default_store(),
+            model=opened.description,
+        )
+        try:
+            run_evaluation(
+                opened.llm, data, chosen, sizes, max_concurrency=options.max_concurrency,
+                demos_per_batch=options.demos_per_batch, bootstrap=bootstrap,
+                on_start=progress.on_start, on_item=progress.on_item,
+                on_result=progress.on_result,
+                on_bootstrap_start=progress.on_bootstrap_start,
+                on_bootstrap=progress.on_bootstrap,
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            progress.close()
+            echo(f"Interrupted; results so far are in {options.out}/")
+            raise typer.Exit(130) from None
+    typer.echo(markdown_table(progress.done))
+    echo(
+        f"Wrote {options.out}/results.json, results.md, predictions.jsonl"
+        + (" and plots" if options.plots else "")
+    )

@@ -1,0 +1,146 @@
+"""Resumable JSONL output for ``autodemo run``.
+
+Each output line is ``{"input_line": N, ...}``: the line number of its input record first,
+then the record and its answer (or error). Lines are appended and flushed as items
+complete, so after an interruption :func:`read_finished` tells which input lines are done.
+
+A file is resumed only if every line is such a record. The one exception is a torn last
+line (the process died mid-write): it has no newline, is not valid JSON, and starts the
+way every line this module writes starts (``{"input_line": ``), so it is recognisably
+ours; :func:`prepare_for_append` cuts it off. Anything else is refused, never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from langchain_autodemo.errors import ConfigurationError
+
+__all__ = [
+    "LINE_KEY",
+    "OutputError",
+    "OutputWriter",
+    "prepare_for_append",
+    "read_finished",
+    "sort_output",
+]
+
+LINE_KEY = "input_line"
+_LINE_START = b'{"' + LINE_KEY.encode() + b'": '
+
+
+class OutputError(ConfigurationError):
+    """The existing output file cannot be resumed (message is for the user)."""
+
+
+def _is_torn_write(tail: bytes) -> bool:
+    """An unterminated last line that this module began writing and did not finish."""
+    return tail.startswith(_LINE_START) or _LINE_START.startswith(tail)
+
+
+def _scan(path: Path) -> tuple[dict[int, dict[str, Any]], int, bytes]:
+    """(records by input line, bytes of complete lines, the file's bytes); reads only."""
+    raw = path.read_bytes()
+    finished: dict[int, dict[str, Any]] = {}
+    position = number = 0
+    while position < len(raw):
+        newline = raw.find(b"\n", position)
+        end = len(raw) if newline == -1 else newline + 1
+        line, number = raw[position:end], number + 1
+        if line.strip():
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get(LINE_KEY), int):
+                    raise ValueError("not an output record")
+            except ValueError:
+                if newline == -1 and _is_torn_write(line):
+                    return finished, position, raw
+                raise OutputError(
+                    f"{path}:{number}: not an autodemo output line; refusing to resume into "
+                    "this file (use another -o, or --overwrite)"
+                ) from None
+            finished[record[LINE_KEY]] = record
+        position = end
+    return finished, position, raw
+
+
+def read_finished(path: Path) -> dict[int, dict[str, Any]]:
+    """The finished records of an existing output file, keyed by input line number.
+
+    Leaves the file as it is. Raises :class:`OutputError` naming the first line that
+    this module did not write.
+    """
+    if not path.exists():
+        return {}
+    return _scan(path)[0]
+
+
+def prepare_for_append(path: Path, *, keep: Mapping[int, dict[str, Any]] | None = None) -> None:
+    """Make a checked output file ready for :class:`OutputWriter`.
+
+    Cuts off a torn last line and restores a lost final newline; with ``keep``, rewrites
+    the file with just those records (e.g. without the errors, to ask them again).
+    """
+    if not path.exists():
+        return
+    finished, complete, raw = _scan(path)
+    if keep is not None:
+        if keep.keys() != finished.keys():
+            _rewrite(path, keep.values())
+    elif complete < len(raw):
+        with path.open("r+b") as handle:
+            handle.truncate(complete)
+    elif raw and not raw.endswith(b"\n"):  # last record complete, its newline lost
+        with path.open("ab") as handle:
+            handle.write(b"\n")
+
+
+def _rewrite(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(_line(record[LINE_KEY], record))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def sort_output(path: Path) -> None:
+    """Rewrite a complete output file in input order (atomically)."""
+    records = read_finished(path)
+    _rewrite(path, (records[key] for key in sorted(records)))
+
+
+def _line(number: int, fields: Mapping[str, Any]) -> str:
+    # The line number first: that is how a torn last line is recognised as ours.
+    record = {LINE_KEY: number, **{k: v for k, v in fields.items() if k != LINE_KEY}}
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+class OutputWriter:
+    """Appends one JSON line per finished item and flushes it to disk at once."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._handle: IO[str] = path.open("a", encoding="utf-8")
+        self.written = 0
+
+    def write(self, number: int, fields: Mapping[str, Any]) -> None:
+        """Append the record of input line ``number``."""
+        self._handle.write(_line(number, fields))
+        self._handle.flush()  # survives a crash or kill of this process
+        self.written += 1
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> OutputWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
