@@ -91,11 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {}
     server = LlamaCppServer(args.model, n_ctx=8192, max_tokens=args.max_tokens)
     with server, running_emulator(server.base_url) as batch_url:
-        # llama-cpp-python ignores max_completion_tokens (what ChatOpenAI sends for
-        # max_tokens); extra_body's max_tokens reaches it on both paths alike.
-        llm = server.chat_model(
-            streaming=False, disable_streaming=True, extra_body={"max_tokens": args.max_tokens}
-        )
+        llm = server.chat_model(streaming=False, disable_streaming=True)
         provider = OpenAIBatchProvider(llm, client=llm.root_client.with_options(base_url=batch_url))
         for method in args.methods.split(","):
             runner = AutoDemoBatchRunnable(

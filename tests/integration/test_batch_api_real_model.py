@@ -33,11 +33,7 @@ def test_online_and_batch_api_give_the_same_answers_and_tokens(
     smollm2_server: LlamaCppServer, batch_url: str
 ) -> None:
     questions = [example.text for example in load_dataset("gsm8k", limit=4).examples]
-    # llama-cpp-python ignores max_completion_tokens (what ChatOpenAI sends for max_tokens):
-    # extra_body's max_tokens reaches the server on both paths alike.
-    llm = smollm2_server.chat_model(
-        streaming=False, disable_streaming=True, extra_body={"max_tokens": 160}
-    )
+    llm = smollm2_server.chat_model(streaming=False, disable_streaming=True, max_tokens=160)
     runner = AutoDemoBatchRunnable(
         llm,
         instructions="Solve the math word problem.",
