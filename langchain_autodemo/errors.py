@@ -14,6 +14,9 @@ caller would already catch them)::
     │   ├── DatasetError                       a dataset name, file or record
     │   ├── MethodError                        an evaluation method name
     │   └── OutputError                        an output file that cannot be resumed
+    ├── BatchApiError                          a Batch API job cannot go on (batch_api.errors)
+    │   ├── BatchRequestError                  one request of a batch failed at the provider
+    │   └── BatchJobStateError                 a job state file that belongs to another job
     ├── ModelNotFoundError (+FileNotFoundError) a local model file is missing
     └── LlamaCppServerError (+RuntimeError)   the local llama.cpp server did not start
 
