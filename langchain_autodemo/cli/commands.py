@@ -154,6 +154,10 @@ def eval_(
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = EvalOptions.plots,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = EvalOptions.progress,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Keep the results already in --out; run only the missing ones."),
+    ] = EvalOptions.resume,
 ) -> None:
     """Score methods x batch sizes on a dataset: accuracy, parse failures, calls, tokens, time."""
     with user_errors():

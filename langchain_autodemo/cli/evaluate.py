@@ -41,14 +41,21 @@ class EvalOptions:
     """Folder keeping bootstrap pools (default: the per-user cache)."""
     plots: bool = True
     progress: bool = True
+    resume: bool = False
+    """Keep the results already in ``out`` and run only the missing method x batch size."""
+
+
+# what must match for an earlier report in --out to be extended by --resume
+_RESUME_KEYS = ("dataset", "source", "task", "items", "model", "demos_per_batch")
 
 
 class _Progress:
     """One progress bar per method and batch size; the report is rewritten after each."""
 
-    def __init__(self, options: EvalOptions, meta: dict[str, Any]) -> None:
+    def __init__(self, options: EvalOptions, meta: dict[str, Any], earlier: list[Any]) -> None:
         self.options = options
         self.meta = meta
+        self.earlier = earlier
         self.done: list[Any] = []
         self.bars: list[Any] = []
         self.started = time.perf_counter()
@@ -90,9 +97,18 @@ class _Progress:
             f", parse failures {result.parse_failures}, calls {result.calls}, "
             f"{result.wall_time_s:.1f}s"
         )
-        self.meta["wall_time_s"] = round(time.perf_counter() - self.started, 1)
+        self.meta["wall_time_s"] = round(
+            self.meta.get("earlier_wall_time_s", 0.0) + time.perf_counter() - self.started, 1
+        )
         # partial results survive a crash
-        write_report(self.done, self.options.out, meta=self.meta, plots=self.options.plots)
+        write_report(self.report(), self.options.out, meta=self.meta, plots=self.options.plots)
+
+    def report(self) -> list[Any]:
+        """Earlier results (``--resume``) and new ones, by method, then batch size."""
+        fresh = {(r.method, r.batch_size) for r in self.done}
+        rows = [r for r in self.earlier if (r.method, r.batch_size) not in fresh] + self.done
+        order = {name: i for i, name in enumerate(dict.fromkeys(r.method for r in rows))}
+        return sorted(rows, key=lambda r: (order[r.method], r.batch_size))
 
     def close(self) -> None:
         for bar in self.bars:
@@ -127,11 +143,30 @@ def evaluate(options: EvalOptions) -> None:
         "command": "autodemo " + " ".join(sys.argv[1:]),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
     }
-    progress = _Progress(options, meta)
+    earlier_meta: dict[str, Any] = {}
+    earlier: list[Any] = []
+    if options.resume:
+        from langchain_autodemo.evaluation.report import read_report
+
+        earlier_meta, earlier = read_report(options.out)
+        _check_resumable(earlier_meta, {**meta, "demos_per_batch": options.demos_per_batch},
+                         options.out, keys=[k for k in _RESUME_KEYS if k != "model"])  # fmt: skip
+        meta["earlier_commands"] = [
+            *earlier_meta.get("earlier_commands", []),
+            earlier_meta.get("command", "?"),
+        ]
+        meta["earlier_wall_time_s"] = earlier_meta.get("wall_time_s", 0.0)
+        if "bootstrap" in earlier_meta:
+            meta["bootstrap"] = earlier_meta["bootstrap"]
+    progress = _Progress(options, meta, earlier)
     with open_model(spec, max_tokens=options.max_tokens) as opened:
         meta["model"] = opened.description
-        echo(f"Model: {opened.description}; dataset {data.name} ({len(data)} items)")
         meta["demos_per_batch"] = options.demos_per_batch
+        if options.resume:
+            _check_resumable(earlier_meta, meta, options.out, keys=["model"])
+            reused = sorted({(r.method, r.batch_size) for r in earlier})
+            echo(f"Resuming {options.out}: {len(reused)} earlier results kept")
+        echo(f"Model: {opened.description}; dataset {data.name} ({len(data)} items)")
         bootstrap = BootstrapSettings(
             size=options.bootstrap_size,
             store=options.bootstrap_store or default_store(),
@@ -144,14 +179,28 @@ def evaluate(options: EvalOptions) -> None:
                 on_start=progress.on_start, on_item=progress.on_item,
                 on_result=progress.on_result,
                 on_bootstrap_start=progress.on_bootstrap_start,
-                on_bootstrap=progress.on_bootstrap,
+                on_bootstrap=progress.on_bootstrap, done=earlier,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.close()
             echo(f"Interrupted; results so far are in {options.out}/")
             raise typer.Exit(130) from None
-    typer.echo(markdown_table(progress.done))
+    if not progress.done:
+        echo("Nothing new to run: every method x batch size is in the earlier report")
+    typer.echo(markdown_table(progress.report()))
     echo(
         f"Wrote {options.out}/results.json, results.md, predictions.jsonl"
         + (" and plots" if options.plots else "")
     )
+
+
+def _check_resumable(
+    earlier: dict[str, Any], now: dict[str, Any], out: Path, *, keys: list[str]
+) -> None:
+    """Refuse to mix results of another dataset, sample or model into one report."""
+    for key in keys:
+        if earlier.get(key) != now.get(key):
+            raise ConfigurationError(
+                f"--resume: {out}/results.json has {key} {earlier.get(key)!r}, this run "
+                f"{now.get(key)!r}; use another --out or the same settings"
+            )

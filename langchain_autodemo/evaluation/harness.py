@@ -223,8 +223,13 @@ def evaluate(
     on_result: Callable[[MethodResult], None] | None = None,
     on_bootstrap_start: Callable[[int], None] | None = None,
     on_bootstrap: Callable[[BootstrapPool], None] | None = None,
+    done: Sequence[MethodResult] = (),
 ) -> list[MethodResult]:
     """Every method at every batch size (``single`` once: batch size does not apply).
+
+    A (method, batch size) that ``done`` already holds is not run again: its earlier
+    result takes its place in the returned list (``on_start``/``on_result`` are not
+    called for it).
 
     The ``+bootstrap`` methods share one bootstrap pool, built (or reused from
     ``bootstrap.store``) before the first of them runs; ``on_bootstrap_start(n)`` and
@@ -232,8 +237,13 @@ def evaluate(
     """
     pool: list[tuple[str, str]] | None = None
     solved: BootstrapPool | None = None
-    results = []
+    results: list[MethodResult] = []
+    earlier = {(r.method, r.batch_size): r for r in done}
     for method in methods:
+        sizes = batch_sizes if method.batched else [1]
+        if all((method.name, size) in earlier for size in sizes):
+            results.extend(earlier[(method.name, size)] for size in sizes)
+            continue
         if method.needs_pool and pool is None:
             pool = dataset.demo_pool() if dataset.demo_pool else []
         if method.bootstrap and solved is None:
@@ -247,7 +257,10 @@ def evaluate(
             pool, embeddings=embeddings, demos_per_batch=demos_per_batch,
             demo_collection=solved.collection if method.bootstrap and solved else None,
         )  # fmt: skip
-        for batch_size in batch_sizes if method.batched else [1]:
+        for batch_size in sizes:
+            if (method.name, batch_size) in earlier:
+                results.append(earlier[(method.name, batch_size)])
+                continue
             if on_start is not None:
                 on_start(method, batch_size, len(dataset))
             result = run_method(

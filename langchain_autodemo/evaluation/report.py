@@ -8,14 +8,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.diagnostics import comparisons_with_single
-from langchain_autodemo.evaluation.harness import MethodResult
+from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult
 
 __all__ = [
     "diagnostics_markdown",
     "markdown_table",
     "plot_diagnostics",
     "plot_results",
+    "read_report",
     "write_report",
 ]
 
@@ -276,3 +278,61 @@ def write_report(
             paths[path.stem] = path
         paths["diagnostics"] = plot_diagnostics(results, out_dir, title)
     return paths
+
+
+# the MethodResult fields a summary in results.json carries (the rest are derived metrics)
+_STORED = (
+    "dataset", "method", "batch_size", "n", "correct", "parse_failures", "errors", "calls",
+    "retries", "input_tokens", "output_tokens", "estimated_tokens", "wall_time_s",
+    "retry_input_tokens", "retry_output_tokens", "bootstrap",
+)  # fmt: skip
+
+
+def read_report(out_dir: Path) -> tuple[dict[str, Any], list[MethodResult]]:
+    """The ``meta`` and the results :func:`write_report` wrote to ``out_dir``, per-item
+    records included (what ``autodemo eval --resume`` builds on).
+
+    Raises :class:`~langchain_autodemo.errors.ConfigurationError` naming the file and the
+    line when the folder holds no report or a damaged one.
+    """
+    json_path, predictions_path = out_dir / "results.json", out_dir / "predictions.jsonl"
+    if not json_path.is_file() or not predictions_path.is_file():
+        raise ConfigurationError(
+            f"{out_dir} holds no earlier report (results.json and predictions.jsonl)"
+        )
+    try:
+        report = json.loads(json_path.read_text(encoding="utf-8"))
+        meta, summaries = dict(report["meta"]), list(report["results"])
+        results = [
+            MethodResult(**{key: summary[key] for key in _STORED if key in summary})
+            for summary in summaries
+        ]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigurationError(f"{json_path} is not an autodemo eval report: {exc}") from None
+    by_key = {(r.method, r.batch_size): r for r in results}
+    with predictions_path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                key = (record.pop("method"), record.pop("batch_size"))
+                record["reasons"] = tuple(record.get("reasons", ()))
+                item = ItemRecord(**record)
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ConfigurationError(
+                    f"{predictions_path} line {number} is not a prediction record: {exc}"
+                ) from None
+            if key not in by_key:
+                raise ConfigurationError(
+                    f"{predictions_path} line {number} belongs to {key[0]} N={key[1]}, "
+                    "which results.json does not list"
+                )
+            by_key[key].items.append(item)
+    for r in results:
+        if len(r.items) != r.n:
+            raise ConfigurationError(
+                f"{predictions_path} holds {len(r.items)} records for {r.method} "
+                f"N={r.batch_size}, results.json says {r.n}"
+            )
+    return meta, results

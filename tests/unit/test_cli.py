@@ -415,3 +415,41 @@ def test_both_commands_check_the_mode_against_the_one_enum(cli: CliRunner, comma
     assert result.exit_code == 2, result.output
     unwrapped = " ".join(result.output.replace("│", " ").split())
     assert "'turbo' is not one of 'auto_demo', 'batch', 'single'" in unwrapped
+
+
+def test_eval_resume_runs_only_what_is_missing(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    common = ["eval", "--dataset", "gsm8k", "--limit", "4", "--model", FAKE, "--out", str(out)]
+    first = cli.invoke(app, [*common, "--methods", "single,auto_demo", "--batch-sizes", "2"])
+    assert first.exit_code == 0, first.output
+    before = json.loads((out / "results.json").read_text())
+    again = cli.invoke(
+        app, [*common, "--methods", "single,auto_demo", "--batch-sizes", "2,4", "--resume"]
+    )
+    assert again.exit_code == 0, again.output
+    assert "2 earlier results kept" in again.output
+    after = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["batch_size"]) for r in after["results"]] == [
+        ("single", 1), ("auto_demo", 2), ("auto_demo", 4),
+    ]  # fmt: skip
+    assert after["results"][:2] == before["results"][:2]  # kept as measured, not re-run
+    assert after["meta"]["earlier_commands"] == [before["meta"]["command"]]
+    lines = (out / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 12
+    nothing = cli.invoke(app, [*common, "--methods", "single", "--resume"])
+    assert nothing.exit_code == 0 and "Nothing new to run" in nothing.output
+
+
+def test_eval_resume_refuses_another_sample(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    common = ["eval", "--dataset", "gsm8k", "--model", FAKE, "--out", str(out)]
+    assert cli.invoke(app, [*common, "--limit", "4", "--methods", "single"]).exit_code == 0
+    before = (out / "results.json").read_text()
+    result = cli.invoke(app, [*common, "--limit", "6", "--methods", "single", "--resume"])
+    assert result.exit_code == 2, result.output
+    assert "--resume" in result.output and "items 4" in result.output
+    assert "Traceback" not in result.output
+    assert (out / "results.json").read_text() == before
+    fresh = cli.invoke(app, [*common, "--methods", "single", "--resume", "--out",
+                             str(tmp_path / "none")])  # fmt: skip
+    assert fresh.exit_code == 2 and "holds no earlier report" in fresh.output

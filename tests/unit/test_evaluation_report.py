@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from langchain_autodemo.evaluation.datasets import Dataset, Example, Task
 from langchain_autodemo.evaluation.harness import evaluate
 from langchain_autodemo.evaluation.methods import parse_methods
@@ -104,3 +106,56 @@ def test_auto_demo_restates_so_it_costs_more_output_than_batch() -> None:
     results = evaluate(ScriptedAutoDemoModel(), _sums(4), parse_methods("batch,auto_demo"), [4])
     batch, auto_demo = results
     assert auto_demo.output_tokens > batch.output_tokens
+
+
+def test_read_report_gives_back_what_write_report_wrote(tmp_path: Path) -> None:
+    from langchain_autodemo.evaluation.report import read_report
+
+    data = _sums(6, wrong_every=4)
+    results = evaluate(ScriptedAutoDemoModel(), data, parse_methods("single,auto_demo"), [2, 4])
+    write_report(results, tmp_path, meta={"dataset": "sums"}, plots=False)
+    meta, again = read_report(tmp_path)
+    assert meta == {"dataset": "sums"}
+    assert again == results  # every stored field and every per-item record
+
+
+def test_evaluate_does_not_rerun_what_done_holds() -> None:
+    data = _sums(6)
+    first = evaluate(ScriptedAutoDemoModel(), data, parse_methods("single,auto_demo"), [2])
+    llm = ScriptedAutoDemoModel()
+    started = []
+    results = evaluate(
+        llm, data, parse_methods("single,auto_demo"), [2, 3], done=first,
+        on_start=lambda method, size, n: started.append((method.name, size)),
+    )  # fmt: skip
+    assert started == [("auto_demo", 3)]
+    assert len(llm.calls) == 2  # 6 items at N=3; single and auto_demo N=2 were not asked
+    assert results[0] is first[0] and results[1] is first[1]
+    assert [(r.method, r.batch_size) for r in results] == [
+        ("single", 1), ("auto_demo", 2), ("auto_demo", 3),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / "predictions.jsonl").unlink(), "holds no earlier report"),
+        (lambda d: (d / "results.json").write_text("{"), "is not an autodemo eval report"),
+        (lambda d: (d / "predictions.jsonl").write_text("{}\n"), "line 1 is not a prediction"),
+        (
+            lambda d: (d / "predictions.jsonl").write_text(
+                "\n".join((d / "predictions.jsonl").read_text().splitlines()[:-1]) + "\n"
+            ),
+            "holds 1 records for auto_demo N=2, results.json says 2",
+        ),
+    ],
+)
+def test_read_report_names_what_is_wrong(tmp_path: Path, damage, message: str) -> None:
+    from langchain_autodemo.errors import ConfigurationError
+    from langchain_autodemo.evaluation.report import read_report
+
+    results = evaluate(ScriptedAutoDemoModel(), _sums(2), parse_methods("auto_demo"), [2])
+    write_report(results, tmp_path, meta={}, plots=False)
+    damage(tmp_path)
+    with pytest.raises(ConfigurationError, match=message):
+        read_report(tmp_path)

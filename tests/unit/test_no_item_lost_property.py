@@ -104,7 +104,10 @@ def corrupt(blocks: list[Block], ops: list[tuple]) -> tuple[list[str], bool]:
             other = parts[k]
             assert isinstance(other, Block)
             if other.restate:
-                parts[j], parts[k] = replace(block, label=other.label), replace(other, label=block.label)
+                parts[j], parts[k] = (
+                    replace(block, label=other.label),
+                    replace(other, label=block.label),
+                )
         elif op[0] == "relabel" and block.restate:
             parts[j] = replace(block, label=op[2])  # the echo still says which input it is
         elif op[0] == "no_restatement" and block.label == block.slot:
