@@ -15,7 +15,12 @@ The rules, strongest evidence first (see :meth:`EchoMatcher.verdict`):
 3. Otherwise an order-aware similarity (words and word pairs) must clear
    :data:`MATCH_THRESHOLD` and beat every other input by :data:`MARGIN`; moving an answer
    away from the index the model wrote needs the larger :data:`REALIGN_MARGIN`.
-4. An answer without a restatement is placed only where nothing else could be meant: the
+4. A restatement that copies a *distractor* (a text the prompt shows but whose answer
+   belongs to no input: a demonstration's question, an example in the chat context)
+   at least as well as an input is rejected. Retrieved demonstrations are chosen for
+   being similar to the inputs, so a model that re-answers one must not have that
+   answer placed on the input it resembles.
+5. An answer without a restatement is placed only where nothing else could be meant: the
    call holds one input. In ``batch`` mode, which asks for no restatements, the index is
    all there is, and the engine checks the completion's indices as a whole.
 
@@ -49,6 +54,8 @@ MARGIN = 0.1
 REALIGN_MARGIN = 0.3
 #: A restatement this long (characters of its key) that starts an input's key matches it.
 PREFIX_MIN_CHARS = 40
+
+_COPIES_DISTRACTOR = "restated question copies a demonstration, not a question of the batch"
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -141,7 +148,9 @@ class EchoMatcher:
 
     ``expected`` are the questions as rendered in the prompt, in marker order. With
     ``require_echo`` (Auto-Demo mode) an item must carry a restatement that identifies
-    its input, unless the call asks a single question.
+    its input, unless the call asks a single question. ``distractors`` are other texts
+    the prompt shows (demonstration questions, context messages): a restatement that
+    copies one of them is attributed to no input.
 
     Example:
         >>> from langchain_autodemo.parser import ParsedItem
@@ -151,7 +160,13 @@ class EchoMatcher:
         ItemVerdict(position=1, reason=None, realigned=True)
     """
 
-    def __init__(self, expected: Sequence[str], *, require_echo: bool = True) -> None:
+    def __init__(
+        self,
+        expected: Sequence[str],
+        *,
+        require_echo: bool = True,
+        distractors: Sequence[str] = (),
+    ) -> None:
         self._expected = list(expected)
         tokens = [_tokens(text) for text in self._expected]
         self._keys = [" ".join(t) for t in tokens]
@@ -160,6 +175,12 @@ class EchoMatcher:
         for position, key in enumerate(self._keys):
             # Two equal keys in one call are never planned; if given, neither is trusted.
             self._by_key[key] = None if key in self._by_key else position
+        # An input's own text wins over an equal distractor: the exact copy is its question.
+        distractor_tokens = [_tokens(text) for text in distractors]
+        self._distractor_keys = {" ".join(t) for t in distractor_tokens} - self._by_key.keys()
+        self._distractor_shingles = [
+            _shingles(t) for t in distractor_tokens if " ".join(t) in self._distractor_keys
+        ]
         self._require_echo = require_echo
 
     def __len__(self) -> int:
@@ -187,8 +208,12 @@ class EchoMatcher:
             if position is None:
                 return ItemVerdict(None, "restated question matches several inputs")
             return ItemVerdict(position, realigned=position != claimed)
+        if key in self._distractor_keys:
+            return ItemVerdict(None, _COPIES_DISTRACTOR)
         if len(key) >= PREFIX_MIN_CHARS:
             starts = [p for p, k in enumerate(self._keys) if k.startswith(key)]
+            if starts and any(k.startswith(key) for k in self._distractor_keys):
+                return ItemVerdict(None, _COPIES_DISTRACTOR)
             if len(starts) == 1:
                 return ItemVerdict(starts[0], realigned=starts[0] != claimed)
             if starts:
@@ -199,6 +224,9 @@ class EchoMatcher:
         runner_up = max((s for i, s in enumerate(scores) if i != best), default=0.0)
         if scores[best] < MATCH_THRESHOLD:
             return ItemVerdict(None, "restated question matches no input of the batch")
+        decoy = max((similarity(shingles, d) for d in self._distractor_shingles), default=0.0)
+        if decoy > scores[best] - MARGIN:
+            return ItemVerdict(None, _COPIES_DISTRACTOR)
         margin = scores[best] - runner_up
         if margin < MARGIN:
             return ItemVerdict(None, "restated question matches several inputs")

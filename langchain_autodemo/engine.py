@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 
 from langchain_autodemo.alignment import EchoMatcher, comparison_key, distinguishable_parts
 from langchain_autodemo.errors import AutoDemoError, AutoDemoItemError, model_call_error
@@ -135,6 +135,13 @@ class CallReport:
     """Why reading stopped before the stream ended (every item in, or a runaway)."""
 
 
+def _distractors(plan: PlannedBatch) -> list[str]:
+    """Questions the prompt shows whose answers belong to no input of the call."""
+    shown = [question for question, _ in plan.demonstrations]
+    shown += [text_of(m) for m in plan.context if isinstance(m, HumanMessage)]
+    return [one_line(text) for text in shown if text.strip()]
+
+
 class CallSession:
     """Everything one streamed completion delivers, item by item.
 
@@ -152,6 +159,7 @@ class CallSession:
         self._matcher = EchoMatcher(
             [texts[i] for i in self._positions],
             require_echo=settings.mode is Mode.AUTO_DEMO,
+            distractors=_distractors(call.batch),
         )
         self._scanner = CompletionScanner(settings.markers, reasoning=settings.reasoning)
         if settings.mode is Mode.SINGLE:  # the whole completion is the answer to the one question

@@ -5,9 +5,11 @@ or punctuation-only variants, exact duplicates, emoji-only, near-duplicates, mar
 text, 20k-character inputs, invisible characters) and a model that corrupts its
 completions (swaps, relabels, shifted indices, dropped, duplicated or conflicting
 blocks, missing or paraphrased restatements, truncation with and without a finish
-reason, mid-stream exceptions, runaways, chatter). The model only ever answers a
-question with that question's own tag, so any answer carrying another input's tag is a
-misalignment, the defect this package exists to prevent.
+reason, mid-stream exceptions, runaways, chatter). Some cases show solved
+demonstrations that are near-copies of the inputs (as retrieval picks them), and the
+model re-answers a demonstration in place of its look-alike. The model only ever
+answers a question with that question's own tag, so any answer carrying another input's
+or a demonstration's tag is a misalignment, the defect this package exists to prevent.
 
 Run the full fuzz (JSON out):
 
@@ -26,14 +28,16 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from langchain_autodemo import AutoDemoBatchRunnable, AutoDemoError
+from langchain_autodemo.alignment import comparison_key
+from langchain_autodemo.planning import PlannedBatch, SequentialSelector
 from langchain_autodemo.prompts import one_line
 from tests.fakes import ScriptedChatModel
 
@@ -119,6 +123,7 @@ class Block:
     answer: str
     final_line: bool = True
     bold: bool = False
+    copied: bool = False  # a demonstration's block, copied whole (restatement included)
 
     def render(self) -> str:
         star = "**" if self.bold else ""
@@ -163,11 +168,15 @@ OPS = (
     "split_restatement",
     "chatter",
     "empty",
+    "copy_demo",
+    "copy_demo",
 )
 ENDINGS = ("stop", "stop", "stop", "length", "no_finish", "raise", "raise_first")
 
 
-def corrupt(rng: random.Random, questions: list[str], ops: list[str]) -> str:
+def corrupt(
+    rng: random.Random, questions: list[str], ops: list[str], demos: Sequence[str] = ()
+) -> str:
     blocks: list[Block | str] = [Block(q, i, q, tag(q)) for i, q in enumerate(questions, 1)]
     for op in ops:
         at = [i for i, b in enumerate(blocks) if isinstance(b, Block)]
@@ -193,7 +202,9 @@ def corrupt(rng: random.Random, questions: list[str], ops: list[str]) -> str:
             blocks.insert(rng.randint(j, len(blocks)), Block(**vars(b)))
         elif op == "conflict":
             blocks.insert(rng.randint(0, len(blocks)), Block(**{**vars(b), "answer": WRONG}))
-        elif op == "no_restate":
+        elif op == "no_restate" and not b.copied:
+            # (An unrestated copy of a demonstration would be the model's own wrong answer
+            # to a one-question call: nothing in the completion tells it apart.)
             b.restate = None
         elif op == "paraphrase" and b.restate is not None:
             b.restate = _paraphrase(rng, b.restate)
@@ -222,12 +233,55 @@ def corrupt(rng: random.Random, questions: list[str], ops: list[str]) -> str:
             blocks.insert(0, "Sure! Here are the answers, restated as asked.")
         elif op == "empty":
             return ""
+        elif op == "copy_demo" and demos:  # re-answers a demonstration in this block's place
+            demo = rng.choice(demos)
+            b.restate = _paraphrase(rng, demo) if rng.random() < 0.4 else demo
+            b.answer, b.copied = tag(demo), True
     return "\n\n".join(x.render() if isinstance(x, Block) else x for x in blocks)
 
 
 def asked(messages: list[BaseMessage]) -> list[str]:
     last = [m for m in messages if isinstance(m, HumanMessage)][-1]
     return [text for _, text in _QUESTION_LINE.findall(str(last.content))]
+
+
+def shown_demos(messages: list[BaseMessage]) -> list[str]:
+    """The demonstration questions: every earlier human turn's question lines."""
+    earlier = [m for m in messages if isinstance(m, HumanMessage)][:-1]
+    return [text for m in earlier for _, text in _QUESTION_LINE.findall(str(m.content))]
+
+
+def look_alike(rng: random.Random, question: str) -> str:
+    """A different question that looks almost the same (another number, one word more)."""
+    digits = [i for i, ch in enumerate(question) if ch.isdigit()]
+    if digits and rng.random() < 0.7:
+        i = rng.choice(digits)
+        return question[:i] + str((int(question[i]) + rng.randint(1, 8)) % 10) + question[i + 1 :]
+    words = question.split(" ")
+    at = rng.randrange(len(words) + 1)
+    return " ".join([*words[:at], rng.choice(WORDS), *words[at:]])
+
+
+class LookAlikeDemos(SequentialSelector):
+    """Consecutive batches, each shown solved look-alikes of its own inputs (retrieval's
+    worst case: the demonstrations resemble the questions as closely as possible)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.demos: list[str] = []
+
+    def plan(self, texts: Sequence[str], batch_size: int) -> list[PlannedBatch]:
+        keys = {comparison_key(one_line(t)) for t in texts}
+        plans = []
+        for part in super().plan(texts, batch_size):
+            demos = []
+            for i in self.rng.sample(part.indices, k=min(len(part.indices), 3)):
+                demo = one_line(look_alike(self.rng, texts[i]))
+                if comparison_key(demo) not in keys and len(demo) < 2000:
+                    demos.append((demo, f"Thinking.\nThe answer is {tag(demo)}."))
+            self.demos += [q for q, _ in demos]
+            plans.append(replace(part, demonstrations=tuple(demos)))
+        return plans
 
 
 class RateLimited(Exception):
@@ -243,7 +297,7 @@ def hostile_script(seed: int) -> Callable[[list[BaseMessage], int], Any]:
         # Misbehave often at first, less on re-asks, so that recovery is exercised too.
         misbehave = rng.random() < (0.9 if call <= 3 else 0.5)
         ops = rng.choices(OPS, k=rng.randint(1, 4)) if misbehave else []
-        text = corrupt(rng, questions, ops)
+        text = corrupt(rng, questions, ops, shown_demos(messages))
         ending = rng.choice(ENDINGS) if misbehave else "stop"
         if ending == "raise_first":
             return RateLimited("429 Too Many Requests")
@@ -275,9 +329,16 @@ class Tally:
     examples: list[dict[str, Any]] = field(default_factory=list)
     wrong_examples: list[dict[str, Any]] = field(default_factory=list)
 
-    def judge(self, inputs: list[str], results: list[Any], driver: str, seed: int) -> None:
+    def judge(
+        self,
+        inputs: list[str],
+        results: list[Any],
+        driver: str,
+        seed: int,
+        demos: Sequence[str] = (),
+    ) -> None:
         rendered = [one_line(q) for q in inputs]  # what the prompt shows the model
-        tags = {tag(q) for q in rendered}
+        tags = {tag(q) for q in rendered} | {tag(d) for d in demos}
         self.cases += 1
         self.by_driver[driver] += 1
         assert len(results) == len(inputs), "one result per input"
@@ -326,8 +387,10 @@ def run_case(seed: int, tally: Tally) -> None:
     longest = max(len(q) for q in inputs)
     chunk = rng.choice((1, 3, 7, 0)) if longest < 500 else rng.choice((64, 0))
     model = ScriptedChatModel(script=hostile_script(seed), chunk_size=chunk)
+    selector = LookAlikeDemos(random.Random(seed)) if rng.random() < 0.3 else None
     runner = AutoDemoBatchRunnable(
         model,
+        selector=selector,
         batch_size=rng.randint(1, 8),
         max_attempts=rng.randint(1, 4),
         retry_initial_delay=0.0,
@@ -351,7 +414,7 @@ def run_case(seed: int, tally: Tally) -> None:
         got = asyncio.run(collect())
         results = [got[i] for i in range(len(inputs))]
     tally.calls += len(model.calls)
-    tally.judge(inputs, results, driver, seed)
+    tally.judge(inputs, results, driver, seed, selector.demos if selector else ())
 
 
 def fuzz(cases: int, first_seed: int = 0) -> Tally:

@@ -293,3 +293,87 @@ def test_a_real_qwen_loop_is_cut_early_and_only_the_looping_items_are_re_asked()
     assert "looped" in str(session.runaway)
     assert read < 0.45 * len(text)  # measured: 9,336 of 23,379 characters read
     assert len(report.accepted) == 13 and set(report.failures) == {13, 14, 15}
+
+
+# -- copies of demonstrations --------------------------------------------------------------
+
+DEMO_Q = "Tom has 3 apples and eats 1. How many apples are left?"
+NEAR_DEMO = "Tom has 4 apples and eats 1. How many apples are left?"
+OTHER = "What is the capital of France?"
+
+
+def judge_with_demos(inputs: list[str], completion: str, demos) -> tuple[dict, dict]:
+    settings = EngineSettings(mode=Mode.AUTO_DEMO, batch_size=len(inputs))
+    plan = PlannedBatch(tuple(range(len(inputs))), demonstrations=tuple(demos))
+    engine = Engine(inputs, [plan], settings)
+    (call,) = engine.initial_calls()
+    session = engine.open(call)
+    session.feed(AIMessageChunk(content=completion, response_metadata={"finish_reason": "stop"}))
+    report = session.finish()
+    return {i: r.answer for i, r in report.accepted.items()}, report.failures
+
+
+@pytest.mark.parametrize("inputs", [[NEAR_DEMO], [NEAR_DEMO, OTHER], [OTHER, NEAR_DEMO]])
+@pytest.mark.parametrize(
+    "restated", [DEMO_Q, DEMO_Q.lower().rstrip("?"), DEMO_Q.replace("apples are", "are")]
+)
+def test_a_restated_demonstration_never_answers_the_input_it_resembles(inputs, restated) -> None:
+    # Retrieved demonstrations are chosen for resembling the inputs; a model that re-answers
+    # one must not have that answer (2) placed on the near-identical input (answer 3).
+    at = inputs.index(NEAR_DEMO) + 1
+    completion = "".join(
+        block(i, restated if q == NEAR_DEMO else q, "2" if q == NEAR_DEMO else "Paris")
+        for i, q in enumerate(inputs, 1)
+    )
+    accepted, failures = judge_with_demos(inputs, completion, [(DEMO_Q, "The answer is 2.")])
+    assert inputs.index(NEAR_DEMO) not in accepted
+    assert "copies a demonstration" in failures[at - 1]
+    if OTHER in inputs:
+        assert accepted == {inputs.index(OTHER): "Paris"}
+
+
+def test_the_input_itself_still_matches_beside_a_similar_demonstration() -> None:
+    completion = block(1, NEAR_DEMO, "3") + block(2, OTHER, "Paris")
+    accepted, failures = judge_with_demos(
+        [NEAR_DEMO, OTHER], completion, [(DEMO_Q, "The answer is 2.")]
+    )
+    assert accepted == {0: "3", 1: "Paris"} and not failures
+
+
+def test_a_demonstration_equal_to_an_input_does_not_block_it() -> None:
+    accepted, _ = judge_with_demos([NEAR_DEMO], block(1, NEAR_DEMO, "3"), [(NEAR_DEMO, "3")])
+    assert accepted == {0: "3"}
+
+
+def test_an_example_in_the_chat_context_is_a_distractor_too() -> None:
+    matcher = EchoMatcher([NEAR_DEMO, OTHER], distractors=[DEMO_Q])
+    verdict = matcher.match(DEMO_Q.upper(), claimed=0)
+    assert verdict.position is None and "demonstration" in (verdict.reason or "")
+    long_demo = DEMO_Q + " Think about the ones in the basket as well, please."
+    matcher = EchoMatcher([DEMO_Q + " Count the basket too."], distractors=[long_demo])
+    assert matcher.match(DEMO_Q, claimed=0).position is None  # a prefix of both
+
+
+def test_through_the_runnable_a_copied_demonstration_is_re_asked_and_ends_right() -> None:
+    class DemoSelector(SequentialSelector):
+        def plan(self, texts, batch_size):
+            return [
+                PlannedBatch(p.indices, demonstrations=((DEMO_Q, "The answer is 2."),))
+                for p in super().plan(texts, batch_size)
+            ]
+
+    def script(messages: list[BaseMessage], n: int) -> str:
+        questions = asked_questions(messages)
+        if n == 1:  # re-answers the demonstration in place of its look-alike
+            return "".join(
+                block(i, DEMO_Q if q == NEAR_DEMO else q, "2" if q == NEAR_DEMO else "Paris")
+                for i, q in enumerate(questions, 1)
+            )
+        return "".join(
+            block(i, q, "3" if q == NEAR_DEMO else "Paris") for i, q in enumerate(questions, 1)
+        )
+
+    model = ScriptedChatModel(script=script)
+    runner = AutoDemoBatchRunnable(model, batch_size=2, selector=DemoSelector())
+    assert runner.batch([NEAR_DEMO, OTHER]) == ["3", "Paris"]
+    assert len(model.calls) == 2
