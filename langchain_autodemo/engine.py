@@ -27,6 +27,7 @@ from langchain_autodemo.errors import AutoDemoError, AutoDemoItemError, model_ca
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import CompletionScanner, ParsedItem, text_of
 from langchain_autodemo.planning import (
+    Demonstration,
     PlannedBatch,
     estimate_tokens,
     recovery_batches,
@@ -78,6 +79,10 @@ class EngineSettings:
     """Distrust the last open item of a message stream that ends without a finish reason
     (cut before the provider's final chunk). Turn off only for a model that never
     reports one, such as langchain-core's ``GenericFakeChatModel``."""
+    reask_with_answered: bool = False
+    """Re-ask a garbled call's remaining items after the items that call did answer,
+    shown as solved demonstrations (the completion "continues" from them instead of
+    starting over). Off by default: adopted only where it measures better."""
 
 
 @dataclass(frozen=True)
@@ -484,12 +489,26 @@ class Engine:
         groups = recovery_batches(
             garbled, len(call.batch.kept), call.attempt + 1, self.settings.max_attempts
         )
+        answered = self._answered_demonstrations(report) if groups else ()
         for group in groups:
-            follow_ups.append(self._call(call.batch.part(group), call.attempt + 1))
+            plan = call.batch.part(group)
+            if answered:
+                plan = replace(plan, demonstrations=plan.demonstrations + answered)
+            follow_ups.append(self._call(plan, call.attempt + 1))
         if garbled and not groups:  # attempts left per item but the recovery plan is exhausted
             for index in garbled:
                 final.append((index, self._fail(index, report.failures[index], report)))
         return final, follow_ups
+
+    def _answered_demonstrations(self, report: CallReport) -> tuple[Demonstration, ...]:
+        """The call's accepted items as solved examples, in prompt order (see
+        :attr:`EngineSettings.reask_with_answered`)."""
+        if not self.settings.reask_with_answered:
+            return ()
+        accepted = sorted(report.accepted.values(), key=lambda r: r.position)
+        return tuple(
+            (self.texts[r.index], r.raw_answer) for r in accepted if r.raw_answer is not None
+        )
 
     def _fail(self, index: int, reason: str, report: CallReport) -> AutoDemoItemError:
         reasons = tuple(self._reasons[index])

@@ -91,6 +91,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         require_finish_reason: distrust the last open item of a stream that ends
             without a finish reason (a connection cut before the final chunk). Set it to
             ``False`` only for a model that never reports one.
+        reask_with_answered: when a completion garbles some items, re-ask them after the
+            items it did answer, shown as solved demonstrations, instead of from scratch.
 
     Example:
         .. code-block:: python
@@ -125,6 +127,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         retry_initial_delay: float = 1.0,
         retry_max_delay: float = 30.0,
         require_finish_reason: bool = True,
+        reask_with_answered: bool = False,
         name: str | None = None,
     ) -> None:
         if not isinstance(llm, Runnable):
@@ -172,6 +175,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             retry_initial_delay=float(retry_initial_delay),
             retry_max_delay=float(retry_max_delay),
             require_finish_reason=require_finish_reason,
+            reask_with_answered=reask_with_answered,
         )
 
     # One source of truth: the frozen engine settings; these are read-only views of it.

@@ -154,6 +154,12 @@ def eval_(
     ] = None,
     plots: Annotated[bool, typer.Option(help="Write PNG plots.")] = EvalOptions.plots,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = EvalOptions.progress,
+    reask_with_answered: Annotated[
+        bool,
+        typer.Option(
+            help="Re-ask a garbled call's items after the ones it answered, shown as examples."
+        ),
+    ] = EvalOptions.reask_with_answered,
     resume: Annotated[
         bool,
         typer.Option(help="Keep the results already in --out; run only the missing ones."),

@@ -41,12 +41,17 @@ class EvalOptions:
     """Folder keeping bootstrap pools (default: the per-user cache)."""
     plots: bool = True
     progress: bool = True
+    reask_with_answered: bool = False
+    """Re-ask a garbled call's items after the ones it answered (shown as demonstrations)."""
     resume: bool = False
     """Keep the results already in ``out`` and run only the missing method x batch size."""
 
 
+_RESUME_DEFAULTS: dict[str, Any] = {"reask_with_answered": False}
 # what must match for an earlier report in --out to be extended by --resume
-_RESUME_KEYS = ("dataset", "source", "task", "items", "model", "demos_per_batch")
+_RESUME_KEYS = (
+    "dataset", "source", "task", "items", "model", "demos_per_batch", "reask_with_answered",
+)  # fmt: skip
 
 
 class _Progress:
@@ -142,6 +147,7 @@ def evaluate(options: EvalOptions) -> None:
         "model": str(spec),
         "command": "autodemo " + " ".join(sys.argv[1:]),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
+        "reask_with_answered": options.reask_with_answered,
     }
     earlier_meta: dict[str, Any] = {}
     earlier: list[Any] = []
@@ -180,6 +186,7 @@ def evaluate(options: EvalOptions) -> None:
                 on_result=progress.on_result,
                 on_bootstrap_start=progress.on_bootstrap_start,
                 on_bootstrap=progress.on_bootstrap, done=earlier,
+                reask_with_answered=options.reask_with_answered,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.close()
@@ -199,7 +206,8 @@ def _check_resumable(
 ) -> None:
     """Refuse to mix results of another dataset, sample or model into one report."""
     for key in keys:
-        if earlier.get(key) != now.get(key):
+        default = _RESUME_DEFAULTS.get(key)  # reports written before the key existed
+        if earlier.get(key, default) != now.get(key, default):
             raise ConfigurationError(
                 f"--resume: {out}/results.json has {key} {earlier.get(key)!r}, this run "
                 f"{now.get(key)!r}; use another --out or the same settings"

@@ -131,6 +131,7 @@ def run_method(
     selector: Any = None,
     max_concurrency: int = 1,
     on_item: Callable[[], None] | None = None,
+    reask_with_answered: bool = False,
 ) -> MethodResult:
     """Answer every example of ``dataset`` with one method at one batch size.
 
@@ -149,6 +150,7 @@ def run_method(
         selector=selector,
         reasoning=True,
         include_details=True,
+        reask_with_answered=reask_with_answered,
     )
     texts = [example.text for example in dataset.examples]
     results: dict[int, Any] = {}
@@ -224,6 +226,7 @@ def evaluate(
     on_bootstrap_start: Callable[[int], None] | None = None,
     on_bootstrap: Callable[[BootstrapPool], None] | None = None,
     done: Sequence[MethodResult] = (),
+    reask_with_answered: bool = False,
 ) -> list[MethodResult]:
     """Every method at every batch size (``single`` once: batch size does not apply).
 
@@ -266,6 +269,7 @@ def evaluate(
             result = run_method(
                 llm, dataset, method, batch_size, selector=selector,
                 max_concurrency=max_concurrency, on_item=on_item,
+                reask_with_answered=reask_with_answered,
             )  # fmt: skip
             if method.bootstrap and solved is not None:
                 result.bootstrap = solved.summary()

@@ -453,3 +453,15 @@ def test_eval_resume_refuses_another_sample(cli: CliRunner, tmp_path: Path) -> N
     fresh = cli.invoke(app, [*common, "--methods", "single", "--resume", "--out",
                              str(tmp_path / "none")])  # fmt: skip
     assert fresh.exit_code == 2 and "holds no earlier report" in fresh.output
+
+
+def test_eval_reask_with_answered_is_recorded_and_guards_resume(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    common = ["eval", "--dataset", "gsm8k", "--limit", "4", "--model", FAKE, "--out", str(out)]
+    first = cli.invoke(app, [*common, "--methods", "auto_demo", "--reask-with-answered"])
+    assert first.exit_code == 0, first.output
+    assert json.loads((out / "results.json").read_text())["meta"]["reask_with_answered"] is True
+    mixed = cli.invoke(app, [*common, "--methods", "auto_demo,batch", "--resume"])
+    assert mixed.exit_code == 2 and "reask_with_answered True" in mixed.output

@@ -377,3 +377,36 @@ def test_through_the_runnable_a_copied_demonstration_is_re_asked_and_ends_right(
     runner = AutoDemoBatchRunnable(model, batch_size=2, selector=DemoSelector())
     assert runner.batch([NEAR_DEMO, OTHER]) == ["3", "Paris"]
     assert len(model.calls) == 2
+
+
+# -- re-asking after the answered items (reask_with_answered) -------------------------------
+
+
+def test_a_reask_can_continue_from_the_items_its_call_answered() -> None:
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    inputs = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?", "What is 4 + 4?"]
+
+    def script(messages: list[BaseMessage], n: int) -> str:
+        questions = asked_questions(messages)
+        answers = [block(i, q, str(2 * int(q.split()[2]))) for i, q in enumerate(questions, 1)]
+        if n == 1:
+            return "".join(answers[:2])  # stops after two of four: items 3 and 4 are missing
+        # the re-ask first re-answers a demonstration (rejected: it copies one), then its own
+        return block(1, inputs[0], "999") + "".join(answers)
+
+    for reask_with_answered in (True, False):
+        model = ScriptedChatModel(script=script)
+        runner = AutoDemoBatchRunnable(
+            model, batch_size=4, reask_with_answered=reask_with_answered
+        )
+        assert runner.batch(inputs) == ["2", "4", "6", "8"]
+        reask = model.calls[1]
+        assert asked_questions(reask) == inputs[2:]
+        shown = [m for m in reask if isinstance(m, (HumanMessage, AIMessage))][:-1]
+        if reask_with_answered:
+            assert inputs[0] in str(shown[0].content) and inputs[1] in str(shown[0].content)
+            assert "The answer is 2." in str(shown[1].content)
+            assert "The answer is 4." in str(shown[1].content)
+        else:
+            assert shown == []
