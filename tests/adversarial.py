@@ -149,6 +149,13 @@ def _paraphrase(rng: random.Random, text: str) -> str:
     return "Question: " + text
 
 
+def _surface(rng: random.Random, text: str) -> str:
+    """The same words, written differently: case, end punctuation, quotes, a prefix."""
+    return rng.choice(
+        (text.lower(), text.rstrip("?.!") + " ", f'"{text}"', "Question: " + text)
+    )
+
+
 OPS = (
     "swap",
     "relabel",
@@ -235,7 +242,9 @@ def corrupt(
             return ""
         elif op == "copy_demo" and demos:  # re-answers a demonstration in this block's place
             demo = rng.choice(demos)
-            b.restate = _paraphrase(rng, demo) if rng.random() < 0.4 else demo
+            # copied as models copy: word for word, at most re-cased, quoted or prefixed
+            # (dropping a word could turn the look-alike back into the input itself)
+            b.restate = _surface(rng, demo) if rng.random() < 0.4 else demo
             b.answer, b.copied = tag(demo), True
     return "\n\n".join(x.render() if isinstance(x, Block) else x for x in blocks)
 
