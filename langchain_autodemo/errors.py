@@ -14,6 +14,8 @@ caller would already catch them)::
     │   ├── DatasetError                       a dataset name, file or record
     │   ├── MethodError                        an evaluation method name
     │   └── OutputError                        an output file that cannot be resumed
+    ├── EvaluationError                        an evaluation step the model failed (every call
+    │                                          of a method, or calls of a bootstrap pool build)
     ├── BatchApiError                          a Batch API job cannot go on (batch_api.errors)
     │   ├── BatchRequestError                  one request of a batch failed at the provider
     │   └── BatchJobStateError                 a job state file that belongs to another job
@@ -48,6 +50,11 @@ class AutoDemoError(Exception):
 
 class ConfigurationError(AutoDemoError, ValueError):
     """A bad argument to a constructor or a command (the message is meant for the user)."""
+
+
+class EvaluationError(AutoDemoError):
+    """An evaluation step that cannot give a meaningful result because the model calls
+    failed (a stopped server, a wrong URL); the message says what was kept."""
 
 
 class AutoDemoInputError(AutoDemoError, ValueError):

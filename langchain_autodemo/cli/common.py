@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import typer
 
-from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.errors import ConfigurationError, EvaluationError
 
 __all__ = ["echo", "fail", "prepare_host", "user_errors"]
 
@@ -29,7 +29,7 @@ def user_errors() -> Iterator[None]:
     """Turn the errors a user can fix into one clear line and exit status 2."""
     try:
         yield
-    except ConfigurationError as exc:
+    except (ConfigurationError, EvaluationError) as exc:
         raise fail(str(exc)) from None
 
 

@@ -268,6 +268,15 @@ def _answer_and_check(
             results[index] = result
             if on_item is not None:
                 on_item()
+    from langchain_autodemo.errors import AutoDemoModelCallError, EvaluationError
+
+    failed = [r for r in results.values() if isinstance(r, AutoDemoModelCallError)]
+    if failed:
+        # A pool missing the items whose calls failed would be reused as if complete.
+        raise EvaluationError(
+            f"bootstrap pool: {len(failed)} of {len(sample)} training items lost to failed "
+            f"model calls ({failed[-1]}); nothing was kept, the next run builds the pool again"
+        )
     kept = []
     for index, (question, gold) in enumerate(sample):
         result = results.get(index)

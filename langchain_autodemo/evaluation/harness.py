@@ -163,6 +163,14 @@ def run_method(
             if on_item is not None:
                 on_item()
     wall = time.perf_counter() - started
+    from langchain_autodemo.errors import AutoDemoModelCallError, EvaluationError
+
+    call_failures = [r for r in results.values() if isinstance(r, AutoDemoModelCallError)]
+    if texts and len(call_failures) == len(texts):
+        raise EvaluationError(
+            f"{method.name}: every item's model call failed ({call_failures[-1]}); is the model "
+            "running? Results of the methods before it are kept"
+        )
     records = []
     for index, example in enumerate(dataset.examples):
         result = results.get(index)

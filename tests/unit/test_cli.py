@@ -465,3 +465,27 @@ def test_eval_reask_with_answered_is_recorded_and_guards_resume(
     assert json.loads((out / "results.json").read_text())["meta"]["reask_with_answered"] is True
     mixed = cli.invoke(app, [*common, "--methods", "auto_demo,batch", "--resume"])
     assert mixed.exit_code == 2 and "reask_with_answered True" in mixed.output
+
+
+def test_eval_against_a_stopped_server_says_so_and_keeps_nothing_false(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import langchain_autodemo.testing as testing
+
+    class StoppedServer(testing.ScriptedAutoDemoModel):
+        """Test double: every call fails, as a stopped server's would."""
+
+        def _completion(self, messages):  # type: ignore[no-untyped-def]
+            raise ConnectionRefusedError("connection refused")
+
+    monkeypatch.setattr(testing, "parse_fake_spec", lambda options: StoppedServer())
+    out = tmp_path / "results"
+    result = cli.invoke(
+        app,
+        ["eval", "--dataset", "gsm8k", "--limit", "2", "--methods", "single",
+         "--model", "fake:", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "every item's model call failed" in " ".join(result.output.replace("│", " ").split())
+    assert "Traceback" not in result.output
+    assert not (out / "results.json").exists()  # no row of errors passed off as a result
