@@ -171,6 +171,15 @@ def paired_comparison(result: MethodResult, baseline: MethodResult) -> dict[str,
     only_base = sum(b and not a for a, b in pairs)
     n = len(pairs)
     low, high = paired_bootstrap_interval(ours, base) if pairs else (0.0, 0.0)
+    # The baseline on the very items of the first and last quarters: a drop from first to
+    # last quarter that the baseline shows too is the items' difficulty, not the position.
+    # (GSM8K-64, Qwen 1.5B, auto_demo N=8: 10/14 -> 4/14, single on the same items 9/14 -> 5/14.)
+    quarters: dict[int, list[bool]] = {0: [], 3: []}
+    for item in result.items:
+        if item.id in theirs and item.position is not None and item.call_items:
+            quarter = 4 * item.position // item.call_items
+            if item.call_items >= QUARTER_MIN_ITEMS and quarter in quarters:
+                quarters[quarter].append(theirs[item.id])
     return {
         "baseline": baseline.method,
         "n": n,
@@ -181,6 +190,8 @@ def paired_comparison(result: MethodResult, baseline: MethodResult) -> dict[str,
         "accuracy_difference": (only_ours - only_base) / n if n else 0.0,
         "mcnemar_p": mcnemar_exact(only_ours, only_base),
         "bootstrap_95": [low, high],
+        "baseline_first_quarter": _rate(sum(quarters[0]), len(quarters[0])),
+        "baseline_last_quarter": _rate(sum(quarters[3]), len(quarters[3])),
     }
 
 

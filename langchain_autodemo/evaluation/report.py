@@ -73,8 +73,11 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.0%}"
 
 
-def _quarter(rate: dict[str, Any]) -> str:
-    return "-" if not rate["n"] else f"{rate['correct']}/{rate['n']} ({rate['accuracy']:.0%})"
+def _quarter(rate: dict[str, Any], single: dict[str, Any] | None = None) -> str:
+    if not rate["n"]:
+        return "-"
+    text = f"{rate['correct']}/{rate['n']} ({rate['accuracy']:.0%})"
+    return f"{text}; single {single['correct']}/{single['n']}" if single else text
 
 
 def diagnostics_markdown(results: Sequence[MethodResult]) -> str:
@@ -90,17 +93,17 @@ def diagnostics_markdown(results: Sequence[MethodResult]) -> str:
     for r in results:
         d = r.summary()["diagnostics"]
         reasks, tokens, position = d["reasks"], d["tokens"], d["position"]
+        vs = paired.get((r.method, r.batch_size))
         cells = [
             r.method,
             "-" if r.method == "single" else str(r.batch_size),
-            _quarter(position["first_quarter"]),
-            _quarter(position["last_quarter"]),
+            _quarter(position["first_quarter"], vs and vs["baseline_first_quarter"]),
+            _quarter(position["last_quarter"], vs and vs["baseline_last_quarter"]),
             f"{reasks['items']}/{r.n} ({reasks['share']:.0%})",
             f"{d['attempts']['mean']:.2f}",
             f"{tokens['per_item']:.0f}",
             f"{tokens['reask_per_item']:.0f}",
         ]
-        vs = paired.get((r.method, r.batch_size))
         if vs is None:
             cells += ["-", "-", "-"]
         else:
@@ -113,7 +116,8 @@ def diagnostics_markdown(results: Sequence[MethodResult]) -> str:
         rows.append("| " + " | ".join(cells) + " |")
     notes = [
         "first ¼ / last ¼: accuracy of the items answered in the first / last quarter of "
-        "their call's prompt (calls of at least 4 questions).",
+        "their call's prompt (calls of at least 4 questions), and single's on the same "
+        "items: a drop single shows too is the items' difficulty, not their position.",
         "re-asked: items that needed more than one call; re-ask tok/item: tokens of the "
         "retry calls per item, part of tok/item.",
     ]

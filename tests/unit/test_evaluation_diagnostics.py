@@ -161,7 +161,12 @@ def test_report_has_the_diagnostics_paired_comparison_and_plot(tmp_path: Path) -
     assert four["restated_question"] == "What is 4 + 8?" and four["input_tokens"] == 100.0
     markdown = paths["markdown"].read_text()
     assert "## Diagnostics" in markdown
-    assert "| auto_demo | 4 | 2/2 (100%) | 0/1 (0%) | 1/8 (12%) |" in markdown
+    # single on the same items: right on s1 and s5 (first quarter) and on s8 (last)
+    assert (vs["baseline_first_quarter"]["correct"], vs["baseline_first_quarter"]["n"]) == (2, 2)
+    assert (vs["baseline_last_quarter"]["correct"], vs["baseline_last_quarter"]["n"]) == (1, 1)
+    assert (
+        "| auto_demo | 4 | 2/2 (100%); single 2/2 | 0/1 (0%); single 1/1 | 1/8 (12%) |" in markdown
+    )
     assert "| +1 / -2 | 1 | -12.5 pts [" in markdown
     assert f"| auto_demo | 4 | {MISSING} | 1 |" in markdown
     png = paths["diagnostics"]
