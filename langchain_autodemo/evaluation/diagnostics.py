@@ -173,7 +173,7 @@ def paired_comparison(result: MethodResult, baseline: MethodResult) -> dict[str,
     low, high = paired_bootstrap_interval(ours, base) if pairs else (0.0, 0.0)
     # The baseline on the very items of the first and last quarters: a drop from first to
     # last quarter that the baseline shows too is the items' difficulty, not the position.
-    # (GSM8K-64, Qwen 1.5B, auto_demo N=8: 10/14 -> 4/14, single on the same items 9/14 -> 5/14.)
+    # (GSM8K-64, Qwen 1.5B, auto_demo N=8: 11/16 -> 4/16; single on the same items 11/16 -> 6/16.)
     quarters: dict[int, list[bool]] = {0: [], 3: []}
     for item in result.items:
         if item.id in theirs and item.position is not None and item.call_items:
