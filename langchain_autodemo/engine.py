@@ -304,7 +304,13 @@ class CallSession:
             self._order.append(item.index)
         verdict = self._matcher.verdict(item)
         if verdict.position is None:
-            self._reject(item.index, str(verdict.reason))
+            reason = str(verdict.reason)
+            if item.question is not None and not item.marker_conflict:
+                # what the model wrote, so a rejection can be diagnosed (counted without it:
+                # evaluation.diagnostics.reason_kind cuts at the first colon)
+                shown = item.question if len(item.question) <= 80 else item.question[:77] + "..."
+                reason += f": restated as {shown!r}"
+            self._reject(item.index, reason)
             return None
         position = self._positions[verdict.position]
         return (position, verdict.realigned) if position in self._wanted else None

@@ -410,3 +410,14 @@ def test_a_reask_can_continue_from_the_items_its_call_answered() -> None:
             assert "The answer is 4." in str(shown[1].content)
         else:
             assert shown == []
+
+
+def test_a_rejected_restatement_is_quoted_in_the_reason_and_counted_without_it() -> None:
+    from langchain_autodemo.evaluation.diagnostics import reason_kind
+
+    inputs = ["What is 1 + 1?", "What is 2 + 2?"]
+    _, failures, _ = judge(inputs, block(1, "Something else entirely", "2") + block(2, inputs[1], "4"))
+    assert failures[0] == (
+        "restated question matches no input of the batch: restated as 'Something else entirely'"
+    )
+    assert reason_kind(failures[0]) == "restated question matches no input of the batch"
