@@ -114,10 +114,14 @@ async def test_astream_events_v2_of_coalesced_requests_each_show_the_model_run()
 
 def test_langsmith_tracers_of_one_project_post_the_model_run_once() -> None:
     from langchain_core.tracers.langchain import LangChainTracer
+    from langsmith import Client
 
     from langchain_autodemo.runnable import _same_sink
 
-    first, second = LangChainTracer(project_name="p"), LangChainTracer(project_name="p")
+    # A client that can reach nothing: the default one looks up api.smith.langchain.com.
+    offline = Client(api_url="http://127.0.0.1:9", api_key="offline", auto_batch_tracing=False)
+    first = LangChainTracer(project_name="p", client=offline)
+    second = LangChainTracer(project_name="p", client=offline)
     assert _same_sink(first, second)  # one per input's run, one destination
-    assert not _same_sink(first, LangChainTracer(project_name="other"))
+    assert not _same_sink(first, LangChainTracer(project_name="other", client=offline))
     assert not _same_sink(Seen(), Seen())  # two users' handlers: each sees the call
