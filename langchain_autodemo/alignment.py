@@ -11,7 +11,9 @@ The rules, strongest evidence first (see :meth:`EchoMatcher.verdict`):
    whatever index the model wrote. The engine never packs two inputs with the same key
    into one call (:func:`distinguishable_parts`), so an exact key is never ambiguous.
 2. The restatement is a long prefix of exactly one input's key (models abbreviate long
-   inputs): that input.
+   inputs), or a verbatim word-aligned part of exactly one input's key of at least
+   :data:`FRAGMENT_MIN_TOKENS` words (models copy only the question sentence of a long
+   input): that input.
 3. Otherwise an order-aware similarity (words and word pairs) must clear
    :data:`MATCH_THRESHOLD` and beat every other input by :data:`MARGIN`; moving an answer
    away from the index the model wrote needs the larger :data:`REALIGN_MARGIN`.
@@ -54,6 +56,9 @@ MARGIN = 0.1
 REALIGN_MARGIN = 0.3
 #: A restatement this long (characters of its key) that starts an input's key matches it.
 PREFIX_MIN_CHARS = 40
+#: A verbatim, word-aligned part of exactly one input's key matches it from this length on.
+FRAGMENT_MIN_TOKENS = 4
+FRAGMENT_MIN_CHARS = 20
 
 _COPIES_DISTRACTOR = "restated question copies a demonstration, not a question of the batch"
 
@@ -217,6 +222,16 @@ class EchoMatcher:
             if len(starts) == 1:
                 return ItemVerdict(starts[0], realigned=starts[0] != claimed)
             if starts:
+                return ItemVerdict(None, "restated question matches several inputs")
+        if len(tokens) >= FRAGMENT_MIN_TOKENS and len(key) >= FRAGMENT_MIN_CHARS:
+            # A verbatim part of one input (RTE: the model copies only the hypothesis, the
+            # last sentence of "Premise: ... Hypothesis: ..."; 18 of 29 rejections on RTE-64).
+            inside = [p for p, k in enumerate(self._keys) if f" {key} " in f" {k} "]
+            if inside and any(f" {key} " in f" {d} " for d in self._distractor_keys):
+                return ItemVerdict(None, _COPIES_DISTRACTOR)
+            if len(inside) == 1:
+                return ItemVerdict(inside[0], realigned=inside[0] != claimed)
+            if inside:
                 return ItemVerdict(None, "restated question matches several inputs")
         shingles = _shingles(tokens)
         scores = [similarity(shingles, expected) for expected in self._shingles]
