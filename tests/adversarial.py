@@ -177,6 +177,7 @@ OPS = (
     "empty",
     "copy_demo",
     "copy_demo",
+    "fragment",
 )
 ENDINGS = ("stop", "stop", "stop", "length", "no_finish", "raise", "raise_first")
 
@@ -240,6 +241,11 @@ def corrupt(
             blocks.insert(0, "Sure! Here are the answers, restated as asked.")
         elif op == "empty":
             return ""
+        elif op == "fragment" and b.restate is not None and not b.copied:
+            words = b.restate.split()  # a verbatim run of words, as a model copies one sentence
+            if len(words) > 4:
+                start = rng.randrange(len(words) - 3)
+                b.restate = " ".join(words[start : rng.randint(start + 4, len(words))])
         elif op == "copy_demo" and demos:  # re-answers a demonstration in this block's place
             demo = rng.choice(demos)
             # copied as models copy: word for word, at most re-cased, quoted or prefixed

@@ -421,3 +421,49 @@ def test_a_rejected_restatement_is_quoted_in_the_reason_and_counted_without_it()
         "restated question matches no input of the batch: restated as 'Something else entirely'"
     )
     assert reason_kind(failures[0]) == "restated question matches no input of the batch"
+
+
+# -- a restatement that copies only part of its input --------------------------------------
+
+RTE_LIKE = [
+    "Premise: Steve Jobs was attacked by Sculley and resigned a few weeks later. "
+    "Hypothesis: Steve Jobs worked for Apple.",
+    "Premise: The Raisani tribe is still living in Balochistan in Pakistan. "
+    "Hypothesis: The Raisani tribe resides in Pakistan.",
+]
+
+
+def test_a_verbatim_part_of_one_input_matches_it_whatever_index_it_carries() -> None:
+    completion = block(1, "The Raisani tribe resides in Pakistan.", "entailment") + block(
+        2, "Steve Jobs worked for Apple.", "entailment"
+    )
+    accepted, failures, _ = judge(RTE_LIKE, completion)
+    assert accepted == {0: "entailment", 1: "entailment"} and not failures
+
+
+@pytest.mark.parametrize(
+    ("inputs", "restated", "reason"),
+    [
+        # the same hypothesis under two premises: the copy fits both
+        (
+            ["Premise: It rained all day. Hypothesis: The ground is wet now.",
+             "Premise: The pipe burst. Hypothesis: The ground is wet now."],
+            "The ground is wet now.",
+            "matches several inputs",
+        ),
+        # too short to be evidence: three words
+        (RTE_LIKE, "worked for Apple", "matches no input"),
+        # not word-aligned: a part of a word is not a copy
+        (RTE_LIKE, "e Raisani tribe resides in Pakist", "matches no input"),
+    ],
+)  # fmt: skip
+def test_a_part_that_is_not_unique_evidence_is_re_asked(inputs, restated, reason) -> None:
+    accepted, failures, _ = judge(inputs, block(1, restated, "yes") + block(2, inputs[1], "no"))
+    assert 0 not in accepted and reason in failures[0]
+
+
+def test_a_part_of_a_demonstration_is_a_copy_of_the_demonstration() -> None:
+    demo = "Premise: Jobs founded Apple in 1976. Hypothesis: Steve Jobs worked for Apple."
+    completion = block(1, "Steve Jobs worked for Apple.", "entailment")
+    accepted, failures = judge_with_demos([RTE_LIKE[0]], completion, [(demo, "entailment")])
+    assert accepted == {} and "copies a demonstration" in failures[0]
