@@ -268,9 +268,10 @@ def _answer_and_check(
             results[index] = result
             if on_item is not None:
                 on_item()
-    from langchain_autodemo.errors import AutoDemoModelCallError, EvaluationError
+    from langchain_autodemo.errors import EvaluationError
+    from langchain_autodemo.evaluation.harness import model_call_failures
 
-    failed = [r for r in results.values() if isinstance(r, AutoDemoModelCallError)]
+    failed = model_call_failures(results.values())
     if failed:
         # A pool missing the items whose calls failed would be reused as if complete.
         raise EvaluationError(

@@ -9,14 +9,17 @@ re-ask and paired-comparison numbers of the report.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_autodemo.evaluation.bootstrap import BootstrapPool, BootstrapSettings, bootstrap_pool
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
+
+if TYPE_CHECKING:
+    from langchain_autodemo.errors import AutoDemoModelCallError
 
 __all__ = ["ItemRecord", "MethodResult", "evaluate", "run_method"]
 
@@ -122,6 +125,14 @@ class MethodResult:
         return data
 
 
+def model_call_failures(results: Iterable[Any]) -> list[AutoDemoModelCallError]:
+    """The results that are failed model calls (not format failures): what an evaluation
+    must not pass off as a measurement."""
+    from langchain_autodemo.errors import AutoDemoModelCallError
+
+    return [r for r in results if isinstance(r, AutoDemoModelCallError)]
+
+
 def run_method(
     llm: Any,
     dataset: Dataset,
@@ -163,9 +174,9 @@ def run_method(
             if on_item is not None:
                 on_item()
     wall = time.perf_counter() - started
-    from langchain_autodemo.errors import AutoDemoModelCallError, EvaluationError
+    from langchain_autodemo.errors import EvaluationError
 
-    call_failures = [r for r in results.values() if isinstance(r, AutoDemoModelCallError)]
+    call_failures = model_call_failures(results.values())
     if texts and len(call_failures) == len(texts):
         raise EvaluationError(
             f"{method.name}: every item's model call failed ({call_failures[-1]}); is the model "

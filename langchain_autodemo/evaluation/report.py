@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -284,12 +284,9 @@ def write_report(
     return paths
 
 
-# the MethodResult fields a summary in results.json carries (the rest are derived metrics)
-_STORED = (
-    "dataset", "method", "batch_size", "n", "correct", "parse_failures", "errors", "calls",
-    "retries", "input_tokens", "output_tokens", "estimated_tokens", "wall_time_s",
-    "retry_input_tokens", "retry_output_tokens", "bootstrap",
-)  # fmt: skip
+# what a summary in results.json stores of a MethodResult: every field but the per-item
+# records (those are in predictions.jsonl); the other keys are derived metrics
+_STORED = tuple(f.name for f in fields(MethodResult) if f.name != "items")
 
 
 def read_report(out_dir: Path) -> tuple[dict[str, Any], list[MethodResult]]:
