@@ -20,6 +20,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -174,12 +175,10 @@ def paired_comparison(result: MethodResult, baseline: MethodResult) -> dict[str,
     # The baseline on the very items of the first and last quarters: a drop from first to
     # last quarter that the baseline shows too is the items' difficulty, not the position.
     # (GSM8K-64, Qwen 1.5B, auto_demo N=8: 11/16 -> 4/16; single on the same items 11/16 -> 6/16.)
-    quarters: dict[int, list[bool]] = {0: [], 3: []}
-    for item in result.items:
-        if item.id in theirs and item.position is not None and item.call_items:
-            quarter = 4 * item.position // item.call_items
-            if item.call_items >= QUARTER_MIN_ITEMS and quarter in quarters:
-                quarters[quarter].append(theirs[item.id])
+    # Hence the same bucketing as position_accuracy, scored with the baseline's verdicts.
+    as_baseline = position_accuracy(
+        [replace(item, correct=theirs[item.id]) for item in result.items if item.id in theirs]
+    )
     return {
         "baseline": baseline.method,
         "n": n,
@@ -190,8 +189,8 @@ def paired_comparison(result: MethodResult, baseline: MethodResult) -> dict[str,
         "accuracy_difference": (only_ours - only_base) / n if n else 0.0,
         "mcnemar_p": mcnemar_exact(only_ours, only_base),
         "bootstrap_95": [low, high],
-        "baseline_first_quarter": _rate(sum(quarters[0]), len(quarters[0])),
-        "baseline_last_quarter": _rate(sum(quarters[3]), len(quarters[3])),
+        "baseline_first_quarter": as_baseline["first_quarter"],
+        "baseline_last_quarter": as_baseline["last_quarter"],
     }
 
 
