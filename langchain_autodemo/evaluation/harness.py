@@ -11,15 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from langchain_autodemo.errors import AutoDemoItemError, AutoDemoModelCallError, EvaluationError
 from langchain_autodemo.evaluation.bootstrap import BootstrapPool, BootstrapSettings, bootstrap_pool
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
-
-if TYPE_CHECKING:
-    from langchain_autodemo.errors import AutoDemoModelCallError
 
 __all__ = ["ItemRecord", "MethodResult", "evaluate", "run_method"]
 
@@ -128,8 +126,6 @@ class MethodResult:
 def model_call_failures(results: Iterable[Any]) -> list[AutoDemoModelCallError]:
     """The results that are failed model calls (not format failures): what an evaluation
     must not pass off as a measurement."""
-    from langchain_autodemo.errors import AutoDemoModelCallError
-
     return [r for r in results if isinstance(r, AutoDemoModelCallError)]
 
 
@@ -151,7 +147,6 @@ def run_method(
     """
     from langchain_autodemo import AutoDemoBatchRunnable, track_usage
     from langchain_autodemo.engine import ItemResult
-    from langchain_autodemo.errors import AutoDemoItemError
 
     runner = AutoDemoBatchRunnable(
         llm,
@@ -174,8 +169,6 @@ def run_method(
             if on_item is not None:
                 on_item()
     wall = time.perf_counter() - started
-    from langchain_autodemo.errors import EvaluationError
-
     call_failures = model_call_failures(results.values())
     if texts and len(call_failures) == len(texts):
         raise EvaluationError(
