@@ -17,6 +17,7 @@ from langchain_autodemo.testing import Reply, ScriptedAutoDemoModel, ScriptedCha
 __all__ = [
     "RefusingAutoDemoModel",
     "ScriptedChatModel",
+    "StoppedServerModel",
     "arithmetic_answer",
     "asked_questions",
     "single_question",
@@ -74,3 +75,10 @@ class RefusingAutoDemoModel(ScriptedAutoDemoModel):
 
 def refusing_model() -> RefusingAutoDemoModel:
     return RefusingAutoDemoModel()
+
+
+class StoppedServerModel(ScriptedAutoDemoModel):
+    """Test double: every call fails, as a stopped llama.cpp server's would."""
+
+    def _completion(self, messages: list[BaseMessage]) -> str:
+        raise ConnectionRefusedError("connection refused")

@@ -471,14 +471,9 @@ def test_eval_against_a_stopped_server_says_so_and_keeps_nothing_false(
     cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import langchain_autodemo.testing as testing
+    from tests.fakes import StoppedServerModel
 
-    class StoppedServer(testing.ScriptedAutoDemoModel):
-        """Test double: every call fails, as a stopped server's would."""
-
-        def _completion(self, messages):  # type: ignore[no-untyped-def]
-            raise ConnectionRefusedError("connection refused")
-
-    monkeypatch.setattr(testing, "parse_fake_spec", lambda options: StoppedServer())
+    monkeypatch.setattr(testing, "parse_fake_spec", lambda options: StoppedServerModel())
     out = tmp_path / "results"
     result = cli.invoke(
         app,

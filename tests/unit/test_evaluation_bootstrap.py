@@ -20,6 +20,7 @@ from langchain_autodemo.evaluation.datasets import Dataset, DatasetError, Exampl
 from langchain_autodemo.evaluation.harness import evaluate
 from langchain_autodemo.evaluation.methods import Method, MethodError, parse_method
 from langchain_autodemo.testing import ScriptedAutoDemoModel
+from tests.fakes import StoppedServerModel
 
 TOPICS = ("apples", "trains", "coins")
 
@@ -283,19 +284,12 @@ def test_autodemo_eval_builds_the_pool_from_the_records_past_limit_then_reuses_i
     assert json.loads((out / "results.json").read_text())["meta"]["bootstrap"]["reused"] is True
 
 
-class DeadServer(ScriptedAutoDemoModel):
-    """Test double: a model whose every call fails, as a stopped llama.cpp server's would."""
-
-    def _completion(self, messages: list[BaseMessage]) -> str:
-        raise ConnectionRefusedError("connection refused")
-
-
 def test_a_build_whose_model_calls_failed_is_an_error_and_never_reused(tmp_path: Path) -> None:
     from langchain_autodemo.errors import EvaluationError
 
     data, embeddings = _dataset(TRAIN), TopicEmbeddings()
     with pytest.raises(EvaluationError, match="6 of 6 training items lost to failed model calls"):
-        bootstrap_pool(DeadServer(), data, _settings(tmp_path), embeddings=embeddings)
+        bootstrap_pool(StoppedServerModel(), data, _settings(tmp_path), embeddings=embeddings)
     llm = CountingModel()
     pool = bootstrap_pool(llm, data, _settings(tmp_path), embeddings=embeddings)
     assert not pool.reused and llm.calls and pool.kept == 4
@@ -307,7 +301,7 @@ def test_a_method_whose_every_model_call_failed_stops_the_evaluation() -> None:
     done = []
     with pytest.raises(EvaluationError, match="auto_demo: every item's model call failed"):
         evaluate(
-            DeadServer(), _dataset(TRAIN), [parse_method("auto_demo")], [2],
+            StoppedServerModel(), _dataset(TRAIN), [parse_method("auto_demo")], [2],
             on_result=done.append,
         )  # fmt: skip
     assert done == []
