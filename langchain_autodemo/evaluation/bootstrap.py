@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.errors import ConfigurationError, EvaluationError
 from langchain_autodemo.evaluation.datasets import Dataset, DatasetError
 from langchain_autodemo.markers import FINAL_ANSWER_PREFIX
 
@@ -268,8 +268,7 @@ def _answer_and_check(
             results[index] = result
             if on_item is not None:
                 on_item()
-    from langchain_autodemo.errors import EvaluationError
-    from langchain_autodemo.evaluation.harness import model_call_failures
+    from langchain_autodemo.evaluation.harness import model_call_failures  # harness imports us
 
     failed = model_call_failures(results.values())
     if failed:
