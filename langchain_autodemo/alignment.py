@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from langchain_autodemo.parser import ParsedItem
@@ -204,6 +204,23 @@ class EchoMatcher:
             return ItemVerdict(claimed)
         return self.match(item.question, claimed if in_range else None)
 
+    def _one_containing(
+        self, contains: Callable[[str], bool], claimed: int | None
+    ) -> ItemVerdict | None:
+        """The verdict when the restatement is a part of input keys (``None``: of none).
+
+        Part of exactly one input: that input; of a demonstration too: a copy of the
+        demonstration; of several inputs: ambiguous, re-asked.
+        """
+        inside = [p for p, k in enumerate(self._keys) if contains(k)]
+        if not inside:
+            return None
+        if any(contains(d) for d in self._distractor_keys):
+            return ItemVerdict(None, _COPIES_DISTRACTOR)
+        if len(inside) > 1:
+            return ItemVerdict(None, "restated question matches several inputs")
+        return ItemVerdict(inside[0], realigned=inside[0] != claimed)
+
     def match(self, restated: str, claimed: int | None = None) -> ItemVerdict:
         """Which input ``restated`` copies (``claimed``: the index the model wrote)."""
         tokens = _tokens(restated)
@@ -216,23 +233,15 @@ class EchoMatcher:
         if key in self._distractor_keys:
             return ItemVerdict(None, _COPIES_DISTRACTOR)
         if len(key) >= PREFIX_MIN_CHARS:
-            starts = [p for p, k in enumerate(self._keys) if k.startswith(key)]
-            if starts and any(k.startswith(key) for k in self._distractor_keys):
-                return ItemVerdict(None, _COPIES_DISTRACTOR)
-            if len(starts) == 1:
-                return ItemVerdict(starts[0], realigned=starts[0] != claimed)
-            if starts:
-                return ItemVerdict(None, "restated question matches several inputs")
+            found = self._one_containing(lambda k: k.startswith(key), claimed)
+            if found is not None:
+                return found
         if len(tokens) >= FRAGMENT_MIN_TOKENS and len(key) >= FRAGMENT_MIN_CHARS:
             # A verbatim part of one input (RTE: the model copies only the hypothesis, the
             # last sentence of "Premise: ... Hypothesis: ..."; 18 of 29 rejections on RTE-64).
-            inside = [p for p, k in enumerate(self._keys) if f" {key} " in f" {k} "]
-            if inside and any(f" {key} " in f" {d} " for d in self._distractor_keys):
-                return ItemVerdict(None, _COPIES_DISTRACTOR)
-            if len(inside) == 1:
-                return ItemVerdict(inside[0], realigned=inside[0] != claimed)
-            if inside:
-                return ItemVerdict(None, "restated question matches several inputs")
+            found = self._one_containing(lambda k: f" {key} " in f" {k} ", claimed)
+            if found is not None:
+                return found
         shingles = _shingles(tokens)
         scores = [similarity(shingles, expected) for expected in self._shingles]
         best = max(range(len(scores)), key=scores.__getitem__)
