@@ -162,6 +162,9 @@ def evaluate(options: EvalOptions) -> None:
             earlier_meta.get("command", "?"),
         ]
         meta["earlier_wall_time_s"] = earlier_meta.get("wall_time_s", 0.0)
+        # the report holds the earlier rows too: its methods and sizes are the union
+        meta["methods"] = list(dict.fromkeys([*earlier_meta.get("methods", []), *meta["methods"]]))
+        meta["batch_sizes"] = sorted({*earlier_meta.get("batch_sizes", []), *sizes})
         if "bootstrap" in earlier_meta:
             meta["bootstrap"] = earlier_meta["bootstrap"]
     progress = _Progress(options, meta, earlier)

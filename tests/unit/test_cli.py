@@ -438,6 +438,12 @@ def test_eval_resume_runs_only_what_is_missing(cli: CliRunner, tmp_path: Path) -
     assert len(lines) == 12
     nothing = cli.invoke(app, [*common, "--methods", "single", "--resume"])
     assert nothing.exit_code == 0 and "Nothing new to run" in nothing.output
+    one = cli.invoke(app, [*common, "--methods", "batch", "--batch-sizes", "3", "--resume"])
+    assert one.exit_code == 0, one.output
+    meta = json.loads((out / "results.json").read_text())["meta"]
+    # the meta describes the whole report, not only the last command's part of it
+    assert meta["methods"] == ["single", "auto_demo", "batch"]
+    assert meta["batch_sizes"] == [2, 3, 4]
 
 
 def test_eval_resume_refuses_another_sample(cli: CliRunner, tmp_path: Path) -> None:
