@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_autodemo.errors import ConfigurationError, EvaluationError
 from langchain_autodemo.evaluation.datasets import Dataset, DatasetError
 from langchain_autodemo.markers import FINAL_ANSWER_PREFIX
+from langchain_autodemo.parser import CompletionScanner
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -40,9 +41,14 @@ __all__ = [
     "default_store",
     "demonstration_answer",
     "model_key",
+    "reads_back",
 ]
 
 _PREFIX = "autodemo-bootstrap-"
+# Part of every pool's key: raised when what a stored demonstration looks like changes, so
+# that a pool built by an older version is built again, never reused. 2: the final line
+# carries the checked value (format 1 could append a whole answer block to it).
+_FORMAT = 2
 
 
 def default_store() -> Path:
@@ -159,6 +165,7 @@ def _pool_name(
     sample: list[tuple[str, str]],
 ) -> str:  # fmt: skip
     identity = {
+        "format": _FORMAT,
         "model": model,
         "task": [dataset.task.kind, dataset.task.instructions, list(dataset.task.labels)],
         "mode": settings.mode,
@@ -282,10 +289,35 @@ def _answer_and_check(
         result = results.get(index)
         if not isinstance(result, ItemResult) or not result.raw_answer:
             continue
-        answer = str(result.answer)
-        if dataset.task.score(answer, gold).correct:
-            kept.append((question, demonstration_answer(result.raw_answer, answer), gold))
+        score = dataset.task.score(str(result.answer), gold)
+        if not score.correct:
+            continue
+        # An answer block without a final line has the whole block as its answer: the
+        # final line must carry the value the checker read from it, not that block (a
+        # pool built otherwise held "The answer is <the first step>." and the model copied
+        # it: 4 of 64 GSM8K items unparsable at N = 4).
+        value = str(result.answer) if dataset.task.kind == "text" else score.extracted
+        demonstration = demonstration_answer(result.raw_answer, value or str(result.answer))
+        if reads_back(demonstration, dataset, gold):
+            kept.append((question, demonstration, gold))
     return kept, usage
+
+
+def reads_back(demonstration: str, dataset: Dataset, gold: str) -> bool:
+    """Whether the package's own parser reads ``demonstration`` as one whole answer block
+    closed by its final line, with a value the task's checker accepts for ``gold``.
+
+    A demonstration is copied by the model, format included, so only one that the
+    parser would accept from the model is shown to it.
+    """
+    scanner = CompletionScanner(reasoning=True)
+    items = scanner.feed(f"Q[1]: question\nA[1]: {demonstration}\n") + scanner.finish()
+    if len(items) != 1 or items[0].closed_by != "final_answer":
+        return False
+    item = items[0]
+    return (item.answer or "").strip() == demonstration.strip() and dataset.task.score(
+        item.final_answer, gold
+    ).correct
 
 
 def _pool_from(

@@ -15,6 +15,7 @@ from langchain_autodemo.evaluation.bootstrap import (
     BootstrapSettings,
     bootstrap_pool,
     demonstration_answer,
+    reads_back,
 )
 from langchain_autodemo.evaluation.datasets import Dataset, DatasetError, Example, Task
 from langchain_autodemo.evaluation.harness import evaluate
@@ -305,3 +306,48 @@ def test_a_method_whose_every_model_call_failed_stops_the_evaluation() -> None:
             on_result=done.append,
         )  # fmt: skip
     assert done == []
+
+
+class NoFinalLineModel(CountingModel):
+    """Test double: the sum model that, for the coins questions, ends its reasoning with a
+    sentence instead of the final line (as Qwen2.5-Coder-1.5B did for 2 of its 27 kept
+    GSM8K answers)."""
+
+    def _completion(self, messages: list[BaseMessage]) -> str:
+        text = super()._completion(messages)
+        return text.replace("Adding up (own words).\nThe answer is 10.", "Five and five.\nSo 10 coins.")
+
+
+def test_a_kept_answer_without_a_final_line_gets_the_checked_value_not_its_whole_block(
+    tmp_path: Path,
+) -> None:
+    pool = bootstrap_pool(
+        NoFinalLineModel(), _dataset(TRAIN), _settings(tmp_path, batch_size=6),
+        embeddings=TopicEmbeddings(),
+    )  # fmt: skip
+    stored = pool.collection.get(include=["documents", "metadatas"])
+    answers = dict(zip(stored["documents"], (m["answer"] for m in stored["metadatas"]), strict=True))
+    # the block "Five and five.\nSo 10 coins." has no final line: its value is the number
+    # the checker read (10), never the block itself
+    assert answers["coins: 5 + 5 coins?"] == "Five and five.\nThe answer is 10."
+    for answer in answers.values():
+        finals = [line for line in answer.splitlines() if line.startswith("The answer is")]
+        assert finals == [answer.splitlines()[-1]]
+        assert re.fullmatch(r"The answer is \d+\.", finals[0]), answer
+
+
+@pytest.mark.parametrize(
+    ("demonstration", "ok"),
+    [
+        ("3 + 4 = 7.\nThe answer is 7.", True),
+        ("The answer is 7.\nThen more words.", False),  # the parser would drop the tail
+        ("Adding up.\nThe answer is Adding up.", False),  # a final line without the value
+        ("Adding up.\nQ[2]: another question\nThe answer is 7.", False),  # a marker inside
+        ("Adding up to 7.", False),  # no final line at all
+        ("3 + 4 = 8.\nThe answer is 8.", False),  # the checker rejects it
+    ],
+)
+def test_only_a_demonstration_the_parser_reads_back_as_the_accepted_answer_is_kept(
+    demonstration: str, ok: bool
+) -> None:
+    assert reads_back(demonstration, _dataset(TRAIN), "The answer is 7.") is ok
