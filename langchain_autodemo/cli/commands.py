@@ -164,6 +164,13 @@ def eval_(
         bool,
         typer.Option(help="Keep the results already in --out; run only the missing ones."),
     ] = EvalOptions.resume,
+    rerun: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: measure the chosen methods x batch sizes again, replacing "
+            "their earlier rows (after a fix); the other rows are kept."
+        ),
+    ] = EvalOptions.rerun,
 ) -> None:
     """Score methods x batch sizes on a dataset: accuracy, parse failures, calls, tokens, time."""
     with user_errors():

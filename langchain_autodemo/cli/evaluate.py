@@ -45,6 +45,8 @@ class EvalOptions:
     """Re-ask a garbled call's items after the ones it answered (shown as demonstrations)."""
     resume: bool = False
     """Keep the results already in ``out`` and run only the missing method x batch size."""
+    rerun: bool = False
+    """With ``resume``: run the chosen method x batch size pairs again, replacing their rows."""
 
 
 _RESUME_DEFAULTS: dict[str, Any] = {"reask_with_answered": False}
@@ -133,6 +135,8 @@ def evaluate(options: EvalOptions) -> None:
 
     chosen = parse_methods(options.methods)
     sizes = parse_batch_sizes(options.batch_sizes)
+    if options.rerun and not options.resume:
+        raise ConfigurationError("--rerun replaces rows of an earlier report: use it with --resume")
     spec = parse_model_spec(options.model)
     if options.task is not None and options.task not in ("numeric", "label"):
         raise ConfigurationError(f"unknown --task {options.task!r}: use numeric or label")
@@ -168,13 +172,19 @@ def evaluate(options: EvalOptions) -> None:
         if "bootstrap" in earlier_meta:
             meta["bootstrap"] = earlier_meta["bootstrap"]
     progress = _Progress(options, meta, earlier)
+    # --rerun: the chosen pairs are measured again; their earlier rows stay in the report
+    # until the new ones replace them, so an interrupted rerun loses nothing
+    again = (
+        {(m.name, n if m.batched else 1) for m in chosen for n in sizes} if options.rerun else set()
+    )
+    kept = [r for r in earlier if (r.method, r.batch_size) not in again]
     with open_model(spec, max_tokens=options.max_tokens) as opened:
         meta["model"] = opened.description
         meta["demos_per_batch"] = options.demos_per_batch
         if options.resume:
             _check_resumable(earlier_meta, meta, options.out, keys=["model"])
-            reused = sorted({(r.method, r.batch_size) for r in earlier})
-            echo(f"Resuming {options.out}: {len(reused)} earlier results kept")
+            echo(f"Resuming {options.out}: {len(kept)} earlier results kept"
+                 + (f", {len(earlier) - len(kept)} to measure again" if again else ""))  # fmt: skip
         echo(f"Model: {opened.description}; dataset {data.name} ({len(data)} items)")
         bootstrap = BootstrapSettings(
             size=options.bootstrap_size,
@@ -188,7 +198,7 @@ def evaluate(options: EvalOptions) -> None:
                 on_start=progress.on_start, on_item=progress.on_item,
                 on_result=progress.on_result,
                 on_bootstrap_start=progress.on_bootstrap_start,
-                on_bootstrap=progress.on_bootstrap, done=earlier,
+                on_bootstrap=progress.on_bootstrap, done=kept,
                 reask_with_answered=options.reask_with_answered,
             )  # fmt: skip
         except KeyboardInterrupt:

@@ -446,6 +446,27 @@ def test_eval_resume_runs_only_what_is_missing(cli: CliRunner, tmp_path: Path) -
     assert meta["batch_sizes"] == [2, 3, 4]
 
 
+def test_eval_rerun_replaces_only_the_chosen_rows(cli: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    common = ["eval", "--dataset", "gsm8k", "--limit", "4", "--out", str(out)]
+    first = cli.invoke(app, [*common, "--model", FAKE, "--methods", "single,auto_demo",
+                             "--batch-sizes", "2"])  # fmt: skip
+    assert first.exit_code == 0, first.output
+    before = json.loads((out / "results.json").read_text())["results"]
+    args = [*common, "--methods", "auto_demo", "--batch-sizes", "2", "--resume", "--rerun"]
+    again = cli.invoke(app, [*args, "--model", FAKE])
+    assert again.exit_code == 0, again.output
+    assert "1 earlier results kept, 1 to measure again" in again.output
+    assert "auto_demo N=2: accuracy" in again.output
+    after = json.loads((out / "results.json").read_text())["results"]
+    assert [(r["method"], r["batch_size"]) for r in after] == [("single", 1), ("auto_demo", 2)]
+    assert after[0] == before[0]  # single kept as measured
+    assert after[1]["wall_time_s"] != before[1]["wall_time_s"]  # measured again
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 8
+    alone = cli.invoke(app, [*common, "--model", FAKE, "--methods", "single", "--rerun"])
+    assert alone.exit_code == 2 and "use it with --resume" in alone.output
+
+
 def test_eval_resume_refuses_another_sample(cli: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "results"
     common = ["eval", "--dataset", "gsm8k", "--model", FAKE, "--out", str(out)]
