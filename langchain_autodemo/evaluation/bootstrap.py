@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_autodemo.errors import ConfigurationError, EvaluationError
 from langchain_autodemo.evaluation.datasets import Dataset, DatasetError
-from langchain_autodemo.markers import FINAL_ANSWER_PREFIX
+from langchain_autodemo.markers import FINAL_ANSWER_PREFIX, Markers
 from langchain_autodemo.parser import CompletionScanner
+from langchain_autodemo.prompts import render_completion
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -310,8 +311,10 @@ def reads_back(demonstration: str, dataset: Dataset, gold: str) -> bool:
     A demonstration is copied by the model, format included, so only one that the
     parser would accept from the model is shown to it.
     """
-    scanner = CompletionScanner(reasoning=True)
-    items = scanner.feed(f"Q[1]: question\nA[1]: {demonstration}\n") + scanner.finish()
+    markers = Markers()  # the pool's calls and the +bootstrap prompts use the defaults
+    scanner = CompletionScanner(markers, reasoning=True)
+    shown = render_completion([("question", demonstration)], markers, restate=True)
+    items = scanner.feed(shown + "\n") + scanner.finish()
     if len(items) != 1 or items[0].closed_by != "final_answer":
         return False
     item = items[0]
