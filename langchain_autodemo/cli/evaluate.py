@@ -174,9 +174,7 @@ def evaluate(options: EvalOptions) -> None:
     progress = _Progress(options, meta, earlier)
     # --rerun: the chosen pairs are measured again; their earlier rows stay in the report
     # until the new ones replace them, so an interrupted rerun loses nothing
-    again = (
-        {(m.name, n if m.batched else 1) for m in chosen for n in sizes} if options.rerun else set()
-    )
+    again = {(m.name, n) for m in chosen for n in m.sizes(sizes)} if options.rerun else set()
     kept = [r for r in earlier if (r.method, r.batch_size) not in again]
     with open_model(spec, max_tokens=options.max_tokens) as opened:
         meta["model"] = opened.description

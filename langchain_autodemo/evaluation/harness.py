@@ -255,7 +255,7 @@ def evaluate(
     results: list[MethodResult] = []
     earlier = {(r.method, r.batch_size): r for r in done}
     for method in methods:
-        sizes = batch_sizes if method.batched else [1]
+        sizes = method.sizes(batch_sizes)
         if all((method.name, size) in earlier for size in sizes):
             results.extend(earlier[(method.name, size)] for size in sizes)
             continue

@@ -72,6 +72,10 @@ class Method:
     def batched(self) -> bool:
         return self.mode is not Mode.SINGLE
 
+    def sizes(self, batch_sizes: Sequence[int]) -> list[int]:
+        """The batch sizes this method runs at: ``single`` once, at 1."""
+        return list(batch_sizes) if self.batched else [1]
+
     @property
     def needs_pool(self) -> bool:
         return self.grouping == "demo_pool"
