@@ -12,10 +12,16 @@ TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .PHONY: setup models browser demo test unit lint bench cookbook clean
 
+# llama-cpp-python compiles llama.cpp with -march=native by default; on a Xeon with AMX in a VM
+# (seen here, 2026-12-02) those kernels die with a general protection fault on the first real
+# prompt, so the server vanishes mid-eval. Build portable AVX2 kernels (x86-64-v3; the flags
+# are x86 options, ignored elsewhere); override with `make setup LLAMA_CMAKE_ARGS=...`.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,langgraph,dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,langgraph,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP) models browser
