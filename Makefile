@@ -14,8 +14,9 @@ TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 # llama-cpp-python compiles llama.cpp with -march=native by default; on a Xeon with AMX in a VM
 # (seen here, 2026-12-02) those kernels die with a general protection fault on the first real
-# prompt, so the server vanishes mid-eval. Build portable AVX2 kernels (x86-64-v3; the flags
-# are x86 options, ignored elsewhere); override with `make setup LLAMA_CMAKE_ARGS=...`.
+# prompt, so the server vanishes mid-eval. Build portable AVX2 kernels (x86-64-v3; these are
+# ggml's x86 options). The README's Install section names this variable as the one flag list.
+# It only takes effect on a new .venv: the stamp tracks pyproject.toml, and pip reuses a cached wheel.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 $(STAMP): pyproject.toml
