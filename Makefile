@@ -16,13 +16,29 @@ TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 # (seen here, 2026-12-02) those kernels die with a general protection fault on the first real
 # prompt, so the server vanishes mid-eval. Build portable AVX2 kernels (x86-64-v3; these are
 # ggml's x86 options). The README's Install section names this variable as the one flag list.
-# It only takes effect on a new .venv: the stamp tracks pyproject.toml, and pip reuses a cached wheel.
+# It only takes effect on a new .venv (the stamp tracks pyproject.toml).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# pip's wheel cache keys a built wheel by its sdist alone, not by CMAKE_ARGS: a wheel built once
+# with -march=native was reused by a later fresh .venv and segfaulted CI (stop 17). So the wheel
+# is built here, never taken from pip's cache, into a folder named after the version and the
+# flags, and later setups with the same flags install it from there instead of recompiling.
+LLAMA_CPP_PIN := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)
+LLAMA_FLAGS_ID := $(shell printf '%s' '$(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
+LLAMA_WHEELHOUSE ?= $(or $(AUTODEMO_CACHE_DIR),$(HOME)/.cache/langchain-autodemo)/wheels/llama-cpp-python-$(LLAMA_CPP_PIN)-$(LLAMA_FLAGS_ID)
+LLAMA_WHEEL = $(wildcard $(LLAMA_WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_PIN)-*.whl)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,langgraph,dev]"
+	@test -n "$(LLAMA_CPP_PIN)" || { echo "Makefile: no llama-cpp-python[server]==X pin in pyproject.toml" >&2; exit 1; }
+	@test -n "$(LLAMA_WHEEL)" || { \
+	  echo "building llama-cpp-python $(LLAMA_CPP_PIN) with $(LLAMA_CMAKE_ARGS) (about 12 minutes on 2 cores)"; \
+	  tmp=$$(mktemp -d) && \
+	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-cache-dir --no-deps \
+	    --no-binary llama-cpp-python -w $$tmp "llama-cpp-python==$(LLAMA_CPP_PIN)" && \
+	  mkdir -p "$(LLAMA_WHEELHOUSE)" && mv $$tmp/llama_cpp_python-*.whl "$(LLAMA_WHEELHOUSE)/" && rm -rf $$tmp; }
+	$(PY) -m pip install --quiet "$$(ls $(LLAMA_WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_PIN)-*.whl)[server]"
+	$(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,langgraph,dev]"
 	touch $(STAMP)
 
 setup: $(STAMP) models browser
