@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@test -n "$(LLAMA_CPP_PIN)" || { echo "Makefile: no llama-cpp-python[server]==X pin in pyproject.toml" >&2; exit 1; }
 	@test -n "$(LLAMA_WHEEL)" || { \
-	  echo "building llama-cpp-python $(LLAMA_CPP_PIN) with $(LLAMA_CMAKE_ARGS) (about 12 minutes on 2 cores)"; \
+	  echo "building llama-cpp-python $(LLAMA_CPP_PIN) with $(LLAMA_CMAKE_ARGS) (about 5 minutes on 2 cores)"; \
 	  tmp=$$(mktemp -d) && \
 	  CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet --no-cache-dir --no-deps \
 	    --no-binary llama-cpp-python -w $$tmp "llama-cpp-python==$(LLAMA_CPP_PIN)" && \
