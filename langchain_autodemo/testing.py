@@ -167,8 +167,12 @@ class ScriptedAutoDemoModel(ScriptedChatModel):
         if not questions:
             if self.drop and self.drop in user:
                 return ""
+            if "final answer only" in system.lower():
+                return answer_rule(self.answer, user)
             return f"Let me think.\nThe answer is {answer_rule(self.answer, user)}."
         prompt = f"{system}\n{user}"
+        # reasoning=False prompts ask for the final answer alone
+        terse = "final answer only" in prompt.lower()
         # auto_demo prompts ask for the restatement (the wording may move between turns)
         restate = "copy the question" in prompt.lower() or "\nQ[i]:" in prompt
         blocks = []
@@ -182,7 +186,8 @@ class ScriptedAutoDemoModel(ScriptedChatModel):
                 continue
             head = f"Q[{index}]: {text}\n" if restate else ""
             value = answer_rule(self.answer, text)
-            blocks.append(f"{head}A[{index}]: Working it out.\nThe answer is {value}.")
+            body = value if terse else f"Working it out.\nThe answer is {value}."
+            blocks.append(f"{head}A[{index}]: {body}")
         return "\n\n".join(blocks)
 
     @staticmethod

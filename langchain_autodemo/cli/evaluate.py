@@ -41,6 +41,9 @@ class EvalOptions:
     """Folder keeping bootstrap pools (default: the per-user cache)."""
     plots: bool = True
     progress: bool = True
+    reasoning: bool = True
+    """Ask for reasoning before each final answer (``False``: the final answer only; the
+    ``+bootstrap`` methods need it, their demonstrations are reasoned answers)."""
     reask_with_answered: bool = False
     """Re-ask a garbled call's items after the ones it answered (shown as demonstrations)."""
     resume: bool = False
@@ -49,10 +52,11 @@ class EvalOptions:
     """With ``resume``: run the chosen method x batch size pairs again, replacing their rows."""
 
 
-_RESUME_DEFAULTS: dict[str, Any] = {"reask_with_answered": False}
+_RESUME_DEFAULTS: dict[str, Any] = {"reask_with_answered": False, "reasoning": True}
 # what must match for an earlier report in --out to be extended by --resume
 _RESUME_KEYS = (
     "dataset", "source", "task", "items", "model", "demos_per_batch", "reask_with_answered",
+    "reasoning",
 )  # fmt: skip
 
 
@@ -137,6 +141,11 @@ def evaluate(options: EvalOptions) -> None:
     sizes = parse_batch_sizes(options.batch_sizes)
     if options.rerun and not options.resume:
         raise ConfigurationError("--rerun replaces rows of an earlier report: use it with --resume")
+    if not options.reasoning and any(m.bootstrap for m in chosen):
+        raise ConfigurationError(
+            "--no-reasoning: the +bootstrap methods show the model its own reasoned answers "
+            "as demonstrations; drop --no-reasoning or the +bootstrap methods"
+        )
     spec = parse_model_spec(options.model)
     if options.task is not None and options.task not in ("numeric", "label"):
         raise ConfigurationError(f"unknown --task {options.task!r}: use numeric or label")
@@ -152,6 +161,7 @@ def evaluate(options: EvalOptions) -> None:
         "command": "autodemo " + " ".join(sys.argv[1:]),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
         "reask_with_answered": options.reask_with_answered,
+        "reasoning": options.reasoning,
     }
     earlier_meta: dict[str, Any] = {}
     earlier: list[Any] = []
@@ -198,6 +208,7 @@ def evaluate(options: EvalOptions) -> None:
                 on_bootstrap_start=progress.on_bootstrap_start,
                 on_bootstrap=progress.on_bootstrap, done=kept,
                 reask_with_answered=options.reask_with_answered,
+                reasoning=options.reasoning,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.close()

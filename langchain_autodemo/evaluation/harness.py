@@ -139,11 +139,13 @@ def run_method(
     max_concurrency: int = 1,
     on_item: Callable[[], None] | None = None,
     reask_with_answered: bool = False,
+    reasoning: bool = True,
 ) -> MethodResult:
     """Answer every example of ``dataset`` with one method at one batch size.
 
     ``selector`` is the method's ``SimilarityBatchSelector`` (see ``Method.selector``);
-    one instance can serve every batch size.
+    one instance can serve every batch size. ``reasoning=False`` asks every method,
+    ``single`` included, for the final answer alone.
     """
     from langchain_autodemo import AutoDemoBatchRunnable, track_usage
     from langchain_autodemo.engine import ItemResult
@@ -154,7 +156,7 @@ def run_method(
         batch_size=batch_size if method.batched else 1,
         mode=method.mode,
         selector=selector,
-        reasoning=True,
+        reasoning=reasoning,
         include_details=True,
         reask_with_answered=reask_with_answered,
     )
@@ -239,6 +241,7 @@ def evaluate(
     on_bootstrap: Callable[[BootstrapPool], None] | None = None,
     done: Sequence[MethodResult] = (),
     reask_with_answered: bool = False,
+    reasoning: bool = True,
 ) -> list[MethodResult]:
     """Every method at every batch size (``single`` once: batch size does not apply).
 
@@ -281,7 +284,7 @@ def evaluate(
             result = run_method(
                 llm, dataset, method, batch_size, selector=selector,
                 max_concurrency=max_concurrency, on_item=on_item,
-                reask_with_answered=reask_with_answered,
+                reask_with_answered=reask_with_answered, reasoning=reasoning,
             )  # fmt: skip
             if method.bootstrap and solved is not None:
                 result.bootstrap = solved.summary()

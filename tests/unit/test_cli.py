@@ -511,3 +511,43 @@ def test_eval_against_a_stopped_server_says_so_and_keeps_nothing_false(
     assert "every item's model call failed" in " ".join(result.output.replace("│", " ").split())
     assert "Traceback" not in result.output
     assert not (out / "results.json").exists()  # no row of errors passed off as a result
+
+
+def test_eval_no_reasoning_asks_every_method_for_the_answer_only(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    common = ["eval", "--dataset", "gsm8k", "--limit", "4", "--model", FAKE, "--out", str(out)]
+    args = [*common, "--methods", "single,batch,auto_demo", "--batch-sizes", "2"]
+    first = cli.invoke(app, [*args, "--no-reasoning"])
+    assert first.exit_code == 0, first.output
+    assert json.loads((out / "results.json").read_text())["meta"]["reasoning"] is False
+    records = _records(out / "predictions.jsonl")
+    assert len(records) == 12
+    # the scripted model reasons unless the prompt asks for the final answer only
+    assert all("Working it out" not in r["raw_answer"] and "think" not in r["raw_answer"]
+               for r in records)  # fmt: skip
+    assert all(r["raw_answer"].strip() == r["gold"] for r in records if r["correct"])
+    assert sum(r["correct"] for r in records) > 0
+    mixed = cli.invoke(app, [*args, "--resume"])
+    assert mixed.exit_code == 2 and "reasoning False" in mixed.output
+    boot = cli.invoke(app, [*common, "--methods", "auto_demo+bootstrap", "--no-reasoning",
+                            "--out", str(tmp_path / "other")])  # fmt: skip
+    assert boot.exit_code == 2 and "+bootstrap" in boot.output
+    assert "Traceback" not in boot.output
+
+
+def test_eval_reasoning_is_the_default_and_reports_without_the_key_resume(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    common = ["eval", "--dataset", "gsm8k", "--limit", "4", "--model", FAKE, "--out", str(out)]
+    assert cli.invoke(app, [*common, "--methods", "single"]).exit_code == 0
+    report = json.loads((out / "results.json").read_text())
+    assert report["meta"]["reasoning"] is True
+    assert all("Let me think" in r["raw_answer"] for r in _records(out / "predictions.jsonl"))
+    del report["meta"]["reasoning"]  # a report written before the option existed
+    (out / "results.json").write_text(json.dumps(report))
+    again = cli.invoke(app, [*common, "--methods", "single,batch", "--batch-sizes", "2",
+                             "--resume"])  # fmt: skip
+    assert again.exit_code == 0, again.output
