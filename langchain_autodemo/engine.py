@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -55,6 +56,12 @@ _CUT_OFF_REASONS = frozenset(
 )
 # The same long answer line this many times in one item is a loop, not reasoning.
 _LOOP_REPEATS = 4
+# A final line that holds the prompt's own placeholder ("The answer is <final answer>.",
+# "A[3]: <final answer>") is the format copied, not an answer: re-asked, never handed to the
+# caller (the parser alone would read "<final answer>" as a value, or even ">").
+# Qwen2.5-Coder-1.5B wrote it for 2 of 64 RTE pairs in similarity batches of 16.
+# Only the layout's own placeholders: an answer may legitimately hold tags ("<answer>42</answer>").
+_PLACEHOLDER = re.compile(r"<\s*(?:final\s+answer|step-by-step\s+reasoning)\s*>", re.IGNORECASE)
 _FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "finishReason")
 
 
@@ -282,6 +289,13 @@ class CallSession:
             position, realigned = placed
             if item.value is None:
                 self._rejections[position] = "restated but never answered"
+                self._idle += 1
+                continue
+            last_line = (item.answer or item.value).strip().rsplit("\n", 1)[-1]
+            if _PLACEHOLDER.search(last_line):
+                self._rejections[position] = (
+                    f"answered with the prompt's placeholder: {last_line.strip()[:80]!r}"
+                )
                 self._idle += 1
                 continue
             try:

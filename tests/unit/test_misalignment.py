@@ -467,3 +467,43 @@ def test_a_part_of_a_demonstration_is_a_copy_of_the_demonstration() -> None:
     completion = block(1, "Steve Jobs worked for Apple.", "entailment")
     accepted, failures = judge_with_demos([RTE_LIKE[0]], completion, [(demo, "entailment")])
     assert accepted == {} and "copies a demonstration" in failures[0]
+
+
+# -- the prompt's placeholder copied as the answer ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["<final answer>", "<Final Answer>", "< final answer >", "<step-by-step reasoning>"],
+)
+def test_a_placeholder_answer_is_rejected_not_delivered(answer: str) -> None:
+    inputs = ["Does the premise entail the hypothesis? A", "Does it entail? B", "Third C?"]
+    completion = block(1, inputs[0], "entailment") + block(2, inputs[1], answer)
+    completion += block(3, inputs[2], "not_entailment")
+    accepted, failures, _ = judge(inputs, completion)
+    assert accepted == {0: "entailment", 2: "not_entailment"}
+    assert failures[1].startswith("answered with the prompt's placeholder")
+
+
+def test_a_terse_placeholder_answer_is_rejected_and_re_asked() -> None:
+    # reasoning=False: "A[i]: <final answer>" copied from the layout, then a proper re-ask
+    def script(messages: list[BaseMessage], number: int) -> str:
+        questions = asked_questions(messages)
+        if number == 1:
+            return "\n".join(f"Q[{i}]: {q}\nA[{i}]: <final answer>" for i, q in
+                             enumerate(questions, 1))  # fmt: skip
+        return "\n".join(f"Q[{i}]: {q}\nA[{i}]: positive" for i, q in enumerate(questions, 1))
+
+    model = ScriptedChatModel(script=script)
+    runner = AutoDemoBatchRunnable(model, batch_size=3, reasoning=False, include_details=True)
+    results = runner.batch(["good film", "great film", "fine film"])
+    assert [r.answer for r in results] == ["positive"] * 3
+    assert all(r.attempts == 2 for r in results)
+    assert all(r.reasons[0].startswith("answered with the prompt's placeholder") for r in results)
+
+
+def test_an_answer_that_only_mentions_angle_brackets_is_kept() -> None:
+    inputs = ["Which tag opens HTML?", "What is 2+2, tagged?"]
+    completion = block(1, inputs[0], "<html>") + block(2, inputs[1], "<answer>4</answer>")
+    accepted, failures, _ = judge(inputs, completion)
+    assert accepted == {0: "<html>", 1: "<answer>4</answer>"} and not failures
