@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,7 +34,13 @@ from langchain_autodemo.planning import (
     retry_delay,
     split_by_token_budget,
 )
-from langchain_autodemo.prompts import Mode, build_batch_messages, build_single_messages, one_line
+from langchain_autodemo.prompts import (
+    Mode,
+    build_batch_messages,
+    build_single_messages,
+    holds_placeholder,
+    one_line,
+)
 from langchain_autodemo.usage import CallUsage
 
 __all__ = ["EngineSettings", "ModelCall", "CallSession", "CallReport", "Engine", "ItemResult"]
@@ -56,12 +61,6 @@ _CUT_OFF_REASONS = frozenset(
 )
 # The same long answer line this many times in one item is a loop, not reasoning.
 _LOOP_REPEATS = 4
-# A final line that holds the prompt's own placeholder ("The answer is <final answer>.",
-# "A[3]: <final answer>") is the format copied, not an answer: re-asked, never handed to the
-# caller (the parser alone would read "<final answer>" as a value, or even ">").
-# Qwen2.5-Coder-1.5B wrote it for 2 of 64 RTE pairs in similarity batches of 16.
-# Only the layout's own placeholders: an answer may legitimately hold tags ("<answer>42</answer>").
-_PLACEHOLDER = re.compile(r"<\s*(?:final\s+answer|step-by-step\s+reasoning)\s*>", re.IGNORECASE)
 _FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "finishReason")
 
 
@@ -291,8 +290,11 @@ class CallSession:
                 self._rejections[position] = "restated but never answered"
                 self._idle += 1
                 continue
-            last_line = (item.answer or item.value).strip().rsplit("\n", 1)[-1]
-            if _PLACEHOLDER.search(last_line):
+            # The layout's placeholder copied as the final line ("The answer is <final
+            # answer>.") is no answer, though the parser reads "<final answer>" (or, terse,
+            # ">") as one. Qwen2.5-Coder-1.5B: 2 of 64 RTE pairs in similarity batches of 16.
+            last_line = (item.answer or "").strip().rsplit("\n", 1)[-1]
+            if holds_placeholder(last_line):
                 self._rejections[position] = (
                     f"answered with the prompt's placeholder: {last_line.strip()[:80]!r}"
                 )

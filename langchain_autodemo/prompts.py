@@ -29,9 +29,34 @@ __all__ = [
     "build_batch_messages",
     "build_single_messages",
     "DEFAULT_INSTRUCTIONS",
+    "holds_placeholder",
 ]
 
 DEFAULT_INSTRUCTIONS = "Answer each question accurately."
+
+# The layout's placeholders, one definition for the prompt and for the engine's check
+# that a model did not copy one as its answer (see holds_placeholder).
+FINAL_ANSWER_PLACEHOLDER = "<final answer>"
+REASONING_PLACEHOLDER = "<step-by-step reasoning>"
+_PLACEHOLDER = re.compile(
+    "|".join(
+        r"<\s*" + r"\s+".join(map(re.escape, p.strip("<>").split())) + r"\s*>"
+        for p in (FINAL_ANSWER_PLACEHOLDER, REASONING_PLACEHOLDER)
+    ),
+    re.IGNORECASE,
+)
+
+
+def holds_placeholder(line: str) -> bool:
+    """Whether ``line`` holds one of the layout's placeholders (``<final answer>``, any
+    case and spacing): the format copied, not an answer. Only the layout's own: an
+    answer may hold tags.
+
+    Example:
+        >>> holds_placeholder("The answer is < Final Answer >."), holds_placeholder("<answer>4</answer>")
+        (True, False)
+    """
+    return _PLACEHOLDER.search(line) is not None
 
 
 class Mode(str, Enum):
@@ -117,12 +142,14 @@ def _format_rules(mode: Mode, markers: Markers, count: int, reasoning: bool) -> 
     if reasoning:
         answer_step = (
             f"On the next line write '{a}[i]:' followed by your step-by-step reasoning, "
-            f"and end it with the line '{FINAL_ANSWER_PREFIX} <final answer>.'"
+            f"and end it with the line '{FINAL_ANSWER_PREFIX} {FINAL_ANSWER_PLACEHOLDER}.'"
         )
-        answer_layout = f"{a}[i]: <step-by-step reasoning>\n{FINAL_ANSWER_PREFIX} <final answer>."
+        answer_layout = (
+            f"{a}[i]: {REASONING_PLACEHOLDER}\n{FINAL_ANSWER_PREFIX} {FINAL_ANSWER_PLACEHOLDER}."
+        )
     else:
         answer_step = f"On the next line write '{a}[i]:' followed by the final answer only."
-        answer_layout = f"{a}[i]: <final answer>"
+        answer_layout = f"{a}[i]: {FINAL_ANSWER_PLACEHOLDER}"
     if mode is Mode.AUTO_DEMO:
         steps = (
             f"1. Copy the question word for word on one line, starting with '{q}[i]: '.\n"
@@ -232,7 +259,8 @@ def build_single_messages(
     """Messages for one question on its own (the ``single`` baseline), after its
     ``context`` as in :func:`build_batch_messages`."""
     closing = (
-        f"Reason step by step, then end with a final line '{FINAL_ANSWER_PREFIX} <final answer>.'"
+        f"Reason step by step, then end with a final line "
+        f"'{FINAL_ANSWER_PREFIX} {FINAL_ANSWER_PLACEHOLDER}.'"
         if reasoning
         else "Reply with the final answer only."
     )

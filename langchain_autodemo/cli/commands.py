@@ -148,13 +148,7 @@ def eval_(
         int,
         typer.Option(min=1, help="Training items the model answers to fill the +bootstrap pool."),
     ] = EvalOptions.bootstrap_size,
-    reasoning: Annotated[
-        bool,
-        typer.Option(
-            help="Ask for reasoning before each final answer (--no-reasoning: the answer "
-            "only, in every method; not with +bootstrap)."
-        ),
-    ] = EvalOptions.reasoning,
+    reasoning: ReasoningOption = EvalOptions.reasoning,
     bootstrap_store: Annotated[
         Path | None,
         typer.Option(help="Folder keeping bootstrap pools (default: the per-user cache)."),
