@@ -278,7 +278,19 @@ def _legacy_max_tokens_class() -> type:
     from langchain_openai import ChatOpenAI
 
     class ChatOpenAIWithMaxTokens(ChatOpenAI):
-        """``ChatOpenAI`` that sends the completion limit as ``max_tokens``."""
+        """``ChatOpenAI`` that sends the completion limit as ``max_tokens``.
+
+        Traced, named and serialized as the ``ChatOpenAI`` it is: the subclass only
+        renames a request field, and its name would be an internal detail in traces.
+        """
+
+        @classmethod
+        def lc_id(cls) -> list[str]:
+            # the serialized id, whose last part tracers take as the run's name
+            return ChatOpenAI.lc_id()
+
+        def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+            return super().get_name(suffix, name=name or self.name or ChatOpenAI.__name__)
 
         def _get_request_payload(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
             payload = super()._get_request_payload(*args, **kwargs)

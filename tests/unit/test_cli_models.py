@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -96,3 +97,46 @@ def test_import_and_fake_specs() -> None:
         assert opened.llm.answer == "echo"
     with pytest.raises(ModelSpecError, match="bad fake model option"), open_model("fake:x=1"):
         pass
+
+
+def test_the_max_tokens_client_is_traced_as_chat_openai() -> None:
+    """Traces name the model ``ChatOpenAI``, not the internal subclass that renames a field."""
+    import httpx
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.tracers.context import collect_runs
+    from langchain_openai import ChatOpenAI
+
+    from langchain_autodemo.llamacpp import legacy_max_tokens_chat_openai
+
+    sent: list[dict] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={
+            "id": "c1", "object": "chat.completion", "created": 0, "model": "local",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "4"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+        })  # fmt: skip
+
+    class Names(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.started: list[str] = []
+
+        def on_chat_model_start(self, serialized, messages, **kwargs) -> None:
+            self.started.append(serialized["id"][-1])
+
+    llm = legacy_max_tokens_chat_openai(
+        model="local", base_url="http://127.0.0.1:9/v1", api_key="none", max_tokens=7,
+        http_socket_options=(),  # no socket-option probe (unit tests forbid sockets)
+        http_client=httpx.Client(transport=httpx.MockTransport(reply)),
+    )  # fmt: skip
+    assert isinstance(llm, ChatOpenAI) and llm.get_name() == "ChatOpenAI"
+    handler = Names()
+    with collect_runs() as runs:
+        assert llm.invoke("2+2?", {"callbacks": [handler]}).content == "4"
+    assert [run.name for run in runs.traced_runs] == ["ChatOpenAI"]
+    assert handler.started == ["ChatOpenAI"]
+    assert sent[0]["max_tokens"] == 7 and "max_completion_tokens" not in sent[0]
+    with open_model("openai-compatible:http://127.0.0.1:9/v1#local") as opened:
+        assert opened.llm.get_name() == "ChatOpenAI"
