@@ -39,17 +39,40 @@ from langchain_autodemo.llamacpp import (
 )
 from langchain_autodemo.local_models import DEFAULT_MODEL, ModelNotFoundError, find_model
 
-__all__ = ["ModelSpec", "ModelSpecError", "OpenModel", "open_model", "parse_model_spec"]
+__all__ = [
+    "KINDS",
+    "SPEC_FORMS",
+    "ModelSpec",
+    "ModelSpecError",
+    "OpenModel",
+    "open_model",
+    "parse_model_spec",
+]
 
-KINDS = (
-    "default",
-    "llamacpp",
-    "llamacpp-inprocess",
-    "openai",
-    "openai-compatible",
-    "import",
-    "fake",
-)
+SPEC_FORMS: dict[str, tuple[str, str]] = {
+    "default": (
+        "default (or no --model)",
+        "the local Qwen2.5-Coder-1.5B GGUF on a llama.cpp server",
+    ),
+    "llamacpp": (
+        "llamacpp:PATH.gguf",
+        "a GGUF file (or a key: llamacpp:smollm2) on a llama.cpp server",
+    ),
+    "llamacpp-inprocess": (
+        "llamacpp-inprocess:PATH.gguf",
+        "a GGUF file (or key) loaded into this process: no server",
+    ),
+    "openai": ("openai:MODEL", "OpenAI (needs OPENAI_API_KEY)"),
+    "openai-compatible": (
+        "openai-compatible:URL#MODEL",
+        "an OpenAI-compatible server; #MODEL is optional",
+    ),
+    "import": ("import:MODULE:FACTORY", "FACTORY() of an importable module: the chat model"),
+    "fake": ("fake:OPTIONS", "test-only scripted model, e.g. fake:answer=sum"),
+}
+"""Each spec kind: its form and what it names (the CLI's help lists them all)."""
+
+KINDS = tuple(SPEC_FORMS)
 
 
 class ModelSpecError(ConfigurationError):
@@ -81,10 +104,10 @@ def parse_model_spec(spec: str | None) -> ModelSpec:
     kind, sep, target = spec.strip().partition(":")
     kind = kind.lower()
     if not sep or kind not in KINDS[1:]:
+        forms = ", ".join(form for form, _ in list(SPEC_FORMS.values())[1:])
         raise ModelSpecError(
-            f"unknown model spec {spec!r}: use openai:MODEL, openai-compatible:URL, "
-            "llamacpp:PATH.gguf, llamacpp-inprocess:PATH.gguf or leave --model out for the "
-            "local default model"
+            f"unknown model spec {spec!r}: use {forms}, or leave --model out for the local "
+            "default model"
         )
     target = target.strip()
     if not target and kind != "fake":

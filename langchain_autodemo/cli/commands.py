@@ -7,16 +7,17 @@ this module only declares.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import DEFAULT_MARKUP_MODE
 
 from langchain_autodemo.cli.common import echo, fail, prepare_host, user_errors
 from langchain_autodemo.cli.evaluate import EvalOptions, evaluate
 from langchain_autodemo.cli.run import RunOptions
 from langchain_autodemo.cli.run import run as run_items
 from langchain_autodemo.evaluation.methods import DEFAULT_METHODS
-from langchain_autodemo.models import open_model, parse_model_spec
+from langchain_autodemo.models import SPEC_FORMS, open_model, parse_model_spec
 from langchain_autodemo.prompts import Mode
 
 __all__ = ["app"]
@@ -40,10 +41,23 @@ ModelOption = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="openai:MODEL, openai-compatible:URL[#MODEL], llamacpp:PATH.gguf; "
-        "default: the local Qwen2.5-Coder-1.5B GGUF on a llama.cpp server.",
+        help="The chat model: a model spec (all of them are listed below); default: the "
+        "local Qwen2.5-Coder-1.5B GGUF on a llama.cpp server.",
     ),
 ]
+
+
+def _model_specs_epilog() -> str:
+    """Every model spec form, one per line: help columns would cut them at 80 columns."""
+    lines = ["Model specs (--model):"]
+    for form, meaning in SPEC_FORMS.values():
+        lines += [f"  {form}", f"      {meaning}"]
+    if DEFAULT_MARKUP_MODE is None:  # plain click rewraps paragraphs unless told not to
+        return "\b\n" + "\n".join(lines)
+    return "\n".join(lines)  # no '[' in the forms: rich markup would eat it
+
+
+MODEL_SPECS = _model_specs_epilog()
 MaxTokensOption = Annotated[
     int | None,
     typer.Option("--max-tokens", min=1, help="Completion token limit per call."),
@@ -64,7 +78,7 @@ ModeOption = Annotated[Mode, typer.Option(help="How each call asks its questions
 ReasoningOption = Annotated[bool, typer.Option(help="Ask for reasoning before each final answer.")]
 
 
-@app.command()
+@app.command(epilog=MODEL_SPECS)
 def run(
     input: Annotated[Path, typer.Argument(help="JSONL file, one JSON object per line.")],
     output: Annotated[
@@ -119,7 +133,7 @@ def run(
         run_items(RunOptions(**locals()))
 
 
-@app.command("eval")
+@app.command("eval", epilog=MODEL_SPECS)
 def eval_(
     dataset: Annotated[
         str,
@@ -178,7 +192,7 @@ def eval_(
         evaluate(EvalOptions(**locals()))
 
 
-@app.command()
+@app.command(epilog=MODEL_SPECS)
 def serve(
     instructions: InstructionsOption,
     model: ModelOption = None,
@@ -202,25 +216,29 @@ def serve(
 ) -> None:
     """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls."""
     import uvicorn
+    from langchain_core.runnables import RunnableLambda
 
     from langchain_autodemo import AutoDemoBatchRunnable
-    from langchain_autodemo.runnable import _template_fields
     from langchain_autodemo.serving import create_app
 
+    def runner_on(llm: Any) -> AutoDemoBatchRunnable:
+        return AutoDemoBatchRunnable(
+            llm,
+            instructions=instructions,
+            batch_size=batch_size,
+            mode=mode,
+            reasoning=reasoning,
+            input_template=template,
+        )
+
     with user_errors():
-        if template is not None:
-            _template_fields(template)  # a bad template stops here, not per request
+        # The runner checks its settings (a bad template) here, before a model starts,
+        # not per request: built once on a stand-in model.
+        runner_on(RunnableLambda(lambda _: ""))
         spec = parse_model_spec(model)
         with open_model(spec, max_tokens=max_tokens) as opened:
             echo(f"Model: {opened.description}")
-            runner = AutoDemoBatchRunnable(
-                opened.llm,
-                instructions=instructions,
-                batch_size=batch_size,
-                mode=mode,
-                reasoning=reasoning,
-                input_template=template,
-            )
+            runner = runner_on(opened.llm)
             app_ = create_app(runner, max_wait_seconds=max_wait)
             echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
             uvicorn.run(app_, host=host, port=port, log_level="warning")
