@@ -26,16 +26,22 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import typer
-
+from langchain_autodemo.batch_api.cost import PriceTable
 from langchain_autodemo.batch_api.errors import BatchApiError
+from langchain_autodemo.batch_api.job import BatchApiJob
+from langchain_autodemo.cli.common import fail
+from langchain_autodemo.cli.run import Item, RunJob, RunOutcome
 from langchain_autodemo.errors import ConfigurationError
 
-__all__ = ["BatchOptions", "parse_batch_options", "run_batch_api"]
+if TYPE_CHECKING:
+    from langchain_autodemo.cli.resume import OutputWriter
+
+__all__ = ["BATCH_CAPABLE_KINDS", "BatchApiAnswering", "BatchOptions", "parse_batch_options"]
 
 
 @dataclass
@@ -86,188 +92,186 @@ def _echo(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def run_batch_api(
-    spec: Any,
-    items: list[tuple[int, dict[str, Any], str]],
-    finished: dict[int, dict[str, Any]],
-    output: Path,
-    *,
-    instructions: str,
-    batch_size: int,
-    mode: str,
-    selector: Any,
-    reasoning: bool,
-    answer_key: str,
-    max_tokens: int | None,
-    max_concurrency: int,
-    progress: bool,
-    sort: bool,
-    overwrite: bool,
-    batch_options: list[str] | None,
-    error_key: str = "error",
-) -> None:
-    """The ``--via batch-api`` branch of ``autodemo run`` (after the input is checked)."""
-    import openai
-    from tqdm import tqdm
+BATCH_CAPABLE_KINDS = ("openai", "openai-compatible", "import")
+"""Model spec kinds whose chat model can be asked through a Batch API."""
 
-    from langchain_autodemo import AutoDemoBatchRunnable
-    from langchain_autodemo.batch_api.cost import PriceTable
-    from langchain_autodemo.batch_api.job import BatchApiJob
-    from langchain_autodemo.cli.common import fail as _fail
-    from langchain_autodemo.cli.resume import LINE_KEY, OutputWriter, sort_output
-    from langchain_autodemo.cli.run import _jsonable
-    from langchain_autodemo.models import open_model
 
-    try:
-        options = parse_batch_options(batch_options)
-        prices = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
-    except ConfigurationError as exc:
-        raise _fail(str(exc)) from None
-    if getattr(spec, "kind", None) not in ("openai", "openai-compatible", "import"):
-        raise _fail(
-            "--via batch-api needs a Batch API: --model openai:MODEL, or openai-compatible:URL "
-            "of a server that has one. To dry-run a local model, start `autodemo "
-            "emulate-batch-api --upstream URL` in front of it and pass openai-compatible:"
-            "http://127.0.0.1:PORT/v1"
+class BatchApiAnswering:
+    """The ``--via batch-api`` way of answering an ``autodemo run`` job.
+
+    Built from the checked :class:`~langchain_autodemo.cli.run.RunJob` (its
+    :class:`~langchain_autodemo.cli.run.RunOptions` hold every setting); the resume,
+    summary and exit status are the run command's, shared with online answering.
+    """
+
+    def __init__(self, job: RunJob) -> None:
+        self.job = job
+        self.settings = parse_batch_options(job.options.batch_option)
+        self.prices = (
+            PriceTable.from_file(self.settings.prices)
+            if self.settings.prices
+            else PriceTable.default()
         )
-    state = options.state or output.with_name(output.name + ".batch-api.sqlite")
-    if overwrite and state.exists():
-        stored = BatchApiJob.stored(state)
-        if stored and not stored["done"]:
-            _echo(
-                f"Note: discarding unfinished batch job {stored['job_id']} ({state}); "
-                "its batches may still run at the provider."
+        if job.spec.kind not in BATCH_CAPABLE_KINDS:
+            raise ConfigurationError(
+                "--via batch-api needs a Batch API: --model openai:MODEL, or openai-compatible:"
+                "URL of a server that has one. To dry-run a local model, start `autodemo "
+                "emulate-batch-api --upstream URL` in front of it and pass openai-compatible:"
+                "http://127.0.0.1:PORT/v1"
             )
-        state.unlink()
-    stored = BatchApiJob.stored(state)
-    by_line = {number: item for item, number in ((item, item[0]) for item in items)}
-    if stored is not None:
-        lines = list(stored["metadata"].get("input_lines") or [])
-        unknown = [n for n in lines if n not in by_line]
-        if unknown:
-            message = (
-                f"{state} is a batch job over input line(s) {unknown[:5]} that the input "
-                "does not have: use the input it was started with, or --overwrite"
-            )
-            raise _fail(message)
-        todo = [by_line[n] for n in lines]
-        _echo(f"Re-attaching to batch job {stored['job_id']} ({len(todo)} items) from {state}")
-    else:
-        todo = [item for item in items if item[0] not in finished]
-        if finished:
-            _echo(f"Resuming: {len(finished)} of {len(items)} items already in {output}.")
-        if not todo:
-            _echo("Nothing to do: every item is already answered.")
-            if sort:
-                sort_output(output)
-            return
-
-    started = time.perf_counter()
-    failed = 0
-    bar: Any = None
-    try:
-        with open_model(spec, max_tokens=max_tokens) as opened, OutputWriter(output) as writer:
-            _echo(
-                f"Model: {opened.description} (via the Batch API at "
-                f"{getattr(opened.llm, 'openai_api_base', None) or 'api.openai.com'})"
-            )
-            runner = AutoDemoBatchRunnable(
-                opened.llm,
-                instructions=instructions,
-                batch_size=batch_size,
-                mode=mode,
-                selector=selector,
-                reasoning=reasoning,
-            )
-            job = BatchApiJob(
-                runner,
-                [text for _, _, text in todo],
-                state=state,
-                follow_ups=options.follow_ups,  # type: ignore[arg-type]
-                max_requests_per_file=options.max_requests_per_file,
-                max_bytes_per_file=options.max_bytes_per_file,
-                max_resubmits=options.max_resubmits,
-                online_concurrency=max_concurrency,
-                metadata={"input_lines": [number for number, _, _ in todo]},
-                on_event=_echo,
-            )
-            _echo(f"Batch job {job.job_id}: {len(todo)} items; state in {state}")
-            bar = tqdm(
-                total=0, disable=not progress, unit="request", desc="batch job", file=sys.stderr
-            )
-
-            def on_progress(state_now: Any) -> None:
-                bar.total = max(state_now.requests_total, 1)
-                bar.n = min(state_now.requests_done, bar.total)
-                statuses = ",".join(sorted({b.status for b in state_now.batches})) or "-"
-                bar.set_postfix_str(
-                    f"round {state_now.round} ({state_now.via}: {statuses}), "
-                    f"items {state_now.items_done}/{state_now.items_total}",
-                    refresh=False,
+        output = job.options.output
+        self.state = self.settings.state or output.with_name(output.name + ".batch-api.sqlite")
+        self.stored = None if job.options.overwrite else BatchApiJob.stored(self.state)
+        """The unfinished job in the state file, re-attached to (``None``: a new job)."""
+        self.reattached = self.stored is not None
+        if self.stored is not None:
+            known = {item.line for item in job.items}
+            unknown = [n for n in self._stored_lines() if n not in known]
+            if unknown:
+                raise ConfigurationError(
+                    f"{self.state} is a batch job over input line(s) {unknown[:5]} that the "
+                    "input does not have: use the input it was started with, or --overwrite"
                 )
-                bar.refresh()
 
-            def on_result(index: int, result: Any) -> None:
-                nonlocal failed
-                number, record, _ = todo[index]
-                if number in finished:  # written by an earlier run (a replayed round)
-                    return
-                out = dict(record)
-                if isinstance(result, BaseException):
-                    failed += 1
-                    out[error_key] = str(result) or type(result).__name__
-                else:
-                    out[answer_key] = _jsonable(result)
-                writer.write(number, out)
-                finished[number] = {**out, LINE_KEY: number}
+    def _stored_lines(self) -> list[int]:
+        return list((self.stored or {}).get("metadata", {}).get("input_lines") or [])
 
-            job.wait(
-                poll_interval=options.poll_interval,
-                return_exceptions=True,
-                on_result=on_result,
-                on_progress=on_progress,
+    def start(self) -> list[Item]:
+        """The items of the unfinished job in the state file, else the missing ones."""
+        job, state = self.job, self.state
+        if job.options.overwrite and state.exists():
+            earlier = BatchApiJob.stored(state)
+            if earlier and not earlier["done"]:
+                _echo(
+                    f"Note: discarding unfinished batch job {earlier['job_id']} ({state}); "
+                    "its batches may still run at the provider."
+                )
+            state.unlink()
+        if self.stored is None:
+            return job.todo
+        by_line = {item.line: item for item in job.items}
+        todo = [by_line[n] for n in self._stored_lines()]
+        _echo(f"Re-attaching to batch job {self.stored['job_id']} ({len(todo)} items) from {state}")
+        return todo
+
+    def answer(self, todo: list[Item], open_output: Callable[[], OutputWriter]) -> RunOutcome:
+        """Submit ``todo`` as a batch job (or re-attach to it) and write every result."""
+        import openai
+        from tqdm import tqdm
+
+        from langchain_autodemo import AutoDemoBatchRunnable
+        from langchain_autodemo.models import open_model
+        from langchain_autodemo.usage import UsageStats
+
+        run, options, settings, state = self.job, self.job.options, self.settings, self.state
+        written: set[int] = set(run.finished)  # a replayed round re-delivers these
+        failed = 0
+        started = time.perf_counter()
+        job: BatchApiJob | None = None
+        writer: OutputWriter | None = None
+        bar: Any = None
+        try:
+            with (
+                open_model(run.spec, max_tokens=options.max_tokens) as opened,
+                open_output() as writer,
+            ):
+                _echo(
+                    f"Model: {opened.description} (via the Batch API at "
+                    f"{getattr(opened.llm, 'openai_api_base', None) or 'api.openai.com'})"
+                )
+                runner = AutoDemoBatchRunnable(
+                    opened.llm,
+                    instructions=options.instructions,
+                    batch_size=options.batch_size,
+                    mode=options.mode,
+                    selector=run.selector,
+                    reasoning=options.reasoning,
+                )
+                job = BatchApiJob(
+                    runner,
+                    [item.text for item in todo],
+                    state=state,
+                    follow_ups=settings.follow_ups,  # type: ignore[arg-type]
+                    max_requests_per_file=settings.max_requests_per_file,
+                    max_bytes_per_file=settings.max_bytes_per_file,
+                    max_resubmits=settings.max_resubmits,
+                    online_concurrency=options.max_concurrency,
+                    metadata={"input_lines": [item.line for item in todo]},
+                    on_event=_echo,
+                )
+                _echo(f"Batch job {job.job_id}: {len(todo)} items; state in {state}")
+                bar = tqdm(
+                    total=0,
+                    disable=not options.progress,
+                    unit="request",
+                    desc="batch job",
+                    file=sys.stderr,
+                )
+
+                def on_progress(now: Any) -> None:
+                    bar.total = max(now.requests_total, 1)
+                    bar.n = min(now.requests_done, bar.total)
+                    statuses = ",".join(sorted({b.status for b in now.batches})) or "-"
+                    bar.set_postfix_str(
+                        f"round {now.round} ({now.via}: {statuses}), "
+                        f"items {now.items_done}/{now.items_total}",
+                        refresh=False,
+                    )
+                    bar.refresh()
+
+                def on_result(index: int, result: Any) -> None:
+                    nonlocal failed
+                    item = todo[index]
+                    if item.line in written:
+                        return
+                    assert writer is not None
+                    record, is_error = run.output_record(item, result)
+                    failed += is_error
+                    writer.write(item.line, record)
+                    written.add(item.line)
+
+                job.wait(
+                    poll_interval=settings.poll_interval,
+                    return_exceptions=True,
+                    on_result=on_result,
+                    on_progress=on_progress,
+                )
+                bar.close()
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            return RunOutcome(
+                written=writer.written if writer is not None else 0,
+                failed=failed,
+                usage=job.usage if job is not None else UsageStats(),
+                interrupted=True,
+                wall_time_s=time.perf_counter() - started,
+                calls_label="batch requests",
+                interrupted_hint="Interrupted: the batch job goes on at the provider. Re-run the "
+                f"same command to re-attach ({state}).",
             )
-            bar.close()
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        _echo(
-            f"Interrupted: the batch job goes on at the provider. Re-run the same command "
-            f"to re-attach ({state})."
+        except BatchApiError as exc:
+            raise ConfigurationError(str(exc)) from None
+        except openai.APIError as exc:
+            raise fail(
+                f"the Batch API call failed: {type(exc).__name__}: {exc}. The job's state "
+                f"is in {state}: re-run the same command to re-attach.",
+                1,
+            ) from None
+        # Every result of the job is written: the next run starts afresh on what is left.
+        job.state.close()
+        state.unlink(missing_ok=True)
+        model = settings.price_model or str(getattr(job.provider, "model", ""))
+        try:
+            cost = job.cost(self.prices, model).summary()
+        except ConfigurationError as exc:
+            cost = f"Cost: {exc}; name one with --batch-option price_model=NAME"
+        return RunOutcome(
+            written=writer.written,
+            failed=failed,
+            usage=job.usage,
+            interrupted=False,
+            wall_time_s=time.perf_counter() - started,
+            calls_label="batch requests",
+            notes=(cost,),
         )
-        raise typer.Exit(130) from None
-    except (ConfigurationError, BatchApiError) as exc:
-        raise _fail(str(exc)) from None
-    except openai.APIError as exc:
-        raise _fail(
-            f"the Batch API call failed: {type(exc).__name__}: {exc}. The job's state "
-            f"is in {state}: re-run the same command to re-attach.",
-            1,
-        ) from None
-    # Every result of the job is written: the next run starts afresh on what is left.
-    job.state.close()
-    state.unlink(missing_ok=True)
-    usage = job.usage
-    done = sum(1 for number, _, _ in items if number in finished)
-    wall = time.perf_counter() - started
-    _echo(
-        f"Items: {done}/{len(items)} answered or failed ({failed} errors) | batch requests: "
-        f"{usage.calls} (retries {usage.retries}) | tokens in/out: "
-        f"{usage.input_tokens}/{usage.output_tokens}"
-        f"{' (estimated)' if usage.estimated_tokens else ''} | wall time: {wall:.1f}s"
-    )
-    model = options.price_model or str(getattr(job.provider, "model", ""))
-    try:
-        _echo(job.cost(prices, model).summary())
-    except ConfigurationError as exc:
-        _echo(f"Cost: {exc}; name one with --batch-option price_model=NAME")
-    if done < len(items):
-        _echo(f"Not complete: re-run the same command to answer the {len(items) - done} remaining.")
-        raise typer.Exit(1)
-    if sort:
-        sort_output(output)
-    _echo(f"Wrote {output}")
-    errors = sum(error_key in record for record in finished.values())
-    if errors:
-        _echo(f"{errors} of {len(items)} items ended in an error ('{error_key}' says why).")
-        raise typer.Exit(1)

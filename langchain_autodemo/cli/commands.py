@@ -82,7 +82,13 @@ ReasoningOption = Annotated[bool, typer.Option(help="Ask for reasoning before ea
 def run(
     input: Annotated[Path, typer.Argument(help="JSONL file, one JSON object per line.")],
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="JSONL output; resumed if it exists.")
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="JSONL output; resumed if it exists, with the settings recorded in "
+            "OUTPUT.meta.json.",
+        ),
     ],
     instructions: InstructionsOption = RunOptions.instructions,
     model: ModelOption = None,
@@ -125,9 +131,12 @@ def run(
 ) -> None:
     """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
 
-    Output lines are written as items complete; re-running the same command after an
-    interruption skips the finished ones. Exit status: 0 when every record was answered,
-    1 when some ended in an error, 2 for bad input, 130 after Ctrl-C.
+    Output lines are written as items complete; re-running the same command after
+    an interruption skips the finished ones. A re-run with other settings (model,
+    instructions, mode, batch size, ...) is refused: use another -o, or --overwrite.
+
+    Exit status: 0 when every record was answered, 1 when some ended in an error,
+    2 for bad input or settings, 130 after Ctrl-C.
     """
     with user_errors():
         run_items(RunOptions(**locals()))

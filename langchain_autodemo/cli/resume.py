@@ -8,6 +8,11 @@ A file is resumed only if every line is such a record. The one exception is a to
 line (the process died mid-write): it has no newline, is not valid JSON, and starts the
 way every line this module writes starts (``{"input_line": ``), so it is recognisably
 ours; :func:`prepare_for_append` cuts it off. Anything else is refused, never rewritten.
+
+The settings that shape the answers (model, instructions, mode, batch size, ...) are
+recorded beside the output, in ``OUTPUT.meta.json`` (:func:`setup_path`), so the output
+itself stays one record per line for its readers. A re-run compares its own settings
+with that record (:func:`check_setup`) and refuses to append answers of another setup.
 """
 
 from __future__ import annotations
@@ -18,15 +23,21 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from langchain_autodemo.cli.common import check_same_settings
 from langchain_autodemo.errors import ConfigurationError
 
 __all__ = [
     "LINE_KEY",
     "OutputError",
     "OutputWriter",
+    "check_setup",
     "prepare_for_append",
     "read_finished",
+    "read_setup",
+    "remove_output",
+    "setup_path",
     "sort_output",
+    "write_setup",
 ]
 
 LINE_KEY = "input_line"
@@ -88,9 +99,8 @@ def prepare_for_append(path: Path, *, keep: Mapping[int, dict[str, Any]] | None 
     if not path.exists():
         return
     finished, complete, raw = _scan(path)
-    if keep is not None:
-        if keep.keys() != finished.keys():
-            _rewrite(path, keep.values())
+    if keep is not None and keep.keys() != finished.keys():
+        _rewrite(path, keep.values())
     elif complete < len(raw):
         with path.open("r+b") as handle:
             handle.truncate(complete)
@@ -144,3 +154,74 @@ class OutputWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# -- the setup an output was written with ------------------------------------------
+
+SETUP_FORMAT = 1
+"""Version of the ``OUTPUT.meta.json`` layout."""
+
+
+def setup_path(output: Path) -> Path:
+    """Where the setup of ``output`` is recorded: ``OUTPUT.meta.json`` beside it."""
+    return output.with_name(output.name + ".meta.json")
+
+
+def read_setup(output: Path) -> dict[str, Any] | None:
+    """The settings ``output`` was written with; ``None`` where none are recorded.
+
+    Outputs written before the setup was recorded have no such file.
+    """
+    path = setup_path(output)
+    if not path.exists():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        setup = meta["setup"]
+        if not isinstance(setup, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise OutputError(
+            f"{path} is not the setup record of an autodemo output; refusing to resume into "
+            f"{output} (use another -o, or --overwrite)"
+        ) from None
+    return setup
+
+
+def write_setup(output: Path, setup: Mapping[str, Any], *, command: str) -> None:
+    """Record the settings of the run that writes ``output`` (atomically)."""
+    path = setup_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": SETUP_FORMAT, "output": output.name, "command": command, "setup": setup}
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def check_setup(
+    output: Path, setup: Mapping[str, Any], *, defaults: Mapping[str, Any] | None = None
+) -> bool:
+    """Refuse to resume ``output`` with settings other than those it was written with.
+
+    Returns ``False`` when ``output`` has no setup record (written before they were
+    recorded), ``True`` when it has one and every setting is the same. Raises
+    :class:`OutputError` naming each changed setting otherwise. ``defaults``: the value
+    of a setting that an older record lacks.
+    """
+    earlier = read_setup(output)
+    if earlier is None:
+        return False
+    check_same_settings(
+        earlier, setup, keys=list(dict.fromkeys([*setup, *earlier])), defaults=defaults,
+        what=f"{output} was written with another setup ({setup_path(output).name})",
+        fix="use another -o for the new setup, the earlier settings to resume, or "
+        "--overwrite to start afresh",
+        error=OutputError,
+    )  # fmt: skip
+    return True
+
+
+def remove_output(output: Path) -> None:
+    """Delete an output file and its setup record (``--overwrite``)."""
+    output.unlink(missing_ok=True)
+    setup_path(output).unlink(missing_ok=True)

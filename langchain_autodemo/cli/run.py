@@ -3,21 +3,29 @@
 Each output line is ``{"input_line": N, ...the input record..., "answer": ...}`` (or the
 item's ``"error"`` instead of its answer), appended and flushed as items complete. A
 re-run of the same command skips the lines already answered; a file it did not write is
-never touched. The exit status is 0 only when every record was answered, 1 when some
-ended in an error (or were left unanswered), 2 for bad input, 130 after Ctrl-C.
+never touched. The settings that shape the answers are recorded in ``OUTPUT.meta.json``,
+and a re-run with other settings is refused (naming each change) rather than mixing
+answers of two setups in one file. The exit status is 0 only when every record was
+answered, 1 when some ended in an error (or were left unanswered), 2 for bad input or
+settings, 130 after Ctrl-C.
+
+Online answering (:class:`OnlineAnswering`) and ``--via batch-api``
+(:class:`langchain_autodemo.batch_api.cli.BatchApiAnswering`) share everything else:
+the checks, the resume, the summary and the exit status (:func:`run`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import string
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 import typer
@@ -30,11 +38,14 @@ from langchain_autodemo.cli.resume import (
     LINE_KEY,
     OutputError,
     OutputWriter,
+    check_setup,
     prepare_for_append,
     read_finished,
+    remove_output,
     sort_output,
+    write_setup,
 )
-from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.errors import AutoDemoError, ConfigurationError
 from langchain_autodemo.evaluation.datasets import read_jsonl
 from langchain_autodemo.evaluation.methods import GROUPINGS
 from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
@@ -43,7 +54,17 @@ from langchain_autodemo.planning import estimate_tokens
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.usage import CallUsage, UsageStats
 
-__all__ = ["RunOptions", "run"]
+__all__ = [
+    "Answering",
+    "Item",
+    "OnlineAnswering",
+    "RunOutcome",
+    "RunJob",
+    "RunOptions",
+    "error_message",
+    "jsonable",
+    "run",
+]
 
 
 @dataclass(frozen=True)
@@ -75,7 +96,9 @@ class RunOptions:
 
 
 @dataclass(frozen=True)
-class _Item:
+class Item:
+    """One input record and what the model is asked about it."""
+
     line: int
     """Line number in the input file: the key that resumes it."""
     record: dict[str, Any]
@@ -84,19 +107,21 @@ class _Item:
 
 
 @dataclass(frozen=True)
-class _Job:
-    """A checked run: the items, what the output already holds, and its field names."""
+class RunJob:
+    """A checked run: its options, the items, what the output already holds, its field names."""
 
     options: RunOptions
     spec: ModelSpec
     selector: Any
-    items: list[_Item]
+    items: list[Item]
     finished: Mapping[int, dict[str, Any]]
     answer_key: str
     error_key: str
+    setup: Mapping[str, Any]
+    """The settings that shape the answers, recorded beside the output."""
 
     @property
-    def todo(self) -> list[_Item]:
+    def todo(self) -> list[Item]:
         return [item for item in self.items if item.line not in self.finished]
 
     def is_error(self, record: Mapping[str, Any]) -> bool:
@@ -106,14 +131,45 @@ class _Job:
     def previous_errors(self) -> int:
         return sum(self.is_error(record) for record in self.finished.values())
 
+    def output_record(self, item: Item, result: Any) -> tuple[dict[str, Any], bool]:
+        """The output fields of ``item`` for its ``result`` (an answer or an exception),
+        and whether it failed."""
+        if isinstance(result, BaseException):
+            return {**item.record, self.error_key: error_message(item, result)}, True
+        return {**item.record, self.answer_key: jsonable(result)}, False
+
 
 @dataclass(frozen=True)
-class _Outcome:
+class RunOutcome:
+    """What one way of answering (online, or a Batch API job) did with the items asked."""
+
     written: int
     failed: int
     usage: UsageStats
     interrupted: bool
     wall_time_s: float
+    calls_label: str = "calls"
+    notes: tuple[str, ...] = ()
+    """Lines for the summary (the Batch API's cost)."""
+    interrupted_hint: str | None = None
+    """What to do after Ctrl-C (default: re-run the same command)."""
+
+
+class Answering(Protocol):
+    """How a :class:`RunJob`'s items are asked: online (:class:`OnlineAnswering`) or as a
+    Batch API job (:class:`langchain_autodemo.batch_api.cli.BatchApiAnswering`)."""
+
+    reattached: bool
+    """The items to ask are those of an earlier, unfinished job (not the missing ones)."""
+
+    def start(self) -> list[Item]:
+        """The items to ask now (after the output is ready to append to)."""
+        ...
+
+    def answer(self, todo: list[Item], open_output: Callable[[], OutputWriter]) -> RunOutcome:
+        """Ask ``todo``, writing each result as it arrives to ``open_output()``'s writer
+        (opened once the model is ready)."""
+        ...
 
 
 def run(options: RunOptions) -> None:
@@ -123,48 +179,57 @@ def run(options: RunOptions) -> None:
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
     job = _prepare(options)
+    answering: Answering
     if options.via == "batch-api":
-        from langchain_autodemo.batch_api.cli import run_batch_api
+        from langchain_autodemo.batch_api.cli import BatchApiAnswering
 
-        run_batch_api(
-            job.spec, [(item.line, item.record, item.text) for item in job.items],
-            dict(job.finished), options.output, instructions=options.instructions,
-            batch_size=options.batch_size, mode=options.mode, selector=job.selector,
-            reasoning=options.reasoning, answer_key=job.answer_key,
-            max_tokens=options.max_tokens, max_concurrency=options.max_concurrency,
-            progress=options.progress, sort=options.sort, overwrite=options.overwrite,
-            batch_options=options.batch_option, error_key=job.error_key,
-        )  # fmt: skip
-        return
+        answering = BatchApiAnswering(job)  # checks its options and the model first
+    else:
+        answering = OnlineAnswering(job)
+    _make_ready(job)
+    todo = answering.start()
     total = len(job.items)
-    if job.finished:
+    if job.finished and not answering.reattached:
         echo(f"Resuming: {len(job.finished)} of {total} items already in {options.output}.")
-    if not job.todo:
+    if not todo:
         echo("Nothing to do: every item is already in the output.")
         if options.sort:
             sort_output(options.output)
         _exit_if_errors(job, job.previous_errors)
         return
-    outcome = _answer(job)
+
+    def open_output() -> OutputWriter:
+        write_setup(options.output, job.setup, command="autodemo " + " ".join(sys.argv[1:]))
+        return OutputWriter(options.output)
+
+    outcome = answering.answer(todo, open_output)
     done = len(job.finished) + outcome.written
     usage = outcome.usage
     echo(
         f"Items: {done}/{total} answered or failed ({outcome.written} this run, "
-        f"{outcome.failed} errors) | calls: {usage.calls} (retries {usage.retries}) | "
-        f"tokens in/out: {usage.input_tokens}/{usage.output_tokens}"
+        f"{outcome.failed} errors) | {outcome.calls_label}: {usage.calls} (retries "
+        f"{usage.retries}) | tokens in/out: {usage.input_tokens}/{usage.output_tokens}"
         f"{' (estimated)' if usage.estimated_tokens else ''} | "
         f"wall time: {outcome.wall_time_s:.1f}s"
     )
-    if outcome.interrupted or done < total:
-        echo(f"Interrupted: re-run the same command to answer the {total - done} remaining.")
-        raise typer.Exit(130 if outcome.interrupted else 1)
+    for note in outcome.notes:
+        echo(note)
+    if outcome.interrupted:
+        echo(
+            outcome.interrupted_hint
+            or f"Interrupted: re-run the same command to answer the {total - done} remaining."
+        )
+        raise typer.Exit(130)
+    if done < total:
+        echo(f"Not complete: re-run the same command to answer the {total - done} remaining.")
+        raise typer.Exit(1)
     if options.sort:
         sort_output(options.output)
     echo(f"Wrote {options.output}")
     _exit_if_errors(job, job.previous_errors + outcome.failed)
 
 
-def _exit_if_errors(job: _Job, errors: int) -> None:
+def _exit_if_errors(job: RunJob, errors: int) -> None:
     if errors:
         echo(
             f"{errors} of {len(job.items)} items ended in an error (their '{job.error_key}' "
@@ -173,10 +238,27 @@ def _exit_if_errors(job: _Job, errors: int) -> None:
         raise typer.Exit(1)
 
 
+def error_message(item: Item, error: BaseException) -> str:
+    """Why ``item`` got no answer, naming it by its input line as its output record does.
+
+    The runner's errors say ``item K`` with K the position in the list it was given
+    (the items left to do, counted from 0), which is not the input line; the reason is
+    kept and the item is named by its line instead.
+    """
+    reason = getattr(error, "reason", None)
+    if isinstance(error, AutoDemoError) and hasattr(error, "index") and isinstance(reason, str):
+        attempts = getattr(error, "attempts", None)
+        text = reason + (f" (after {attempts} attempt(s))" if attempts else "")
+    else:
+        text = str(error) or type(error).__name__
+    return f"input line {item.line}: {text}"
+
+
 # -- checks: everything is validated before the first model call --------------------
 
 
-def _prepare(options: RunOptions) -> _Job:
+def _prepare(options: RunOptions) -> RunJob:
+    """Check the options, the input and the output; nothing is written."""
     if options.via not in ("online", "batch-api"):
         raise ConfigurationError(f"unknown --via {options.via!r}: use online or batch-api")
     if options.select is not None and options.mode is Mode.SINGLE:
@@ -197,18 +279,52 @@ def _prepare(options: RunOptions) -> _Job:
     error_key = _free_key("error", records)
     if error_key != "error":
         echo(f"Note: input records already have an 'error' field; failures go to '{error_key}'.")
-    if options.overwrite and output.exists():
-        output.unlink()
-    finished = read_finished(output)
-    _check_output_matches_input(finished, items, output, source)
-    job = _Job(options, spec, selector, items, finished, answer_key, error_key)
-    if options.retry_errors and job.previous_errors:
-        kept = {line: r for line, r in finished.items() if not job.is_error(r)}
-        prepare_for_append(output, keep=kept)
-        job = _Job(options, spec, selector, items, kept, answer_key, error_key)
-    else:
-        prepare_for_append(output)
-    return job
+    setup = _setup(options, spec, answer_key)
+    finished: Mapping[int, dict[str, Any]] = {}
+    if not options.overwrite:
+        finished = read_finished(output)
+        _check_output_matches_input(finished, items, output, source)
+        if output.exists() and not check_setup(output, setup) and finished:
+            echo(
+                f"Note: {output} has no record of the settings it was written with (an older "
+                "autodemo wrote it); resuming it as if they were these."
+            )
+        if options.retry_errors:  # asked again: their lines go when the output is readied
+            finished = {line: r for line, r in finished.items() if error_key not in r}
+    return RunJob(options, spec, selector, items, finished, answer_key, error_key, setup)
+
+
+def _make_ready(job: RunJob) -> None:
+    """Ready the checked output for appending: ``--overwrite`` removes it, ``--retry-errors``
+    drops the lines of the errors to ask again, a torn last line is cut off."""
+    options, output = job.options, job.options.output
+    if options.overwrite:
+        remove_output(output)
+    prepare_for_append(output, keep=job.finished if options.retry_errors else None)
+
+
+def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, Any]:
+    """The settings that shape the answers: a resumed output must have been written with
+    the same (:func:`~langchain_autodemo.cli.resume.check_setup`)."""
+    single = options.mode is Mode.SINGLE
+    return {
+        "model": str(spec),
+        "instructions": options.instructions,
+        "mode": options.mode.value,
+        "batch_size": None if single else options.batch_size,  # single asks one at a time
+        "reasoning": options.reasoning,
+        "field": options.field if options.template is None else None,
+        "template": options.template,
+        "select": (options.select or "").strip().lower() or None,
+        "demo_pool": _digest(options.demo_pool) if options.demo_pool is not None else None,
+        "max_tokens": options.max_tokens,
+        "answer_field": answer_key,
+    }
+
+
+def _digest(path: Path) -> str:
+    """A file's content, as ``sha256:`` and the first 16 hex digits of its digest."""
+    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _free_key(name: str, records: Sequence[Mapping[str, Any]]) -> str:
@@ -219,7 +335,7 @@ def _free_key(name: str, records: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _check_output_matches_input(
-    finished: Mapping[int, dict[str, Any]], items: Sequence[_Item], output: Path, source: Path
+    finished: Mapping[int, dict[str, Any]], items: Sequence[Item], output: Path, source: Path
 ) -> None:
     """Refuse to resume into an output whose lines are not this input's records."""
     by_line = {item.line: item.record for item in items}
@@ -260,7 +376,7 @@ def _renderer(field: str, template: str | None) -> tuple[str | None, list[str]]:
     return template, [name.split(".")[0].split("[")[0] for name in names]
 
 
-def _load_inputs(path: Path, field: str, template: str | None) -> list[_Item]:
+def _load_inputs(path: Path, field: str, template: str | None) -> list[Item]:
     """One item per record, all checked up front."""
     if not path.exists():
         raise ConfigurationError(f"input file not found: {path}")
@@ -288,7 +404,7 @@ def _load_inputs(path: Path, field: str, template: str | None) -> list[_Item]:
                 raise ConfigurationError(f"{path}:{number}: --template failed: {exc!r}") from None
         if not text.strip():
             raise ConfigurationError(f"{path}:{number}: the text to answer is empty")
-        items.append(_Item(number, record, text))
+        items.append(Item(number, record, text))
     if not items:
         raise ConfigurationError(f"{path}: no records")
     return items
@@ -318,66 +434,74 @@ def _selector(select: str | None, demo_pool: Path | None) -> Any:
 # -- answering ----------------------------------------------------------------------
 
 
-def _answer(job: _Job) -> _Outcome:
-    from tqdm import tqdm
+class OnlineAnswering:
+    """Ask the items with ordinary model calls, writing each answer as it completes."""
 
-    from langchain_autodemo import AutoDemoBatchRunnable, track_usage
+    reattached = False
 
-    options, todo = job.options, job.todo
-    spent = _SpentCounter()
-    started = time.perf_counter()
-    failed = 0
-    interrupted = False
-    with (
-        open_model(job.spec, max_tokens=options.max_tokens) as opened,
-        OutputWriter(options.output) as writer,
-    ):
-        echo(f"Model: {opened.description}")
-        runner = AutoDemoBatchRunnable(
-            opened.llm,
-            instructions=options.instructions,
-            batch_size=options.batch_size,
-            mode=options.mode,
-            selector=job.selector,
-            reasoning=options.reasoning,
+    def __init__(self, job: RunJob) -> None:
+        self.job = job
+
+    def start(self) -> list[Item]:
+        return self.job.todo
+
+    def answer(self, todo: list[Item], open_output: Callable[[], OutputWriter]) -> RunOutcome:
+        from tqdm import tqdm
+
+        from langchain_autodemo import AutoDemoBatchRunnable, track_usage
+
+        job, options = self.job, self.job.options
+        spent = _SpentCounter()
+        started = time.perf_counter()
+        failed = 0
+        interrupted = False
+        with (
+            open_model(job.spec, max_tokens=options.max_tokens) as opened,
+            open_output() as writer,
+        ):
+            echo(f"Model: {opened.description}")
+            runner = AutoDemoBatchRunnable(
+                opened.llm,
+                instructions=options.instructions,
+                batch_size=options.batch_size,
+                mode=options.mode,
+                selector=job.selector,
+                reasoning=options.reasoning,
+            )
+            bar = tqdm(
+                total=len(job.items),
+                initial=len(job.finished),
+                disable=not options.progress,
+                unit="item",
+                desc="autodemo run",
+                file=sys.stderr,
+            )
+            with track_usage() as usage:
+                try:
+                    results = runner.batch_as_completed(
+                        [item.text for item in todo],
+                        {"max_concurrency": options.max_concurrency, "callbacks": [spent]},
+                        return_exceptions=True,
+                    )
+                    for index, result in results:
+                        item = todo[index]
+                        record, is_error = job.output_record(item, result)
+                        failed += is_error
+                        writer.write(item.line, record)
+                        bar.update(1)
+                except KeyboardInterrupt:
+                    interrupted = True
+                finally:
+                    bar.close()
+        return RunOutcome(
+            written=writer.written,
+            failed=failed,
+            # The runner reports its totals when the whole batch is done; after Ctrl-C the
+            # calls counted as they ended are all there is.
+            usage=usage if usage.calls else spent.usage,
+            interrupted=interrupted,
+            wall_time_s=time.perf_counter() - started,
         )
-        bar = tqdm(
-            total=len(job.items),
-            initial=len(job.finished),
-            disable=not options.progress,
-            unit="item",
-            desc="autodemo run",
-            file=sys.stderr,
-        )
-        with track_usage() as usage:
-            try:
-                results = runner.batch_as_completed(
-                    [item.text for item in todo],
-                    {"max_concurrency": options.max_concurrency, "callbacks": [spent]},
-                    return_exceptions=True,
-                )
-                for index, result in results:
-                    item = todo[index]
-                    if isinstance(result, BaseException):
-                        failed += 1
-                        outcome = {job.error_key: str(result) or type(result).__name__}
-                    else:
-                        outcome = {job.answer_key: _jsonable(result)}
-                    writer.write(item.line, {**item.record, **outcome})
-                    bar.update(1)
-            except KeyboardInterrupt:
-                interrupted = True
-            finally:
-                bar.close()
-    return _Outcome(
-        written=writer.written,
-        failed=failed,
-        # The runner reports its totals when the whole batch is done; after Ctrl-C the
-        # calls counted as they ended are all there is.
-        usage=usage if usage.calls else spent.usage,
-        interrupted=interrupted,
-        wall_time_s=time.perf_counter() - started,
-    )
 
 
 class _SpentCounter(BaseCallbackHandler):
@@ -433,7 +557,9 @@ class _SpentCounter(BaseCallbackHandler):
         self.usage.record_call(usage, retry=retry)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """An answer as it is written to the output: JSON types as they are, a pydantic
+    model as its fields, anything else as its ``str``."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     if hasattr(value, "model_dump"):

@@ -99,8 +99,8 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(
         with out.open("a") as handle:
             handle.write('{"input_line": 9, "n": 9, "question": "What is 9')
 
-    resumed = subprocess.run(
-        _command(source, out, delay=0.0), capture_output=True, text=True, timeout=120
+    resumed = subprocess.run(  # the same command: another model spec is another setup
+        _command(source, out, delay=0.4), capture_output=True, text=True, timeout=120
     )
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming: {len(done_before)} of {N_ITEMS}" in resumed.stderr
