@@ -551,3 +551,12 @@ def test_eval_reasoning_is_the_default_and_reports_without_the_key_resume(
     again = cli.invoke(app, [*common, "--methods", "single,batch", "--batch-sizes", "2",
                              "--resume"])  # fmt: skip
     assert again.exit_code == 0, again.output
+
+
+def test_serve_refuses_a_bad_template_before_starting_a_model(cli: CliRunner) -> None:
+    result = cli.invoke(
+        app, ["serve", "--instructions", "Add.", "--template", "Q: {0}",
+              "--model", "llamacpp:/no/such/model.gguf"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "use named keys" in result.output and "make models" not in result.output
