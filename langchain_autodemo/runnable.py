@@ -8,38 +8,51 @@ the engine, once for threads and once for asyncio, and speaks LangChain's callba
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import copy
+import heapq
 import queue
+import random
+import re
 import string
 import threading
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
-from dataclasses import replace
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Union
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
     BaseCallbackHandler,
     CallbackManagerForChainRun,
 )
-from langchain_core.messages import BaseMessage, convert_to_messages
+from langchain_core.messages import AnyMessage, BaseMessage, convert_to_messages
 from langchain_core.output_parsers import BaseOutputParser, PydanticOutputParser
-from langchain_core.prompt_values import PromptValue
+from langchain_core.prompt_values import ChatPromptValueConcrete, PromptValue, StringPromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
     get_config_list,
-    get_executor_for_config,
     patch_config,
 )
 from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.tracers.schemas import Run
-from pydantic import BaseModel
+from pydantic import BaseModel, RootModel, create_model
 
 from langchain_autodemo.alignment import comparison_key
-from langchain_autodemo.engine import CallReport, Engine, EngineSettings, ItemResult, ModelCall
+from langchain_autodemo.engine import (
+    CallReport,
+    CallSession,
+    Engine,
+    EngineSettings,
+    ItemResult,
+    ModelCall,
+)
 from langchain_autodemo.errors import (
     AutoDemoError,
     AutoDemoInputError,
+    AutoDemoItemError,
     ConfigurationError,
 )
 from langchain_autodemo.markers import Markers
@@ -48,7 +61,26 @@ from langchain_autodemo.planning import BatchSelector, PlannedBatch, SequentialS
 from langchain_autodemo.prompts import Mode, context_key, split_chat
 from langchain_autodemo.usage import UsageStats, active_trackers
 
-__all__ = ["AutoDemoBatchRunnable"]
+if TYPE_CHECKING:
+    from langchain_autodemo.coalescing import MicroBatcher
+
+__all__ = [
+    "AutoDemoBatchRunnable",
+    "BatchPlan",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_STALL_TIMEOUT",
+    "ITEM_VIEW_RUN",
+    "redact_model_text",
+    "template_fields",
+]
+
+#: Model calls in flight at once when the config sets no ``max_concurrency``.
+DEFAULT_MAX_CONCURRENCY = 32
+#: Seconds without a streamed chunk after which a model call counts as failed (a local
+#: CPU model may take minutes to read a long packed prompt before its first token).
+DEFAULT_STALL_TIMEOUT = 600.0
+#: Name of the child run that shows an isolated item how its call served it.
+ITEM_VIEW_RUN = "autodemo_call"
 
 Result = Any  # the answer (str or parsed object), an ItemResult, or an AutoDemoError
 _Event = tuple[ModelCall, CallReport]
@@ -93,6 +125,21 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             ``False`` only for a model that never reports one.
         reask_with_answered: when a completion garbles some items, re-ask them after the
             items it did answer, shown as solved demonstrations, instead of from scratch.
+        call_timeout: seconds one model call may stream before it counts as failed (a
+            ``TimeoutError``, re-asked after the backoff); ``None``: no limit (the
+            engine still stops reading once the output passes the call's token budget).
+        stall_timeout: seconds without a chunk (the first one included) after which a
+            model call counts as failed in the same way; ``None``: no limit.
+
+    Concurrency: at most ``max_concurrency`` (from the config; default
+    :data:`DEFAULT_MAX_CONCURRENCY`) model calls are in flight, in ``batch()`` and
+    ``abatch()`` alike; a call waiting out its backoff holds no slot.
+
+    Retries: ``max_attempts`` counts every model call of an item, format re-asks and
+    failed calls alike. ``runner.with_retry(stop_after_attempt=k)`` wraps the whole
+    ``batch()`` and multiplies (``k * max_attempts`` calls for an item that never
+    succeeds): prefer the runner's own ``max_attempts`` and backoff, and use
+    ``with_fallbacks`` for a second model.
 
     Example:
         .. code-block:: python
@@ -128,6 +175,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         retry_max_delay: float = 30.0,
         require_finish_reason: bool = True,
         reask_with_answered: bool = False,
+        call_timeout: float | None = None,
+        stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         name: str | None = None,
     ) -> None:
         if not isinstance(llm, Runnable):
@@ -147,8 +196,13 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         ):
             if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
                 raise ConfigurationError(f"{name_} must be a number >= 0, got {delay!r}")
+        for name_, limit in (("call_timeout", call_timeout), ("stall_timeout", stall_timeout)):
+            if limit is not None and (
+                isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0
+            ):
+                raise ConfigurationError(f"{name_} must be a number > 0 or None, got {limit!r}")
         if isinstance(input_template, str):
-            _template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
+            template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
         if selector is not None and not isinstance(selector, BatchSelector):
             raise TypeError("selector must be a BatchSelector such as SimilarityBatchSelector")
         parse_value, format_hint = _value_parser(output_parser)
@@ -160,6 +214,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         self.selector = selector
         self.include_details = include_details
         self.name = name
+        self.call_timeout = None if call_timeout is None else float(call_timeout)
+        self.stall_timeout = None if stall_timeout is None else float(stall_timeout)
+        self._isolate_traces = False
+        self._call_callbacks: tuple[BaseCallbackHandler, ...] = ()
         model_limit = getattr(llm, "max_tokens", None)
         self._settings = EngineSettings(
             mode=mode,
@@ -195,6 +253,48 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
     @property
     def instructions(self) -> str | None:
         return self._settings.instructions
+
+    # -- schemas ------------------------------------------------------------------------
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        """What one input may be: the template's fields, a record, or a question (a
+        string, a one-key dict, a prompt value or a list of messages)."""
+        template = self.input_template
+        if isinstance(template, str):
+            names = dict.fromkeys(template_fields(template))
+            # Named after its fields: LangServe keeps one model per name and process, and
+            # renames (breaking) a second, different model of the same name.
+            title = "".join(re.sub(r"\W", "", name).title() for name in names) + "Input"
+            return create_model(title, **{name: (str, ...) for name in names})  # type: ignore[call-overload]
+        if callable(template):
+            return create_model("RecordInput", root=(dict[str, Any], ...), __base__=RootModel)
+        return Union[  # noqa: UP007
+            str, dict[str, str], StringPromptValue, ChatPromptValueConcrete, list[AnyMessage]
+        ]
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        """An :class:`ItemResult` with ``include_details``, else the parsed answer's type."""
+        if self.include_details:
+            return ItemResult
+        parser: Any = self.output_parser
+        if parser is None:
+            return str
+        if isinstance(parser, type) and issubclass(parser, BaseModel):
+            return parser
+        if isinstance(parser, BaseOutputParser):
+            try:
+                return parser.OutputType
+            except (TypeError, NotImplementedError):
+                return Any
+        return Any
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        model = self.InputType
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model
+        return super().get_input_schema(config)  # type: ignore[return-value]
 
     # -- LangChain Runnable interface -------------------------------------------------
 
@@ -268,19 +368,110 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
 
         return BatchApiJob(self, inputs, **options)
 
-    # -- drivers: the same engine, under threads or asyncio ---------------------------
+    # -- the planning step: every entry point asks through it --------------------------
+
+    def render(self, input: Any, index: int = 0) -> str:
+        """The question text of one input, as every entry point sends it, or an
+        :class:`~langchain_autodemo.errors.AutoDemoInputError` naming ``index``."""
+        return self._render(index, input)
+
+    def plan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> BatchPlan:
+        """Validate ``inputs``, group them by chat context and plan the packed calls.
+
+        The one planning step that ``batch()``, ``abatch()``, both ``as_completed``
+        variants, the in-process coalescer, the served endpoint and
+        :class:`~langchain_autodemo.batch_api.BatchApiJob` all call, so the same inputs
+        are always asked with the same messages. Pure apart from the selector (which
+        may embed the texts). With ``return_exceptions=False`` the first bad input
+        raises; otherwise it is recorded in :attr:`BatchPlan.invalid`.
+        """
+        texts, invalid = self._validate(inputs, return_exceptions)
+        batches: list[PlannedBatch] = []
+        for context, members in self._context_groups(inputs, invalid):
+            group = self._selector().plan([texts[i] for i in members], self._plan_size())
+            batches += self._placed(group, members, context)
+        return BatchPlan(tuple(texts), dict(invalid), tuple(batches), self.settings)
+
+    async def aplan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> BatchPlan:
+        """:meth:`plan` for asyncio (the selector embeds without blocking the loop)."""
+        texts, invalid = self._validate(inputs, return_exceptions)
+        batches: list[PlannedBatch] = []
+        for context, members in self._context_groups(inputs, invalid):
+            group = await self._selector().aplan([texts[i] for i in members], self._plan_size())
+            batches += self._placed(group, members, context)
+        return BatchPlan(tuple(texts), dict(invalid), tuple(batches), self.settings)
+
+    def output(self, result: ItemResult | AutoDemoError) -> Any:
+        """What the caller gets for one engine result: the answer (parsed), the
+        :class:`ItemResult` with ``include_details``, or the error (without the model
+        text it quotes when traces are isolated)."""
+        if isinstance(result, AutoDemoError):
+            return _redacted(result) if self._isolate_traces else result
+        if self.include_details:
+            return result
+        return result.answer
+
+    def isolating_traces(
+        self, call_callbacks: Sequence[BaseCallbackHandler] | None = None
+    ) -> AutoDemoBatchRunnable:
+        """A copy whose item runs never show another input's text.
+
+        Each input's run (its callbacks, traces, ``astream_events``/``astream_log``)
+        gets a per-item view of the call that answered it: a child run ``autodemo_call``
+        with its own question and answer and how it was served (call id, position,
+        attempts, token share). The packed model run, which holds every question of the
+        call, goes only to ``call_callbacks`` (handlers the operator configures; global
+        tracing set by environment variables included). Error messages lose the model
+        text they quote. Use it whenever one runner serves several users.
+        """
+        clone = copy.copy(self)
+        clone._isolate_traces = True
+        clone._call_callbacks = tuple(call_callbacks or ())
+        return clone
+
+    @property
+    def traces_isolated(self) -> bool:
+        """Whether item runs see per-item views instead of the packed model run."""
+        return self._isolate_traces
+
+    def with_coalescing(
+        self,
+        *,
+        max_wait_seconds: float = 0.05,
+        max_batch_size: int | None = None,
+        isolate_by: Callable[[RunnableConfig], Hashable] | None = None,
+        call_callbacks: Sequence[BaseCallbackHandler] | None = None,
+    ) -> MicroBatcher:
+        """This runner behind an in-process micro-batcher: concurrent ``invoke`` (from
+        threads) and ``ainvoke`` calls are packed into shared calls.
+
+        Compositions that call the runner one input at a time pack only through it:
+        ``asyncio.gather(*(r.ainvoke(q) ...))``, ``chain.batch_as_completed``,
+        ``RunnableParallel(...).batch``. Callers' traces are isolated (see
+        :meth:`isolating_traces`); ``isolate_by`` maps a request's config to a key, and
+        only requests with equal keys share a call (``None``: every caller may).
+        See :class:`~langchain_autodemo.coalescing.MicroBatcher`.
+        """
+        from langchain_autodemo.coalescing import MicroBatcher
+
+        return MicroBatcher(
+            self,
+            max_wait_seconds=max_wait_seconds,
+            max_batch_size=max_batch_size,
+            isolate_by=isolate_by,
+            call_callbacks=call_callbacks,
+        )
+
+    # -- drivers: one dispatcher, driven under threads or asyncio ---------------------
 
     def _run_sync(
         self, inputs: Sequence[Any], config: Any, return_exceptions: bool
     ) -> Iterator[tuple[int, Result]]:
-        configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
-        if not texts:
+        configs = self._configs(inputs, config)
+        plan = self.plan(inputs, return_exceptions=return_exceptions)
+        if not plan.texts:
             return
-        selector, plans = self._selector(), []
-        for context, members in self._context_groups(inputs, invalid):
-            group = selector.plan([texts[i] for i in members], self._plan_size())
-            plans += self._placed(group, members, context)
-        engine = Engine(texts, plans, self.settings, invalid=invalid)
+        dispatch = _Dispatch(self, plan, configs)
         runs = [
             get_callback_manager_for_config(c).on_chain_start(None, item, **self._run_start(c))
             for item, c in zip(inputs, configs, strict=True)
@@ -288,63 +479,68 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         events: queue.Queue[_Event | BaseException] = queue.Queue()
         stopping = threading.Event()
 
-        def work(call: ModelCall) -> None:
+        def work(slot: _Slot) -> None:
+            error: BaseException | None = None
             try:
-                if call.delay and stopping.wait(call.delay):
-                    return
-                session = engine.open(call)
-                stream = self.llm.stream(call.messages, self._call_config(call, configs, runs))
+                stream = self.llm.stream(slot.call.messages, self._call_config(slot, configs, runs))
                 try:
                     for chunk in stream:
-                        session.feed(chunk)
-                        if session.done_reading or stopping.is_set():
+                        with slot.lock:
+                            if slot.closed:
+                                break
+                            slot.feed(chunk)
+                            if slot.session.done_reading:
+                                break
+                        if stopping.is_set():
                             break
                 except Exception as exc:  # the model call failed: its items are re-asked
-                    report = session.finish(exc)
-                else:
-                    report = session.finish()
+                    error = exc
                 finally:
                     _close(stream)
-                events.put((call, report))
+                report = slot.close(error)
+                if report is not None:
+                    events.put((slot.call, report))
             except BaseException as crash:  # a bug or an interrupt must surface, not hang
                 events.put(crash)
 
-        collector = _Collector(self, engine)
+        def start(call: ModelCall) -> None:
+            slot = dispatch.open(call, time.monotonic())
+            # A daemon thread per call (calls are few and coarse): a stream that never
+            # yields again is abandoned at its deadline and cannot keep the process alive.
+            context = contextvars.copy_context()
+            threading.Thread(target=context.run, args=(work, slot), daemon=True).start()
+
         try:
-            yield from collector.initial()
-            with get_executor_for_config(configs[0]) as executor:
+            yield from dispatch.initial()
+            while dispatch.busy:
+                now = time.monotonic()
+                for call in dispatch.ready(now):
+                    start(call)
+                for overdue in dispatch.overdue(now):
+                    events.put(overdue)
                 try:
-                    for call in engine.initial_calls():
-                        collector.started()
-                        executor.submit(work, call)
-                    while collector.in_flight:
-                        event = events.get()
-                        if isinstance(event, BaseException):
-                            raise event
-                        emitted, follow_ups = collector.handle(event)
-                        for call in follow_ups:
-                            collector.started()
-                            executor.submit(work, call)
-                        yield from emitted
-                finally:
-                    stopping.set()  # workers still streaming stop at their next chunk
+                    event = events.get(timeout=dispatch.wait(time.monotonic()))
+                except queue.Empty:
+                    continue
+                if isinstance(event, BaseException):
+                    raise event
+                yield from dispatch.handle(event)
         except BaseException as exc:
+            stopping.set()  # workers still streaming stop at their next chunk
             for run in runs:
                 run.on_chain_error(exc)
             raise
-        collector.close_runs(runs)
+        stopping.set()
+        dispatch.close_runs(runs)
 
     async def _run_async(
         self, inputs: Sequence[Any], config: Any, return_exceptions: bool
     ) -> AsyncIterator[tuple[int, Result]]:
-        configs, texts, invalid = self._prepare(inputs, config, return_exceptions)
-        if not texts:
+        configs = self._configs(inputs, config)
+        plan = await self.aplan(inputs, return_exceptions=return_exceptions)
+        if not plan.texts:
             return
-        selector, plans = self._selector(), []
-        for context, members in self._context_groups(inputs, invalid):
-            group = await selector.aplan([texts[i] for i in members], self._plan_size())
-            plans += self._placed(group, members, context)
-        engine = Engine(texts, plans, self.settings, invalid=invalid)
+        dispatch = _Dispatch(self, plan, configs)
         runs = [
             await get_async_callback_manager_for_config(c).on_chain_start(
                 None, item, **self._run_start(c)
@@ -352,71 +548,76 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             for item, c in zip(inputs, configs, strict=True)
         ]
         events: asyncio.Queue[_Event | BaseException] = asyncio.Queue()
-        limit = asyncio.Semaphore(configs[0].get("max_concurrency") or len(inputs))
 
-        async def work(call: ModelCall) -> None:
+        async def work(slot: _Slot) -> None:
+            error: BaseException | None = None
             try:
-                if call.delay:
-                    await asyncio.sleep(call.delay)
-                async with limit:
-                    session = engine.open(call)
-                    stream = self.llm.astream(call.messages, self._call_config(call, configs, runs))
-                    try:
-                        async for chunk in stream:
-                            session.feed(chunk)
-                            if session.done_reading:
-                                break
-                    except Exception as exc:  # the model call failed: its items are re-asked
-                        report = session.finish(exc)
-                    else:
-                        report = session.finish()
-                    finally:
-                        await _aclose(stream)
-                events.put_nowait((call, report))
-            except BaseException as crash:  # CancelledError from a model too: never hang
+                stream = self.llm.astream(
+                    slot.call.messages, self._call_config(slot, configs, runs)
+                )
+                try:
+                    async for chunk in stream:
+                        if slot.closed:
+                            break
+                        slot.feed(chunk)
+                        if slot.session.done_reading:
+                            break
+                except Exception as exc:  # the model call failed: its items are re-asked
+                    error = exc
+                finally:
+                    await _aclose(stream)
+                report = slot.close(error)
+                if report is not None:
+                    events.put_nowait((slot.call, report))
+            except asyncio.CancelledError:
+                if not slot.closed:  # cancelled from outside, not at its deadline
+                    events.put_nowait(asyncio.CancelledError())
+            except BaseException as crash:  # a bug must surface, never hang
                 events.put_nowait(crash)
 
-        collector = _Collector(self, engine)
-        tasks: set[asyncio.Task[None]] = set()
+        tasks: dict[int, asyncio.Task[None]] = {}
 
         def start(call: ModelCall) -> None:
-            collector.started()
-            task = asyncio.ensure_future(work(call))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            task = asyncio.ensure_future(work(dispatch.open(call, time.monotonic())))
+            tasks[call.call_id] = task
+            task.add_done_callback(lambda _: tasks.pop(call.call_id, None))
 
         try:
-            for item in collector.initial():
+            for item in dispatch.initial():
                 yield item
-            for call in engine.initial_calls():
-                start(call)
-            while collector.in_flight:
-                event = await events.get()
+            while dispatch.busy:
+                now = time.monotonic()
+                for call in dispatch.ready(now):
+                    start(call)
+                for overdue in dispatch.overdue(now):
+                    task = tasks.get(overdue[0].call_id)
+                    if task is not None:
+                        task.cancel()  # a stream that never yields again is dropped
+                    events.put_nowait(overdue)
+                try:
+                    event = await asyncio.wait_for(events.get(), dispatch.wait(time.monotonic()))
+                except asyncio.TimeoutError:
+                    continue
                 if isinstance(event, BaseException):
                     raise event
-                emitted, follow_ups = collector.handle(event)
-                for call in follow_ups:
-                    start(call)
-                for emitted_item in emitted:
-                    yield emitted_item
+                for emitted in dispatch.handle(event):
+                    yield emitted
         except BaseException as exc:
-            for task in list(tasks):
+            for task in list(tasks.values()):
                 task.cancel()
             for run in runs:
                 await run.on_chain_error(exc)
             raise
-        await collector.aclose_runs(runs)
+        await dispatch.aclose_runs(runs)
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _prepare(
-        self, inputs: Sequence[Any], config: Any, return_exceptions: bool
-    ) -> tuple[list[RunnableConfig], list[str], dict[int, AutoDemoError]]:
-        """Validate everything before the first call: configs, and every input's text."""
+    @staticmethod
+    def _configs(inputs: Sequence[Any], config: Any) -> list[RunnableConfig]:
         if not isinstance(inputs, Sequence) or isinstance(inputs, (str, bytes)):
             raise TypeError(f"batch() takes a list of inputs, got {type(inputs).__name__}")
         if not inputs:
-            return [], [], {}
+            return []
         configs = get_config_list(config, len(inputs))
         for c in configs:
             limit = c.get("max_concurrency")
@@ -426,6 +627,14 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 raise ConfigurationError(
                     f"max_concurrency must be a positive integer or None, got {limit!r}"
                 )
+        return configs
+
+    def _validate(
+        self, inputs: Sequence[Any], return_exceptions: bool
+    ) -> tuple[list[str], dict[int, AutoDemoError]]:
+        """Every input's text before the first call ("" for a bad one, with its error)."""
+        if not isinstance(inputs, Sequence) or isinstance(inputs, (str, bytes)):
+            raise TypeError(f"batch() takes a list of inputs, got {type(inputs).__name__}")
         texts: list[str] = []
         invalid: dict[int, AutoDemoError] = {}
         for index, item in enumerate(inputs):
@@ -436,7 +645,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                     raise
                 texts.append("")
                 invalid[index] = error
-        return configs, texts, invalid
+        return texts, invalid
 
     def _context_groups(
         self, inputs: Sequence[Any], invalid: dict[int, AutoDemoError]
@@ -482,10 +691,27 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
 
     def _call_config(
         self,
-        call: ModelCall,
+        slot: _Slot,
         configs: list[RunnableConfig],
         runs: Sequence[CallbackManagerForChainRun | AsyncCallbackManagerForChainRun],
     ) -> RunnableConfig:
+        call = slot.call
+        metadata = {
+            "autodemo_call_id": call.call_id,
+            "autodemo_items": list(call.batch.kept),
+            "autodemo_attempt": call.attempt,
+        }
+        if self._isolate_traces:
+            # The packed run holds every item's text: it reaches the operator's handlers
+            # only, never an item's own handlers, tags or metadata (set explicitly, so
+            # nothing is inherited from the caller's context either).
+            return RunnableConfig(
+                callbacks=list(self._call_callbacks),
+                tags=[],
+                metadata=metadata,
+                run_name=f"{self.get_name()} call",
+                configurable={},
+            )
         # One call serves several items: it is traced as a child of its first item's run,
         # its callbacks carry the handlers of every item it serves (each item's handlers
         # see the model run that answered it), and its metadata names every item.
@@ -496,12 +722,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 if not any(_same_sink(handler, present) for present in callbacks.handlers):
                     callbacks.add_handler(handler, inherit=True)
         config = patch_config(configs[leader], callbacks=callbacks)
-        config["metadata"] = {
-            **config.get("metadata", {}),
-            "autodemo_call_id": call.call_id,
-            "autodemo_items": list(call.batch.kept),
-            "autodemo_attempt": call.attempt,
-        }
+        config["metadata"] = {**config.get("metadata", {}), **metadata}
         return config
 
     def _render(self, index: int, item: Any) -> str:
@@ -556,17 +777,12 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 raise AutoDemoInputError(
                     index, f"input_template failed: {type(exc).__name__}: {exc}"
                 ) from exc
-        missing = [name for name in _template_fields(template) if name not in item]
+        missing = [name for name in template_fields(template) if name not in item]
         if missing:
             raise AutoDemoInputError(
                 index, f"input_template needs key(s) {missing}, the input has {sorted(item)}"
             )
         return template.format(**item)
-
-    def _output(self, result: ItemResult | AutoDemoError) -> Result:
-        if isinstance(result, AutoDemoError) or self.include_details:
-            return result
-        return result.answer
 
     @staticmethod
     def _raise_or_return(result: Result, return_exceptions: bool) -> Result:
@@ -596,7 +812,7 @@ async def _aclose(stream: Any) -> None:
         await close()
 
 
-def _template_fields(template: str) -> list[str]:
+def template_fields(template: str) -> list[str]:
     """The keys an ``input_template`` reads; positional or attribute fields are refused."""
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
@@ -612,39 +828,151 @@ def _template_fields(template: str) -> list[str]:
     return fields
 
 
-class _Collector:
-    """Driver-side bookkeeping shared by the sync and async drivers."""
+class _Slot:
+    """One model call in flight: its session, and the deadline that bounds its read.
 
-    def __init__(self, runner: AutoDemoBatchRunnable, engine: Engine) -> None:
+    The read ends at ``call_timeout`` after the call started, or ``stall_timeout``
+    after its last chunk, whichever comes first; then the call counts as failed (a
+    ``TimeoutError``) and its items are re-asked after a backoff. Closed exactly once:
+    by its worker at the end of the stream, or by the loop at the deadline.
+    """
+
+    def __init__(
+        self,
+        call: ModelCall,
+        session: CallSession,
+        started: float,
+        call_timeout: float | None,
+        stall_timeout: float | None,
+    ) -> None:
+        self.call = call
+        self.session = session
+        self.lock = threading.Lock()
+        self.closed = False
+        self._started = self._last = started
+        self._call_timeout = call_timeout
+        self._stall_timeout = stall_timeout
+
+    def feed(self, chunk: Any) -> None:
+        self.session.feed(chunk)
+        self._last = time.monotonic()
+
+    def deadline(self) -> float | None:
+        limits = []
+        if self._call_timeout is not None:
+            limits.append(self._started + self._call_timeout)
+        if self._stall_timeout is not None:
+            limits.append(self._last + self._stall_timeout)
+        return min(limits, default=None)
+
+    def time_left(self, now: float) -> float | None:
+        deadline = self.deadline()
+        return None if deadline is None else max(0.0, deadline - now)
+
+    def timeout_error(self, now: float) -> TimeoutError:
+        if self._call_timeout is not None and now >= self._started + self._call_timeout:
+            return TimeoutError(
+                f"the model call took longer than call_timeout={self._call_timeout} s"
+            )
+        return TimeoutError(f"no chunk from the model for stall_timeout={self._stall_timeout} s")
+
+    def close(self, error: BaseException | None) -> CallReport | None:
+        """Judge the call (once); ``None`` if it was already closed."""
+        with self.lock:
+            if self.closed:
+                return None
+            self.closed = True
+            return self.session.finish(error)
+
+
+class _Dispatch:
+    """Setup, step and teardown of one ``batch()``, shared by the sync and async loops.
+
+    It schedules the engine's calls (each after its backoff delay, at most
+    ``max_concurrency`` in flight), bounds every read by its slot's deadline, turns
+    reports into results and closes the item runs. The loops only start workers and
+    wait for events.
+    """
+
+    def __init__(
+        self, runner: AutoDemoBatchRunnable, plan: BatchPlan, configs: list[RunnableConfig]
+    ) -> None:
         self._runner = runner
-        self._engine = engine
+        self.engine = plan.engine()
+        self._texts = plan.texts
+        self.limit = configs[0].get("max_concurrency") or DEFAULT_MAX_CONCURRENCY
+        self._waiting: list[tuple[float, int, ModelCall]] = []  # a heap: (due, id, call)
+        self._slots: dict[int, _Slot] = {}
         self._trackers = active_trackers()
-        self.in_flight = 0
         self.outputs: dict[int, Result] = {}
         self.usage = UsageStats()
 
     def initial(self) -> list[tuple[int, Result]]:
-        """The inputs that were final before any call (bad inputs)."""
+        """The inputs final before any call (bad inputs); schedules the first calls."""
         emitted = []
-        for index, result in sorted(self._engine.results.items()):
-            self.outputs[index] = self._runner._output(result)
+        for index, result in sorted(self.engine.results.items()):
+            self.outputs[index] = self._runner.output(result)
+            emitted.append((index, self.outputs[index]))
+        self._schedule(self.engine.initial_calls())
+        return emitted
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._waiting or self._slots)
+
+    def ready(self, now: float) -> list[ModelCall]:
+        """Calls due now, as many as the concurrency limit lets start."""
+        due: list[ModelCall] = []
+        while (
+            self._waiting
+            and self._waiting[0][0] <= now
+            and len(self._slots) + len(due) < self.limit
+        ):
+            due.append(heapq.heappop(self._waiting)[2])
+        return due
+
+    def open(self, call: ModelCall, now: float) -> _Slot:
+        slot = _Slot(
+            call, self.engine.open(call), now, self._runner.call_timeout, self._runner.stall_timeout
+        )
+        self._slots[call.call_id] = slot
+        return slot
+
+    def overdue(self, now: float) -> list[_Event]:
+        """Close the calls past their deadline, as failed calls."""
+        events: list[_Event] = []
+        for slot in list(self._slots.values()):
+            deadline = slot.deadline()
+            if deadline is not None and now >= deadline:
+                report = slot.close(slot.timeout_error(now))
+                if report is not None:
+                    events.append((slot.call, report))
+        return events
+
+    def wait(self, now: float) -> float | None:
+        """How long the loop may block before a deadline or a backoff is due."""
+        times = [d for d in (s.deadline() for s in self._slots.values()) if d is not None]
+        if self._waiting and len(self._slots) < self.limit:
+            times.append(self._waiting[0][0])
+        # A floor: a deadline just passed is handled on the next turn, without spinning.
+        return max(0.005, min(times) - now) if times else None
+
+    def handle(self, event: _Event) -> list[tuple[int, Result]]:
+        call, report = event
+        self._slots.pop(call.call_id, None)
+        self.usage.record_call(report.usage, retry=call.is_retry)
+        final, follow_ups = self.engine.complete(call, report)
+        self._schedule(follow_ups)
+        emitted = []
+        for index, result in final:
+            self.outputs[index] = self._runner.output(result)
             emitted.append((index, self.outputs[index]))
         return emitted
 
-    def started(self) -> None:
-        self.in_flight += 1
-
-    def handle(self, event: _Event) -> tuple[list[tuple[int, Result]], list[ModelCall]]:
-        call, report = event
-        self.in_flight -= 1
-        self.usage.record_call(report.usage, retry=call.is_retry)
-        final, follow_ups = self._engine.complete(call, report)
-        emitted = []
-        for index, result in final:
-            output = self._runner._output(result)
-            self.outputs[index] = output
-            emitted.append((index, output))
-        return emitted, follow_ups
+    def _schedule(self, calls: Sequence[ModelCall]) -> None:
+        now = time.monotonic()
+        for call in calls:
+            heapq.heappush(self._waiting, (now + call.delay, call.call_id, call))
 
     def _finish_usage(self) -> None:
         failed = sum(isinstance(o, AutoDemoError) for o in self.outputs.values())
@@ -652,15 +980,36 @@ class _Collector:
         for tracker in self._trackers:
             tracker.merge(self.usage)
 
+    def _item_view(self, index: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """An isolated item's view of its call: its own question and answer, and how it
+        was served (inputs, outputs, metadata of the ``autodemo_call`` child run)."""
+        result = self.engine.results[index]
+        assert isinstance(result, ItemResult)
+        metadata = {
+            "autodemo_call_id": result.call_id,
+            "autodemo_position": result.position,
+            "autodemo_batch_size": result.batch_size,
+            "autodemo_attempts": result.attempts,
+            "autodemo_input_tokens": result.input_tokens,
+            "autodemo_output_tokens": result.output_tokens,
+        }
+        outputs = {"answer": result.raw_answer, "restated_question": result.restated_question}
+        return {"question": self._texts[index]}, outputs, metadata
+
     def close_runs(self, runs: Sequence[CallbackManagerForChainRun]) -> None:
         self._finish_usage()
         for index, run in enumerate(runs):
             output = self.outputs[index]
             if isinstance(output, AutoDemoError):
                 run.on_chain_error(output)
-            else:
-                _record_item(run, self._engine.results.get(index))
-                run.on_chain_end(output)
+                continue
+            if self._runner.traces_isolated:
+                inputs, outputs, metadata = self._item_view(index)
+                child = run.get_child()
+                child.add_metadata(metadata, inherit=False)
+                child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN).on_chain_end(outputs)
+            _record_item(run, self.engine.results.get(index))
+            run.on_chain_end(output)
 
     async def aclose_runs(self, runs: Sequence[AsyncCallbackManagerForChainRun]) -> None:
         self._finish_usage()
@@ -668,9 +1017,57 @@ class _Collector:
             output = self.outputs[index]
             if isinstance(output, AutoDemoError):
                 await run.on_chain_error(output)
-            else:
-                _record_item(run, self._engine.results.get(index))
-                await run.on_chain_end(output)
+                continue
+            if self._runner.traces_isolated:
+                inputs, outputs, metadata = self._item_view(index)
+                child = run.get_child()
+                child.add_metadata(metadata, inherit=False)
+                view = await child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN)
+                await view.on_chain_end(outputs)
+            _record_item(run, self.engine.results.get(index))
+            await run.on_chain_end(output)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The planning step's result (:meth:`AutoDemoBatchRunnable.plan`): every input's
+    text, the bad inputs' errors, and the packed calls with their chat context."""
+
+    texts: tuple[str, ...]
+    """Every input's question text, in input order ("" for a bad input)."""
+    invalid: Mapping[int, AutoDemoError]
+    """The inputs that cannot be asked, by index, with their errors."""
+    batches: tuple[PlannedBatch, ...]
+    """The planned calls over input indices; inputs of different contexts never share one."""
+    settings: EngineSettings
+
+    def engine(self, *, rng: random.Random | None = None) -> Engine:
+        """The engine that asks these calls (splitting them by token budget)."""
+        return Engine(self.texts, self.batches, self.settings, invalid=self.invalid, rng=rng)
+
+
+_MODEL_TEXT = re.compile(
+    r"(restated as |placeholder: |could not be parsed: )"
+    r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|.*)"""
+)
+
+
+def redact_model_text(reason: str) -> str:
+    """``reason`` without the model text it quotes (a restatement, a rejected answer):
+    under a packed call that text may be another input's."""
+    return _MODEL_TEXT.sub(r"\1<model text>", reason)
+
+
+def _redacted(error: AutoDemoError) -> AutoDemoError:
+    """An item's error without model text, for callers that must not see other inputs
+    (a model call's provider error carries none and is kept as it is)."""
+    if type(error) is not AutoDemoItemError:
+        return error
+    redacted = copy.copy(error)
+    redacted.reason = redact_model_text(error.reason)
+    redacted.reasons = tuple(redact_model_text(r) for r in error.reasons)
+    redacted.args = tuple(redact_model_text(a) if isinstance(a, str) else a for a in error.args)
+    return redacted
 
 
 def _is_chat(item: Any) -> bool:
@@ -745,3 +1142,7 @@ def _value_parser(
     if callable(output_parser):
         return output_parser, None
     raise TypeError("output_parser must be an output parser, a pydantic model or a callable")
+
+
+# Kept for the CLI until it imports the public name.
+_template_fields = template_fields

@@ -1,12 +1,30 @@
 """Serve Auto-Demo batching behind an endpoint: coalesce concurrent requests into packed calls.
 
-Clients of an HTTP endpoint send one question per request. :class:`MicroBatcher` holds
-each request for at most ``max_wait_seconds``, packs whatever arrived meanwhile into one
-``abatch()`` of the wrapped runner, with each request's own config (callbacks, tags,
-metadata, run name, run id) given to that request's own item run, and hands each
-caller its own result or its own error. :func:`create_app` puts that behind a LangServe
-app whose errors are per request: a bad input is that request's 422, a model failure
-that request's 502 (429 when the provider rate-limited), never a neighbour's.
+Clients of an HTTP endpoint send one question per request. A
+:class:`~langchain_autodemo.coalescing.MicroBatcher` holds each request for at most
+``max_wait_seconds`` and packs whatever arrived meanwhile from the same isolation group
+into one ``abatch()`` of the wrapped runner. :func:`create_app` puts that behind a
+LangServe app.
+
+What a client can see: its own question, its own answer, and how it was served (a
+child run ``autodemo_call`` with the call id, its position in the call, the attempts
+and its share of the tokens), in ``/invoke``, ``/stream``, ``/stream_log``,
+``/stream_events`` and the playground alike. Never another request's text: the packed
+model run (every question of the call, the whole completion) goes only to the
+``call_callbacks`` the operator passes (and to tracing the operator's environment
+turns on), and error messages lose the model text they would quote.
+
+What the model sees: every question packed into the call. So requests are packed only
+with requests of the same isolation group (``isolate_by``): by default the caller's
+``Authorization`` header and address, so that different API keys, or different
+hosts without one, never share a call; ``"header:X-Tenant"`` groups by a header the
+operator's gateway sets. ``"none"`` packs across all clients: more packing, but one
+client's text then sits in the model's context while it answers another's (a prompt
+injected in one request can steer a neighbour's answer); use it only where every
+client is trusted alike.
+
+Errors are per request: a bad input is that request's 422, a model failure that
+request's 502 (429 when the provider rate-limited), never a neighbour's.
 
 Example:
     .. code-block:: python
@@ -14,216 +32,68 @@ Example:
         from langchain_autodemo import AutoDemoBatchRunnable
         from langchain_autodemo.serving import create_app
 
-        app = create_app(AutoDemoBatchRunnable(llm, instructions="Classify the sentiment."))
+        app = create_app(
+            AutoDemoBatchRunnable(llm, instructions="Classify the sentiment."),
+            isolate_by="header:X-Tenant",
+        )
         # uvicorn module:app  ->  POST /autodemo/invoke {"input": "I loved it"}
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import logging
+import hashlib
 import re
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+import secrets
+from collections.abc import AsyncIterator, Callable, Hashable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
-from langchain_core.output_parsers import BaseOutputParser
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import ensure_config
-from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
 
-from langchain_autodemo._validation import require_positive_int
-from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.coalescing import MicroBatcher
 from langchain_autodemo.errors import (
     AutoDemoError,
     AutoDemoInputError,
     AutoDemoItemError,
     AutoDemoModelCallError,
-    model_call_error,
+    ConfigurationError,
 )
-from langchain_autodemo.runnable import AutoDemoBatchRunnable, _template_fields
+from langchain_autodemo.runnable import AutoDemoBatchRunnable, redact_model_text
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
+    from fastapi import FastAPI, Request
 
-__all__ = ["MicroBatcher", "ServedError", "create_app", "served_error"]
+__all__ = ["ISOLATION_METADATA_KEY", "MicroBatcher", "ServedError", "create_app", "served_error"]
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class _Request:
-    input: Any
-    config: RunnableConfig
-    future: asyncio.Future[Any]
-
-
-class MicroBatcher(Runnable[Any, Any]):
-    """Coalesce concurrent ``ainvoke`` calls into batches of up to ``max_batch_size``.
-
-    A batch is sent when it is full or when its first request has waited
-    ``max_wait_seconds``. Each request's config goes to its own item run in the packed
-    ``abatch()``, so its callbacks, tags, metadata, run name and run id (and LangServe's
-    ``stream_log``/``stream_events`` handlers) see its own run. Explicit
-    ``batch()``/``abatch()`` calls go straight to the runner (they are packed already).
-
-    Errors stay per request: an input that cannot be asked raises
-    :class:`~langchain_autodemo.errors.AutoDemoInputError` at once, before it joins a
-    batch, and an item the model failed raises that request's
-    :class:`~langchain_autodemo.errors.AutoDemoItemError` (with ``index`` 0, its
-    position in the caller's one-item request), never a neighbour's.
-
-    Input and output schemas follow the runner: a string ``input_template`` makes the
-    input a dict of its fields, ``include_details`` makes the output an ``ItemResult``,
-    an ``output_parser`` its parsed type.
-    """
-
-    def __init__(
-        self,
-        runner: AutoDemoBatchRunnable,
-        *,
-        max_batch_size: int | None = None,
-        max_wait_seconds: float = 0.05,
-    ) -> None:
-        if max_wait_seconds < 0:
-            raise ValueError("max_wait_seconds must be >= 0")
-        self.runner = runner
-        self.max_batch_size = require_positive_int(
-            "max_batch_size", runner.batch_size if max_batch_size is None else max_batch_size
-        )
-        self.max_wait_seconds = max_wait_seconds
-        self._waiting: list[_Request] = []
-        self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
-
-    # -- schemas ------------------------------------------------------------------------
-
-    @property
-    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
-        return _input_model(self.runner)
-
-    @property
-    def OutputType(self) -> Any:  # noqa: N802 (LangChain's name)
-        return _output_type(self.runner)
-
-    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return _input_model(self.runner)
-
-    # -- Runnable interface -------------------------------------------------------------
-
-    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        return self.runner.invoke(input, config, **kwargs)
-
-    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
-        self._check(input)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        # ensure_config here, in the caller's context: a config inherited from an
-        # enclosing chain belongs to this request, not to the batch it joins.
-        self._waiting.append(_Request(input, ensure_config(config), future))
-        if len(self._waiting) >= self.max_batch_size:
-            self._flush()
-        elif self._timer is None:
-            self._timer = loop.call_later(self.max_wait_seconds, self._flush)
-        return await future
-
-    def batch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
-        return self.runner.batch(inputs, config, **kwargs)
-
-    async def abatch(self, inputs: list[Any], config: Any = None, **kwargs: Any) -> list[Any]:
-        return await self.runner.abatch(inputs, config, **kwargs)
-
-    # -- coalescing ---------------------------------------------------------------------
-
-    def _check(self, input: Any) -> None:
-        """Refuse an input that cannot be asked now, so it never joins (or fails) a batch."""
-        try:
-            self.runner._render(0, input)
-        except AutoDemoInputError as exc:
-            raise AutoDemoInputError(0, exc.reason) from None
-
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        waiting, self._waiting = self._waiting, []
-        if waiting:
-            # A fresh context: the batch must not inherit the first caller's context
-            # variables (its parent run, its usage tracker) for everyone else's items.
-            task = contextvars.Context().run(asyncio.ensure_future, self._answer(waiting))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _answer(self, waiting: list[_Request]) -> None:
-        try:
-            results = await self.runner.abatch(
-                [r.input for r in waiting],
-                [r.config for r in waiting],
-                return_exceptions=True,
-            )
-        except Exception as exc:  # not a per-item failure (inputs were checked on arrival)
-            log.exception("a coalesced batch of %d request(s) failed", len(waiting))
-            results = [exc] * len(waiting)
-        for request, result in zip(waiting, results, strict=True):
-            if request.future.done():
-                continue  # the caller went away
-            if isinstance(result, BaseException):
-                request.future.set_exception(_as_own_request(result))
-            else:
-                request.future.set_result(result)
-
-
-def _as_own_request(error: BaseException) -> BaseException:
-    """The same error, numbered as the caller's only item (not its place in the batch)."""
-    if isinstance(error, AutoDemoModelCallError) and error.__cause__ is not None:
-        return model_call_error(error.__cause__, 0, error.attempts, error.reasons)
-    if isinstance(error, AutoDemoItemError):
-        return AutoDemoItemError(0, error.reason, error.attempts, error.reasons)
-    return error
+#: The request metadata key that holds its isolation group (a salted hash, never the
+#: header or address itself).
+ISOLATION_METADATA_KEY = "autodemo_isolation_group"
 
 
 # -- schemas ------------------------------------------------------------------------------
 
 
-def _input_model(runner: AutoDemoBatchRunnable) -> type[BaseModel]:
+def _input_model(runner: AutoDemoBatchRunnable) -> Any:
     """The input a served runner takes: its template's fields, else one question."""
-    template = runner.input_template
-    if isinstance(template, str):
-        names = _template_fields(template)
-        fields: dict[str, Any] = {name: (str, ...) for name in dict.fromkeys(names)}
-        # Named after its fields: LangServe keeps one model per name and process, and
-        # renames (breaking) a second, different model of the same name.
-        title = "".join(re.sub(r"\W", "", name).title() for name in fields) + "Input"
-        return create_model(title, **fields)
-    if callable(template):
-        return create_model("RecordInput", root=(dict[str, Any], ...), __base__=RootModel)
-    return _Question
+    if runner.input_template is None:
+        return _Question
+    return runner.get_input_schema()
 
 
 class _Question(RootModel[str]):
-    """One question (a string)."""
+    """One question: a string, or ``{"question": "..."}``."""
 
     # The playground labels a plain-string input with the schema's title.
     model_config = ConfigDict(title="question")
 
-
-def _answer_type(runner: AutoDemoBatchRunnable) -> Any:
-    parser: Any = getattr(runner, "output_parser", None)
-    if parser is None:
-        return str
-    if isinstance(parser, type) and issubclass(parser, BaseModel):
-        return parser
-    if isinstance(parser, BaseOutputParser):
-        try:
-            return parser.OutputType
-        except (TypeError, NotImplementedError):
-            return Any
-    return Any
-
-
-def _output_type(runner: AutoDemoBatchRunnable) -> Any:
-    return ItemResult if runner.include_details else _answer_type(runner)
+    @model_validator(mode="before")
+    @classmethod
+    def _unwrap(cls, value: Any) -> Any:
+        # The schema is titled "question": a client that sends {"question": ...} means it.
+        if isinstance(value, dict) and set(value) == {"question"}:
+            return value["question"]
+        return value
 
 
 # -- errors over HTTP ---------------------------------------------------------------------
@@ -250,7 +120,8 @@ def served_error(error: AutoDemoError) -> ServedError:
         return ServedError(
             error=kind,
             status_code=status,
-            message=f"no answer after {error.attempts} model call(s): {error.reason}",
+            message=f"no answer after {error.attempts} model call(s): "
+            f"{redact_model_text(error.reason)}",
             attempts=error.attempts,
         )
     return ServedError(error=type(error).__name__, status_code=500, message=str(error))
@@ -265,7 +136,7 @@ class _Served(Runnable[Any, Any]):
 
     @property
     def InputType(self) -> Any:  # noqa: N802
-        return self.batcher.InputType
+        return _input_model(self.batcher.runner)
 
     @property
     def OutputType(self) -> Any:  # noqa: N802
@@ -273,7 +144,10 @@ class _Served(Runnable[Any, Any]):
         return Annotated[Union[answer, ServedError], Field(union_mode="left_to_right")]  # noqa: UP007
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
-        return self.batcher.get_input_schema(config)
+        model = self.InputType
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            return model
+        return super().get_input_schema(config)  # type: ignore[return-value]
 
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         # One name per answer type (see _input_model on why names must not repeat).
@@ -315,16 +189,51 @@ async def _clear_stream_errors(events: AsyncIterator[Any]) -> AsyncIterator[Any]
         yield held
 
 
+def isolation_key(spec: str) -> Callable[[Request], str] | None:
+    """What groups requests for packing, from ``--isolate-by``: ``"client"`` (the
+    ``Authorization`` header and the caller's address), ``"header:NAME"``, or
+    ``"none"`` (no grouping: every client may share a call)."""
+    spec = spec.strip()
+    if spec == "none":
+        return None
+    if spec == "client":
+
+        def client(request: Request) -> str:
+            host = request.client.host if request.client is not None else ""
+            return f"{request.headers.get('authorization', '')}\x00{host}"
+
+        return client
+    kind, _, name = spec.partition(":")
+    if kind == "header" and name.strip():
+        header = name.strip()
+
+        def by_header(request: Request) -> str:
+            return request.headers.get(header, "")
+
+        return by_header
+    raise ConfigurationError(
+        f"isolate_by {spec!r}: use 'client', 'header:NAME' (e.g. header:X-Tenant) or 'none'"
+    )
+
+
 def create_app(
     runner: AutoDemoBatchRunnable,
     *,
     path: str = "/autodemo",
     max_wait_seconds: float = 0.05,
+    isolate_by: str = "client",
+    call_callbacks: Sequence[BaseCallbackHandler] | None = None,
     title: str = "langchain-autodemo",
 ) -> FastAPI:
     """A FastAPI app with LangServe routes (``/invoke``, ``/batch``, ``/stream``,
     ``/stream_log``, ``/stream_events``, ``/playground``) at ``path``, whose single
-    requests are coalesced by a :class:`MicroBatcher`.
+    requests are coalesced by a :class:`MicroBatcher` within their isolation group.
+
+    ``isolate_by``: ``"client"`` (default: the ``Authorization`` header and the
+    caller's address), ``"header:NAME"`` (a tenant header your gateway sets), or
+    ``"none"`` (pack across all clients; see the module docstring for the risk).
+    ``call_callbacks``: the operator's handlers, the only ones that see packed model
+    runs (every question of a call).
 
     Errors are per request: ``/invoke`` answers a bad input with 422 and a model failure
     with 502 (429 when the provider rate-limited), with a :class:`ServedError` as
@@ -337,16 +246,41 @@ def create_app(
     from langserve import APIHandler, add_routes
     from pydantic import ValidationError
 
+    group_of = isolation_key(isolate_by)
+    salt = secrets.token_bytes(16)  # groups are compared, never shown or reversible
+
+    def tag_request(config: dict[str, Any], request: Request) -> dict[str, Any]:
+        if group_of is None:
+            return config
+        digest = hashlib.sha256(salt + group_of(request).encode()).hexdigest()[:16]
+        # Set last, over anything the body sent: a client cannot pick another's group.
+        return {
+            **config,
+            "metadata": {**config.get("metadata", {}), ISOLATION_METADATA_KEY: digest},
+        }
+
+    def group(config: RunnableConfig) -> Hashable:
+        return config.get("metadata", {}).get(ISOLATION_METADATA_KEY, "")
+
     app = FastAPI(title=title)
-    served = _Served(MicroBatcher(runner, max_wait_seconds=max_wait_seconds))
+    batcher = MicroBatcher(
+        runner,
+        max_wait_seconds=max_wait_seconds,
+        isolate_by=None if group_of is None else group,
+        call_callbacks=call_callbacks,
+    )
+    served = _Served(batcher)
+    app.state.autodemo_batcher = batcher
     streams: tuple[Literal["stream", "stream_log", "stream_events"], ...] = (
         "stream",
         "stream_log",
         "stream_events",
     )
-    add_routes(app, served, path=path, disabled_endpoints=streams)
+    add_routes(
+        app, served, path=path, disabled_endpoints=streams, per_req_config_modifier=tag_request
+    )
 
-    handler = APIHandler(served, path=path)
+    handler = APIHandler(served, path=path, per_req_config_modifier=tag_request)
 
     def stream_route(name: str) -> Callable[..., Any]:
         method = getattr(handler, "astream_events" if name == "stream_events" else name)

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from langchain_core.messages import messages_from_dict, messages_to_dict
+
 from langchain_autodemo.batch_api.errors import BatchApiError, BatchJobStateError
 from langchain_autodemo.batch_api.protocol import BatchProvider, Outcome, RemoteBatch
 from langchain_autodemo.batch_api.state import JobState, PartRecord
@@ -170,7 +172,10 @@ class BatchApiJob:
         self.online_concurrency = online_concurrency
         self._on_event = on_event
         # Every input is checked before anything is planned or sent (names a bad item).
-        self.texts = runner._prepare(list(inputs), None, return_exceptions=False)[1]
+        # The runner's own planning step: the same validation, chat-context groups and
+        # packed calls as batch(), so a job asks exactly what batch() would ask.
+        self._planned = runner.plan(list(inputs))
+        self.texts = list(self._planned.texts)
         self.usage = UsageStats()
         self._trackers = active_trackers()
         self.state = JobState(state if state is not None else ":memory:")
@@ -204,6 +209,7 @@ class BatchApiJob:
             json.dumps(
                 {
                     "texts": self.texts,
+                    "contexts": [messages_to_dict(list(p.context)) for p in self._planned.batches],
                     "mode": settings.mode.value,
                     "batch_size": settings.batch_size,
                     "instructions": settings.instructions,
@@ -222,7 +228,7 @@ class BatchApiJob:
         if stored is None:
             self.job_id = uuid.uuid4().hex[:12]
             self.created_at = time.time()
-            self._plans = self.runner._selector().plan(self.texts, self.runner._plan_size())
+            self._plans = list(self._planned.batches)
             self.state.put(
                 {
                     "job_id": self.job_id,
@@ -633,7 +639,7 @@ class BatchApiJob:
         return new
 
     def _emit(self, index: int, result: ItemResult | AutoDemoError) -> tuple[int, Any]:
-        output = self.runner._output(result)
+        output = self.runner.output(result)
         self._emitted[index] = output
         return index, output
 
@@ -662,6 +668,7 @@ def _plan_to_json(plan: PlannedBatch) -> dict[str, Any]:
         "indices": list(plan.indices),
         "keep": None if plan.keep is None else sorted(plan.keep),
         "demonstrations": [list(d) for d in plan.demonstrations],
+        "context": messages_to_dict(list(plan.context)),
     }
 
 
@@ -671,4 +678,5 @@ def _plan_from_json(data: dict[str, Any]) -> PlannedBatch:
         tuple(data["indices"]),
         None if keep is None else frozenset(keep),
         tuple((str(q), str(a)) for q, a in data.get("demonstrations", [])),
+        tuple(messages_from_dict(data.get("context", []))),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 
 import httpx
 import openai
@@ -148,45 +149,64 @@ def test_retry_after_is_capped_by_the_maximum_delay() -> None:
     assert retry_delay(rate_limit("3600"), 1, initial=1, maximum=30, rng=random.Random()) == 30
 
 
-def test_the_sync_driver_really_waits_the_backoff(monkeypatch) -> None:
-    waits: list[float] = []
-    import threading
-
-    real_wait = threading.Event.wait
-
-    def spy(self, timeout=None):
-        if timeout:
-            waits.append(timeout)
-        return real_wait(self, 0)
-
-    monkeypatch.setattr(threading.Event, "wait", spy)
-    calls = iter([rate_limit("0.25")])
+def _timed_script(retry_after: str):
+    """A model whose first call is rate-limited; records when each call started."""
+    started: list[float] = []
+    calls = iter([rate_limit(retry_after)])
 
     def script(messages: list[BaseMessage], n: int):
+        started.append(time.monotonic())
         return next(calls, None) or solver()(messages, n)
 
+    return script, started
+
+
+def test_the_sync_driver_really_waits_the_backoff() -> None:
+    script, started = _timed_script("0.3")
     runner, _ = runner_for(script, retry_initial_delay=1.0)
     assert runner.batch(QUESTIONS[:2]) == EXPECTED[:2]
-    assert 0.25 in waits
+    assert len(started) == 2 and started[1] - started[0] >= 0.3
 
 
-async def test_the_async_driver_really_waits_the_backoff(monkeypatch) -> None:
-    waits: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def spy(delay, *args, **kwargs):
-        waits.append(delay)
-        await real_sleep(0)
-
-    monkeypatch.setattr(asyncio, "sleep", spy)
-    calls = iter([rate_limit("0.5")])
-
-    def script(messages: list[BaseMessage], n: int):
-        return next(calls, None) or solver()(messages, n)
-
+async def test_the_async_driver_really_waits_the_backoff() -> None:
+    script, started = _timed_script("0.3")
     runner, _ = runner_for(script, retry_initial_delay=1.0)
     assert await runner.abatch(QUESTIONS[:2]) == EXPECTED[:2]
-    assert 0.5 in waits
+    assert len(started) == 2 and started[1] - started[0] >= 0.3
+
+
+def _one_limited_call_then_fast():
+    """Call 0 is rate-limited for 0.5 s; every other call answers at once."""
+    started: list[tuple[float, tuple[str, ...]]] = []
+    limited = iter([rate_limit("0.5")])
+
+    def script(messages: list[BaseMessage], n: int):
+        questions = tuple(q for q in QUESTIONS[:4] if q in messages[-1].content)
+        started.append((time.monotonic(), questions))
+        if QUESTIONS[0] in questions:
+            error = next(limited, None)
+            if error is not None:
+                return error
+        return solver()(messages, n)
+
+    return script, started
+
+
+@pytest.mark.parametrize("driver", ["batch", "abatch"])
+async def test_a_call_waiting_out_its_backoff_holds_no_concurrency_slot(driver: str) -> None:
+    """max_concurrency=1, batch_size=1: while the first question waits 0.5 s after its
+    rate limit, the others are asked (sync and async alike)."""
+    script, started = _one_limited_call_then_fast()
+    runner, _ = runner_for(script, batch_size=1, retry_initial_delay=1.0)
+    config = {"max_concurrency": 1}
+    if driver == "batch":
+        answers = await asyncio.to_thread(runner.batch, QUESTIONS[:4], config)
+    else:
+        answers = await runner.abatch(QUESTIONS[:4], config)
+    assert answers == EXPECTED[:4]
+    order = [questions for _, questions in started]
+    assert order[0] == (QUESTIONS[0],) and order[-1] == (QUESTIONS[0],)  # retried last
+    assert started[-1][0] - started[0][0] >= 0.5
 
 
 # -- bad inputs --------------------------------------------------------------------------

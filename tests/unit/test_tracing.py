@@ -4,12 +4,14 @@ records which call answered it and its share of that call's tokens."""
 from __future__ import annotations
 
 import asyncio
+import json
 from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.tracers.context import collect_runs
 
 from langchain_autodemo import AutoDemoBatchRunnable
+from langchain_autodemo.runnable import ITEM_VIEW_RUN
 from langchain_autodemo.serving import MicroBatcher
 from tests.fakes import ScriptedChatModel, solver
 
@@ -43,6 +45,52 @@ class Seen(BaseCallbackHandler):
 
     def on_llm_new_token(self, token, **kw) -> None:
         self.tokens += 1
+
+
+class Recorder(BaseCallbackHandler):
+    """Everything a handler is told, as text (to look for other inputs' questions)."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.model_starts: list[str] = []
+
+    def on_chain_start(self, serialized, inputs, **kw) -> None:
+        self.text.append(json.dumps([inputs, kw.get("metadata")], default=str))
+
+    def on_chain_end(self, outputs, **kw) -> None:
+        self.text.append(json.dumps(outputs, default=str))
+
+    def on_chain_error(self, error, **kw) -> None:
+        self.text.append(str(error))
+
+    def on_chat_model_start(self, serialized, messages, **kw) -> None:
+        self.model_starts.append(json.dumps([[m.content for m in ms] for ms in messages]))
+        self.text.append(self.model_starts[-1])
+
+    def on_llm_new_token(self, token, **kw) -> None:
+        self.text.append(token)
+
+    def on_llm_end(self, response, **kw) -> None:
+        self.text.append(str(response))
+
+
+def test_a_runner_isolating_traces_keeps_each_users_callbacks_to_their_own_text() -> None:
+    """One runner serving several users of an app: each user's handler sees its own
+    question and answer, and a per-item view; the operator's handler sees the calls."""
+    runner, model = make_runner()
+    operator = Recorder()
+    shared = runner.isolating_traces(call_callbacks=[operator])
+    users = [Recorder() for _ in QUESTIONS]
+    answers = shared.batch(QUESTIONS, [{"callbacks": [u]} for u in users])
+    assert answers == [str(11 * i) for i in range(1, 7)]
+    assert len(model.calls) == 2
+    for index, user in enumerate(users):
+        seen = "\n".join(user.text)
+        assert QUESTIONS[index] in seen and ITEM_VIEW_RUN in seen
+        assert user.model_starts == []
+        for other, question in enumerate(QUESTIONS):
+            assert (question in seen) == (other == index), (index, other)
+    assert len(operator.model_starts) == 2
 
 
 def test_each_items_own_handlers_see_the_model_run_that_served_it() -> None:
@@ -90,26 +138,35 @@ def test_collect_runs_nests_each_call_under_its_leader_and_records_every_items_c
         assert run.outputs == {"output": str(11 * (index + 1))}  # the answer, unchanged
 
 
-async def test_astream_events_v2_of_coalesced_requests_each_show_the_model_run() -> None:
+async def test_coalesced_requests_each_see_only_their_own_text_and_how_they_were_served() -> None:
+    """Three callers packed into one call: each caller's events hold its own question, its
+    own answer and a per-item view of the call, never a neighbour's text; the packed
+    model run goes to the operator's handler only."""
     runner, model = make_runner()
-    batcher = MicroBatcher(runner, max_wait_seconds=0.3)
+    operator = Recorder()
+    batcher = MicroBatcher(runner, max_wait_seconds=0.3, call_callbacks=[operator])
 
     async def events(question: str) -> list[dict]:
         return [event async for event in batcher.astream_events(question, version="v2")]
 
     streams = await asyncio.gather(*(events(q) for q in QUESTIONS[:3]))
     assert len(model.calls) == 1  # three requests, one packed call
-    model_runs = set()
     for question, stream in zip(QUESTIONS[:3], streams, strict=True):
         kinds = [event["event"] for event in stream]
         assert kinds[0] == "on_chain_start" and kinds[-1] == "on_chain_end"
-        assert "on_chat_model_start" in kinds and "on_chat_model_stream" in kinds
-        model_runs |= {e["run_id"] for e in stream if e["event"] == "on_chat_model_start"}
+        assert not {"on_chat_model_start", "on_chat_model_stream"} & set(kinds)
+        text = json.dumps(stream, default=str)
+        for other in QUESTIONS[:3]:
+            assert (other in text) == (other == question), (question, other)
+        view = next(e for e in stream if e["name"] == ITEM_VIEW_RUN and e["event"] == "on_chain_end")
+        assert view["metadata"]["autodemo_call_id"] == 0
+        assert view["metadata"]["autodemo_batch_size"] == 3
         end = stream[-1]
         assert end["data"]["output"] == str(11 * (QUESTIONS.index(question) + 1))
         assert end["metadata"]["autodemo_call_id"] == 0
-        assert end["metadata"]["autodemo_output_tokens"] == USAGE["output_tokens"] / 3
-    assert len(model_runs) == 1  # the same model run, in every request's events
+        assert abs(end["metadata"]["autodemo_output_tokens"] - USAGE["output_tokens"] / 3) <= 1
+    assert len(operator.model_starts) == 1  # the packed run, at the operator's handler
+    assert all(q in operator.model_starts[0] for q in QUESTIONS[:3])
 
 
 def test_langsmith_tracers_of_one_project_post_the_model_run_once() -> None:
