@@ -42,9 +42,12 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
+import threading
 from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -64,7 +67,15 @@ from langchain_autodemo.runnable import AutoDemoBatchRunnable, redact_model_text
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
-__all__ = ["ISOLATION_METADATA_KEY", "MicroBatcher", "ServedError", "create_app", "served_error"]
+__all__ = [
+    "ISOLATION_METADATA_KEY",
+    "CallLog",
+    "MicroBatcher",
+    "ServedError",
+    "create_app",
+    "isolation_key",
+    "served_error",
+]
 
 #: The request metadata key that holds its isolation group (a salted hash, never the
 #: header or address itself).
@@ -187,6 +198,38 @@ async def _clear_stream_errors(events: AsyncIterator[Any]) -> AsyncIterator[Any]
         raise
     if held is not None:
         yield held
+
+
+class CallLog(BaseCallbackHandler):
+    """An operator's handler: appends each packed model call (its messages and its
+    completion) as one JSON line to ``path``. Pass it in ``call_callbacks``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._open: dict[Any, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def on_chat_model_start(
+        self, serialized: Any, messages: list[list[Any]], *, run_id: Any, **kwargs: Any
+    ) -> None:
+        self._open[run_id] = {
+            "metadata": kwargs.get("metadata") or {},
+            "messages": [{"type": m.type, "content": m.content} for m in messages[0]],
+        }
+
+    def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
+        self._write(run_id, completion="".join(g.text for g in response.generations[0]))
+
+    def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+        self._write(run_id, error=f"{type(error).__name__}: {error}")
+
+    def _write(self, run_id: Any, **outcome: Any) -> None:
+        record = self._open.pop(run_id, None)
+        if record is None:
+            return
+        line = json.dumps({**record, **outcome}, ensure_ascii=False, default=str)
+        with self._lock, self.path.open("a", encoding="utf-8") as out:
+            out.write(line + "\n")
 
 
 def isolation_key(spec: str) -> Callable[[Request], str] | None:

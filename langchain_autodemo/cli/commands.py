@@ -222,13 +222,31 @@ def serve(
             "'Premise: {premise} Hypothesis: {hypothesis}' (default: a question string).",
         ),
     ] = None,
+    isolate_by: Annotated[
+        str,
+        typer.Option(
+            help="Which requests may share a model call: 'client' (same Authorization header "
+            "and address), 'header:NAME' (e.g. header:X-Tenant, set by your gateway), or "
+            "'none' (any client: one client's text then sits in the model's context while it "
+            "answers another's).",
+        ),
+    ] = "client",
+    call_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append every packed model call (all its questions and the completion) to "
+            "this JSONL file: the operator's view; clients never see it.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls."""
+    """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls.
+
+    A client sees only its own question and answer, and how its call served it."""
     import uvicorn
     from langchain_core.runnables import RunnableLambda
 
     from langchain_autodemo import AutoDemoBatchRunnable
-    from langchain_autodemo.serving import create_app
+    from langchain_autodemo.serving import CallLog, create_app, isolation_key
 
     def runner_on(llm: Any) -> AutoDemoBatchRunnable:
         return AutoDemoBatchRunnable(
@@ -244,11 +262,18 @@ def serve(
         # The runner checks its settings (a bad template) here, before a model starts,
         # not per request: built once on a stand-in model.
         runner_on(RunnableLambda(lambda _: ""))
+        isolation_key(isolate_by)  # a bad spec stops here too
         spec = parse_model_spec(model)
         with open_model(spec, max_tokens=max_tokens) as opened:
             echo(f"Model: {opened.description}")
             runner = runner_on(opened.llm)
-            app_ = create_app(runner, max_wait_seconds=max_wait)
+            app_ = create_app(
+                runner,
+                max_wait_seconds=max_wait,
+                isolate_by=isolate_by,
+                call_callbacks=[CallLog(call_log)] if call_log is not None else None,
+            )
+            echo(f"Requests share calls within one isolation group ({isolate_by}).")
             echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
             uvicorn.run(app_, host=host, port=port, log_level="warning")
 
