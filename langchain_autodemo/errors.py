@@ -57,6 +57,37 @@ class EvaluationError(AutoDemoError):
     failed (a stopped server, a wrong URL); the message says what was kept."""
 
 
+#: How much of an input an error message quotes.
+EXCERPT_CHARS = 60
+
+
+def _item_label(index: int, input_excerpt: str | None) -> str:
+    """``item 2`` or, with an excerpt, ``item 2 ('What is 13 - 4?')`` (cut to
+    :data:`EXCERPT_CHARS` characters with an ellipsis)."""
+    if input_excerpt is None:
+        return f"item {index}"
+    text = " ".join(input_excerpt.split())
+    if len(text) > EXCERPT_CHARS:
+        text = text[: EXCERPT_CHARS - 1].rstrip() + "…"
+    return f"item {index} ({text!r})"
+
+
+def _item_message(
+    index: int, reason: str, attempts: int, reasons: tuple[str, ...], input_excerpt: str | None
+) -> str:
+    """The message of an item error: the last reason, and every different earlier one."""
+    earlier: list[str] = []
+    for previous in reasons:
+        if previous != reason and previous not in earlier:
+            earlier.append(previous)
+    tail = f"; earlier: {'; '.join(earlier)}" if earlier else ""
+    return f"{_item_label(index, input_excerpt)}: {reason} (after {attempts} attempt(s){tail})"
+
+
+def _rebuild(cls: type[Any], args: tuple[Any, ...], excerpt: str | None) -> Any:
+    return cls(*args, input_excerpt=excerpt)
+
+
 class AutoDemoInputError(AutoDemoError, ValueError):
     """An input item that cannot be asked: empty, of the wrong type, or missing a key.
 
@@ -64,17 +95,20 @@ class AutoDemoInputError(AutoDemoError, ValueError):
     still answered; without it, ``batch()`` raises it before any model call.
 
     Attributes:
-        index: position of the input in the list given to ``batch()``.
+        index: position of the input in the list given to the call that raised it
+            (``batch()``, or the part of a list that a driver passed on).
         reason: what is wrong with it.
+        input_excerpt: the start of the input, quoted in the message, when known.
     """
 
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(f"item {index}: {reason}")
+    def __init__(self, index: int, reason: str, *, input_excerpt: str | None = None) -> None:
+        super().__init__(f"{_item_label(index, input_excerpt)}: {reason}")
         self.index = index
         self.reason = reason
+        self.input_excerpt = input_excerpt
 
     def __reduce__(self) -> Any:
-        return (type(self), (self.index, self.reason))
+        return (_rebuild, (type(self), (self.index, self.reason), self.input_excerpt))
 
 
 class AutoDemoItemError(AutoDemoError):
@@ -83,24 +117,45 @@ class AutoDemoItemError(AutoDemoError):
     Raised by ``batch()`` (or returned in its place with ``return_exceptions=True``),
     it says which input and why, so an item is never silently empty.
 
+    The message names the last attempt's reason and, when earlier attempts failed
+    otherwise, each different earlier reason: ``item 2: restated question matches no
+    input (after 3 attempt(s); earlier: cut off: the stream ended without ...)``.
+
     Attributes:
-        index: position of the input in the list given to ``batch()``.
+        index: position of the input in the list given to the call that raised it
+            (``batch()``, or the part of a list that a driver passed on).
         reason: why the last attempt failed (missing, truncated, misaligned, ...).
         attempts: how many model calls tried to answer it.
         reasons: the rejection reason of every attempt, oldest first.
+        input_excerpt: the start of the input, quoted in the message, when known.
     """
 
     def __init__(
-        self, index: int, reason: str, attempts: int, reasons: tuple[str, ...] = ()
+        self,
+        index: int,
+        reason: str,
+        attempts: int,
+        reasons: tuple[str, ...] = (),
+        *,
+        input_excerpt: str | None = None,
     ) -> None:
-        super().__init__(f"item {index}: {reason} (after {attempts} attempt(s))")
+        reasons = reasons or (reason,)
+        super().__init__(_item_message(index, reason, attempts, reasons, input_excerpt))
         self.index = index
         self.reason = reason
         self.attempts = attempts
-        self.reasons = reasons or (reason,)
+        self.reasons = reasons
+        self.input_excerpt = input_excerpt
 
     def __reduce__(self) -> Any:  # keep the structured fields across pickling (LangServe)
-        return (AutoDemoItemError, (self.index, self.reason, self.attempts, self.reasons))
+        return (
+            _rebuild,
+            (
+                AutoDemoItemError,
+                (self.index, self.reason, self.attempts, self.reasons),
+                self.input_excerpt,
+            ),
+        )
 
 
 class AutoDemoModelCallError(AutoDemoItemError):
@@ -139,12 +194,18 @@ def _class_for(cause_type: type[BaseException]) -> type[AutoDemoModelCallError] 
 
 
 def model_call_error(
-    cause: BaseException, index: int, attempts: int, reasons: tuple[str, ...] = ()
+    cause: BaseException,
+    index: int,
+    attempts: int,
+    reasons: tuple[str, ...] = (),
+    *,
+    input_excerpt: str | None = None,
 ) -> AutoDemoModelCallError:
     """The error for item ``index`` whose model call raised ``cause``.
 
     The result is an instance of ``type(cause)`` *and* of :class:`AutoDemoItemError`,
-    with ``index``, ``reason``, ``attempts`` set and ``__cause__`` kept.
+    with ``index``, ``reason``, ``attempts``, ``input_excerpt`` set and ``__cause__``
+    kept.
 
     Example:
         >>> error = model_call_error(TimeoutError("read timed out"), index=3, attempts=2)
@@ -160,11 +221,11 @@ def model_call_error(
     error = cls.__new__(cls)
     with contextlib.suppress(AttributeError, TypeError):
         error.__dict__.update(getattr(cause, "__dict__", {}))
-    message = f"item {index}: {reason} (after {attempts} attempt(s))"
-    error.args = (message,)
+    error.reasons = reasons or (reason,)
+    error.args = (_item_message(index, reason, attempts, error.reasons, input_excerpt),)
     error.index = index
     error.reason = reason
     error.attempts = attempts
-    error.reasons = reasons or (reason,)
+    error.input_excerpt = input_excerpt
     error.__cause__ = cause
     return error
