@@ -14,8 +14,10 @@ veto it (then the item is re-asked). The drivers therefore emit results per call
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -61,6 +63,17 @@ _CUT_OFF_REASONS = frozenset(
 )
 # The same long answer line this many times in one item is a loop, not reasoning.
 _LOOP_REPEATS = 4
+# A completion may use this many times its items' expected output (restatements and
+# answer budgets) before it counts as a runaway when no max_output_tokens bounds it...
+_BUDGET_FACTOR = 4
+_MIN_BUDGET = 1024
+# ... and this many times max_output_tokens when one does (the server should have cut it
+# there; the slack covers the error of a characters/4 estimate).
+_LIMIT_SLACK = 1.5
+_NO_FINISH_REASON = (
+    "cut off: the stream ended without a finish reason (set require_finish_reason=False "
+    "for a model that never reports one, such as GenericFakeChatModel)"
+)
 _FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "finishReason")
 
 
@@ -120,9 +133,10 @@ class ItemResult:
     restated_question: str | None
     attempts: int
     call_id: int
-    input_tokens: float
-    """This item's share of its call's input tokens (the call's total / items kept)."""
-    output_tokens: float
+    input_tokens: int
+    """This item's share of its call's input tokens (the call's total split over the items
+    kept, rounded so that the shares add up to the total)."""
+    output_tokens: int
     position: int = 0
     """0-based position of the item in the prompt of the call that answered it."""
     batch_size: int = 1
@@ -153,11 +167,53 @@ def _distractors(plan: PlannedBatch) -> list[str]:
     return [one_line(text) for text in shown if text.strip()]
 
 
+def output_cost(text: str, settings: EngineSettings) -> int:
+    """The output tokens one input is expected to cost: its restatement (Auto-Demo) and
+    its answer budget."""
+    echo = estimate_tokens(text) if settings.mode is Mode.AUTO_DEMO else 0
+    return echo + settings.answer_tokens + 4
+
+
+@functools.lru_cache(maxsize=32)
+def _embedded_marker(markers: Markers) -> re.Pattern[str]:
+    """Finds marker-like text inside a one-line input (where a copy could break a line)."""
+    pattern = markers.line_pattern
+    return re.compile(r"(?:(?<=\s)|^)" + pattern.pattern.removeprefix("^"), pattern.flags)
+
+
+@functools.lru_cache(maxsize=32)
+def _marker_words(markers: Markers) -> frozenset[str]:
+    """The key tokens a marker such as ``A[2]:`` leaves between a copied question and
+    its copied answer."""
+    names: tuple[str, ...] = (markers.question_label, markers.answer_label)
+    names = names + markers.question_aliases + markers.answer_aliases
+    return frozenset(w for name in names for w in comparison_key(name).split()) | set("[]()#")
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A parsed item placed on an input: ``label`` is the input of the index the model
+    wrote (``None``: out of range), ``target`` the input its restatement names."""
+
+    item: ParsedItem
+    value: Any
+    label: int | None
+    target: int
+    exact: bool
+    realigned: bool
+
+    @property
+    def own(self) -> bool:
+        return self.label == self.target
+
+
 class CallSession:
     """Everything one streamed completion delivers, item by item.
 
     Feed it chunks; stop reading once :attr:`done_reading` is true (every wanted item is
-    in, or the completion has run past the questions asked); then :meth:`finish`.
+    in, or the completion has run past the questions asked or past its output budget);
+    then :meth:`finish`. A driver that must abandon the stream for its own reasons (a
+    deadline) calls :meth:`stop_reading` first, or passes the error to :meth:`finish`.
     """
 
     def __init__(self, call: ModelCall, texts: Sequence[str], settings: EngineSettings) -> None:
@@ -167,36 +223,83 @@ class CallSession:
         self._slot = {index: slot for slot, index in enumerate(self._positions)}
         self._wanted = set(call.batch.kept)
         self._by_index = settings.mode is Mode.BATCH and len(self._positions) > 1
+        questions = [texts[i] for i in self._positions]
         self._matcher = EchoMatcher(
-            [texts[i] for i in self._positions],
+            questions,
             require_echo=settings.mode is Mode.AUTO_DEMO,
             distractors=_distractors(call.batch),
         )
-        self._scanner = CompletionScanner(settings.markers, reasoning=settings.reasoning)
+        self._keys = dict(zip(self._positions, self._matcher.keys, strict=True))
+        self._marker_words = _marker_words(settings.markers)
+        # Inputs with marker-like text inside: a copy broken at those markers continues the
+        # restatement instead of opening items of its own.
+        finder = _embedded_marker(settings.markers)
+        self._embedded = [
+            self._keys[i] for i, text in zip(self._positions, questions, strict=True)
+            if finder.search(text)
+        ]  # fmt: skip
+        self._scanner = CompletionScanner(
+            settings.markers,
+            reasoning=settings.reasoning,
+            continues=self._continues_an_input if self._embedded else None,
+        )
         if settings.mode is Mode.SINGLE:  # the whole completion is the answer to the one question
             self._scanner.feed(settings.markers.answer(1) + " ")
-        self._found: dict[int, list[tuple[ParsedItem, Any, bool]]] = {}
+        self._candidates: list[_Candidate] = []
+        self._doubts: list[tuple[int, Any]] = []  # (label's input, value) of ambiguous blocks
+        self._own: set[int] = set()  # inputs answered under their own index
+        self._placed: set[int] = set()
         self._order: list[int] = []  # marker indices in stream order (batch mode's check)
         self._rejections: dict[int, str] = {}
         self._chunks = 0
+        self._chars = 0
         self._saw_message = False
         self._reported: CallUsage | None = None
         self._finish_reason: str | None = None
         self._idle = 0  # consecutive closed items that delivered nothing new
+        limit = settings.max_output_tokens
+        self.output_budget: int = (
+            int(limit * _LIMIT_SLACK) + 16
+            if limit is not None
+            else max(_MIN_BUDGET, _BUDGET_FACTOR * sum(output_cost(t, settings) for t in questions))
+        )
+        """Estimated output tokens after which the completion counts as a runaway."""
         self.runaway: str | None = None
         """Why the completion can no longer deliver a wanted item, once it cannot."""
 
     @property
     def complete(self) -> bool:
-        """True once every wanted item has an answer: the rest of the stream is not needed."""
+        """True once every wanted item has an answer written under its own index: the rest
+        of the stream is not needed. An answer that moved in from another index does not
+        count: the input's own block, later in the stream, may still contradict it."""
         if self._by_index:
             return self._order[: len(self._positions)] == list(range(1, len(self._positions) + 1))
-        return self._wanted <= self._found.keys()
+        return self._wanted <= self._own
 
     @property
     def done_reading(self) -> bool:
         """True once the rest of the stream cannot change the verdict: stop reading."""
         return self.complete or self.runaway is not None
+
+    @property
+    def output_tokens(self) -> int:
+        """The output read so far, in tokens: reported by the model when it says, else
+        estimated (one per chunk, or four characters per token, whichever is more)."""
+        estimate = max(self._chunks, self._chars // 4)
+        if self._reported is not None:
+            return max(self._reported.output_tokens, estimate)
+        return estimate
+
+    @property
+    def chunks_read(self) -> int:
+        """How many non-empty chunks were fed so far."""
+        return self._chunks
+
+    def stop_reading(self, reason: str) -> None:
+        """Abandon the rest of the stream (a driver's deadline): the answers already read
+        are judged as usual, the items still missing get ``reason`` and are re-asked."""
+        if self.runaway is None:
+            self.runaway = reason
 
     def feed(self, chunk: str | BaseMessage) -> list[int]:
         """Consume one streamed chunk; return the input indices that got a candidate answer.
@@ -209,6 +312,7 @@ class CallSession:
         text = text_of(chunk)
         if text:
             self._chunks += 1
+            self._chars += len(text)
         new = self._take(self._scanner.feed(text))
         if not self.done_reading:
             self._check_runaway()
@@ -234,7 +338,7 @@ class CallSession:
         ):
             # A stream that ends without the provider's final chunk (no finish reason)
             # was cut off somewhere: "The answer is 12" may have been 123.
-            cut = "cut off: the stream ended without a finish reason"
+            cut = _NO_FINISH_REASON
         if cut is not None:
             for item in closing:
                 if item.closed_by == "end_of_stream" and cut:
@@ -243,12 +347,14 @@ class CallSession:
         self._take(closing)
         if self._by_index:
             self._check_order()
-        usage = self._usage()
+        delivered, vetoes = self._judge()
+        usage = self._usage(error)
         accepted: dict[int, ItemResult] = {}
         failures: dict[int, str] = {}
-        share = len(self._wanted) or 1
-        for position in sorted(self._wanted):
-            found = self._found.get(position)
+        wanted = sorted(self._wanted)
+        shares = dict(zip(wanted, self._shares(usage, len(wanted)), strict=True))
+        for position in wanted:
+            found = delivered.get(position)
             if not found:
                 if error is not None:
                     reason = f"model call failed: {type(error).__name__}: {error}"
@@ -256,69 +362,62 @@ class CallSession:
                     reason = self._rejections.get(position) or cut or self._missing_reason()
                 failures[position] = reason
                 continue
-            values = {self._comparable(value) for _, value, _ in found}
+            values = {self._comparable(c.value) for c in found}
+            values |= {self._comparable(value) for value in vetoes.get(position, ())}
             if len(values) > 1:
                 failures[position] = "answered more than once, with conflicting answers"
                 continue
-            item, value, realigned = found[0]
+            chosen = found[0]
+            input_share, output_share = shares[position]
             accepted[position] = ItemResult(
                 index=position,
-                answer=value,
-                raw_answer=item.answer,
-                restated_question=item.question,
+                answer=chosen.value,
+                raw_answer=chosen.item.answer,
+                restated_question=chosen.item.question,
                 attempts=self.call.attempt,
                 call_id=self.call.call_id,
-                input_tokens=usage.input_tokens / share,
-                output_tokens=usage.output_tokens / share,
+                input_tokens=input_share,
+                output_tokens=output_share,
                 position=self._slot[position],
                 batch_size=len(self._positions),
-                realigned=realigned,
+                realigned=chosen.realigned,
             )
         return CallReport(accepted, failures, usage, error, None if stop == "complete" else stop)
+
+    @staticmethod
+    def _shares(usage: CallUsage, n: int) -> list[tuple[int, int]]:
+        """The call's tokens split over ``n`` items as ints that add up to the totals."""
+        n = max(n, 1)
+        (a, ra), (b, rb) = divmod(usage.input_tokens, n), divmod(usage.output_tokens, n)
+        return [(a + (k < ra), b + (k < rb)) for k in range(n)]
 
     # -- what each closed item means ---------------------------------------------------
 
     def _take(self, items: list[ParsedItem]) -> list[int]:
         new: list[int] = []
         for item in items:
-            placed = self._place(item)
-            if placed is None:
+            candidate = self._candidate(item)
+            if candidate is None:
                 self._idle += 1
                 continue
-            position, realigned = placed
-            if item.value is None:
-                self._rejections[position] = "restated but never answered"
-                self._idle += 1
-                continue
-            # The layout's placeholder copied as the final line ("The answer is <final
-            # answer>.") is no answer, though the parser reads "<final answer>" (or, terse,
-            # ">") as one. Qwen2.5-Coder-1.5B: 2 of 64 RTE pairs in similarity batches of 16.
-            last_line = (item.answer or "").strip().rsplit("\n", 1)[-1]
-            if holds_placeholder(last_line):
-                self._rejections[position] = (
-                    f"answered with the prompt's placeholder: {last_line.strip()[:80]!r}"
-                )
-                self._idle += 1
-                continue
-            try:
-                value = self._parse(item.value)
-            except Exception as exc:  # a user parser may raise anything
-                self._rejections[position] = f"answer could not be parsed: {exc}"
-                self._idle += 1
-                continue
-            first = position not in self._found
-            self._found.setdefault(position, []).append((item, value, realigned))
+            self._candidates.append(candidate)
+            target = candidate.target
+            if candidate.own:
+                self._own.add(target)
+            first = target in self._wanted and target not in self._placed
+            self._placed.add(target)
             self._idle = 0 if first else self._idle + 1
             if first:
-                new.append(position)
+                new.append(target)
         return new
 
-    def _place(self, item: ParsedItem) -> tuple[int, bool] | None:
-        """The input index ``item`` answers and whether it moved, or ``None`` (with the
-        reason recorded)."""
+    def _candidate(self, item: ParsedItem) -> _Candidate | None:
+        """What ``item`` claims, or ``None`` (with the reason recorded)."""
         if self._by_index:
             self._order.append(item.index)
         verdict = self._matcher.verdict(item)
+        in_range = 0 < item.index <= len(self._positions)
+        label = self._positions[item.index - 1] if in_range else None
         if verdict.position is None:
             reason = str(verdict.reason)
             if item.question is not None and not item.marker_conflict:
@@ -327,9 +426,152 @@ class CallSession:
                 shown = item.question if len(item.question) <= 80 else item.question[:77] + "..."
                 reason += f": restated as {shown!r}"
             self._reject(item.index, reason)
+            if verdict.ambiguous and label is not None:
+                # It may be its index's answer: if it disagrees, that input is re-asked.
+                value = self._value(item, label, record=False)
+                if value is not _NO_VALUE:
+                    self._doubts.append((label, value))
             return None
-        position = self._positions[verdict.position]
-        return (position, verdict.realigned) if position in self._wanted else None
+        copied = self._copied_from_input(item)
+        if copied is not None:
+            self._reject(
+                item.index,
+                f"the block repeats text of question {self._slot[copied] + 1} of the batch "
+                "(marker-like text inside an input), not an answer",
+            )
+            return None
+        target = self._positions[verdict.position]
+        value = self._value(item, target, record=target in self._wanted)
+        if value is _NO_VALUE:
+            return None
+        return _Candidate(item, value, label, target, verdict.exact, verdict.realigned)
+
+    def _value(self, item: ParsedItem, position: int, *, record: bool) -> Any:
+        """The parsed answer of ``item``, or ``_NO_VALUE`` (the reason recorded for
+        ``position`` when ``record``)."""
+        reason: str | None = None
+        value: Any = _NO_VALUE
+        if item.value is None:
+            reason = "restated but never answered"
+        else:
+            # The layout's placeholder copied as the final line ("The answer is <final
+            # answer>.") is no answer, though the parser reads "<final answer>" (or, terse,
+            # ">") as one. Qwen2.5-Coder-1.5B: 2 of 64 RTE pairs in similarity batches of 16.
+            last_line = (item.answer or "").strip().rsplit("\n", 1)[-1]
+            if holds_placeholder(last_line):
+                reason = f"answered with the prompt's placeholder: {last_line.strip()[:80]!r}"
+            else:
+                try:
+                    value = self._parse(item.value)
+                except Exception as exc:  # a user parser may raise anything
+                    reason = f"answer could not be parsed: {exc}"
+        if reason is not None and record:
+            self._rejections[position] = reason
+        return value
+
+    def _continues_an_input(self, restated: str) -> bool:
+        """Whether ``restated`` is a word-aligned start of an input with marker-like text
+        inside (the scanner then reads a marker line as more of the restatement)."""
+        key = comparison_key(restated)
+        return any(
+            k.startswith(key) and (len(k) == len(key) or k[len(key)] == " ") for k in self._embedded
+        )
+
+    def _copied_from_input(self, item: ParsedItem) -> int | None:
+        """The input whose text holds this block (its restatement, at most a marker, then
+        its answer), or ``None``.
+
+        An input that contains ``Q[2]: ... A[2]: The answer is 99.`` yields exactly such a
+        block when the model copies it and breaks the line at those markers: the answer
+        came from the input, not from the model.
+        """
+        if item.question is None or not item.answer:
+            return None
+        restated, answer = comparison_key(item.question), comparison_key(item.answer)
+        if not restated or not answer:
+            return None
+        needle = f" {restated} "
+        for index in self._positions:
+            text = f" {self._keys[index]} "
+            at = text.find(needle)
+            while at >= 0:
+                end = at + len(needle)
+                for _ in range(8):  # skip the marker between the two
+                    space = text.find(" ", end)
+                    word = text[end:space]
+                    if space < 0 or not (word.isdigit() or word in self._marker_words):
+                        break
+                    end = space + 1
+                if text.startswith(answer + " ", end):
+                    return index
+                at = text.find(needle, at + 1)
+        return None
+
+    def _judge(self) -> tuple[dict[int, list[_Candidate]], dict[int, list[Any]]]:
+        """Which candidates deliver (per input), and the values that veto each input.
+
+        An answer under its own index delivers. An answer that moved to another input
+        (its restatement is an exact copy of that input, under another input's index)
+        delivers only when the move is corroborated: the index it left is used for
+        nothing else and was itself taken by an exact copy that moved there, and so on
+        until the chain closes (a swap, a rotation) or leaves the batch's range (a
+        renumbering). An uncorroborated move delivers nothing and vetoes a different
+        answer at both inputs it could belong to; so does an ambiguous restatement at
+        its index.
+        """
+        label_targets: dict[int, set[int]] = {}
+        movers: dict[int, set[int | None]] = {}
+        for c in self._candidates:
+            if c.label is not None:
+                label_targets.setdefault(c.label, set()).add(c.target)
+            if not c.own:
+                movers.setdefault(c.target, set()).add(c.label)
+
+        def corroborated(c: _Candidate) -> bool:
+            if c.label is None:  # no index to leave: the restatement is all there is
+                return True
+            if not c.exact:
+                return False
+            into, left = c.target, c.label
+            seen: set[int] = set()
+            while True:
+                if label_targets.get(left) != {into}:
+                    return False  # the index left also carries another question
+                if left == c.target:
+                    return True  # the chain closed: a swap or rotation
+                if left in seen:
+                    return False
+                seen.add(left)
+                incoming = movers.get(left, set())
+                if len(incoming) != 1:
+                    return False  # nothing (or several) took the place it left
+                into, next_left = left, next(iter(incoming))
+                if next_left is None:
+                    return True  # a renumbering that runs out of range
+                left = next_left
+
+        delivered: dict[int, list[_Candidate]] = {}
+        vetoes: dict[int, list[Any]] = {}
+        for c in self._candidates:
+            if c.own or corroborated(c):
+                delivered.setdefault(c.target, []).append(c)
+                continue
+            index = c.item.index
+            vetoes.setdefault(c.target, []).append(c.value)
+            self._rejections[c.target] = (
+                f"restated under index {index}, another question's, and nothing "
+                "corroborates the move"
+            )
+            assert c.label is not None
+            vetoes.setdefault(c.label, []).append(c.value)
+            self._rejections.setdefault(
+                c.label,
+                f"its index {index} carries a restatement of another question, and nothing "
+                "corroborates the move",
+            )
+        for label, value in self._doubts:
+            vetoes.setdefault(label, []).append(value)
+        return delivered, vetoes
 
     def _reject(self, index: int, reason: str) -> None:
         if 0 < index <= len(self._positions):
@@ -347,7 +589,8 @@ class CallSession:
                 "answers without restatements came out of order or incomplete "
                 f"(indices {self._order[:12]}), so none can be placed with certainty"
             )
-        self._found.clear()
+        self._candidates.clear()
+        self._doubts.clear()
 
     def _check_runaway(self) -> None:
         n = len(self._positions)
@@ -363,6 +606,11 @@ class CallSession:
             self.runaway = f"the completion went on past question {n} without answering it"
         elif self._idle >= max(3, n):
             self.runaway = "the completion repeated itself without answering it"
+        elif self.output_tokens > self.output_budget:
+            self.runaway = (
+                f"the completion ran past its output budget (about {self.output_budget} "
+                "tokens) without finishing"
+            )
 
     def _missing_reason(self) -> str:
         return self.runaway or "missing from the completion"
@@ -399,9 +647,13 @@ class CallSession:
         if metadata.get("done") is True and self._finish_reason is None:
             self._finish_reason = "stop"  # Ollama's final chunk
 
-    def _usage(self) -> CallUsage:
+    def _usage(self, error: BaseException | None = None) -> CallUsage:
         if self._reported is not None and (self._reported.output_tokens or not self._chunks):
             return self._reported
+        if error is not None and not self._chunks and self._reported is None:
+            # Failed before its first chunk (a dead server, a refused connection): nothing
+            # says the prompt was ever read, so nothing is counted.
+            return CallUsage(0, 0, estimated=True)
         estimated_input = sum(estimate_tokens(text_of(m)) for m in self.call.messages)
         return CallUsage(estimated_input, self._chunks, estimated=True)
 
@@ -411,6 +663,9 @@ class CallSession:
         limit = self._settings.max_output_tokens
         # Some servers (llama.cpp) report "stop" even when cut off by max_tokens.
         return limit is not None and self._usage().output_tokens >= limit
+
+
+_NO_VALUE: Any = object()
 
 
 class Engine:
@@ -534,11 +789,16 @@ class Engine:
 
     def _fail(self, index: int, reason: str, report: CallReport) -> AutoDemoItemError:
         reasons = tuple(self._reasons[index])
+        excerpt = self.texts[index]
         error: AutoDemoItemError
         if report.error is not None and index not in report.accepted:
-            error = model_call_error(report.error, index, self._attempts[index], reasons)
+            error = model_call_error(
+                report.error, index, self._attempts[index], reasons, input_excerpt=excerpt
+            )
         else:
-            error = AutoDemoItemError(index, reason, self._attempts[index], reasons)
+            error = AutoDemoItemError(
+                index, reason, self._attempts[index], reasons, input_excerpt=excerpt
+            )
         self._pending.discard(index)
         self.results[index] = error
         return error
@@ -556,8 +816,7 @@ class Engine:
         return result
 
     def _output_cost(self, index: int) -> int:
-        echo = estimate_tokens(self.texts[index]) if self.settings.mode is Mode.AUTO_DEMO else 0
-        return echo + self.settings.answer_tokens + 4
+        return output_cost(self.texts[index], self.settings)
 
     def _call(self, plan: PlannedBatch, attempt: int, *, delay: float = 0.0) -> ModelCall:
         settings = self.settings

@@ -7,7 +7,7 @@ a completion in tiny chunks costs the same as parsing it whole (linear in its si
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,6 +129,10 @@ class CompletionScanner:
     stream. Text before the first marker and after a closed item (preambles, closing
     remarks) is ignored.
 
+    ``continues(restatement)`` (optional) says whether a restatement still reads as the
+    start of an input that has marker-like text inside: a marker line that keeps it so
+    is taken as more of the restatement (a copy of that input broken at its markers).
+
     Example:
         >>> scanner = CompletionScanner()
         >>> scanner.feed("Q[1]: 2+2?\\nA[1]: 2 plus 2 is 4.\\nThe answer")
@@ -141,9 +145,16 @@ class CompletionScanner:
         ['8']
     """
 
-    def __init__(self, markers: Markers | None = None, *, reasoning: bool = True) -> None:
+    def __init__(
+        self,
+        markers: Markers | None = None,
+        *,
+        reasoning: bool = True,
+        continues: Callable[[str], bool] | None = None,
+    ) -> None:
         self._pattern = (markers or Markers()).line_pattern
         self._reasoning = reasoning
+        self._continues = continues
         self._pending: list[str] = []  # pieces of the current, unfinished line
         self._item: _OpenItem | None = None
         self._finished = False
@@ -226,6 +237,19 @@ class CompletionScanner:
         self._maybe_close_on(line, closed, last)
 
     def _marker(self, match: re.Match[str], closed: list[ParsedItem], last: bool) -> None:
+        item = self._item
+        if (
+            self._continues is not None
+            and item is not None
+            and item.question is not None
+            and not item.in_answer
+        ):
+            line = match.string.strip()
+            if self._continues(" ".join([*item.question, line])):
+                # A copy of an input with marker-like text inside, broken at those markers:
+                # the line is more of the restatement, not an item of its own.
+                item.question.append(line)
+                return
         rest = match.group("rest").strip()
         groups = match.groupdict()
         if groups["q"] is not None:

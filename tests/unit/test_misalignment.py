@@ -397,9 +397,7 @@ def test_a_reask_can_continue_from_the_items_its_call_answered() -> None:
 
     for reask_with_answered in (True, False):
         model = ScriptedChatModel(script=script)
-        runner = AutoDemoBatchRunnable(
-            model, batch_size=4, reask_with_answered=reask_with_answered
-        )
+        runner = AutoDemoBatchRunnable(model, batch_size=4, reask_with_answered=reask_with_answered)
         assert runner.batch(inputs) == ["2", "4", "6", "8"]
         reask = model.calls[1]
         assert asked_questions(reask) == inputs[2:]
@@ -416,7 +414,9 @@ def test_a_rejected_restatement_is_quoted_in_the_reason_and_counted_without_it()
     from langchain_autodemo.evaluation.diagnostics import reason_kind
 
     inputs = ["What is 1 + 1?", "What is 2 + 2?"]
-    _, failures, _ = judge(inputs, block(1, "Something else entirely", "2") + block(2, inputs[1], "4"))
+    _, failures, _ = judge(
+        inputs, block(1, "Something else entirely", "2") + block(2, inputs[1], "4")
+    )
     assert failures[0] == (
         "restated question matches no input of the batch: restated as 'Something else entirely'"
     )
@@ -433,12 +433,23 @@ RTE_LIKE = [
 ]
 
 
-def test_a_verbatim_part_of_one_input_matches_it_whatever_index_it_carries() -> None:
+def test_a_verbatim_part_of_one_input_matches_it_under_its_own_index() -> None:
+    completion = block(1, "Steve Jobs worked for Apple.", "entailment") + block(
+        2, "The Raisani tribe resides in Pakistan.", "entailment"
+    )
+    accepted, failures, _ = judge(RTE_LIKE, completion)
+    assert accepted == {0: "entailment", 1: "entailment"} and not failures
+
+
+def test_a_verbatim_part_under_another_index_is_re_asked() -> None:
+    """Issue 20 (changed from issue 7's "whatever index it carries"): only an exact copy
+    can move an answer away from the index the model wrote, and only when the move is
+    corroborated; a part of an input is not evidence enough."""
     completion = block(1, "The Raisani tribe resides in Pakistan.", "entailment") + block(
         2, "Steve Jobs worked for Apple.", "entailment"
     )
     accepted, failures, _ = judge(RTE_LIKE, completion)
-    assert accepted == {0: "entailment", 1: "entailment"} and not failures
+    assert accepted == {} and "does not clearly match its index" in failures[0]
 
 
 @pytest.mark.parametrize(
