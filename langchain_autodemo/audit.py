@@ -1,0 +1,800 @@
+"""Audit sampling: know in production whether packing hurts.
+
+A configuration tuned on a labelled sample meets unlabelled, drifting traffic. An
+:class:`AuditedRunnable` answers every input with the packed runner as usual and, in the
+background, asks a random, seeded share of the inputs again on their own (a copy of the
+runner in ``single`` mode), compares the two answers and keeps a live estimate of how
+often they agree (a Wilson score interval, per runner and per group of inputs). When the
+interval's upper bound falls below ``min_agreement`` it switches to a safer setting (one
+input per call, or a smaller batch size) until the evidence says packing agrees again.
+
+The returned answers are never changed nor delayed by the audit: audits run after the
+answers are in, in a thread pool (``batch``) or as asyncio tasks (``abatch``).
+
+Example:
+    >>> from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
+    >>> audited = AuditedRunnable(runner, AuditPolicy(rate=0.05, seed=7))  # doctest: +SKIP
+    >>> answers = audited.batch(questions)  # doctest: +SKIP
+    >>> audited.agreement()  # doctest: +SKIP
+    AgreementEstimate(audited=20, agreed=19, rate=0.95, low=0.76, high=0.99, ...)
+
+See ``docs/design/audit.md`` for the design and its costs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import copy
+import logging
+import math
+import random
+import re
+import threading
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import (
+    get_async_callback_manager_for_config,
+    get_callback_manager_for_config,
+    get_config_list,
+)
+
+from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.prompts import Mode
+from langchain_autodemo.runnable import AutoDemoBatchRunnable
+from langchain_autodemo.usage import UsageStats, track_usage
+
+__all__ = [
+    "AUDIT_EVENT",
+    "DEFAULT_MIN_AGREEMENT",
+    "FALLBACK_EVENT",
+    "AgreementEstimate",
+    "AuditPolicy",
+    "AuditedRunnable",
+    "answers_agree",
+    "derived_runner",
+    "normalise_answer",
+    "prometheus_metrics",
+    "wilson_interval",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Custom callback event sent for each audited item (to that item's own callbacks).
+AUDIT_EVENT = "autodemo_audit"
+#: Custom callback event sent when the wrapper switches to or from its safer setting.
+FALLBACK_EVENT = "autodemo_audit_fallback"
+#: Packed answers must agree with single answers this often (see the design note).
+DEFAULT_MIN_AGREEMENT = 0.9
+_Z95 = 1.959963984540054
+_DEFAULT_GROUP = "default"
+
+# -- comparing answers ----------------------------------------------------------------
+
+_SPACES = re.compile(r"\s+")
+_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*", re.IGNORECASE)
+_TRAILING = ".,;:!?。"
+_NUMBER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:e[-+]?\d+)?$")
+
+
+def normalise_answer(answer: Any) -> str:
+    """The final answer as compared: casefolded, whitespace collapsed, a leading
+    ``The answer is`` and trailing punctuation stripped."""
+    if isinstance(answer, ItemResult):
+        answer = answer.answer
+    text = _SPACES.sub(" ", str(answer).casefold()).strip()
+    text = _ANSWER_PREFIX.sub("", text)
+    return text.rstrip(_TRAILING + " ").strip()
+
+
+def _as_number(text: str) -> float | None:
+    candidate = text.lstrip("$").replace(" ", "")
+    if not candidate or not _NUMBER.match(candidate) or not any(c.isdigit() for c in candidate):
+        return None
+    try:
+        return float(candidate.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def answers_agree(packed: Any, single: Any, *, rel_tol: float = 1e-6) -> bool:
+    """The default comparator: equal normalised final answers; numbers (``"27"``,
+    ``"27.0"``, ``"1,000"``) are equal within ``rel_tol``. Non-text answers (parsed
+    objects) that compare equal agree as they are."""
+    if isinstance(packed, ItemResult):
+        packed = packed.answer
+    if isinstance(single, ItemResult):
+        single = single.answer
+    if not isinstance(packed, str) or not isinstance(single, str):
+        try:
+            if packed == single:
+                return True
+        except Exception:  # an exotic __eq__: fall back to the text
+            pass
+    left, right = normalise_answer(packed), normalise_answer(single)
+    if left == right:
+        return True
+    a, b = _as_number(left), _as_number(right)
+    return a is not None and b is not None and math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-12)
+
+
+# -- the estimate ---------------------------------------------------------------------
+
+
+def wilson_interval(agreed: int, audited: int, z: float = _Z95) -> tuple[float, float]:
+    """The Wilson score interval of ``agreed / audited`` (95% by default); ``(0, 1)``
+    with no audits."""
+    if audited <= 0:
+        return 0.0, 1.0
+    p = agreed / audited
+    z2 = z * z
+    denominator = 1 + z2 / audited
+    centre = (p + z2 / (2 * audited)) / denominator
+    half = z * math.sqrt(p * (1 - p) / audited + z2 / (4 * audited * audited)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class AgreementEstimate:
+    """How often packed answers agreed with single answers.
+
+    ``audited``, ``agreed``, ``rate``, ``low`` and ``high`` describe the current
+    evidence: the audits since the wrapper last switched setting (the fallback decision
+    is taken on these). ``total_audited``/``total_agreed`` count every audit ever made.
+    """
+
+    audited: int
+    agreed: int
+    rate: float | None
+    """``agreed / audited``; ``None`` before the first audit."""
+    low: float
+    high: float
+    fallback_active: bool
+    audit_calls: int
+    audit_input_tokens: int
+    audit_output_tokens: int
+    total_audited: int = 0
+    total_agreed: int = 0
+    audit_errors: int = 0
+    """Audits dropped because the single (or shadow) answer failed."""
+
+    def summary(self) -> str:
+        """``Audit: agreed A/N (rate R, 95% CI [lo, hi]); fallback: off|on``."""
+        rate = "n/a" if self.rate is None else f"{self.rate:.3f}"
+        switch = "on" if self.fallback_active else "off"
+        return (
+            f"Audit: agreed {self.agreed}/{self.audited} (rate {rate}, 95% CI "
+            f"[{self.low:.3f}, {self.high:.3f}]); fallback: {switch}"
+        )
+
+
+@dataclass
+class _Tally:
+    window_audited: int = 0
+    window_agreed: int = 0
+    audited: int = 0
+    agreed: int = 0
+
+    def add(self, agreed: bool, *, current: bool) -> None:
+        self.audited += 1
+        self.agreed += int(agreed)
+        if current:
+            self.window_audited += 1
+            self.window_agreed += int(agreed)
+
+
+# -- the policy -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditPolicy:
+    """What to audit and when to fall back.
+
+    Args:
+        rate: the share of inputs asked again on their own (0 to 1).
+        seed: seeds the sampling, so the same inputs in the same order are audited again.
+        comparator: ``(packed, single) -> bool``; default :func:`answers_agree`.
+        min_agreement: the agreement packing must keep. Fallback starts when the
+            Wilson upper bound falls below it, and ends (with ``recover``) when the
+            lower bound rises above it.
+        min_samples: audits needed (since the last switch) before either decision.
+        fallback: the safer setting: ``"single"``, a smaller batch size, or ``None``
+            (estimate only, never switch).
+        recover: switch back when the evidence allows; otherwise stay in fallback until
+            :meth:`AuditedRunnable.reset`.
+        group_by: maps an input to its context group (estimated separately); default:
+            one group.
+        max_workers: threads for the background audits of ``batch()``.
+    """
+
+    rate: float = 0.05
+    seed: int | None = None
+    comparator: Callable[[Any, Any], bool] | None = None
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
+    min_samples: int = 20
+    fallback: Literal["single"] | int | None = "single"
+    recover: bool = True
+    group_by: Callable[[Any], Hashable] | None = None
+    max_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rate, bool) or not 0 <= self.rate <= 1:
+            raise ConfigurationError(f"audit rate must be between 0 and 1, got {self.rate!r}")
+        if not 0 < self.min_agreement <= 1:
+            raise ConfigurationError(f"min_agreement must be in (0, 1], got {self.min_agreement!r}")
+        for name in ("min_samples", "max_workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        fallback = self.fallback
+        if (fallback is not None and fallback != "single") and (
+            isinstance(fallback, bool) or not isinstance(fallback, int) or fallback < 1
+        ):
+            raise ConfigurationError(
+                f"fallback must be 'single', a batch size or None, got {fallback!r}"
+            )
+
+
+def derived_runner(runner: AutoDemoBatchRunnable, **changes: Any) -> AutoDemoBatchRunnable:
+    """A copy of ``runner`` with some engine settings changed (``mode``, ``batch_size``),
+    keeping its model, instructions, reasoning, template, parser and trace isolation.
+
+    A ``single``-mode copy drops the selector (one input per call: nothing to group).
+    """
+    # The runner has no public "copy with these settings"; its settings are one frozen
+    # dataclass, so a shallow copy with replaced settings is exactly that.
+    clone = copy.copy(runner)
+    clone._settings = replace(runner.settings, **changes)  # noqa: SLF001
+    if clone.settings.mode is Mode.SINGLE:
+        clone.selector = None
+    return clone
+
+
+# -- the wrapper ----------------------------------------------------------------------
+
+
+@dataclass
+class _Audit:
+    """One item to audit: its place in the caller's call, the user's answer, its group."""
+
+    index: int
+    input: Any
+    answer: Any
+    group: Hashable
+    config: RunnableConfig
+
+
+@dataclass
+class _Job:
+    """The audits of one call, all submitted together."""
+
+    items: list[_Audit]
+    epoch: int
+    inputs: Sequence[Any] = ()
+    """In fallback: every input of the call, asked packed as a shadow."""
+    answers_are_single: bool = False
+    """In ``single`` fallback the user's answers are the single answers."""
+    results: list[tuple[_Audit, Any, Any]] = field(default_factory=list)
+
+
+class AuditedRunnable(Runnable[Any, Any]):
+    """An :class:`AutoDemoBatchRunnable` whose packed answers are audited against single
+    answers on a sample of the traffic, with a fallback to a safer setting.
+
+    It is a ``Runnable``: ``invoke``/``ainvoke``/``batch``/``abatch`` and both
+    ``batch_as_completed`` variants return exactly what the wrapped runner returns (or,
+    in fallback, what the safer runner returns); compose it like the runner
+    (``audited | parser``).
+
+    Audits never delay the answers: ``batch`` submits them to a thread pool, ``abatch``
+    starts asyncio tasks on the caller's loop. :meth:`drain` / :meth:`adrain` wait for
+    them (tests, shutdown). Audit model calls run without the caller's callbacks and are
+    counted apart from the caller's :func:`~langchain_autodemo.track_usage` (see
+    :meth:`agreement`). Each audited item's callbacks get one ``autodemo_audit`` custom
+    event with its own answers only (under an ``autodemo_audit`` run); ``callbacks``
+    (the operator's handlers) get every audit event and the ``autodemo_audit_fallback``
+    events.
+
+    In fallback, audits go on as a shadow: for a call with sampled items, the original
+    (packed) runner answers the call's inputs in the background and its answers to the
+    sampled items are compared with single answers (the returned ones in ``single``
+    fallback), so recovery is judged on the packed setting itself.
+    """
+
+    def __init__(
+        self,
+        runner: AutoDemoBatchRunnable,
+        policy: AuditPolicy | None = None,
+        *,
+        callbacks: Sequence[BaseCallbackHandler] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(runner, AutoDemoBatchRunnable):
+            raise TypeError(f"AuditedRunnable wraps an AutoDemoBatchRunnable, got {type(runner)!r}")
+        self.runner = runner
+        self.policy = policy or AuditPolicy()
+        self.name = name or runner.name
+        self.callbacks = tuple(callbacks or ())
+        self.single = derived_runner(runner, mode=Mode.SINGLE)
+        fallback = self.policy.fallback
+        if fallback is None:
+            self.safer: AutoDemoBatchRunnable | None = None
+        elif fallback == "single":
+            self.safer = self.single
+        else:
+            self.safer = derived_runner(runner, batch_size=int(fallback))
+        self._compare = self.policy.comparator or answers_agree
+        self._rng = random.Random(self.policy.seed)
+        self._lock = threading.RLock()
+        self._overall = _Tally()
+        self._groups: dict[Hashable, _Tally] = {}
+        self._usage = UsageStats()
+        self._errors = 0
+        self._fallback = False
+        self._epoch = 0
+        self._executor: ThreadPoolExecutor | None = None
+        self._futures: set[Future[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- what is known --------------------------------------------------------------
+
+    @property
+    def fallback_active(self) -> bool:
+        return self._fallback
+
+    @property
+    def current(self) -> AutoDemoBatchRunnable:
+        """The runner that answers now: the packed one, or the safer one in fallback."""
+        return self.safer if self._fallback and self.safer is not None else self.runner
+
+    def agreement(self, group: Hashable | None = None) -> AgreementEstimate:
+        """The live estimate, over every group or for one (``group_by``'s key)."""
+        with self._lock:
+            tally = self._overall if group is None else self._groups.get(group, _Tally())
+            n, k = tally.window_audited, tally.window_agreed
+            low, high = wilson_interval(k, n)
+            return AgreementEstimate(
+                audited=n,
+                agreed=k,
+                rate=k / n if n else None,
+                low=low,
+                high=high,
+                fallback_active=self._fallback,
+                audit_calls=self._usage.calls,
+                audit_input_tokens=self._usage.input_tokens,
+                audit_output_tokens=self._usage.output_tokens,
+                total_audited=tally.audited,
+                total_agreed=tally.agreed,
+                audit_errors=self._errors,
+            )
+
+    def groups(self) -> list[Hashable]:
+        with self._lock:
+            return list(self._groups)
+
+    def reset(self) -> None:
+        """Back to the packed setting with fresh evidence (lifetime counters stay)."""
+        with self._lock:
+            self._fallback = False
+            self._new_window()
+
+    # -- Runnable ---------------------------------------------------------------------
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        return self.runner.InputType
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        return self.runner.OutputType
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> Any:
+        return self.runner.get_input_schema(config)
+
+    def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
+        return self.runner.get_name(suffix, name=name or self.name)
+
+    def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return self.batch([input], config, **kwargs)[0]
+
+    async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        return (await self.abatch([input], config, **kwargs))[0]
+
+    def batch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        chosen, epoch, fallback = self._choose(inputs)
+        results = self._runner_for(fallback).batch(
+            inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+        self._submit(self._job(inputs, config, results, chosen, epoch, fallback))
+        return results
+
+    async def abatch(
+        self,
+        inputs: list[Any],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> list[Any]:
+        chosen, epoch, fallback = self._choose(inputs)
+        results = await self._runner_for(fallback).abatch(
+            inputs, config, return_exceptions=return_exceptions, **kwargs
+        )
+        self._start_task(self._job(inputs, config, results, chosen, epoch, fallback))
+        return results
+
+    def batch_as_completed(  # type: ignore[override]
+        self,
+        inputs: Sequence[Any],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> Iterator[tuple[int, Any]]:
+        chosen, epoch, fallback = self._choose(inputs)
+        results: dict[int, Any] = {}
+        for index, result in self._runner_for(fallback).batch_as_completed(
+            inputs, config, return_exceptions=return_exceptions, **kwargs
+        ):
+            results[index] = result
+            yield index, result
+        ordered = [results.get(i) for i in range(len(inputs))]
+        self._submit(self._job(inputs, config, ordered, chosen & set(results), epoch, fallback))
+
+    async def abatch_as_completed(  # type: ignore[override]
+        self,
+        inputs: Sequence[Any],
+        config: RunnableConfig | Sequence[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any,
+    ) -> AsyncIterator[tuple[int, Any]]:
+        chosen, epoch, fallback = self._choose(inputs)
+        results: dict[int, Any] = {}
+        async for index, result in self._runner_for(fallback).abatch_as_completed(
+            inputs, config, return_exceptions=return_exceptions, **kwargs
+        ):
+            results[index] = result
+            yield index, result
+        ordered = [results.get(i) for i in range(len(inputs))]
+        self._start_task(self._job(inputs, config, ordered, chosen & set(results), epoch, fallback))
+
+    # -- waiting for the audits -------------------------------------------------------
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait for the background audits of ``batch()``; ``True`` if none is left."""
+        with self._lock:
+            pending = set(self._futures)
+        if not pending:
+            return True
+        _, not_done = wait_futures(pending, timeout=timeout)
+        return not not_done
+
+    async def adrain(self) -> None:
+        """Wait for the audits of ``abatch()`` started on this loop (and of ``batch()``)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.to_thread(self.drain)
+
+    def close(self) -> None:
+        """Wait for the background audits and stop the audit threads."""
+        self.drain()
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    # -- sampling and scheduling ------------------------------------------------------
+
+    def _choose(self, inputs: Sequence[Any]) -> tuple[set[int], int, bool]:
+        """The indices to audit (seeded draws, one per input, in input order), the
+        evidence window they belong to, and whether the safer runner answers."""
+        with self._lock:
+            rate = self.policy.rate
+            chosen = {i for i in range(len(inputs)) if self._rng.random() < rate}
+            return chosen, self._epoch, self._fallback and self.safer is not None
+
+    def _runner_for(self, fallback: bool) -> AutoDemoBatchRunnable:
+        return self.safer if fallback and self.safer is not None else self.runner
+
+    def _job(
+        self,
+        inputs: Sequence[Any],
+        config: Any,
+        results: Sequence[Any],
+        chosen: set[int],
+        epoch: int,
+        fallback: bool,
+    ) -> _Job | None:
+        items = [i for i in sorted(chosen) if not isinstance(results[i], BaseException)]
+        if not items:
+            return None
+        configs = get_config_list(config, len(inputs))
+        group_by = self.policy.group_by
+        audits = []
+        for i in items:
+            try:
+                group = _DEFAULT_GROUP if group_by is None else group_by(inputs[i])
+            except Exception:  # a group key must never fail the caller
+                logger.exception("audit group_by failed for item %d", i)
+                group = _DEFAULT_GROUP
+            item_config = {k: v for k, v in configs[i].items() if k != "run_id"}
+            audits.append(_Audit(i, inputs[i], results[i], group, item_config))  # type: ignore[arg-type]
+        if not fallback:
+            return _Job(audits, epoch)
+        return _Job(
+            audits, epoch, inputs=list(inputs), answers_are_single=self.safer is self.single
+        )
+
+    def _submit(self, job: _Job | None) -> None:
+        if job is None:
+            return
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    self.policy.max_workers, thread_name_prefix="autodemo-audit"
+                )
+            # A fresh context: the caller's track_usage() and run context stay out.
+            future = self._executor.submit(contextvars.Context().run, self._run_job, job)
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("audit failed", exc_info=future.exception())
+
+    def _start_task(self, job: _Job | None) -> None:
+        if job is None:
+            return
+        # A fresh context: the caller's track_usage() and run context stay out.
+        task = contextvars.Context().run(asyncio.ensure_future, self._arun_job(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("audit failed", exc_info=task.exception())
+
+    # -- one job: ask, compare, record, report ----------------------------------------
+
+    _CALL_CONFIG: RunnableConfig = {"callbacks": [], "tags": [], "metadata": {}}
+
+    def _run_job(self, job: _Job) -> None:
+        with track_usage() as usage:
+            packed, single = self._packed_answers(job, shadow=None), None
+            if job.inputs:
+                shadow = self.runner.batch(
+                    list(job.inputs), self._CALL_CONFIG, return_exceptions=True
+                )
+                packed = self._packed_answers(job, shadow=shadow)
+            if not job.answers_are_single:
+                single = self.single.batch(
+                    [a.input for a in job.items], self._CALL_CONFIG, return_exceptions=True
+                )
+        self._finish(job, packed, single, usage)
+        for audit, agreed, switch in job.results:
+            self._report(audit, agreed, switch)
+
+    async def _arun_job(self, job: _Job) -> None:
+        with track_usage() as usage:
+            packed, single = self._packed_answers(job, shadow=None), None
+            if job.inputs:
+                shadow = await self.runner.abatch(
+                    list(job.inputs), self._CALL_CONFIG, return_exceptions=True
+                )
+                packed = self._packed_answers(job, shadow=shadow)
+            if not job.answers_are_single:
+                single = await self.single.abatch(
+                    [a.input for a in job.items], self._CALL_CONFIG, return_exceptions=True
+                )
+        self._finish(job, packed, single, usage)
+        for audit, agreed, switch in job.results:
+            await self._areport(audit, agreed, switch)
+
+    @staticmethod
+    def _packed_answers(job: _Job, shadow: Sequence[Any] | None) -> list[Any]:
+        """The packed answer of each audited item: the returned one, or the shadow's."""
+        if shadow is None:
+            return [a.answer for a in job.items]
+        return [shadow[a.index] for a in job.items]
+
+    def _finish(
+        self, job: _Job, packed: list[Any], single: list[Any] | None, usage: UsageStats
+    ) -> None:
+        """Compare, record, and decide on the fallback; ``job.results`` gets, per item,
+        (packed answer, agreed or None for a failed audit, the switch it caused)."""
+        if single is None:  # single fallback: the returned answers are the single ones
+            single = [a.answer for a in job.items]
+        compared: list[tuple[_Audit, Any, Any]] = []
+        for audit, mine, theirs in zip(job.items, packed, single, strict=True):
+            if isinstance(mine, BaseException) or isinstance(theirs, BaseException):
+                compared.append((audit, None, None))
+                continue
+            try:
+                agreed = bool(self._compare(mine, theirs))
+            except Exception:
+                logger.exception("audit comparator failed for item %d", audit.index)
+                compared.append((audit, None, None))
+                continue
+            compared.append((audit, (mine, theirs), agreed))
+        with self._lock:
+            self._usage.merge(usage)
+            for audit, pair, agreed in compared:
+                if pair is None:
+                    self._errors += 1
+                    continue
+                current = job.epoch == self._epoch
+                self._overall.add(agreed, current=current)
+                self._groups.setdefault(audit.group, _Tally()).add(agreed, current=current)
+                switch = self._decide()
+                job.results.append((audit, {"pair": pair, "agreed": agreed}, switch))
+
+    def _decide(self) -> dict[str, Any] | None:
+        """Switch to or from the safer setting on the current evidence (under the lock)."""
+        policy = self.policy
+        if self.safer is None:
+            return None
+        n, k = self._overall.window_audited, self._overall.window_agreed
+        if n < policy.min_samples:
+            return None
+        low, high = wilson_interval(k, n)
+        if not self._fallback and high < policy.min_agreement:
+            reason = (
+                f"packed answers agreed with single answers {k}/{n} times: 95% CI "
+                f"[{low:.3f}, {high:.3f}] lies below min_agreement={policy.min_agreement}"
+            )
+            active = True
+        elif self._fallback and policy.recover and low > policy.min_agreement:
+            reason = (
+                f"packed answers agreed with single answers {k}/{n} times: 95% CI "
+                f"[{low:.3f}, {high:.3f}] lies above min_agreement={policy.min_agreement}"
+            )
+            active = False
+        else:
+            return None
+        self._fallback = active
+        self._new_window()
+        setting = f"fallback={policy.fallback!r}" if active else "the packed setting"
+        logger.warning("%s: switching to %s: %s", self.get_name(), setting, reason)
+        return {
+            "fallback_active": active,
+            "fallback": policy.fallback,
+            "reason": reason,
+            "audited": n,
+            "agreed": k,
+            "low": low,
+            "high": high,
+        }
+
+    def _new_window(self) -> None:
+        self._epoch += 1
+        for tally in (self._overall, *self._groups.values()):
+            tally.window_audited = tally.window_agreed = 0
+
+    def _event(self, audit: _Audit, outcome: dict[str, Any]) -> dict[str, Any]:
+        packed, single = outcome["pair"]
+        return {
+            "index": audit.index,
+            "group": _label(audit.group),
+            "agreed": outcome["agreed"],
+            "packed": packed,
+            "single": single,
+        }
+
+    def _audit_config(self, audit: _Audit) -> RunnableConfig:
+        config = dict(audit.config)
+        config.pop("run_name", None)
+        return config  # type: ignore[return-value]
+
+    def _report(self, audit: _Audit, outcome: Any, switch: dict[str, Any] | None) -> None:
+        """The item's own ``autodemo_audit`` run and events (its callbacks only, plus
+        the operator's)."""
+        manager = get_callback_manager_for_config(self._audit_config(audit))
+        for handler in self.callbacks:
+            manager.add_handler(handler, inherit=True)
+        if not manager.handlers:
+            return
+        event = self._event(audit, outcome)
+        run = manager.on_chain_start(None, {"input": audit.input}, name=AUDIT_EVENT)
+        child: RunnableConfig = {"callbacks": run.get_child()}
+        dispatch_custom_event(AUDIT_EVENT, event, config=child)
+        if switch is not None:
+            dispatch_custom_event(FALLBACK_EVENT, switch, config=child)
+        run.on_chain_end({"agreed": event["agreed"], "single": event["single"]})
+
+    async def _areport(self, audit: _Audit, outcome: Any, switch: dict[str, Any] | None) -> None:
+        manager = get_async_callback_manager_for_config(self._audit_config(audit))
+        for handler in self.callbacks:
+            manager.add_handler(handler, inherit=True)
+        if not manager.handlers:
+            return
+        event = self._event(audit, outcome)
+        run = await manager.on_chain_start(None, {"input": audit.input}, name=AUDIT_EVENT)
+        child: RunnableConfig = {"callbacks": run.get_child()}
+        await adispatch_custom_event(AUDIT_EVENT, event, config=child)
+        if switch is not None:
+            await adispatch_custom_event(FALLBACK_EVENT, switch, config=child)
+        await run.on_chain_end({"agreed": event["agreed"], "single": event["single"]})
+
+
+# -- Prometheus -------------------------------------------------------------------------
+
+
+def _label(value: Any) -> str:
+    return str(value)
+
+
+def _escape(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
+    """The audit metrics in Prometheus' text format, one ``runner`` label per wrapper
+    (its name) and one ``group`` label per context group.
+
+    Counters: ``autodemo_audit_items_total``, ``autodemo_audit_agreed_total`` (per
+    group), ``autodemo_audit_calls_total``, ``autodemo_audit_tokens_total`` (by
+    ``direction``); gauges: ``autodemo_audit_agreement_low`` (per group, on the
+    current evidence), ``autodemo_audit_fallback_active``.
+    """
+    wrappers = list(audited_runnables)
+    per_group: dict[str, list[tuple[str, float]]] = {
+        "autodemo_audit_items_total": [],
+        "autodemo_audit_agreed_total": [],
+        "autodemo_audit_agreement_low": [],
+    }
+    per_runner: dict[str, list[tuple[str, float]]] = {
+        "autodemo_audit_fallback_active": [],
+        "autodemo_audit_calls_total": [],
+        "autodemo_audit_tokens_total": [],
+    }
+    for audited in wrappers:
+        runner = _escape(audited.get_name())
+        groups = audited.groups() or [_DEFAULT_GROUP]
+        for group in groups:
+            estimate = audited.agreement(group)
+            labels = f'runner="{runner}",group="{_escape(_label(group))}"'
+            per_group["autodemo_audit_items_total"].append((labels, estimate.total_audited))
+            per_group["autodemo_audit_agreed_total"].append((labels, estimate.total_agreed))
+            per_group["autodemo_audit_agreement_low"].append((labels, estimate.low))
+        overall = audited.agreement()
+        labels = f'runner="{runner}"'
+        per_runner["autodemo_audit_fallback_active"].append((labels, int(overall.fallback_active)))
+        per_runner["autodemo_audit_calls_total"].append((labels, overall.audit_calls))
+        for direction, tokens in (
+            ("input", overall.audit_input_tokens),
+            ("output", overall.audit_output_tokens),
+        ):
+            per_runner["autodemo_audit_tokens_total"].append(
+                (f'{labels},direction="{direction}"', tokens)
+            )
+    lines: list[str] = []
+    for name, samples in {**per_group, **per_runner}.items():
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines.append(f"# TYPE {name} {kind}")
+        lines += [f"{name}{{{labels}}} {_number(value)}" for labels, value in samples]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
