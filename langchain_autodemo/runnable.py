@@ -57,7 +57,12 @@ from langchain_autodemo.errors import (
 )
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import text_of
-from langchain_autodemo.planning import BatchSelector, PlannedBatch, SequentialSelector
+from langchain_autodemo.planning import (
+    BatchSelector,
+    Demonstration,
+    PlannedBatch,
+    SequentialSelector,
+)
 from langchain_autodemo.prompts import Mode, context_key, split_chat
 from langchain_autodemo.usage import UsageStats, active_trackers
 
@@ -111,6 +116,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             pydantic model class, or a callable. A parse failure counts as a garbled item.
         selector: a :class:`~langchain_autodemo.planning.BatchSelector` that decides
             which inputs share a call, e.g. :class:`~langchain_autodemo.SimilarityBatchSelector`.
+        demonstrations: solved ``(question, answer)`` examples shown before every call,
+            in every mode (``single`` included), in the package's answer layout (a
+            k-shot prompt). They come first, so every call shares them as a prompt
+            prefix that providers cache; a selector's own demonstrations follow them.
         max_attempts: model calls an item may take before it gets an error.
         max_output_tokens: the model's completion limit; defaults to the model's
             ``max_tokens`` when it has one.
@@ -121,8 +130,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             before re-asking items whose model call raised; a provider's ``Retry-After``
             is honoured up to ``retry_max_delay``. Format failures are re-asked at once.
         require_finish_reason: distrust the last open item of a stream that ends
-            without a finish reason (a connection cut before the final chunk). Set it to
-            ``False`` only for a model that never reports one.
+            without a finish reason (a connection cut before the final chunk). Default:
+            on, except for LangChain's own fake chat models (``GenericFakeChatModel``,
+            ``FakeListChatModel``, ``FakeMessagesListChatModel``), which never report one.
+            Set it to ``False`` for any other model that never does.
         reask_with_answered: when a completion garbles some items, re-ask them after the
             items it did answer, shown as solved demonstrations, instead of from scratch.
         call_timeout: seconds one model call may stream before it counts as failed (a
@@ -167,13 +178,14 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         input_template: str | Callable[[dict[str, Any]], str] | None = None,
         output_parser: BaseOutputParser[Any] | type[BaseModel] | Callable[[str], Any] | None = None,
         selector: BatchSelector | None = None,
+        demonstrations: Sequence[Demonstration] = (),
         max_attempts: int = 3,
         max_output_tokens: int | None = None,
         answer_tokens: int | None = None,
         include_details: bool = False,
         retry_initial_delay: float = 1.0,
         retry_max_delay: float = 30.0,
-        require_finish_reason: bool = True,
+        require_finish_reason: bool | None = None,
         reask_with_answered: bool = False,
         call_timeout: float | None = None,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
@@ -212,6 +224,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         self.input_template = input_template
         self.output_parser = output_parser
         self.selector = selector
+        self.demonstrations = _checked_demonstrations(demonstrations)
         self.include_details = include_details
         self.name = name
         self.call_timeout = None if call_timeout is None else float(call_timeout)
@@ -232,7 +245,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             parse_value=parse_value,
             retry_initial_delay=float(retry_initial_delay),
             retry_max_delay=float(retry_max_delay),
-            require_finish_reason=require_finish_reason,
+            require_finish_reason=(
+                not _never_reports_finish(llm)
+                if require_finish_reason is None
+                else require_finish_reason
+            ),
             reask_with_answered=reask_with_answered,
         )
 
@@ -390,7 +407,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         for context, members in self._context_groups(inputs, invalid):
             group = self._selector().plan([texts[i] for i in members], self._plan_size())
             batches += self._placed(group, members, context)
-        return BatchPlan(tuple(texts), dict(invalid), tuple(batches), self.settings)
+        return self._plan(texts, invalid, batches)
 
     async def aplan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> BatchPlan:
         """:meth:`plan` for asyncio (the selector embeds without blocking the loop)."""
@@ -399,6 +416,15 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         for context, members in self._context_groups(inputs, invalid):
             group = await self._selector().aplan([texts[i] for i in members], self._plan_size())
             batches += self._placed(group, members, context)
+        return self._plan(texts, invalid, batches)
+
+    def _plan(
+        self, texts: list[str], invalid: dict[int, AutoDemoError], batches: list[PlannedBatch]
+    ) -> BatchPlan:
+        if self.demonstrations:
+            batches = [
+                replace(b, demonstrations=self.demonstrations + b.demonstrations) for b in batches
+            ]
         return BatchPlan(tuple(texts), dict(invalid), tuple(batches), self.settings)
 
     def output(self, result: ItemResult | AutoDemoError) -> Any:
@@ -1068,6 +1094,34 @@ def _redacted(error: AutoDemoError) -> AutoDemoError:
     redacted.reasons = tuple(redact_model_text(r) for r in error.reasons)
     redacted.args = tuple(redact_model_text(a) if isinstance(a, str) else a for a in error.args)
     return redacted
+
+
+def _checked_demonstrations(demonstrations: Sequence[Any]) -> tuple[Demonstration, ...]:
+    checked = []
+    for i, pair in enumerate(demonstrations):
+        if (
+            not isinstance(pair, (tuple, list))
+            or len(pair) != 2
+            or not all(isinstance(part, str) and part.strip() for part in pair)
+        ):
+            raise ConfigurationError(
+                f"demonstrations[{i}] must be a (question, answer) pair of non-empty strings"
+            )
+        checked.append((pair[0], pair[1]))
+    return tuple(checked)
+
+
+def _never_reports_finish(llm: Any) -> bool:
+    """LangChain's fake chat models stream no finish reason: a user's first unit test
+    with one must work, not fail every item as cut off."""
+    from langchain_core.language_models import fake_chat_models
+
+    fakes = tuple(
+        getattr(fake_chat_models, name)
+        for name in ("GenericFakeChatModel", "FakeListChatModel", "FakeMessagesListChatModel")
+        if hasattr(fake_chat_models, name)
+    )
+    return isinstance(llm, fakes)
 
 
 def _is_chat(item: Any) -> bool:

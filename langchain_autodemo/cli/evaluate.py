@@ -50,13 +50,19 @@ class EvalOptions:
     """Keep the results already in ``out`` and run only the missing method x batch size."""
     rerun: bool = False
     """With ``resume``: run the chosen method x batch size pairs again, replacing their rows."""
+    shots: int = 0
+    """Solved training exemplars shown before every call of every method (k-shot)."""
+    prices: Path | None = None
+    """A JSON price table overriding the built-in one (see :mod:`langchain_autodemo.pricing`)."""
+    price_model: str = "gpt-4o-mini"
+    """Whose prices (and caching rules) the report's USD columns use."""
 
 
-_RESUME_DEFAULTS: dict[str, Any] = {"reask_with_answered": False, "reasoning": True}
+_RESUME_DEFAULTS: dict[str, Any] = {"reask_with_answered": False, "reasoning": True, "shots": 0}
 # what must match for an earlier report in --out to be extended by --resume
 _RESUME_KEYS = (
     "dataset", "source", "task", "items", "model", "demos_per_batch", "reask_with_answered",
-    "reasoning",
+    "reasoning", "shots",
 )  # fmt: skip
 
 
@@ -135,7 +141,9 @@ def evaluate(options: EvalOptions) -> None:
     from langchain_autodemo.evaluation.bootstrap import BootstrapSettings, default_store
     from langchain_autodemo.evaluation.datasets import load_dataset
     from langchain_autodemo.evaluation.harness import evaluate as run_evaluation
-    from langchain_autodemo.evaluation.report import markdown_table
+    from langchain_autodemo.evaluation.harness import shot_exemplars
+    from langchain_autodemo.evaluation.report import markdown_table, price_of
+    from langchain_autodemo.pricing import PriceTable
 
     chosen = parse_methods(options.methods)
     sizes = parse_batch_sizes(options.batch_sizes)
@@ -150,6 +158,10 @@ def evaluate(options: EvalOptions) -> None:
     if options.task is not None and options.task not in ("numeric", "label"):
         raise ConfigurationError(f"unknown --task {options.task!r}: use numeric or label")
     data = load_dataset(options.dataset, limit=options.limit or None, task=options.task)
+    if options.shots < 0:
+        raise ConfigurationError(f"--shots must be >= 0, got {options.shots}")
+    exemplars = shot_exemplars(data, options.shots)
+    table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
     meta: dict[str, Any] = {
         "dataset": data.name,
         "source": data.source,
@@ -162,6 +174,9 @@ def evaluate(options: EvalOptions) -> None:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
         "reask_with_answered": options.reask_with_answered,
         "reasoning": options.reasoning,
+        "shots": options.shots,
+        "exemplars": [question for question, _ in exemplars],
+        "prices": table.as_dict(options.price_model),
     }
     earlier_meta: dict[str, Any] = {}
     earlier: list[Any] = []
@@ -208,7 +223,7 @@ def evaluate(options: EvalOptions) -> None:
                 on_bootstrap_start=progress.on_bootstrap_start,
                 on_bootstrap=progress.on_bootstrap, done=kept,
                 reask_with_answered=options.reask_with_answered,
-                reasoning=options.reasoning,
+                reasoning=options.reasoning, demonstrations=exemplars,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.close()
@@ -216,7 +231,7 @@ def evaluate(options: EvalOptions) -> None:
             raise typer.Exit(130) from None
     if not progress.done:
         echo("Nothing new to run: every method x batch size is in the earlier report")
-    typer.echo(markdown_table(progress.report()))
+    typer.echo(markdown_table(progress.report(), price_of(meta)))
     echo(
         f"Wrote {options.out}/results.json, results.md, predictions.jsonl"
         + (" and plots" if options.plots else "")

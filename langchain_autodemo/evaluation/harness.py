@@ -8,18 +8,24 @@ re-ask and paired-comparison numbers of the report.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from langchain_core.callbacks import BaseCallbackHandler
 
 from langchain_autodemo.errors import AutoDemoItemError, AutoDemoModelCallError, EvaluationError
 from langchain_autodemo.evaluation.bootstrap import BootstrapPool, BootstrapSettings, bootstrap_pool
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
+from langchain_autodemo.parser import text_of
+from langchain_autodemo.planning import estimate_tokens
+from langchain_autodemo.pricing import Price, shared_prefix_chars
 
-__all__ = ["ItemRecord", "MethodResult", "evaluate", "run_method"]
+__all__ = ["ItemRecord", "MethodResult", "evaluate", "run_method", "shot_exemplars"]
 
 
 @dataclass
@@ -70,6 +76,22 @@ class MethodResult:
     retry_output_tokens: int = 0
     bootstrap: dict[str, Any] | None = None
     """The bootstrap pool this method drew demonstrations from (``+bootstrap``)."""
+    call_shared_tokens: list[float] = field(default_factory=list, repr=False)
+    """Per model call, in the order they were sent: the input tokens of the prompt prefix it
+    shares with an earlier call of this method (what a provider's prompt cache could serve;
+    :meth:`cost` applies each provider's caching rules to it)."""
+
+    def cached_input_tokens(self, price: Price) -> int:
+        """Input tokens a provider with ``price``'s caching rules would serve from cache."""
+        return sum(price.cacheable(tokens) for tokens in self.call_shared_tokens)
+
+    def usd_per_1k_items(self, price: Price, *, cached: bool) -> float:
+        """What 1,000 items cost at ``price``, without or with prompt caching."""
+        if not self.n:
+            return 0.0
+        hits = self.cached_input_tokens(price) if cached else 0
+        usd = price.cost(self.input_tokens, self.output_tokens, cached_tokens=hits)
+        return 1000 * usd / self.n
 
     @property
     def accuracy(self) -> float:
@@ -107,6 +129,7 @@ class MethodResult:
     def summary(self) -> dict[str, Any]:
         """Every metric and the diagnostics, without the per-item records."""
         data = {k: v for k, v in asdict(self).items() if k != "items"}
+        data["call_shared_tokens"] = [round(t, 1) for t in self.call_shared_tokens]
         if data["bootstrap"] is None:
             del data["bootstrap"]
         data.update(
@@ -140,8 +163,12 @@ def run_method(
     on_item: Callable[[], None] | None = None,
     reask_with_answered: bool = False,
     reasoning: bool = True,
+    demonstrations: Sequence[tuple[str, str]] = (),
 ) -> MethodResult:
     """Answer every example of ``dataset`` with one method at one batch size.
+
+    ``demonstrations`` are the run's shared exemplars (``--shots``), shown before every
+    call of every method.
 
     ``selector`` is the method's ``SimilarityBatchSelector`` (see ``Method.selector``);
     one instance can serve every batch size. ``reasoning=False`` asks every method,
@@ -159,13 +186,17 @@ def run_method(
         reasoning=reasoning,
         include_details=True,
         reask_with_answered=reask_with_answered,
+        demonstrations=demonstrations,
     )
     texts = [example.text for example in dataset.examples]
     results: dict[int, Any] = {}
+    prompts = _CallPrompts()
     started = time.perf_counter()
     with track_usage() as usage:
         for index, result in runner.batch_as_completed(
-            texts, {"max_concurrency": max_concurrency}, return_exceptions=True
+            texts,
+            {"max_concurrency": max_concurrency, "callbacks": [prompts]},
+            return_exceptions=True,
         ):
             results[index] = result
             if on_item is not None:
@@ -221,7 +252,31 @@ def run_method(
         items=records,
         retry_input_tokens=usage.retry_input_tokens,
         retry_output_tokens=usage.retry_output_tokens,
+        call_shared_tokens=prompts.shared_tokens(usage.input_tokens),
     )
+
+
+class _CallPrompts(BaseCallbackHandler):
+    """Records the prompt of every model call, in the order they were sent."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+        self._lock = threading.Lock()
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        text = "\n".join(f"{m.type}: {text_of(m)}" for m in messages[0])
+        with self._lock:
+            self.prompts.append(text)
+
+    def shared_tokens(self, input_tokens: int) -> list[float]:
+        """Per call, the tokens of the prefix it shares with an earlier call: characters
+        scaled to the input tokens the calls were counted as."""
+        estimates = [estimate_tokens(p) for p in self.prompts]
+        scale = input_tokens / sum(estimates) if sum(estimates) else 1.0
+        return [
+            scale * estimate_tokens(prompt[:chars])
+            for prompt, chars in zip(self.prompts, shared_prefix_chars(self.prompts), strict=True)
+        ]
 
 
 def evaluate(
@@ -242,8 +297,12 @@ def evaluate(
     done: Sequence[MethodResult] = (),
     reask_with_answered: bool = False,
     reasoning: bool = True,
+    demonstrations: Sequence[tuple[str, str]] = (),
 ) -> list[MethodResult]:
     """Every method at every batch size (``single`` once: batch size does not apply).
+
+    ``demonstrations``: the shared exemplars of a k-shot run (:func:`shot_exemplars`),
+    shown before every call of every method.
 
     A (method, batch size) that ``done`` already holds is not run again: its earlier
     result takes its place in the returned list (``on_start``/``on_result`` are not
@@ -285,6 +344,7 @@ def evaluate(
                 llm, dataset, method, batch_size, selector=selector,
                 max_concurrency=max_concurrency, on_item=on_item,
                 reask_with_answered=reask_with_answered, reasoning=reasoning,
+                demonstrations=demonstrations,
             )  # fmt: skip
             if method.bootstrap and solved is not None:
                 result.bootstrap = solved.summary()
@@ -292,3 +352,18 @@ def evaluate(
             if on_result is not None:
                 on_result(result)
     return results
+
+
+def shot_exemplars(dataset: Dataset, shots: int) -> list[tuple[str, str]]:
+    """The first ``shots`` solved examples of the dataset's training pool, in the
+    package's answer layout: never one of the evaluated items (a pool question equal to
+    an evaluated one is skipped)."""
+    if shots <= 0:
+        return []
+    if dataset.demo_pool is None:
+        raise EvaluationError(f"{dataset.name} has no training pool to draw {shots} shots from")
+    evaluated = {example.text.strip() for example in dataset.examples}
+    pool = [pair for pair in dataset.demo_pool() if pair[0].strip() not in evaluated]
+    if len(pool) < shots:
+        raise EvaluationError(f"{dataset.name}'s training pool has only {len(pool)} examples")
+    return pool[:shots]

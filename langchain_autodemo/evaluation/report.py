@@ -11,6 +11,7 @@ from typing import Any
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.diagnostics import comparisons_with_single
 from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult
+from langchain_autodemo.pricing import Price
 
 __all__ = [
     "diagnostics_markdown",
@@ -35,10 +36,43 @@ _COLUMNS = (
 )
 
 
-def markdown_table(results: Sequence[MethodResult]) -> str:
-    """One row per (method, batch size); accuracy as ``correct/n (pct)``."""
-    header = "| " + " | ".join(short for short, _ in _COLUMNS) + " |"
-    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(_COLUMNS))) + "|"
+def price_of(meta: dict[str, Any]) -> tuple[str, Price] | None:
+    """The model name and :class:`Price` a report is priced at (``meta["prices"]``)."""
+    entry = meta.get("prices")
+    if not isinstance(entry, dict):
+        return None
+    known = {f.name for f in fields(Price)}
+    return str(entry.get("model", "?")), Price(**{k: v for k, v in entry.items() if k in known})
+
+
+def costs(results: Sequence[MethodResult], price: Price) -> dict[tuple[str, int], dict[str, float]]:
+    """USD per 1,000 items without and with prompt caching, and the ratio of each to
+    single's with caching (the honest baseline: a provider caches single's shared prompt)."""
+    single = next((r for r in results if r.method == "single"), None)
+    base = single.usd_per_1k_items(price, cached=True) if single else 0.0
+    table = {}
+    for r in results:
+        plain = r.usd_per_1k_items(price, cached=False)
+        cached = r.usd_per_1k_items(price, cached=True)
+        table[(r.method, r.batch_size)] = {
+            "usd_per_1k_items": round(plain, 5),
+            "usd_per_1k_items_cached": round(cached, 5),
+            "cached_input_tokens": r.cached_input_tokens(price),
+            "vs_single_cached": round(cached / base, 3) if base else None,
+            "uncached_vs_single_cached": round(plain / base, 3) if base else None,
+        }
+    return table
+
+
+def markdown_table(results: Sequence[MethodResult], price: tuple[str, Price] | None = None) -> str:
+    """One row per (method, batch size); accuracy as ``correct/n (pct)``; with ``price``,
+    USD per 1,000 items uncached and cached, and cached against single's cached cost."""
+    columns = list(_COLUMNS)
+    priced = costs(results, price[1]) if price else {}
+    if price:
+        columns += [("$/1k", "USD per 1,000 items"), ("$/1k cached", ""), ("x single cached", "")]
+    header = "| " + " | ".join(short for short, _ in columns) + " |"
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
     rows = [header, rule]
     for r in results:
         cells = [
@@ -53,6 +87,14 @@ def markdown_table(results: Sequence[MethodResult]) -> str:
             f"{r.wall_time_s:.1f}",
             f"{r.items_per_s:.2f}",
         ]
+        if price:
+            cost = priced[(r.method, r.batch_size)]
+            ratio = cost["vs_single_cached"]
+            cells += [
+                f"{cost['usd_per_1k_items']:.4f}",
+                f"{cost['usd_per_1k_items_cached']:.4f}",
+                "-" if ratio is None else f"{ratio:.2f}x",
+            ]
         rows.append("| " + " | ".join(cells) + " |")
     notes = []
     if any(r.estimated_tokens for r in results):
@@ -62,6 +104,12 @@ def markdown_table(results: Sequence[MethodResult]) -> str:
         )
     if any(r.method == "single" for r in results):
         notes.append("`single` makes one call per question; batch size does not apply.")
+    if price:
+        notes.append(
+            f"USD at {price[0]} list prices; cached: the prompt prefix each call shares with an "
+            "earlier call of its method, billed as the provider caches it (minimum prefix, "
+            "steps). `x single cached` divides by single's cost with caching."
+        )
     return "\n".join(rows) + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "") + "\n"
 
 
@@ -252,10 +300,14 @@ def write_report(
     paths: dict[str, Path] = {}
     paired = comparisons_with_single(results)
     summaries = []
+    price = price_of(meta)
+    priced = costs(results, price[1]) if price else {}
     for r in results:
         summary = r.summary()
         if (r.method, r.batch_size) in paired:
             summary["vs_single"] = paired[(r.method, r.batch_size)]
+        if priced:
+            summary["cost"] = priced[(r.method, r.batch_size)]
         summaries.append(summary)
     paths["json"] = out_dir / "results.json"
     paths["json"].write_text(
@@ -272,7 +324,7 @@ def write_report(
     paths["markdown"] = out_dir / "results.md"
     diagnosis = diagnostics_markdown(results)
     paths["markdown"].write_text(
-        heading + details + "\n" + markdown_table(results)
+        heading + details + "\n" + markdown_table(results, price)
         + ("\n## Diagnostics\n\n" + diagnosis if diagnosis else ""),
         encoding="utf-8",
     )  # fmt: skip

@@ -162,7 +162,8 @@ def test_batch_request_errors_name_their_request_and_survive_pickling() -> None:
 def test_price_table_lookup_and_override(tmp_path: Path) -> None:
     table = PriceTable.default()
     assert table.price("gpt-4o-2024-08-06") == table.price("gpt-4o")
-    assert table.price("gpt-4o-mini-2024-07-18") == Price(0.15, 0.60)  # longest prefix wins
+    assert table.price("gpt-4o-mini-2024-07-18") == table.price("gpt-4o-mini")  # longest prefix
+    assert (table.price("gpt-4o-mini").input, table.price("gpt-4o-mini").output) == (0.15, 0.60)
     with pytest.raises(ConfigurationError, match="no price for model 'llama'"):
         table.price("llama")
     path = tmp_path / "prices.json"

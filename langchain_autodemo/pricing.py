@@ -1,0 +1,209 @@
+"""What tokens cost: list prices with prompt caching, and which part of a call is cached.
+
+Prices are USD per million tokens: ``input``, ``cached_input`` (a cache hit on a prompt
+prefix), ``output``, and the Batch API's ``batch_discount``. Providers cache a prompt's
+prefix only from ``min_cached_tokens`` on and in steps of ``cache_granularity`` tokens
+(OpenAI: 1,024 and 128; Anthropic's cache reads need an explicit breakpoint, modelled as
+a step of 1). :func:`cached_prefix_tokens` says, per call of a job, how many input tokens
+it shares with an earlier call of that job (the system message, the instructions, shared
+exemplars and demonstrations): that is what a provider's cache would serve.
+
+The built-in table (:data:`PRICES_SOURCE`) holds list prices as published; they change:
+override them with ``PriceTable.from_file("prices.json")``, whose entries read
+``{"my-model": {"input": 0.15, "cached_input": 0.075, "output": 0.60,
+"batch_discount": 0.5, "min_cached_tokens": 1024, "cache_granularity": 128}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from langchain_autodemo.errors import ConfigurationError
+
+__all__ = [
+    "PRICES_SOURCE",
+    "Price",
+    "PriceTable",
+    "cached_prefix_tokens",
+    "shared_prefix_chars",
+]
+
+PRICES_SOURCE = (
+    "list prices (standard tier, USD per 1M tokens) from the providers' pricing pages, "
+    "read 2025-11; cached input: OpenAI's automatic prompt caching (prompts of 1,024+ "
+    "tokens, 128-token steps), Anthropic's cache reads (0.1x input; cache writes at "
+    "1.25x are not modelled), Gemini's implicit caching"
+)
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per million tokens, online; ``batch_discount`` is the Batch API's reduction.
+
+    ``cached_input`` is the price of an input token served from the provider's prompt
+    cache (``None``: the provider caches nothing)."""
+
+    input: float
+    output: float
+    batch_discount: float = 0.5
+    cached_input: float | None = None
+    min_cached_tokens: int = 1024
+    cache_granularity: int = 128
+
+    def cost(
+        self,
+        input_tokens: float,
+        output_tokens: float,
+        *,
+        batch: bool = False,
+        cached_tokens: float = 0.0,
+    ) -> float:
+        """USD for these tokens; ``cached_tokens`` (part of ``input_tokens``) at the
+        cached price."""
+        factor = (1.0 - self.batch_discount) if batch else 1.0
+        cached = min(cached_tokens, input_tokens) if self.cached_input is not None else 0.0
+        cached_price = self.cached_input if self.cached_input is not None else self.input
+        usd = (input_tokens - cached) * self.input + cached * cached_price
+        return factor * (usd + output_tokens * self.output) / 1e6
+
+    def cacheable(self, prefix_tokens: float) -> int:
+        """How many tokens of a shared prefix this provider serves from its cache.
+
+        Example:
+            >>> Price(0.15, 0.6, cached_input=0.075).cacheable(1_500)
+            1408
+            >>> Price(0.15, 0.6, cached_input=0.075).cacheable(1_000)
+            0
+        """
+        if self.cached_input is None or prefix_tokens < self.min_cached_tokens:
+            return 0
+        step = max(1, self.cache_granularity)
+        extra = int(prefix_tokens - self.min_cached_tokens) // step * step
+        return self.min_cached_tokens + extra
+
+
+# As published (PRICES_SOURCE); override with a price file.
+_DEFAULT_PRICES: dict[str, Price] = {
+    "gpt-4o-mini": Price(0.15, 0.60, cached_input=0.075),
+    "gpt-4o": Price(2.50, 10.00, cached_input=1.25),
+    "gpt-4.1-nano": Price(0.10, 0.40, cached_input=0.025),
+    "gpt-4.1-mini": Price(0.40, 1.60, cached_input=0.10),
+    "gpt-4.1": Price(2.00, 8.00, cached_input=0.50),
+    "claude-3-5-haiku": Price(
+        0.80, 4.00, cached_input=0.08, min_cached_tokens=2048, cache_granularity=1
+    ),
+    "claude-haiku-4-5": Price(
+        1.00, 5.00, cached_input=0.10, min_cached_tokens=2048, cache_granularity=1
+    ),
+    "claude-sonnet-4": Price(
+        3.00, 15.00, cached_input=0.30, min_cached_tokens=1024, cache_granularity=1
+    ),
+    "gemini-2.5-flash": Price(
+        0.30, 2.50, cached_input=0.075, min_cached_tokens=1024, cache_granularity=1
+    ),
+}
+
+
+class PriceTable:
+    """Model name -> :class:`Price`; a name also matches its dated versions
+    (``gpt-4o-mini-2024-07-18`` -> ``gpt-4o-mini``), the longest known prefix winning.
+
+    Example:
+        >>> table = PriceTable.default()
+        >>> table.price("gpt-4o-mini-2024-07-18").input
+        0.15
+        >>> round(table.price("gpt-4o-mini").cost(1_000_000, 100_000, batch=True), 4)
+        0.105
+    """
+
+    def __init__(self, prices: Mapping[str, Price]) -> None:
+        self.prices = dict(prices)
+
+    @classmethod
+    def default(cls) -> PriceTable:
+        return cls(_DEFAULT_PRICES)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, base: PriceTable | None = None) -> PriceTable:
+        """Read ``{"model": {"input": ..., "output": ..., ...}}`` (see the module);
+        entries override (and extend) ``base`` (default: the built-in list)."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read the price table {path}: {exc}") from None
+        prices = dict((base or cls.default()).prices)
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"{path}: expected a JSON object of model -> prices")
+        for name, entry in data.items():
+            try:
+                cached = entry.get("cached_input")
+                prices[name] = Price(
+                    float(entry["input"]),
+                    float(entry["output"]),
+                    float(entry.get("batch_discount", 0.5)),
+                    None if cached is None else float(cached),
+                    int(entry.get("min_cached_tokens", 1024)),
+                    int(entry.get("cache_granularity", 128)),
+                )
+            except (TypeError, KeyError, ValueError, AttributeError):
+                raise ConfigurationError(
+                    f"{path}: {name!r} needs numeric 'input' and 'output' (USD per 1M tokens)"
+                ) from None
+        return cls(prices)
+
+    def price(self, model: str) -> Price:
+        if model in self.prices:
+            return self.prices[model]
+        matches = [name for name in self.prices if model.startswith(name)]
+        if not matches:
+            raise ConfigurationError(
+                f"no price for model {model!r}; known: {', '.join(sorted(self.prices))} "
+                "(add it with a price file, or name a known model to price like)"
+            )
+        return self.prices[max(matches, key=len)]
+
+    def as_dict(self, model: str) -> dict[str, Any]:
+        return {"model": model, **asdict(self.price(model)), "source": PRICES_SOURCE}
+
+
+def shared_prefix_chars(prompts: Sequence[str]) -> list[int]:
+    """For each prompt, the length of the longest prefix it shares with an earlier one.
+
+    Example:
+        >>> shared_prefix_chars(["abcx", "abcy", "zzz", "abcxq"])
+        [0, 3, 0, 4]
+    """
+    shared = []
+    for i, prompt in enumerate(prompts):
+        best = 0
+        for earlier in prompts[:i]:
+            best = max(best, len(os.path.commonprefix([prompt, earlier])))
+        shared.append(best)
+    return shared
+
+
+def cached_prefix_tokens(
+    prompts: Sequence[str], input_tokens: Sequence[float], price: Price
+) -> list[int]:
+    """Per call, the input tokens a provider's prompt cache would serve: the prefix it
+    shares with an earlier call of the same job (in tokens, by the call's own
+    tokens-per-character), rounded down to the provider's cache steps.
+
+    Example:
+        >>> p = Price(0.15, 0.6, cached_input=0.075)
+        >>> shared = "x" * 8000
+        >>> cached_prefix_tokens([shared + "a", shared + "b"], [2000, 2000], p)
+        [0, 1920]
+    """
+    result = []
+    for prompt, tokens, chars in zip(
+        prompts, input_tokens, shared_prefix_chars(prompts), strict=True
+    ):
+        prefix = tokens * chars / len(prompt) if prompt else 0.0
+        result.append(price.cacheable(prefix))
+    return result
