@@ -15,8 +15,8 @@ Example:
     >>> from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
     >>> audited = AuditedRunnable(runner, AuditPolicy(rate=0.05, seed=7))  # doctest: +SKIP
     >>> answers = audited.batch(questions)  # doctest: +SKIP
-    >>> audited.agreement()  # doctest: +SKIP
-    AgreementEstimate(audited=20, agreed=19, rate=0.95, low=0.76, high=0.99, ...)
+    >>> audited.agreement().summary()  # doctest: +SKIP
+    'Audit: agreed 19/20 (rate 0.950, 95% CI [0.764, 0.991]); fallback: off'
 
 See ``docs/design/audit.md`` for the design and its costs.
 """
@@ -146,9 +146,9 @@ def wilson_interval(agreed: int, audited: int, z: float = _Z95) -> tuple[float, 
 class AgreementEstimate:
     """How often packed answers agreed with single answers.
 
-    ``audited``, ``agreed``, ``rate``, ``low`` and ``high`` describe the current
-    evidence: the audits since the wrapper last switched setting (the fallback decision
-    is taken on these). ``total_audited``/``total_agreed`` count every audit ever made.
+    ``audited``, ``agreed``, ``rate``, ``low`` and ``high`` count every audit so far.
+    The fallback is decided on the ``window_*`` fields instead: the audits since the
+    wrapper last switched setting (a drift is judged on fresh evidence).
     """
 
     audited: int
@@ -161,8 +161,10 @@ class AgreementEstimate:
     audit_calls: int
     audit_input_tokens: int
     audit_output_tokens: int
-    total_audited: int = 0
-    total_agreed: int = 0
+    window_audited: int = 0
+    window_agreed: int = 0
+    window_low: float = 0.0
+    window_high: float = 1.0
     audit_errors: int = 0
     """Audits dropped because the single (or shadow) answer failed."""
 
@@ -359,8 +361,9 @@ class AuditedRunnable(Runnable[Any, Any]):
         """The live estimate, over every group or for one (``group_by``'s key)."""
         with self._lock:
             tally = self._overall if group is None else self._groups.get(group, _Tally())
-            n, k = tally.window_audited, tally.window_agreed
+            n, k = tally.audited, tally.agreed
             low, high = wilson_interval(k, n)
+            window_low, window_high = wilson_interval(tally.window_agreed, tally.window_audited)
             return AgreementEstimate(
                 audited=n,
                 agreed=k,
@@ -371,8 +374,10 @@ class AuditedRunnable(Runnable[Any, Any]):
                 audit_calls=self._usage.calls,
                 audit_input_tokens=self._usage.input_tokens,
                 audit_output_tokens=self._usage.output_tokens,
-                total_audited=tally.audited,
-                total_agreed=tally.agreed,
+                window_audited=tally.window_audited,
+                window_agreed=tally.window_agreed,
+                window_low=window_low,
+                window_high=window_high,
                 audit_errors=self._errors,
             )
 
@@ -752,14 +757,17 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
 
     Counters: ``autodemo_audit_items_total``, ``autodemo_audit_agreed_total`` (per
     group), ``autodemo_audit_calls_total``, ``autodemo_audit_tokens_total`` (by
-    ``direction``); gauges: ``autodemo_audit_agreement_low`` (per group, on the
-    current evidence), ``autodemo_audit_fallback_active``.
+    ``direction``); gauges: ``autodemo_audit_agreement_low`` (per group, the Wilson
+    lower bound over every audit), ``autodemo_audit_window_agreement_low`` (the same
+    over the audits since the last switch: what the fallback acts on) and
+    ``autodemo_audit_fallback_active``.
     """
     wrappers = list(audited_runnables)
     per_group: dict[str, list[tuple[str, float]]] = {
         "autodemo_audit_items_total": [],
         "autodemo_audit_agreed_total": [],
         "autodemo_audit_agreement_low": [],
+        "autodemo_audit_window_agreement_low": [],
     }
     per_runner: dict[str, list[tuple[str, float]]] = {
         "autodemo_audit_fallback_active": [],
@@ -772,9 +780,10 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
         for group in groups:
             estimate = audited.agreement(group)
             labels = f'runner="{runner}",group="{_escape(_label(group))}"'
-            per_group["autodemo_audit_items_total"].append((labels, estimate.total_audited))
-            per_group["autodemo_audit_agreed_total"].append((labels, estimate.total_agreed))
+            per_group["autodemo_audit_items_total"].append((labels, estimate.audited))
+            per_group["autodemo_audit_agreed_total"].append((labels, estimate.agreed))
             per_group["autodemo_audit_agreement_low"].append((labels, estimate.low))
+            per_group["autodemo_audit_window_agreement_low"].append((labels, estimate.window_low))
         overall = audited.agreement()
         labels = f'runner="{runner}"'
         per_runner["autodemo_audit_fallback_active"].append((labels, int(overall.fallback_active)))

@@ -296,8 +296,8 @@ def test_fallback_switches_to_single_and_recovers(caplog: pytest.LogCaptureFixtu
         audited.batch(questions(5))
         audited.drain(timeout=5)
     estimate = audited.agreement()
-    assert estimate.fallback_active and estimate.total_audited == 5 and estimate.total_agreed == 0
-    assert estimate.audited == 0  # fresh evidence after the switch
+    assert estimate.fallback_active and (estimate.audited, estimate.agreed) == (5, 0)
+    assert estimate.window_audited == 0  # fresh evidence after the switch
     assert "switching to fallback='single'" in caplog.text and "0/5" in caplog.text
     (switched,) = operator.named(FALLBACK_EVENT)
     assert switched["fallback_active"] is True and switched["high"] < 0.8
@@ -310,15 +310,16 @@ def test_fallback_switches_to_single_and_recovers(caplog: pytest.LogCaptureFixtu
     assert sorted(model.singles) == sorted(questions(4, start=10))
     audited.drain(timeout=5)
     assert model.packed == [questions(4, start=10)]  # the shadow
-    assert (audited.agreement().audited, audited.agreement().agreed) == (4, 4)
+    estimate = audited.agreement()
+    assert (estimate.window_audited, estimate.window_agreed) == (4, 4)
     audited.batch(questions(8, start=20))
     audited.drain(timeout=5)
     assert audited.agreement().fallback_active  # 12/12: low 0.757
     audited.batch(questions(4, start=30))
     audited.drain(timeout=5)
     estimate = audited.agreement()  # 16/16: low 0.806, back to packing
-    assert not estimate.fallback_active and estimate.audited == 0
-    assert (estimate.total_audited, estimate.total_agreed) == (21, 16)
+    assert not estimate.fallback_active and estimate.window_audited == 0
+    assert (estimate.audited, estimate.agreed) == (21, 16)
     assert [e["fallback_active"] for e in operator.named(FALLBACK_EVENT)] == [True, False]
     model.packed.clear()
     audited.batch(questions(4, start=50))
@@ -337,9 +338,11 @@ def test_fallback_without_recover_stays_until_reset() -> None:
         audited.batch(questions(8, start=start))
         audited.drain(timeout=5)
     assert audited.agreement().fallback_active
-    assert audited.agreement().audited == 40 and audited.agreement().agreed == 40
+    estimate = audited.agreement()
+    assert (estimate.window_audited, estimate.window_agreed, estimate.audited) == (40, 40, 45)
+    assert estimate.window_low > 0.9 > estimate.low
     audited.reset()
-    assert not audited.agreement().fallback_active and audited.agreement().audited == 0
+    assert not audited.agreement().fallback_active and audited.agreement().window_audited == 0
     audited.close()
 
 
