@@ -128,6 +128,18 @@ def run(
         list[str] | None,
         typer.Option(help="KEY=VALUE for --via batch-api, e.g. poll_interval=5 (repeatable)."),
     ] = None,
+    audit: Annotated[
+        float | None,
+        typer.Option(
+            "--audit",
+            min=0.0,
+            max=1.0,
+            metavar="RATE",
+            help="Ask this share of the items again on their own, in the background, and "
+            "report how often the packed answers agree; below 90% agreement the rest of "
+            "the run falls back to single calls.",
+        ),
+    ] = None,
 ) -> None:
     """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
 
@@ -195,6 +207,22 @@ def eval_(
             "their earlier rows (after a fix); the other rows are kept."
         ),
     ] = EvalOptions.rerun,
+    shots: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Show K solved training exemplars before every call of every method, single "
+            "included (a k-shot prompt, in the package's answer layout).",
+        ),
+    ] = EvalOptions.shots,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="A JSON price table overriding the built-in list prices."),
+    ] = EvalOptions.prices,
+    price_model: Annotated[
+        str,
+        typer.Option(help="Price the report's USD columns (with prompt caching) as this model."),
+    ] = EvalOptions.price_model,
 ) -> None:
     """Score methods x batch sizes on a dataset: accuracy, parse failures, calls, tokens, time."""
     with user_errors():

@@ -93,6 +93,9 @@ class RunOptions:
     """``online``, or ``batch-api``: the packed calls as a provider Batch API job."""
     batch_option: list[str] | None = None
     """``KEY=VALUE`` settings of the Batch API job (see :mod:`langchain_autodemo.batch_api.cli`)."""
+    audit: float | None = None
+    """Share of the items audited against single answers (:mod:`langchain_autodemo.audit`),
+    with the fallback to single calls at the default ``min_agreement``; ``None``: off."""
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,11 @@ def _prepare(options: RunOptions) -> RunJob:
     """Check the options, the input and the output; nothing is written."""
     if options.via not in ("online", "batch-api"):
         raise ConfigurationError(f"unknown --via {options.via!r}: use online or batch-api")
+    if options.audit is not None and (options.via != "online" or options.mode is Mode.SINGLE):
+        raise ConfigurationError(
+            "--audit compares packed answers with single ones: it needs --via online and a "
+            "batched mode (auto_demo or batch)"
+        )
     if options.select is not None and options.mode is Mode.SINGLE:
         raise ConfigurationError("--select needs a batched mode (auto_demo or batch)")
     spec = parse_model_spec(options.model)
@@ -468,6 +476,7 @@ class OnlineAnswering:
                 selector=job.selector,
                 reasoning=options.reasoning,
             )
+            answerer, audited, chunk = _audited(runner, options, len(todo))
             bar = tqdm(
                 total=len(job.items),
                 initial=len(job.finished),
@@ -478,21 +487,29 @@ class OnlineAnswering:
             )
             with track_usage() as usage:
                 try:
-                    results = runner.batch_as_completed(
-                        [item.text for item in todo],
-                        {"max_concurrency": options.max_concurrency, "callbacks": [spent]},
-                        return_exceptions=True,
-                    )
-                    for index, result in results:
-                        item = todo[index]
-                        record, is_error = job.output_record(item, result)
-                        failed += is_error
-                        writer.write(item.line, record)
-                        bar.update(1)
+                    # One call, or (audited) chunks, so that a fallback reaches the rest.
+                    for start in range(0, len(todo), chunk):
+                        part = todo[start : start + chunk]
+                        results = answerer.batch_as_completed(
+                            [item.text for item in part],
+                            {"max_concurrency": options.max_concurrency, "callbacks": [spent]},
+                            return_exceptions=True,
+                        )
+                        for index, result in results:
+                            item = part[index]
+                            record, is_error = job.output_record(item, result)
+                            failed += is_error
+                            writer.write(item.line, record)
+                            bar.update(1)
                 except KeyboardInterrupt:
                     interrupted = True
                 finally:
                     bar.close()
+        notes: tuple[str, ...] = ()
+        if audited is not None:
+            if not interrupted:
+                audited.close()  # the answers are written: wait for the last audits
+            notes = (audited.agreement().summary(),)
         return RunOutcome(
             written=writer.written,
             failed=failed,
@@ -501,7 +518,20 @@ class OnlineAnswering:
             usage=usage if usage.calls else spent.usage,
             interrupted=interrupted,
             wall_time_s=time.perf_counter() - started,
+            notes=notes,
         )
+
+
+def _audited(runner: Any, options: RunOptions, todo: int) -> tuple[Any, Any, int]:
+    """What answers the items: the runner, or (``--audit``) the runner behind an
+    :class:`~langchain_autodemo.audit.AuditedRunnable`, asked in chunks of a few rounds
+    of calls so that the audits of one chunk can switch the next to single calls."""
+    if options.audit is None:
+        return runner, None, max(todo, 1)
+    from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
+
+    audited = AuditedRunnable(runner, AuditPolicy(rate=options.audit, seed=0))
+    return audited, audited, max(4 * options.batch_size * options.max_concurrency, 32)
 
 
 class _SpentCounter(BaseCallbackHandler):
