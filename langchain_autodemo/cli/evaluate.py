@@ -142,7 +142,7 @@ def evaluate(options: EvalOptions) -> None:
     from langchain_autodemo.evaluation.datasets import load_dataset
     from langchain_autodemo.evaluation.harness import evaluate as run_evaluation
     from langchain_autodemo.evaluation.harness import shot_exemplars
-    from langchain_autodemo.evaluation.report import markdown_table, price_of
+    from langchain_autodemo.evaluation.report import markdown_table, price_of, verdicts
     from langchain_autodemo.pricing import PriceTable
 
     chosen = parse_methods(options.methods)
@@ -232,6 +232,9 @@ def evaluate(options: EvalOptions) -> None:
     if not progress.done:
         echo("Nothing new to run: every method x batch size is in the earlier report")
     typer.echo(markdown_table(progress.report(), price_of(meta)))
+    said = verdicts(progress.report(), price_of(meta))
+    if said:
+        typer.echo(said + "\n")
     echo(
         f"Wrote {options.out}/results.json, results.md, predictions.jsonl"
         + (" and plots" if options.plots else "")

@@ -64,6 +64,42 @@ def costs(results: Sequence[MethodResult], price: Price) -> dict[tuple[str, int]
     return table
 
 
+def verdicts(results: Sequence[MethodResult], price: tuple[str, Price] | None = None) -> str:
+    """One plain sentence per method against single: the accuracy difference with its
+    paired interval and test, and the cost against single's with caching; then what the
+    sample size can and cannot show."""
+    paired = comparisons_with_single(results)
+    priced = costs(results, price[1]) if price else {}
+    lines = []
+    for r in results:
+        if r.method == "single" or (r.method, r.batch_size) not in paired:
+            continue
+        c = paired[(r.method, r.batch_size)]
+        low, high = c["bootstrap_95"]
+        line = (
+            f"{_label(r)}: {c['accuracy_difference'] * 100:+.0f} points against single "
+            f"(95% interval {low * 100:+.0f} to {high * 100:+.0f}; {c['only_this']} items "
+            f"right only here, {c['only_baseline']} only in single; McNemar p = "
+            f"{c['mcnemar_p']:.2f})"
+        )
+        cost = priced.get((r.method, r.batch_size))
+        if cost and cost["vs_single_cached"] is not None:
+            line += (
+                f", at {cost['vs_single_cached']:.2f}x single's cost with prompt caching "
+                f"({cost['uncached_vs_single_cached']:.2f}x uncached) at "
+                f"{price[0] if price else ''} prices"
+            )
+        lines.append(line + ".")
+    if lines:
+        n = max(r.n for r in results)
+        lines.append(
+            f"On {n} items one item is {100 / n:.0f} points: an interval that spans 0 means the "
+            "sample cannot tell this method's accuracy from single's; only a difference outside "
+            "it is evidence (more items narrow it)."
+        )
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def markdown_table(results: Sequence[MethodResult], price: tuple[str, Price] | None = None) -> str:
     """One row per (method, batch size); accuracy as ``correct/n (pct)``; with ``price``,
     USD per 1,000 items uncached and cached, and cached against single's cached cost."""
@@ -325,6 +361,7 @@ def write_report(
     diagnosis = diagnostics_markdown(results)
     paths["markdown"].write_text(
         heading + details + "\n" + markdown_table(results, price)
+        + ("\n## Against single\n\n" + verdicts(results, price) + "\n" if verdicts(results) else "")
         + ("\n## Diagnostics\n\n" + diagnosis if diagnosis else ""),
         encoding="utf-8",
     )  # fmt: skip
