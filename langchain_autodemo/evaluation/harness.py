@@ -129,7 +129,6 @@ class MethodResult:
     def summary(self) -> dict[str, Any]:
         """Every metric and the diagnostics, without the per-item records."""
         data = {k: v for k, v in asdict(self).items() if k != "items"}
-        data["call_shared_tokens"] = [round(t, 1) for t in self.call_shared_tokens]
         if data["bootstrap"] is None:
             del data["bootstrap"]
         data.update(
@@ -274,7 +273,7 @@ class _CallPrompts(BaseCallbackHandler):
         estimates = [estimate_tokens(p) for p in self.prompts]
         scale = input_tokens / sum(estimates) if sum(estimates) else 1.0
         return [
-            scale * estimate_tokens(prompt[:chars])
+            round(scale * estimate_tokens(prompt[:chars]), 1)
             for prompt, chars in zip(self.prompts, shared_prefix_chars(self.prompts), strict=True)
         ]
 
