@@ -327,6 +327,22 @@ def test_fallback_switches_to_single_and_recovers(caplog: pytest.LogCaptureFixtu
     audited.close()
 
 
+def test_no_fallback_while_the_interval_still_reaches_min_agreement() -> None:
+    model = Model()
+    audited = AuditedRunnable(runner_on(model), POLICY)
+    audited.batch(questions(10, hard={3}))  # 9/10: 95% CI [0.596, 0.982] holds 0.8
+    audited.drain(timeout=5)
+    estimate = audited.agreement()
+    assert estimate.low < 0.8 < estimate.high and not estimate.fallback_active
+    audited.batch(questions(10, hard={11, 13, 15, 17, 19}, start=10))  # 14/20: upper 0.855
+    audited.drain(timeout=5)
+    assert not audited.fallback_active
+    audited.batch(questions(4, hard={20, 21, 22, 23}, start=20))  # 14/24: upper 0.76
+    audited.drain(timeout=5)
+    assert audited.fallback_active
+    audited.close()
+
+
 def test_fallback_without_recover_stays_until_reset() -> None:
     model = Model(broken="all")  # type: ignore[arg-type]
     policy = AuditPolicy(rate=1.0, min_samples=5, min_agreement=0.8, recover=False)
