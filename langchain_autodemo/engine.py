@@ -247,6 +247,7 @@ class CallSession:
             self._scanner.feed(settings.markers.answer(1) + " ")
         self._candidates: list[_Candidate] = []
         self._doubts: list[tuple[int, Any]] = []  # (label's input, value) of ambiguous blocks
+        self._noise: set[int] = set()  # inputs whose index also labels a block placed nowhere
         self._own: set[int] = set()  # inputs answered under their own index
         self._placed: set[int] = set()
         self._order: list[int] = []  # marker indices in stream order (batch mode's check)
@@ -415,9 +416,15 @@ class CallSession:
         """What ``item`` claims, or ``None`` (with the reason recorded)."""
         if self._by_index:
             self._order.append(item.index)
-        verdict = self._matcher.verdict(item)
         in_range = 0 < item.index <= len(self._positions)
         label = self._positions[item.index - 1] if in_range else None
+        candidate = self._claim(item, label)
+        if candidate is None and label is not None:
+            self._noise.add(label)
+        return candidate
+
+    def _claim(self, item: ParsedItem, label: int | None) -> _Candidate | None:
+        verdict = self._matcher.verdict(item)
         if verdict.position is None:
             reason = str(verdict.reason)
             if item.question is not None and not item.marker_conflict:
@@ -510,65 +517,65 @@ class CallSession:
     def _judge(self) -> tuple[dict[int, list[_Candidate]], dict[int, list[Any]]]:
         """Which candidates deliver (per input), and the values that veto each input.
 
-        An answer under its own index delivers. An answer that moved to another input
-        (its restatement is an exact copy of that input, under another input's index)
-        delivers only when the move is corroborated: the index it left is used for
-        nothing else and was itself taken by an exact copy that moved there, and so on
-        until the chain closes (a swap, a rotation) or leaves the batch's range (a
-        renumbering). An uncorroborated move delivers nothing and vetoes a different
-        answer at both inputs it could belong to; so does an ambiguous restatement at
-        its index.
+        An answer under its own index delivers. An answer that moved (its restatement is
+        an exact copy of another input than its index's) delivers only when the move is
+        corroborated by the rest of the completion:
+
+        - moved away from an index in range: that index labels nothing else, and its own
+          input's answer moved in (corroborated) from exactly one other index, so the
+          chain closes (a swap, a rotation) or ends out of range (a renumbering);
+        - moved in from an index out of range: the input's own index labels one other
+          input's corroborated move (a renumbering's end).
+
+        The corroborated set is the largest one that meets these conditions. An
+        uncorroborated move delivers nothing and vetoes a different answer at both inputs
+        it could belong to; so does an ambiguous restatement at its index.
         """
-        label_targets: dict[int, set[int]] = {}
-        movers: dict[int, set[int | None]] = {}
+        uses: dict[int, set[int]] = {label: {-1} for label in self._noise}
         for c in self._candidates:
             if c.label is not None:
-                label_targets.setdefault(c.label, set()).add(c.target)
-            if not c.own:
-                movers.setdefault(c.target, set()).add(c.label)
-
-        def corroborated(c: _Candidate) -> bool:
-            if c.label is None:  # no index to leave: the restatement is all there is
-                return True
-            if not c.exact:
-                return False
-            into, left = c.target, c.label
-            seen: set[int] = set()
-            while True:
-                if label_targets.get(left) != {into}:
-                    return False  # the index left also carries another question
-                if left == c.target:
-                    return True  # the chain closed: a swap or rotation
-                if left in seen:
-                    return False
-                seen.add(left)
-                incoming = movers.get(left, set())
-                if len(incoming) != 1:
-                    return False  # nothing (or several) took the place it left
-                into, next_left = left, next(iter(incoming))
-                if next_left is None:
-                    return True  # a renumbering that runs out of range
-                left = next_left
-
+                uses.setdefault(c.label, set()).add(c.target)
+        movers = [c for c in self._candidates if not c.own]
+        trusted = [c for c in movers if c.exact]
+        while True:
+            into: dict[int, set[int | None]] = {}
+            carried: set[int] = set()  # inputs whose index labels a trusted move
+            for c in trusted:
+                into.setdefault(c.target, set()).add(c.label)
+                if c.label is not None:
+                    carried.add(c.label)
+            kept = [
+                c
+                for c in trusted
+                if (
+                    uses.get(c.label) == {c.target} and len(into.get(c.label, ())) == 1
+                    if c.label is not None
+                    else c.target in carried and len(uses.get(c.target, ())) == 1
+                )
+            ]
+            if len(kept) == len(trusted):
+                break
+            trusted = kept
+        corroborated = {id(c) for c in trusted}
         delivered: dict[int, list[_Candidate]] = {}
         vetoes: dict[int, list[Any]] = {}
         for c in self._candidates:
-            if c.own or corroborated(c):
+            if c.own or id(c) in corroborated:
                 delivered.setdefault(c.target, []).append(c)
                 continue
             index = c.item.index
             vetoes.setdefault(c.target, []).append(c.value)
             self._rejections[c.target] = (
-                f"restated under index {index}, another question's, and nothing "
+                f"restated under index {index}, another question's or none, and nothing "
                 "corroborates the move"
             )
-            assert c.label is not None
-            vetoes.setdefault(c.label, []).append(c.value)
-            self._rejections.setdefault(
-                c.label,
-                f"its index {index} carries a restatement of another question, and nothing "
-                "corroborates the move",
-            )
+            if c.label is not None:
+                vetoes.setdefault(c.label, []).append(c.value)
+                self._rejections.setdefault(
+                    c.label,
+                    f"its index {index} carries a restatement of another question, and "
+                    "nothing corroborates the move",
+                )
         for label, value in self._doubts:
             vetoes.setdefault(label, []).append(value)
         return delivered, vetoes
@@ -591,6 +598,7 @@ class CallSession:
             )
         self._candidates.clear()
         self._doubts.clear()
+        self._noise.clear()
 
     def _check_runaway(self) -> None:
         n = len(self._positions)

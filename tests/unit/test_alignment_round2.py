@@ -218,6 +218,31 @@ def test_a_move_into_a_slot_whose_own_label_is_taken_is_not_corroborated() -> No
     assert accepted == {0: "2", 1: "4"} and 2 in failures
 
 
+@pytest.mark.parametrize(
+    "completion",
+    [
+        block(9, SUB_B, "27") + block(1, SUB_A, "27"),  # the slip under an index out of range
+        block(1, SUB_A, "27") + "Q[2]: What is 13 - 4?\nA[3]: Hmm.\n\n" + block(0, SUB_B, "27"),
+        block(3, SUB_B, "27"),
+    ],
+)
+def test_a_move_from_an_index_out_of_range_needs_its_own_index_taken(completion) -> None:
+    accepted, failures = judge([SUB_A, SUB_B], completion)
+    assert 1 not in accepted and 1 in failures
+
+
+def test_a_skipped_question_renumbered_away_is_re_asked() -> None:
+    """Nothing tells "skipped question 2 and renumbered" from "restated question 3 under
+    index 2 but answered question 2": the items after the skip are re-asked."""
+    inputs = ["What is 1 + 1?", "What is 2 + 2?", "What is 3 + 3?", "What is 4 + 4?"]
+    text = block(1, inputs[0], "2") + block(2, inputs[2], "6") + block(3, inputs[3], "8")
+    accepted, failures = judge(inputs, text)
+    assert accepted == {0: "2"} and set(failures) == {1, 2, 3}
+    # answered at the end, the skipped question closes the chain: a rotation
+    text += block(4, inputs[1], "4")
+    assert judge(inputs, text) == ({0: "2", 1: "4", 2: "6", 3: "8"}, {})
+
+
 @pytest.mark.parametrize("driver", DRIVERS)
 @pytest.mark.parametrize("finish", ["length", None])
 def test_through_every_driver_a_cut_slip_is_re_asked(driver, finish) -> None:
