@@ -39,7 +39,9 @@ The completion as a whole (:class:`~langchain_autodemo.engine.CallSession`) then
 whether an exact copy under another input's index may move its answer: only with
 corroboration. The index it leaves must carry nothing else, and its own input must have
 been restated exactly elsewhere under another index, and so on, until the chain closes
-(a swap, a rotation) or runs out of the batch's range (a renumbering). A model that slips
+(a swap, a rotation) or runs out of the batch's range (a renumbering); a copy under an
+index out of range moves only when its input's own index carries such a move (the end
+of a renumbering). A model that slips
 on a digit ("Q[1]: What is 13 - 4?" for "What is 31 - 4?") or that skipped a question
 and renumbered the rest leaves the index's own input unaccounted for: those items are
 re-asked, since the answer may be the one asked at that index. An uncorroborated move
