@@ -8,6 +8,7 @@ Example:
     >>> from langchain_autodemo import AutoDemoBatchRunnable, AutoDemoOutputParser
 """
 
+from langchain_autodemo.audit import AgreementEstimate, AuditedRunnable, AuditPolicy
 from langchain_autodemo.engine import ItemResult
 from langchain_autodemo.errors import (
     AutoDemoError,
@@ -24,6 +25,9 @@ from langchain_autodemo.runnable import AutoDemoBatchRunnable
 from langchain_autodemo.usage import UsageStats, track_usage
 
 __all__ = [
+    "AgreementEstimate",
+    "AuditPolicy",
+    "AuditedRunnable",
     "AutoDemoBatchRunnable",
     "AutoDemoError",
     "AutoDemoInputError",

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import copy
 import logging
 import math
 import random
@@ -34,7 +33,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackHandler
@@ -251,13 +250,7 @@ def derived_runner(runner: AutoDemoBatchRunnable, **changes: Any) -> AutoDemoBat
 
     A ``single``-mode copy drops the selector (one input per call: nothing to group).
     """
-    # The runner has no public "copy with these settings"; its settings are one frozen
-    # dataclass, so a shallow copy with replaced settings is exactly that.
-    clone = copy.copy(runner)
-    clone._settings = replace(runner.settings, **changes)  # noqa: SLF001
-    if clone.settings.mode is Mode.SINGLE:
-        clone.selector = None
-    return clone
+    return runner.with_settings(**changes)
 
 
 # -- the wrapper ----------------------------------------------------------------------

@@ -59,6 +59,7 @@ from langchain_autodemo.errors import (
 )
 
 if TYPE_CHECKING:
+    from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
     from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
 __all__ = ["MicroBatcher", "IsolationKey"]
@@ -109,10 +110,15 @@ class MicroBatcher(Runnable[Any, Any]):
         max_wait_seconds: float = 0.05,
         isolate_by: IsolationKey | None = None,
         call_callbacks: Sequence[BaseCallbackHandler] | None = None,
+        audit: AuditPolicy | None = None,
     ) -> None:
         if max_wait_seconds < 0:
             raise ValueError("max_wait_seconds must be >= 0")
         self.runner = runner.isolating_traces(call_callbacks)
+        self.audited: AuditedRunnable | None = (
+            None if audit is None else self.runner.with_audit(audit, callbacks=call_callbacks)
+        )
+        """The audit of the coalesced batches (``audit``), whose estimate ``/metrics`` shows."""
         self.max_batch_size = require_positive_int(
             "max_batch_size", runner.batch_size if max_batch_size is None else max_batch_size
         )
@@ -208,8 +214,9 @@ class MicroBatcher(Runnable[Any, Any]):
         contextvars.Context().run(self._run_sync, requests)
 
     def _run_sync(self, requests: list[_Request]) -> None:
+        answering = self.audited or self.runner
         try:
-            results = self.runner.batch(
+            results = answering.batch(
                 [r.input for r in requests], [r.config for r in requests], return_exceptions=True
             )
         except Exception as exc:  # not a per-item failure (inputs were checked on arrival)
@@ -236,8 +243,9 @@ class MicroBatcher(Runnable[Any, Any]):
             task.add_done_callback(self._tasks.discard)
 
     async def _answer_async(self, requests: list[_Request]) -> None:
+        answering = self.audited or self.runner
         try:
-            results = await self.runner.abatch(
+            results = await answering.abatch(
                 [r.input for r in requests], [r.config for r in requests], return_exceptions=True
             )
         except Exception as exc:  # not a per-item failure (inputs were checked on arrival)

@@ -30,6 +30,7 @@ __all__ = [
     "build_single_messages",
     "DEFAULT_INSTRUCTIONS",
     "holds_placeholder",
+    "final_answer_only",
 ]
 
 DEFAULT_INSTRUCTIONS = "Answer each question accurately."
@@ -72,6 +73,22 @@ class Mode(str, Enum):
 
 # Every character str.splitlines() breaks at: a model may break its line there too.
 _LINE_BREAKS = re.compile(r"\s*[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029]+\s*")
+
+
+def final_answer_only(demonstrations: Sequence[Demonstration]) -> tuple[Demonstration, ...]:
+    """Reasoned demonstrations as the terse layout shows them: the final answer alone
+    (what follows the last ``The answer is``), for a run that asks for no reasoning.
+
+    Example:
+        >>> final_answer_only([("2+2?", "Two and two.\\nThe answer is 4.")])
+        (('2+2?', '4'),)
+    """
+    terse = []
+    for question, answer in demonstrations:
+        head, found, final = answer.rpartition(FINAL_ANSWER_PREFIX)
+        value = (final if found else answer.strip().rsplit("\n", 1)[-1]).strip().rstrip(".")
+        terse.append((question, value.strip() or answer.strip()))
+    return tuple(terse)
 
 
 def one_line(text: str) -> str:

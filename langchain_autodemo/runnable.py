@@ -63,11 +63,15 @@ from langchain_autodemo.planning import (
     PlannedBatch,
     SequentialSelector,
 )
-from langchain_autodemo.prompts import Mode, context_key, split_chat
+from langchain_autodemo.prompts import Mode, context_key, final_answer_only, split_chat
 from langchain_autodemo.usage import UsageStats, active_trackers
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
     from langchain_autodemo.coalescing import MicroBatcher
+    from langchain_autodemo.tuning import TunedConfig
 
 __all__ = [
     "AutoDemoBatchRunnable",
@@ -120,6 +124,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             in every mode (``single`` included), in the package's answer layout (a
             k-shot prompt). They come first, so every call shares them as a prompt
             prefix that providers cache; a selector's own demonstrations follow them.
+            With ``reasoning=False`` they are shown as their final answer alone.
         max_attempts: model calls an item may take before it gets an error.
         max_output_tokens: the model's completion limit; defaults to the model's
             ``max_tokens`` when it has one.
@@ -224,7 +229,9 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         self.input_template = input_template
         self.output_parser = output_parser
         self.selector = selector
-        self.demonstrations = _checked_demonstrations(demonstrations)
+        checked = _checked_demonstrations(demonstrations)
+        # The terse layout answers with the final answer alone: so do its examples.
+        self.demonstrations = checked if reasoning else final_answer_only(checked)
         self.include_details = include_details
         self.name = name
         self.call_timeout = None if call_timeout is None else float(call_timeout)
@@ -270,6 +277,31 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
     @property
     def instructions(self) -> str | None:
         return self._settings.instructions
+
+    @classmethod
+    def from_config(
+        cls,
+        config: str | Path | TunedConfig,
+        llm: Runnable[Any, Any],
+        *,
+        embeddings: Any = None,
+        **overrides: Any,
+    ) -> AutoDemoBatchRunnable:
+        """A runner as ``autodemo tune`` chose it: mode, batch size, grouping, reasoning,
+        instructions and shared exemplars from the config file (or object); any keyword
+        argument of the constructor overrides it. ``embeddings`` serve a similarity
+        grouping (default: the package's offline embeddings)."""
+        from langchain_autodemo.tuning import TunedConfig
+
+        if not isinstance(config, TunedConfig):
+            config = TunedConfig.read(config)
+        kwargs = config.runner_kwargs()
+        if config.grouping == "similarity":
+            from langchain_autodemo.selector import SimilarityBatchSelector
+
+            kwargs["selector"] = SimilarityBatchSelector(embeddings=embeddings)
+        kwargs.update(overrides)
+        return cls(llm, **kwargs)
 
     # -- schemas ------------------------------------------------------------------------
 
@@ -454,6 +486,24 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         clone._isolate_traces = True
         clone._call_callbacks = tuple(call_callbacks or ())
         return clone
+
+    def with_settings(self, **changes: Any) -> AutoDemoBatchRunnable:
+        """A copy with some :class:`~langchain_autodemo.engine.EngineSettings` changed
+        (``mode``, ``batch_size``, ``max_attempts``, ...), keeping the model, instructions
+        (format hints included once), template, parser, selector and trace isolation. A
+        ``single`` copy drops the selector: one input per call, nothing to group."""
+        clone = copy.copy(self)
+        clone._settings = replace(self._settings, **changes)
+        if clone._settings.mode is Mode.SINGLE:
+            clone.selector = None
+        return clone
+
+    def with_audit(self, policy: AuditPolicy | None = None, **kwargs: Any) -> AuditedRunnable:
+        """This runner with audit sampling against single calls, a live agreement
+        estimate and a fallback (see :class:`~langchain_autodemo.audit.AuditedRunnable`)."""
+        from langchain_autodemo.audit import AuditedRunnable
+
+        return AuditedRunnable(self, policy, **kwargs)
 
     @property
     def traces_isolated(self) -> bool:

@@ -67,6 +67,8 @@ from langchain_autodemo.runnable import AutoDemoBatchRunnable, redact_model_text
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
+    from langchain_autodemo.audit import AuditPolicy
+
 __all__ = [
     "ISOLATION_METADATA_KEY",
     "CallLog",
@@ -266,6 +268,7 @@ def create_app(
     max_wait_seconds: float = 0.05,
     isolate_by: str = "client",
     call_callbacks: Sequence[BaseCallbackHandler] | None = None,
+    audit: AuditPolicy | None = None,
     title: str = "langchain-autodemo",
 ) -> FastAPI:
     """A FastAPI app with LangServe routes (``/invoke``, ``/batch``, ``/stream``,
@@ -276,7 +279,10 @@ def create_app(
     caller's address), ``"header:NAME"`` (a tenant header your gateway sets), or
     ``"none"`` (pack across all clients; see the module docstring for the risk).
     ``call_callbacks``: the operator's handlers, the only ones that see packed model
-    runs (every question of a call).
+    runs (every question of a call). ``audit``: re-ask a share of the served items alone
+    and estimate the agreement of packed and single answers
+    (:class:`~langchain_autodemo.audit.AuditPolicy`); the estimate is served at
+    ``/metrics`` in Prometheus text format.
 
     Errors are per request: ``/invoke`` answers a bad input with 422 and a model failure
     with 502 (429 when the provider rate-limited), with a :class:`ServedError` as
@@ -311,6 +317,7 @@ def create_app(
         max_wait_seconds=max_wait_seconds,
         isolate_by=None if group_of is None else group,
         call_callbacks=call_callbacks,
+        audit=audit,
     )
     served = _Served(batcher)
     app.state.autodemo_batcher = batcher
@@ -352,6 +359,19 @@ def create_app(
         assert isinstance(exc, ValidationError)
         errors = exc.errors(include_url=False, include_context=False)
         return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+    if batcher.audited is not None:
+        from fastapi.responses import PlainTextResponse
+
+        from langchain_autodemo.audit import prometheus_metrics
+
+        audited = batcher.audited
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> PlainTextResponse:
+            return PlainTextResponse(
+                prometheus_metrics([audited]), media_type="text/plain; version=0.0.4"
+            )
 
     app.add_exception_handler(AutoDemoError, package_error)
     app.add_exception_handler(ValidationError, invalid_input)

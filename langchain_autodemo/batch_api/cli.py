@@ -186,6 +186,7 @@ class BatchApiAnswering:
                     mode=options.mode,
                     selector=run.selector,
                     reasoning=options.reasoning,
+                    demonstrations=options.demonstrations,
                 )
                 job = BatchApiJob(
                     runner,

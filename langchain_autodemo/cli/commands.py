@@ -140,6 +140,13 @@ def run(
             "the run falls back to single calls.",
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A tuned.json from `autodemo tune`: its mode, batch size, grouping, reasoning, "
+            "instructions and shared exemplars replace those options.",
+        ),
+    ] = None,
 ) -> None:
     """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
 
@@ -266,6 +273,18 @@ def serve(
             "this JSONL file: the operator's view; clients never see it.",
         ),
     ] = None,
+    audit: Annotated[
+        float | None,
+        typer.Option(
+            "--audit",
+            min=0.0,
+            max=1.0,
+            metavar="RATE",
+            help="Re-ask this share of the served items alone, in the background; the "
+            "agreement of packed and single answers is served at /metrics (Prometheus), and "
+            "below 90% agreement the server falls back to single calls.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls.
 
@@ -274,6 +293,7 @@ def serve(
     from langchain_core.runnables import RunnableLambda
 
     from langchain_autodemo import AutoDemoBatchRunnable
+    from langchain_autodemo.audit import AuditPolicy
     from langchain_autodemo.serving import CallLog, create_app, isolation_key
 
     def runner_on(llm: Any) -> AutoDemoBatchRunnable:
@@ -300,6 +320,7 @@ def serve(
                 max_wait_seconds=max_wait,
                 isolate_by=isolate_by,
                 call_callbacks=[CallLog(call_log)] if call_log is not None else None,
+                audit=AuditPolicy(rate=audit, seed=0) if audit else None,
             )
             echo(f"Requests share calls within one isolation group ({isolate_by}).")
             echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")
@@ -363,3 +384,40 @@ def models_fetch(
 from langchain_autodemo.batch_api.emulator import emulate_batch_api  # noqa: E402
 
 app.command("emulate-batch-api")(emulate_batch_api)
+
+
+@app.command("tune")
+def tune_command(
+    dataset: Annotated[
+        str, typer.Option(help="gsm8k, rte, sst2, boolq or a JSONL path.")
+    ] = "gsm8k",
+    limit: Annotated[int, typer.Option(min=0, help="The first K examples; 0: all.")] = 64,
+    model: ModelOption = None,
+    out: Annotated[Path, typer.Option(help="Folder for the report and tuned.json.")] = Path(
+        "autodemo-tune"
+    ),
+    methods: Annotated[
+        str, typer.Option(help="Methods to search (batch, auto_demo, +similarity).")
+    ] = "batch,auto_demo,auto_demo+similarity",
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes to search.")] = "4,8,16",
+    reasoning: Annotated[
+        str, typer.Option(help="both, on or off: also try the final answer alone.")
+    ] = "both",
+    shots: Annotated[int, typer.Option(min=0, help="Shared training exemplars (k-shot).")] = 0,
+    tolerance: Annotated[
+        float, typer.Option(help="Accuracy a choice may lose against single (0.02: 2 points).")
+    ] = 0.02,
+    prices: Annotated[Path | None, typer.Option(help="A JSON price table.")] = None,
+    price_model: Annotated[str, typer.Option(help="Whose prices decide.")] = "gpt-4o-mini",
+    max_tokens: MaxTokensOption = None,
+    max_concurrency: ConcurrencyOption = 1,
+    progress: Annotated[bool, typer.Option(help="Print each measurement.")] = True,
+) -> None:
+    """Find the cheapest configuration that keeps single's accuracy on a labelled sample
+    (successive halving, cheapest first; paired test against single), and write it as a
+    config file for AutoDemoBatchRunnable.from_config and autodemo run --config."""
+    options = dict(locals())
+    from langchain_autodemo.cli.tune import TuneOptions, run_tune
+
+    with user_errors():
+        run_tune(TuneOptions(**options))

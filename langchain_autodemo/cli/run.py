@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 from uuid import UUID
@@ -96,6 +96,11 @@ class RunOptions:
     audit: float | None = None
     """Share of the items audited against single answers (:mod:`langchain_autodemo.audit`),
     with the fallback to single calls at the default ``min_agreement``; ``None``: off."""
+    config: Path | None = None
+    """A configuration ``autodemo tune`` wrote (``tuned.json``): its mode, batch size,
+    grouping, reasoning, instructions and shared exemplars replace those options."""
+    demonstrations: tuple[tuple[str, str], ...] = ()
+    """Shared exemplars shown before every call (from ``config``)."""
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,7 @@ def run(options: RunOptions) -> None:
     Raises :class:`~langchain_autodemo.errors.ConfigurationError` (before anything is
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
+    options = with_config(options)
     job = _prepare(options)
     answering: Answering
     if options.via == "batch-api":
@@ -311,6 +317,24 @@ def _make_ready(job: RunJob) -> None:
     prepare_for_append(output, keep=job.finished if options.retry_errors else None)
 
 
+def with_config(options: RunOptions) -> RunOptions:
+    """``options`` with a tuned configuration applied (``--config``)."""
+    if options.config is None:
+        return options
+    from langchain_autodemo.tuning import TunedConfig
+
+    config = TunedConfig.read(options.config)
+    return replace(
+        options,
+        mode=Mode(config.mode),
+        batch_size=config.batch_size,
+        reasoning=config.reasoning,
+        instructions=config.instructions or options.instructions,
+        select="similarity" if config.grouping == "similarity" else options.select,
+        demonstrations=config.demonstrations,
+    )
+
+
 def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, Any]:
     """The settings that shape the answers: a resumed output must have been written with
     the same (:func:`~langchain_autodemo.cli.resume.check_setup`)."""
@@ -327,6 +351,11 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         "demo_pool": _digest(options.demo_pool) if options.demo_pool is not None else None,
         "max_tokens": options.max_tokens,
         "answer_field": answer_key,
+        "demonstrations": hashlib.sha256(
+            json.dumps(options.demonstrations).encode()
+        ).hexdigest()[:16]
+        if options.demonstrations
+        else None,
     }
 
 
@@ -475,6 +504,7 @@ class OnlineAnswering:
                 mode=options.mode,
                 selector=job.selector,
                 reasoning=options.reasoning,
+                demonstrations=options.demonstrations,
             )
             answerer, audited, chunk = _audited(runner, options, len(todo))
             bar = tqdm(

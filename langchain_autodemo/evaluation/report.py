@@ -45,7 +45,7 @@ def price_of(meta: dict[str, Any]) -> tuple[str, Price] | None:
     return str(entry.get("model", "?")), Price(**{k: v for k, v in entry.items() if k in known})
 
 
-def costs(results: Sequence[MethodResult], price: Price) -> dict[tuple[str, int], dict[str, float]]:
+def costs(results: Sequence[MethodResult], price: Price) -> dict[tuple[str, int], dict[str, Any]]:
     """USD per 1,000 items without and with prompt caching, and the ratio of each to
     single's with caching (the honest baseline: a provider caches single's shared prompt)."""
     single = next((r for r in results if r.method == "single"), None)

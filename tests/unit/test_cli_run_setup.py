@@ -64,7 +64,7 @@ def test_run_records_its_setup_beside_the_output(cli: CliRunner, tmp_path: Path)
     assert meta["setup"] == {
         "model": FAKE, "instructions": "Add.", "mode": "auto_demo", "batch_size": 4,
         "reasoning": True, "field": "question", "template": None, "select": None,
-        "demo_pool": None, "max_tokens": None, "answer_field": "answer",
+        "demo_pool": None, "max_tokens": None, "answer_field": "answer", "demonstrations": None,
     }  # fmt: skip
     assert meta["command"].startswith("autodemo ")
     # the output itself is unchanged: one record per line, each with its input line

@@ -11,6 +11,9 @@ import pytest
 import langchain_autodemo
 
 EXPECTED_ALL = [
+    "AgreementEstimate",
+    "AuditPolicy",
+    "AuditedRunnable",
     "AutoDemoBatchRunnable",
     "AutoDemoError",
     "AutoDemoInputError",

@@ -1,0 +1,118 @@
+"""``autodemo tune``: the cheapest configuration that keeps single's accuracy, on a sample."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from langchain_autodemo.cli.common import echo
+from langchain_autodemo.errors import ConfigurationError
+
+__all__ = ["TuneOptions", "run_tune"]
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    dataset: str = "gsm8k"
+    limit: int = 64
+    model: str | None = None
+    out: Path = Path("autodemo-tune")
+    methods: str = "batch,auto_demo,auto_demo+similarity"
+    batch_sizes: str = "4,8,16"
+    reasoning: str = "both"
+    """``both``, ``on`` or ``off``: whether to try the final answer alone."""
+    shots: int = 0
+    tolerance: float = 0.02
+    prices: Path | None = None
+    price_model: str = "gpt-4o-mini"
+    max_tokens: int | None = None
+    max_concurrency: int = 1
+    progress: bool = True
+
+
+def run_tune(options: TuneOptions) -> None:
+    """Search, print the table, write ``tune.json``, ``tune.md``, ``tuned.json`` and the
+    Pareto plot into ``options.out``."""
+    from langchain_autodemo.evaluation.datasets import load_dataset
+    from langchain_autodemo.evaluation.harness import shot_exemplars
+    from langchain_autodemo.evaluation.methods import parse_batch_sizes
+    from langchain_autodemo.models import open_model, parse_model_spec
+    from langchain_autodemo.pricing import PriceTable
+    from langchain_autodemo.tuning import candidates, tune
+
+    choices = {"both": (True, False), "on": (True,), "off": (False,)}
+    if options.reasoning not in choices:
+        raise ConfigurationError(f"--reasoning {options.reasoning!r}: use both, on or off")
+    if not 0 <= options.tolerance < 1:
+        raise ConfigurationError("--tolerance is a share of items, e.g. 0.02 for 2 points")
+    space = candidates(
+        [m.strip() for m in options.methods.split(",") if m.strip()],
+        parse_batch_sizes(options.batch_sizes),
+        choices[options.reasoning],
+    )
+    table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
+    price = table.price(options.price_model)
+    data = load_dataset(options.dataset, limit=options.limit or None)
+    exemplars = shot_exemplars(data, options.shots)
+    spec = parse_model_spec(options.model)
+    options.out.mkdir(parents=True, exist_ok=True)
+    with open_model(spec, max_tokens=options.max_tokens) as opened:
+        echo(
+            f"Model: {opened.description}; {data.name}, {len(data)} items, "
+            f"{len(space)} configurations against single"
+        )
+
+        def said(label: str, result: object) -> None:
+            if options.progress:
+                echo(f"  {label}: {result.correct}/{result.n}, {result.calls} calls")  # type: ignore[attr-defined]
+
+        report = tune(
+            opened.llm, data, space, price=price, price_model=options.price_model,
+            demonstrations=exemplars, tolerance=options.tolerance,
+            max_concurrency=options.max_concurrency, on_result=said,
+        )  # fmt: skip
+    data_out = report.as_dict()
+    data_out["meta"] = {
+        "dataset": data.name,
+        "items": len(data),
+        "model": opened.description,
+        "shots": options.shots,
+        "tolerance": options.tolerance,
+        "prices": table.as_dict(options.price_model),
+    }
+    (options.out / "tune.json").write_text(json.dumps(data_out, indent=2) + "\n")
+    markdown = report.markdown()
+    (options.out / "tune.md").write_text(f"# autodemo tune: {data.name}\n\n{markdown}")
+    report.chosen.write(options.out / "tuned.json")
+    _plot(data_out["rows"], options.out / "pareto.png", f"{data.name}, {options.price_model}")
+    typer.echo(markdown)
+    echo(f"Wrote {options.out}/tuned.json (load it with AutoDemoBatchRunnable.from_config or "
+         "autodemo run --config), tune.json, tune.md and pareto.png")  # fmt: skip
+
+
+def _plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for row in rows:
+        if "accuracy" not in row:
+            continue
+        x, y = float(row["usd_per_1k_items_cached"]), float(row["accuracy"])  # type: ignore[arg-type]
+        low, high = row["accuracy_95"]  # type: ignore[misc]
+        color = "tab:green" if row["status"] == "chosen" else (
+            "tab:blue" if row["label"] == "single" else "tab:gray")  # fmt: skip
+        ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", color=color, capsize=3)
+        ax.annotate(str(row["label"]), (x, y), fontsize=7, xytext=(4, 2),
+                    textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("USD per 1,000 items, with prompt caching")
+    ax.set_ylabel("accuracy (95% interval)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

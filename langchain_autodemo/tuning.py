@@ -1,0 +1,382 @@
+"""``autodemo tune``: find the cheapest configuration that keeps single's accuracy.
+
+On a labelled sample, :func:`tune` measures ``single`` (the reference: one call per
+item, the user's current practice) and then the candidate configurations (mode x batch
+size x grouping x reasoning, on the run's shared exemplars), cheapest first by a token
+estimate, in rounds of successive halving: every surviving candidate answers the next
+slice of the sample (a quarter, then the next quarter, then the second half), and after
+each round a candidate is dropped when its paired accuracy against single on the items
+so far is significantly lower (exact McNemar, ``alpha``) or lower by more than
+``drop_margin``. Once a candidate has passed on the whole sample, the candidates whose
+estimated cost is higher are not measured further: they cannot be the cheapest.
+
+The choice is the candidate with the lowest cost per item (USD with prompt caching at
+the chosen prices) whose accuracy on the whole sample is within ``tolerance`` of
+single's and not significantly below it; when none is, the choice is ``single``. The
+result is a :class:`TunedConfig` that :meth:`AutoDemoBatchRunnable.from_config` and
+``autodemo run --config`` load.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.evaluation.datasets import Dataset
+from langchain_autodemo.evaluation.diagnostics import paired_comparison
+from langchain_autodemo.evaluation.harness import MethodResult, run_method
+from langchain_autodemo.evaluation.methods import Method, parse_method
+from langchain_autodemo.planning import estimate_tokens
+from langchain_autodemo.pricing import Price
+from langchain_autodemo.prompts import Mode
+
+__all__ = ["Candidate", "TuneReport", "TunedConfig", "candidates", "tune"]
+
+
+@dataclass(frozen=True)
+class TunedConfig:
+    """A runner configuration, as ``autodemo tune`` writes it and runners load it."""
+
+    mode: str = "single"
+    batch_size: int = 1
+    grouping: str | None = None
+    """``None`` (inputs in order) or ``"similarity"`` (a ``SimilarityBatchSelector``)."""
+    reasoning: bool = True
+    instructions: str | None = None
+    demonstrations: tuple[tuple[str, str], ...] = ()
+    tuned_on: dict[str, Any] = field(default_factory=dict, compare=False)
+    """What the choice rests on: dataset, items, model, accuracy and cost against single."""
+
+    @property
+    def method(self) -> str:
+        return self.mode + (f"+{self.grouping}" if self.grouping else "")
+
+    def runner_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~langchain_autodemo.AutoDemoBatchRunnable`
+        (the similarity selector is built by ``from_config``, which owns the embeddings)."""
+        return {
+            "mode": self.mode,
+            "batch_size": self.batch_size,
+            "reasoning": self.reasoning,
+            "instructions": self.instructions,
+            "demonstrations": self.demonstrations,
+        }
+
+    def write(self, path: str | Path) -> Path:
+        path = Path(path)
+        data = asdict(self)
+        data["demonstrations"] = [list(pair) for pair in self.demonstrations]
+        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def read(cls, path: str | Path) -> TunedConfig:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read the config {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigurationError(f"{path}: expected a JSON object")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigurationError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+        try:
+            data["demonstrations"] = tuple(
+                (str(q), str(a)) for q, a in data.get("demonstrations", [])
+            )
+            config = cls(**data)
+            Mode(config.mode)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"{path}: {exc}") from None
+        if config.grouping not in (None, "similarity"):
+            raise ConfigurationError(f"{path}: grouping must be null or 'similarity'")
+        return config
+
+
+@dataclass(frozen=True)
+class Candidate:
+    method: Method
+    batch_size: int
+    reasoning: bool
+
+    @property
+    def label(self) -> str:
+        size = "" if self.method.mode is Mode.SINGLE else f" N={self.batch_size}"
+        return f"{self.method.name}{size}" + ("" if self.reasoning else " terse")
+
+    def config(
+        self, instructions: str | None, demonstrations: Sequence[tuple[str, str]]
+    ) -> TunedConfig:
+        return TunedConfig(
+            mode=self.method.mode.value,
+            batch_size=self.batch_size,
+            grouping=self.method.grouping,
+            reasoning=self.reasoning,
+            instructions=instructions,
+            demonstrations=tuple(demonstrations),
+        )
+
+
+def candidates(
+    methods: Sequence[str] = ("batch", "auto_demo", "auto_demo+similarity"),
+    batch_sizes: Sequence[int] = (4, 8, 16),
+    reasoning: Sequence[bool] = (True, False),
+) -> list[Candidate]:
+    """The search space (without ``single``, the reference)."""
+    found = []
+    for name in methods:
+        method = parse_method(name)
+        if method.mode is Mode.SINGLE or method.bootstrap or method.needs_pool:
+            raise ConfigurationError(f"tune searches batch and auto_demo methods, not {name!r}")
+        for size in batch_sizes:
+            for reasons in reasoning:
+                found.append(Candidate(method, size, reasons))
+    return found
+
+
+def estimated_tokens_per_item(
+    candidate: Candidate, question_tokens: float, prefix_tokens: float, price: Price
+) -> float:
+    """A cost proxy (USD-weighted tokens per item) that orders the search cheapest first."""
+    answer = 120.0 if candidate.reasoning else 6.0
+    restate = question_tokens if candidate.method.mode is Mode.AUTO_DEMO else 0.0
+    size = candidate.batch_size
+    input_tokens = prefix_tokens / size + question_tokens + 60 / size
+    output_tokens = answer + restate + 4
+    return input_tokens * price.input + output_tokens * price.output
+
+
+@dataclass
+class Row:
+    """One configuration's standing."""
+
+    label: str
+    config: TunedConfig
+    result: MethodResult | None = None
+    status: str = "not run"
+    comparison: dict[str, Any] | None = None
+
+    def summary(self, price: Price, single_cached: float) -> dict[str, Any]:
+        data: dict[str, Any] = {"label": self.label, "status": self.status}
+        if self.result is not None:
+            r = self.result
+            cached = r.usd_per_1k_items(price, cached=True)
+            data.update(
+                items=r.n,
+                accuracy=r.accuracy,
+                accuracy_95=list(_wilson(r.correct, r.n)),
+                usd_per_1k_items=round(r.usd_per_1k_items(price, cached=False), 5),
+                usd_per_1k_items_cached=round(cached, 5),
+                vs_single_cached=round(cached / single_cached, 3) if single_cached else None,
+                calls=r.calls,
+                retries=r.retries,
+            )
+        if self.comparison is not None:
+            data["vs_single"] = {
+                k: self.comparison[k]
+                for k in ("accuracy_difference", "mcnemar_p", "bootstrap_95", "n")
+            }
+        return data
+
+
+@dataclass
+class TuneReport:
+    chosen: TunedConfig
+    chosen_label: str
+    rows: list[Row]
+    single: MethodResult
+    price_model: str
+    price: Price
+    spent: dict[str, float]
+    """What the tuning itself cost: calls, tokens, USD (uncached, at the chosen prices)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        single_cached = self.single.usd_per_1k_items(self.price, cached=True)
+        return {
+            "chosen": self.chosen_label,
+            "config": asdict(self.chosen),
+            "price_model": self.price_model,
+            "spent": self.spent,
+            "rows": [row.summary(self.price, single_cached) for row in self.rows],
+        }
+
+    def markdown(self) -> str:
+        single_cached = self.single.usd_per_1k_items(self.price, cached=True)
+        lines = [
+            "| configuration | status | accuracy (95%) | vs single (95%) | $/1k | $/1k cached "
+            "| x single cached |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in self.rows:
+            s = row.summary(self.price, single_cached)
+            if "accuracy" not in s:
+                lines.append(f"| {row.label} | {row.status} | | | | | |")
+                continue
+            low, high = s["accuracy_95"]
+            versus = "-"
+            if row.comparison is not None:
+                d = row.comparison["accuracy_difference"] * 100
+                b_low, b_high = row.comparison["bootstrap_95"]
+                versus = f"{d:+.0f} ({b_low * 100:+.0f}..{b_high * 100:+.0f}) pts"
+            ratio = "-" if s["vs_single_cached"] is None else f"{s['vs_single_cached']:.2f}x"
+            lines.append(
+                f"| {row.label} | {row.status} | {s['accuracy']:.0%} on {s['items']} "
+                f"({low:.0%}-{high:.0%}) | {versus} | {s['usd_per_1k_items']:.4f} "
+                f"| {s['usd_per_1k_items_cached']:.4f} | {ratio} |"
+            )
+        lines.append("")
+        lines.append(
+            f"Chosen: **{self.chosen_label}**. Prices: {self.price_model} with prompt caching. "
+            f"The tuning itself: {self.spent['calls']:.0f} calls, "
+            f"{self.spent['input_tokens']:.0f} input and {self.spent['output_tokens']:.0f} "
+            f"output tokens (${self.spent['usd']:.4f} uncached)."
+        )
+        return "\n".join(lines) + "\n"
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
+    if a is None:
+        return b
+    return replace(
+        a,
+        n=a.n + b.n,
+        correct=a.correct + b.correct,
+        parse_failures=a.parse_failures + b.parse_failures,
+        errors=a.errors + b.errors,
+        calls=a.calls + b.calls,
+        retries=a.retries + b.retries,
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        estimated_tokens=a.estimated_tokens or b.estimated_tokens,
+        wall_time_s=a.wall_time_s + b.wall_time_s,
+        items=[*a.items, *b.items],
+        retry_input_tokens=a.retry_input_tokens + b.retry_input_tokens,
+        retry_output_tokens=a.retry_output_tokens + b.retry_output_tokens,
+        call_shared_tokens=[*a.call_shared_tokens, *b.call_shared_tokens],
+    )
+
+
+def _slices(n: int) -> list[tuple[int, int]]:
+    """Successive-halving rounds: the first quarter, the second quarter, the second half."""
+    cuts = sorted({0, max(1, n // 4), max(1, n // 2), n})
+    return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def tune(
+    llm: Any,
+    dataset: Dataset,
+    space: Sequence[Candidate],
+    *,
+    price: Price,
+    price_model: str = "gpt-4o-mini",
+    demonstrations: Sequence[tuple[str, str]] = (),
+    tolerance: float = 0.02,
+    alpha: float = 0.05,
+    drop_margin: float = 0.15,
+    embeddings: Any = None,
+    max_concurrency: int = 1,
+    on_result: Callable[[str, MethodResult], None] | None = None,
+) -> TuneReport:
+    """Search ``space`` on ``dataset`` against single (see the module docstring)."""
+    instructions = dataset.task.instructions
+    slices = _slices(len(dataset))
+
+    def measure(candidate: Candidate, start: int, stop: int) -> MethodResult:
+        part = replace(dataset, examples=dataset.examples[start:stop])
+        selector = candidate.method.selector(embeddings=embeddings)
+        result = run_method(
+            llm, part, candidate.method, candidate.batch_size, selector=selector,
+            max_concurrency=max_concurrency, reasoning=candidate.reasoning,
+            demonstrations=demonstrations,
+        )  # fmt: skip
+        if on_result is not None:
+            on_result(candidate.label, result)
+        return result
+
+    reference = Candidate(Method(Mode.SINGLE), 1, True)
+    single: MethodResult | None = None
+    for start, stop in slices:
+        single = _merge(single, measure(reference, start, stop))
+    assert single is not None
+    question = sum(estimate_tokens(e.text) for e in dataset.examples) / max(1, len(dataset))
+    prefix = sum(estimate_tokens(q) + estimate_tokens(a) for q, a in demonstrations)
+    ordered = sorted(space, key=lambda c: estimated_tokens_per_item(c, question, prefix, price))
+    rows = [Row(c.label, c.config(instructions, demonstrations)) for c in ordered]
+    passed_estimate: float | None = None
+    for candidate, row in zip(ordered, rows, strict=True):
+        estimate = estimated_tokens_per_item(candidate, question, prefix, price)
+        if passed_estimate is not None and estimate > passed_estimate:
+            row.status = "skipped: dearer than a passing configuration"
+            continue
+        row.status = "passed"
+        for round_number, (start, stop) in enumerate(slices, 1):
+            row.result = _merge(row.result, measure(candidate, start, stop))
+            so_far = replace(single, items=single.items[:stop], n=stop)
+            row.comparison = paired_comparison(row.result, so_far)
+            difference = row.comparison["accuracy_difference"]
+            significant = row.comparison["mcnemar_p"] < alpha and difference < 0
+            if significant or difference < -drop_margin:
+                row.status = f"dropped after round {round_number} ({difference * 100:+.0f} pts)"
+                break
+        if row.status == "passed":
+            difference = row.comparison["accuracy_difference"] if row.comparison else 0.0
+            if difference < -tolerance:
+                row.status = f"outside tolerance ({difference * 100:+.0f} pts)"
+            elif passed_estimate is None:
+                passed_estimate = estimate
+    single_row = Row(reference.label, reference.config(instructions, demonstrations), single,
+                     "reference")  # fmt: skip
+    finalists = [r for r in rows if r.status == "passed" and r.result is not None]
+    single_cost = single.usd_per_1k_items(price, cached=True)
+
+    def cost_of(row: Row) -> float:
+        return row.result.usd_per_1k_items(price, cached=True) if row.result else math.inf
+
+    best = min(finalists, key=cost_of, default=None)
+    if best is not None and cost_of(best) >= single_cost:
+        best = None
+    chosen_row = best or single_row
+    chosen_row.status = "chosen"
+    measured = [single, *(r.result for r in rows if r.result is not None)]
+    spent = {
+        "calls": float(sum(r.calls for r in measured)),
+        "input_tokens": float(sum(r.input_tokens for r in measured)),
+        "output_tokens": float(sum(r.output_tokens for r in measured)),
+        "usd": sum(price.cost(r.input_tokens, r.output_tokens) for r in measured),
+    }
+    chosen_result = chosen_row.result or single
+    comparison = chosen_row.comparison or {}
+    chosen = replace(
+        chosen_row.config,
+        tuned_on={
+            "dataset": dataset.name,
+            "items": len(dataset),
+            "accuracy": chosen_result.accuracy,
+            "single_accuracy": single.accuracy,
+            "accuracy_difference": comparison.get("accuracy_difference", 0.0),
+            "vs_single_cached": round(
+                chosen_result.usd_per_1k_items(price, cached=True) / single_cost, 3
+            )
+            if single_cost
+            else None,
+            "price_model": price_model,
+        },
+    )
+    return TuneReport(
+        chosen, chosen_row.label, [single_row, *rows], single, price_model, price, spent
+    )

@@ -1,0 +1,153 @@
+"""``autodemo tune`` on scripted models: the choice, the drops, the config round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from langchain_autodemo import AutoDemoBatchRunnable
+from langchain_autodemo.cli import app
+from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.evaluation.datasets import Dataset, Example, Task
+from langchain_autodemo.pricing import Price
+from langchain_autodemo.prompts import Mode
+from langchain_autodemo.tuning import TunedConfig, candidates, tune
+from tests.fakes import ScriptedChatModel, arithmetic_answer, asked_questions, single_question
+from tests.fakes import well_formed
+
+PRICE = Price(1.0, 4.0, cached_input=0.5)
+SUMS = Dataset(
+    "sums",
+    Task("numeric", "Add the numbers."),
+    [Example(f"s{i}", f"What is {i} + {2 * i}?", str(3 * i)) for i in range(1, 17)],
+    lambda: [("What is 100 + 1?", "100 and 1.\nThe answer is 101.")],
+)
+
+
+# A shared k-shot prefix that packing amortises (as on real few-shot workloads).
+SHOTS = [(f"What is {i} + 100? " + "Some context. " * 40, f"Adding.\nThe answer is {i + 100}.")
+         for i in range(3)]  # fmt: skip
+
+
+def model(*, batch_right: bool, auto_demo_right: bool, terse_right: bool = True):
+    """A model whose packed answers are right or wrong by mode (single: always right)."""
+
+    def script(messages, n):
+        prompt = str(messages[-1].content)
+        questions = asked_questions(messages)
+        if not questions:
+            return f"The answer is {arithmetic_answer(single_question(messages))}."
+        terse = "final answer only" in prompt
+        restate = "without repeating" not in prompt
+        right = (auto_demo_right if restate else batch_right) and (terse_right or not terse)
+
+        def answer(q: str) -> str:
+            return arithmetic_answer(q) if right else "0"
+
+        if terse:
+            return "\n".join(
+                (f"Q[{i}]: {q}\n" if restate else "") + f"A[{i}]: {answer(q)}"
+                for i, q in enumerate(questions, 1)
+            )
+        return well_formed(questions, answer, restate)
+
+    return ScriptedChatModel(script=script)
+
+
+def test_a_wrong_cheap_configuration_is_dropped_and_the_cheapest_right_one_chosen() -> None:
+    llm = model(batch_right=False, auto_demo_right=True)
+    space = candidates(["batch", "auto_demo"], [8], [True])
+    report = tune(llm, SUMS, space, price=PRICE, demonstrations=SHOTS)
+    rows = {row.label: row for row in report.rows}
+    assert rows["batch N=8"].status.startswith("dropped after round 1")
+    assert rows["batch N=8"].result is not None and rows["batch N=8"].result.n == 4  # halved
+    assert report.chosen_label == "auto_demo N=8" and rows["auto_demo N=8"].status == "chosen"
+    assert (report.chosen.mode, report.chosen.batch_size) == ("auto_demo", 8)
+    assert report.chosen.tuned_on["accuracy_difference"] == 0
+    assert report.spent["calls"] > 0
+
+
+def test_when_nothing_keeps_singles_accuracy_single_is_chosen() -> None:
+    llm = model(batch_right=False, auto_demo_right=False)
+    space = candidates(["batch", "auto_demo"], [4], [True])
+    report = tune(llm, SUMS, space, price=PRICE, demonstrations=SHOTS)
+    assert report.chosen_label == "single" and report.chosen.mode == "single"
+    assert all(row.status.startswith("dropped") for row in report.rows[1:])
+
+
+def test_terse_candidates_are_searched_first_and_dropped_when_they_lose() -> None:
+    llm = model(batch_right=True, auto_demo_right=True, terse_right=False)
+    space = candidates(["batch"], [8], [True, False])
+    report = tune(llm, SUMS, space, price=PRICE, demonstrations=SHOTS)
+    labels = [row.label for row in report.rows]
+    assert labels.index("batch N=8 terse") < labels.index("batch N=8")  # cheaper first
+    assert report.chosen_label == "batch N=8"
+
+
+def test_packing_that_costs_more_than_single_is_not_chosen() -> None:
+    """Tiny questions and no shared prompt: the packed prompt's format rules cost more per
+    item than single calls, so even an accurate packed configuration loses to single."""
+    llm = model(batch_right=True, auto_demo_right=True)
+    report = tune(llm, SUMS, candidates(["auto_demo"], [8], [True]), price=PRICE)
+    assert report.chosen_label == "single"
+    assert report.rows[1].status == "passed"
+
+
+def test_a_config_round_trips_and_builds_the_runner(tmp_path: Path) -> None:
+    config = TunedConfig("auto_demo", 8, None, False, "Add.", (("1 + 1?", "The answer is 2."),))
+    path = config.write(tmp_path / "tuned.json")
+    assert TunedConfig.read(path) == config
+    runner = AutoDemoBatchRunnable.from_config(path, model(batch_right=True, auto_demo_right=True))
+    assert (runner.mode, runner.batch_size, runner.settings.reasoning) == (Mode.AUTO_DEMO, 8, False)
+    assert runner.demonstrations == (("1 + 1?", "2"),)  # terse: the final answer alone
+    assert AutoDemoBatchRunnable.from_config(path, runner.llm, batch_size=2).batch_size == 2
+
+
+@pytest.mark.parametrize(
+    "content", ['{"mode": "fast"}', '{"mode": "batch", "colour": 1}', "[1]", "not json"]
+)
+def test_a_bad_config_is_refused_by_name(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "tuned.json"
+    path.write_text(content)
+    with pytest.raises(ConfigurationError, match="tuned.json"):
+        TunedConfig.read(path)
+
+
+def test_the_tune_command_writes_its_report_and_config(tmp_path: Path) -> None:
+    out = tmp_path / "tune"
+    result = CliRunner().invoke(
+        app,
+        ["tune", "--dataset", "gsm8k", "--limit", "8", "--model", "fake:answer=sum",
+         "--methods", "batch", "--batch-sizes", "4", "--reasoning", "on", "--shots", "1",
+         "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} >= {"tune.json", "tune.md", "tuned.json", "pareto.png"}
+    report = json.loads((out / "tune.json").read_text())
+    assert report["chosen"] and report["meta"]["shots"] == 1
+    assert TunedConfig.read(out / "tuned.json").demonstrations
+
+
+def test_run_with_a_tuned_config_uses_its_settings(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"question": f"What is {i} + {i}?"}) + "\n" for i in range(1, 6))
+    )
+    config = TunedConfig("batch", 2, None, True, "Add the numbers.", SHOTS[:1]).write(
+        tmp_path / "tuned.json"
+    )
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["run", str(source), "-o", str(out), "--model", "fake:answer=sum", "--config",
+         str(config)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    answers = [json.loads(line)["answer"] for line in out.read_text().splitlines()]
+    assert answers == ["2", "4", "6", "8", "10"]
+    assert "calls: 3" in result.output  # batch size 2 from the config, not the default 8
+    setup = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert json.dumps(setup).count('"batch"') >= 1 and "demonstrations" in json.dumps(setup)
