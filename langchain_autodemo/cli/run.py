@@ -351,9 +351,9 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         "demo_pool": _digest(options.demo_pool) if options.demo_pool is not None else None,
         "max_tokens": options.max_tokens,
         "answer_field": answer_key,
-        "demonstrations": hashlib.sha256(
-            json.dumps(options.demonstrations).encode()
-        ).hexdigest()[:16]
+        "demonstrations": hashlib.sha256(json.dumps(options.demonstrations).encode()).hexdigest()[
+            :16
+        ]
         if options.demonstrations
         else None,
     }

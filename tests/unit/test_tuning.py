@@ -15,8 +15,13 @@ from langchain_autodemo.evaluation.datasets import Dataset, Example, Task
 from langchain_autodemo.pricing import Price
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.tuning import TunedConfig, candidates, tune
-from tests.fakes import ScriptedChatModel, arithmetic_answer, asked_questions, single_question
-from tests.fakes import well_formed
+from tests.fakes import (
+    ScriptedChatModel,
+    arithmetic_answer,
+    asked_questions,
+    single_question,
+    well_formed,
+)
 
 PRICE = Price(1.0, 4.0, cached_input=0.5)
 SUMS = Dataset(
