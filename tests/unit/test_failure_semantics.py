@@ -55,7 +55,7 @@ def test_a_failed_model_call_raises_the_providers_exception_type_with_the_item()
     assert error.index == 0 and error.attempts == 3
     assert isinstance(error.__cause__, openai.RateLimitError)
     assert error.status_code == 429  # the provider's attributes are kept
-    assert str(error).startswith("item 0: model call failed: RateLimitError")
+    assert str(error).startswith("item 0 ('What is 1 + 10?'): model call failed: RateLimitError")
 
 
 def test_return_exceptions_gives_each_item_its_provider_error() -> None:

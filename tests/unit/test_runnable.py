@@ -138,7 +138,9 @@ def test_items_returned_out_of_order_are_realigned_by_their_restatement() -> Non
 
 
 def test_a_skipped_question_does_not_shift_later_answers() -> None:
-    """The model answers Q2's successor under marker 2: the echo catches it."""
+    """The model answers Q2's successor under marker 2: the echo catches it, and since a
+    renumbered skip is a move nothing corroborates (issue 20: it looks exactly like a digit
+    slip in a restatement), the shifted items are re-asked, never given by their echo alone."""
 
     def skips_second(messages: list[BaseMessage], n: int) -> str:
         questions = asked_questions(messages)
@@ -149,7 +151,7 @@ def test_a_skipped_question_does_not_shift_later_answers() -> None:
 
     runner, model = make_runner(skips_second)
     assert runner.batch(QUESTIONS[:4]) == EXPECTED[:4]
-    assert len(model.calls) == 2  # the batch, then the skipped item alone
+    assert len(model.calls) > 2  # the batch, then its skipped and shifted items again
 
 
 def test_missing_item_is_reasked_alone_and_counted_as_a_retry() -> None:
@@ -333,7 +335,7 @@ def test_an_item_that_keeps_failing_gets_an_explicit_error_after_max_attempts() 
     assert isinstance(error, AutoDemoItemError)
     assert (error.index, error.attempts) == (1, 3)
     assert "missing" in error.reason
-    assert len(model.calls) == 3  # batch, smaller batch, alone
+    assert len(model.calls) >= 3  # batch, smaller batches (renumbered: re-asked), alone
 
 
 def test_without_return_exceptions_the_item_error_is_raised() -> None:
@@ -507,12 +509,11 @@ def test_map_packs_the_list_into_batches() -> None:
 
 
 def test_with_fallbacks_replaces_only_the_failed_items() -> None:
-    runner, _ = make_runner(
-        lambda m, n: well_formed(
-            [q for q in asked_questions(m) if q != QUESTIONS[0]], arithmetic_answer
-        ),
-        max_attempts=1,
-    )
+    def leaves_out_the_first(m, n):
+        blocks = well_formed(asked_questions(m), arithmetic_answer).split("\n\n")
+        return "\n\n".join(b for b in blocks if f": {QUESTIONS[0]}\n" not in b)
+
+    runner, _ = make_runner(leaves_out_the_first, max_attempts=1)
     fallback = RunnableLambda(lambda q: "fallback")
     assert runner.with_fallbacks([fallback]).batch(QUESTIONS[:3]) == [
         "fallback",
@@ -549,15 +550,17 @@ def test_with_config_is_honoured() -> None:
 
 def test_wraps_a_generic_fake_chat_model_that_reports_no_finish_reason() -> None:
     completion = "Q[1]: What is 1 + 1?\nA[1]: Two.\nThe answer is 2."
-    # GenericFakeChatModel never says how its stream ended: by default the end of such a
-    # stream is not trusted (it may have been cut) ...
-    model = GenericFakeChatModel(messages=iter([AIMessage(content=completion)] * 3))
-    [error] = AutoDemoBatchRunnable(model).batch(["What is 1 + 1?"], return_exceptions=True)
-    assert isinstance(error, AutoDemoItemError) and "without a finish reason" in error.reason
-    # ... and a caller who knows its model never reports one says so.
+    # GenericFakeChatModel never says how its stream ended: a user's first unit test
+    # with LangChain's own fakes works by default ...
     model = GenericFakeChatModel(messages=iter([AIMessage(content=completion)]))
-    runner = AutoDemoBatchRunnable(model, require_finish_reason=False)
-    assert runner.batch(["What is 1 + 1?"]) == ["2"]
+    assert AutoDemoBatchRunnable(model).batch(["What is 1 + 1?"]) == ["2"]
+    # ... while for any other model the end of such a stream is not trusted (it may have
+    # been cut), and the error says why and what to do.
+    model = GenericFakeChatModel(messages=iter([AIMessage(content=completion)] * 3))
+    runner = AutoDemoBatchRunnable(model, require_finish_reason=True)
+    [error] = runner.batch(["What is 1 + 1?"], return_exceptions=True)
+    assert isinstance(error, AutoDemoItemError) and "without a finish reason" in str(error)
+    assert "require_finish_reason=False" in str(error)
 
 
 # -- planners ----------------------------------------------------------------------------
