@@ -213,8 +213,16 @@ def comparison_key(text: str) -> str:
 
 
 def _contains(outer: str, inner: str) -> int:
-    """How often key ``inner`` occurs word-aligned in key ``outer``."""
-    return f" {outer} ".count(f" {inner} ") if inner else 0
+    """How often key ``inner`` occurs word-aligned in key ``outer`` (occurrences that
+    share their separating space count: "a b a b" holds "a b" twice)."""
+    if not inner:
+        return 0
+    text, needle = f" {outer} ", f" {inner} "
+    count, at = 0, text.find(needle)
+    while at >= 0:
+        count += 1
+        at = text.find(needle, at + 1)
+    return count
 
 
 def _shingles(tokens: Sequence[str]) -> frozenset[str]:

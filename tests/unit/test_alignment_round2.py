@@ -320,6 +320,12 @@ def test_a_restatement_that_contains_another_input_is_ambiguous(completion) -> N
     assert 0 not in accepted and 0 in failures
 
 
+def test_a_superset_input_copied_with_its_subset_joined_is_ambiguous() -> None:
+    completion = f"Q[1]: {PREMISE}\n{HYPOTHESIS}\nA[1]: Hm.\nThe answer is true.\n\n"
+    accepted, failures = judge([PREMISE, HYPOTHESIS], completion + block(2, HYPOTHESIS, "true"))
+    assert accepted == {1: "true"} and "contains another input" in failures[0]
+
+
 def test_an_input_that_contains_another_still_matches_its_exact_copy() -> None:
     accepted, failures = judge(
         [PREMISE, HYPOTHESIS], block(1, PREMISE, "entailment") + block(2, HYPOTHESIS, "true")
