@@ -2,10 +2,15 @@
 
 Each case draws inputs that are hard to tell apart (same words in another order, case-
 or punctuation-only variants, exact duplicates, emoji-only, near-duplicates, marker-like
-text, 20k-character inputs, invisible characters) and a model that corrupts its
-completions (swaps, relabels, shifted indices, dropped, duplicated or conflicting
-blocks, missing or paraphrased restatements, truncation with and without a finish
-reason, mid-stream exceptions, runaways, chatter). Some cases show solved
+text, 20k-character inputs, invisible characters; since issue 20 also digit slips
+such as 31 - 4 / 13 - 4, inputs that contain each other, inputs that embed a whole
+``Q[i]: ... A[i]: The answer is ...`` block, operator-only differences, non-Latin
+scripts) and a model that corrupts its completions (swaps, relabels, shifted indices,
+dropped, duplicated or conflicting blocks, missing or paraphrased restatements,
+truncation with and without a finish reason, mid-stream exceptions, runaways, chatter;
+since issue 20 also restatements that slip to another input, merged restatements,
+copies broken at an input's embedded markers, faithful copies that add spaces or drop
+diacritics and variation selectors, and never-ending streams). Some cases show solved
 demonstrations that are near-copies of the inputs (as retrieval picks them), and the
 model re-answers a demonstration in place of its look-alike. The model only ever
 answers a question with that question's own tag, so any answer carrying another input's
@@ -53,14 +58,56 @@ def tag(question: str) -> str:
 
 # -- inputs ------------------------------------------------------------------------------
 
-EMOJI = ["😀", "😡", "👍", "👎", "🎉", "🔥", "🙂", "🍎", "🐍", "✅"]
+EMOJI = ["😀", "😡", "👍", "👎", "🎉", "🔥", "🙂", "🍎", "🐍", "✅", "❤\ufe0f", "❤"]
+EMBEDDED = re.compile(r"EMB\d+")  # an answer written inside an input's own text
+HYPOTHESES = [
+    "The Raisani tribe resides in Pakistan.",
+    "Steve Jobs worked for Apple.",
+    "The ground is wet now.",
+]
 WORDS = ["apples", "boats", "clocks", "drums", "eggs", "forks", "geese", "hats", "kites"]
 
 
 def _family(rng: random.Random) -> list[str]:
     kind = rng.choice(
         ["arith", "order", "case", "dup", "emoji", "near", "marker", "unicode", "long"]
+        + ["slip", "superset", "embedded", "operator", "script"]
     )
+    if kind == "slip":  # the digits of one number swapped: 31 - 4 and 13 - 4
+        a, b = rng.sample(range(1, 10), 2)
+        op = rng.choice("+-*")
+        c = rng.randint(1, 9)
+        return [f"What is {a}{b} {op} {c}?", f"What is {b}{a} {op} {c}?"]
+    if kind == "superset":  # an RTE hypothesis alone and inside its premise question
+        hypothesis = rng.choice(HYPOTHESES)
+        pair = [hypothesis, f"Premise: It was reported on day {rng.randint(1, 9)}. "
+                f"Hypothesis: {hypothesis}"]  # fmt: skip
+        return pair if rng.random() < 0.5 else pair[::-1]
+    if kind == "embedded":  # an input holding a whole block about another input
+        a, b, k = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 4)
+        inner = f"What is {a} times {b}?"
+        outer = (
+            f"Is {rng.randint(2, 99)} prime? Q[{k}]: {inner} A[{k}]: The answer is EMB{a}{b}{k}."
+        )
+        return [outer, inner]
+    if kind == "operator":
+        a, b = rng.randint(2, 9), rng.randint(2, 9)
+        forms = [f"{a}-{b}", f"{a}*{b}", f"{a}.{b}", f"-{a}+{b}", f"{a}+{b}", f"{a}/{b}"]
+        return [f"What is {form}?" for form in rng.sample(forms, rng.randint(2, 4))]
+    if kind == "script":
+        n, m = rng.randint(2, 9), rng.randint(1, 9)
+        return [
+            rng.choice(
+                [
+                    f"我有{n}个苹果，吃了{m}个，还剩几个？",
+                    f"كَمْ عَدَدُ التُّفَّاحَاتِ فِي السَّلَّةِ {n}؟",
+                    f"ฉันมีแอปเปิ้ล{n}ลูกกินไป{m}ลูก",
+                    f"りんごが{n}個あります。{m}個食べました。",
+                    f"I ❤️ film number {n}. Positive?",
+                    f"Ist das Café {n} schön?",
+                ]
+            )
+        ]
     if kind == "arith":
         return [f"What is {rng.randint(1, 99)} + {rng.randint(1, 99)}?"]
     if kind == "order":
@@ -124,6 +171,7 @@ class Block:
     final_line: bool = True
     bold: bool = False
     copied: bool = False  # a demonstration's block, copied whole (restatement included)
+    slipped: bool = False  # its restatement names another input than the one it answers
 
     def render(self) -> str:
         star = "**" if self.bold else ""
@@ -149,11 +197,24 @@ def _paraphrase(rng: random.Random, text: str) -> str:
     return "Question: " + text
 
 
+_ARABIC_MARKS = re.compile("[\u064b-\u065f\u0670]")
+_NO_SPACE_CHAR = re.compile("[\u0e00-\u0e7f\u3040-\u30ff\u4e00-\u9fff]")
+
+
+def _faithful(rng: random.Random, text: str) -> str:
+    """What a faithful copy may change: spaces around digits and inside scripts without
+    spaces, optional diacritics, variation selectors."""
+    text = _ARABIC_MARKS.sub("", text).replace("\ufe0f", "")
+    text = re.sub(r"(?<=\D)(\d+)(?=\D)", r" \1 ", text) if rng.random() < 0.5 else text
+    spots = [m.end() for m in _NO_SPACE_CHAR.finditer(text)][:-1]
+    for at in sorted(rng.sample(spots, min(len(spots), 2)), reverse=True):
+        text = text[:at] + " " + text[at:]
+    return text
+
+
 def _surface(rng: random.Random, text: str) -> str:
     """The same words, written differently: case, end punctuation, quotes, a prefix."""
-    return rng.choice(
-        (text.lower(), text.rstrip("?.!") + " ", f'"{text}"', "Question: " + text)
-    )
+    return rng.choice((text.lower(), text.rstrip("?.!") + " ", f'"{text}"', "Question: " + text))
 
 
 OPS = (
@@ -178,14 +239,27 @@ OPS = (
     "copy_demo",
     "copy_demo",
     "fragment",
+    "slip",
+    "slip",
+    "merge_other",
+    "break_embedded",
+    "break_embedded",
+    "faithful",
 )
-ENDINGS = ("stop", "stop", "stop", "length", "no_finish", "raise", "raise_first")
+ENDINGS = ("stop", "stop", "stop", "length", "no_finish", "raise", "raise_first", "endless")
 
 
 def corrupt(
     rng: random.Random, questions: list[str], ops: list[str], demos: Sequence[str] = ()
 ) -> str:
     blocks: list[Block | str] = [Block(q, i, q, tag(q)) for i, q in enumerate(questions, 1)]
+    if "slip" in ops or "merge_other" in ops:
+        # A restatement that names another input than the one answered is detectable only
+        # while the index still says which one was answered, and while it is the only such
+        # block: two slips that trade texts, or a slip relabelled to the input it names,
+        # read exactly like a legitimate swap or a correct block.
+        ops = [op for op in ops if op not in ("relabel", "shift", "marker_conflict")]
+    slips = 0
     for op in ops:
         at = [i for i, b in enumerate(blocks) if isinstance(b, Block)]
         if not at:
@@ -214,7 +288,7 @@ def corrupt(
             # (An unrestated copy of a demonstration would be the model's own wrong answer
             # to a one-question call: nothing in the completion tells it apart.)
             b.restate = None
-        elif op == "paraphrase" and b.restate is not None:
+        elif op == "paraphrase" and b.restate is not None and not b.slipped:
             b.restate = _paraphrase(rng, b.restate)
         elif op == "bold":
             b.bold = True
@@ -241,11 +315,31 @@ def corrupt(
             blocks.insert(0, "Sure! Here are the answers, restated as asked.")
         elif op == "empty":
             return ""
-        elif op == "fragment" and b.restate is not None and not b.copied:
+        elif op == "fragment" and b.restate is not None and not b.copied and not b.slipped:
             words = b.restate.split()  # a verbatim run of words, as a model copies one sentence
             if len(words) > 4:
                 start = rng.randrange(len(words) - 3)
                 b.restate = " ".join(words[start : rng.randint(start + 4, len(words))])
+        elif op == "slip" and len(questions) > 1 and not slips and not b.copied:
+            # restates another input exactly (a digit slip) but answers its own question
+            b.restate = rng.choice([q for q in questions if q != b.question])
+            b.slipped, slips = True, 1
+        elif op == "merge_other" and len(questions) > 1 and b.restate is not None:
+            # two questions copied as one (or a prompt line joined as a wrapped line)
+            other = rng.choice([q for q in questions if q != b.question])
+            joint = rng.choice((" ", "\n"))
+            b.restate = (
+                f"{b.restate}{joint}{other}" if rng.random() < 0.7 else f"{other} {b.restate}"
+            )
+            if rng.random() < 0.5 and not slips and not b.copied:
+                b.question, b.answer = other, tag(other)  # ... and answers the other one
+                b.slipped, slips = True, 1
+        elif op == "break_embedded" and b.restate is not None and not b.copied:
+            # a copy broken at the markers inside the input (with blank lines, sometimes)
+            gap = rng.choice(("\n", "\n\n"))
+            b.restate = re.sub(r" (?=(?:Q|A)\[\d+\]:)", gap, b.restate)
+        elif op == "faithful" and b.restate is not None and not b.copied:
+            b.restate = _faithful(rng, b.restate)
         elif op == "copy_demo" and demos:  # re-answers a demonstration in this block's place
             demo = rng.choice(demos)
             # copied as models copy: word for word, at most re-cased, quoted or prefixed
@@ -305,6 +399,43 @@ class RateLimited(Exception):
     retry_after = 0.0
 
 
+#: An endless stream read this far was read "forever": a hang.
+HANG_CHUNKS = 40_000
+
+
+class EndlessScriptedModel(ScriptedChatModel):
+    """A scripted model whose reply may go on forever (metadata ``endless``): after its
+    text it streams ever new lines and short repeated ones, up to :data:`HANG_CHUNKS`."""
+
+    hangs: int = 0
+
+    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
+                **kwargs: Any) -> Any:  # fmt: skip
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        text, meta = self._reply(messages)
+        size = self.chunk_size
+        pieces = (
+            text.splitlines(keepends=True)
+            if size <= 0
+            else [text[i : i + size] for i in range(0, len(text), size)]
+        )
+        if meta.get("endless"):
+            for n in range(HANG_CHUNKS):
+                piece = pieces[n] if n < len(pieces) else ("Hmm.\n" if n % 3 else f"Idea {n}.\n")
+                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            self.hangs += 1
+            return
+        for piece in pieces:
+            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+        if "raise" in meta:
+            raise meta["raise"]
+        reason = meta.get("finish_reason", "stop")
+        finish = {"finish_reason": reason} if reason else {}
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=finish))
+
+
 def hostile_script(seed: int) -> Callable[[list[BaseMessage], int], Any]:
     def script(messages: list[BaseMessage], call: int) -> Any:
         rng = random.Random(f"{seed}/{call}/{'|'.join(asked(messages))}")
@@ -316,6 +447,8 @@ def hostile_script(seed: int) -> Callable[[list[BaseMessage], int], Any]:
         ending = rng.choice(ENDINGS) if misbehave else "stop"
         if ending == "raise_first":
             return RateLimited("429 Too Many Requests")
+        if ending == "endless":
+            return text[: int(len(text) * rng.random())], {"endless": True}
         cut = int(len(text) * rng.random())
         if ending == "length":
             return text[:cut], {"finish_reason": "length"}
@@ -339,6 +472,7 @@ class Tally:
     errors: int = 0
     wrong_own: int = 0  # the model's wrong answer to the question it restated: not misaligned
     misaligned: int = 0
+    hangs: int = 0  # endless streams read to HANG_CHUNKS
     calls: int = 0
     by_driver: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
@@ -359,12 +493,15 @@ class Tally:
         assert len(results) == len(inputs), "one result per input"
         for k, result in enumerate(results):
             self.items += 1
+            embedded = EMBEDDED.findall(str(result))
             if isinstance(result, AutoDemoError):
                 assert getattr(result, "index", k) == k, "an error names its own item"
                 self.errors += 1
             elif tag(rendered[k]) in str(result):
                 self.correct += 1
-            elif any(t in str(result) for t in tags - {tag(rendered[k])}):
+            elif embedded and all(e in rendered[k] for e in embedded):
+                self.wrong_own += 1  # text of its own input, not another's
+            elif embedded or any(t in str(result) for t in tags - {tag(rendered[k])}):
                 self.misaligned += 1
                 if len(self.examples) < 20:
                     self.examples.append(
@@ -390,6 +527,7 @@ class Tally:
             "explicit_errors": self.errors,
             "wrong_but_own": self.wrong_own,
             "misaligned": self.misaligned,
+            "hangs": self.hangs,
             "by_driver": dict(self.by_driver),
             "misaligned_examples": self.examples,
             "wrong_but_own_examples": self.wrong_examples,
@@ -401,7 +539,7 @@ def run_case(seed: int, tally: Tally) -> None:
     inputs = draw_inputs(rng, rng.randint(1, 12))
     longest = max(len(q) for q in inputs)
     chunk = rng.choice((1, 3, 7, 0)) if longest < 500 else rng.choice((64, 0))
-    model = ScriptedChatModel(script=hostile_script(seed), chunk_size=chunk)
+    model = EndlessScriptedModel(script=hostile_script(seed), chunk_size=chunk)
     selector = LookAlikeDemos(random.Random(seed)) if rng.random() < 0.3 else None
     runner = AutoDemoBatchRunnable(
         model,
@@ -410,6 +548,7 @@ def run_case(seed: int, tally: Tally) -> None:
         max_attempts=rng.randint(1, 4),
         retry_initial_delay=0.0,
         retry_max_delay=0.0,
+        max_output_tokens=rng.choice((None, None, 4000)),
     )
     driver = DRIVERS[seed % len(DRIVERS)]
     config = {"max_concurrency": rng.randint(1, 4)}
@@ -429,6 +568,7 @@ def run_case(seed: int, tally: Tally) -> None:
         got = asyncio.run(collect())
         results = [got[i] for i in range(len(inputs))]
     tally.calls += len(model.calls)
+    tally.hangs += model.hangs
     tally.judge(inputs, results, driver, seed, selector.demos if selector else ())
 
 
@@ -455,7 +595,7 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-    raise SystemExit(1 if tally.misaligned else 0)
+    raise SystemExit(1 if tally.misaligned or tally.hangs else 0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 """A fixed-seed slice of the adversarial alignment fuzz (tests/adversarial.py).
 
-The full run (11,000 cases, README) is ``python -m tests.adversarial --cases 11000``.
+The full run is ``python -m tests.adversarial --cases 3000`` (benchmarks/results/
+fuzz_alignment.json); since issue 20 it also draws digit slips, inputs that contain each
+other, embedded ``Q[i]/A[i]`` blocks, operator-only differences, non-Latin scripts with
+faithful-copy variations, merged restatements and never-ending streams.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from tests.adversarial import fuzz
 def test_no_hostile_input_or_completion_misaligns_an_answer() -> None:
     tally = fuzz(160, first_seed=1000)
     assert tally.misaligned == 0, tally.examples
+    assert tally.hangs == 0  # every never-ending stream was cut at its output budget
     assert tally.items == tally.correct + tally.errors + tally.wrong_own
     # The slice really exercises both outcomes: recovered answers and explicit errors.
     assert tally.correct > tally.items // 2 and tally.errors > 0
