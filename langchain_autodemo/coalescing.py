@@ -36,7 +36,6 @@ call.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import threading
@@ -51,7 +50,6 @@ from langchain_core.runnables.config import ensure_config
 
 from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.errors import (
-    AutoDemoError,
     AutoDemoInputError,
     AutoDemoItemError,
     AutoDemoModelCallError,
@@ -261,18 +259,17 @@ class MicroBatcher(Runnable[Any, Any]):
 
 
 def as_own_request(error: BaseException) -> BaseException:
-    """The same error, numbered as the caller's only item (not its place in the batch)."""
-    renumbered: AutoDemoError
-    if isinstance(error, AutoDemoModelCallError) and error.__cause__ is not None:
-        renumbered = model_call_error(error.__cause__, 0, error.attempts, error.reasons)
-    elif isinstance(error, AutoDemoItemError):
-        renumbered = AutoDemoItemError(0, error.reason, error.attempts, error.reasons)
-    elif isinstance(error, AutoDemoInputError):
-        renumbered = AutoDemoInputError(0, error.reason)
-    else:
-        return error
+    """The same error, numbered as the caller's only item (not its place in the batch),
+    still quoting the caller's input."""
     excerpt = getattr(error, "input_excerpt", None)
-    if excerpt is not None:
-        with contextlib.suppress(AttributeError):
-            renumbered.input_excerpt = excerpt  # type: ignore[attr-defined]
-    return renumbered
+    if isinstance(error, AutoDemoModelCallError) and error.__cause__ is not None:
+        return model_call_error(
+            error.__cause__, 0, error.attempts, error.reasons, input_excerpt=excerpt
+        )
+    if isinstance(error, AutoDemoItemError):
+        return AutoDemoItemError(
+            0, error.reason, error.attempts, error.reasons, input_excerpt=excerpt
+        )
+    if isinstance(error, AutoDemoInputError):
+        return AutoDemoInputError(0, error.reason, input_excerpt=excerpt)
+    return error

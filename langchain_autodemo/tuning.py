@@ -1,7 +1,7 @@
 """``autodemo tune``: find the cheapest configuration that keeps single's accuracy.
 
 On a labelled sample, :func:`tune` measures ``single`` (the reference: one call per
-item, the user's current practice) and then the candidate configurations (mode x batch
+item, the user's current practice; terse when every candidate is) and then the candidate configurations (mode x batch
 size x grouping x reasoning, on the run's shared exemplars), cheapest first by a token
 estimate, in rounds of successive halving: every surviving candidate answers the next
 slice of the sample (a quarter, then the next quarter, then the second half), and after
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from langchain_autodemo.audit import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import paired_comparison
@@ -170,7 +171,7 @@ class Row:
             data.update(
                 items=r.n,
                 accuracy=r.accuracy,
-                accuracy_95=list(_wilson(r.correct, r.n)),
+                accuracy_95=list(wilson_interval(r.correct, r.n)),
                 usd_per_1k_items=round(r.usd_per_1k_items(price, cached=False), 5),
                 usd_per_1k_items_cached=round(cached, 5),
                 vs_single_cached=round(cached / single_cached, 3) if single_cached else None,
@@ -240,15 +241,6 @@ class TuneReport:
         return "\n".join(lines) + "\n"
 
 
-def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
     if a is None:
         return b
@@ -308,7 +300,10 @@ def tune(
             on_result(candidate.label, result)
         return result
 
-    reference = Candidate(Method(Mode.SINGLE), 1, True)
+    # The reference is single as the search would run it: with reasoning unless every
+    # candidate leaves it out (a terse search is measured against a terse single, which is
+    # the cheaper and, on label tasks, the usual baseline).
+    reference = Candidate(Method(Mode.SINGLE), 1, any(c.reasoning for c in space))
     single: MethodResult | None = None
     for start, stop in slices:
         single = _merge(single, measure(reference, start, stop))

@@ -179,9 +179,11 @@ def paired_comparison(result: MethodResult, baseline: MethodResult) -> dict[str,
     as_baseline = position_accuracy(
         [replace(item, correct=theirs[item.id]) for item in result.items if item.id in theirs]
     )
+    agreement = agreement_with(result, baseline)
     return {
         "baseline": baseline.method,
         "n": n,
+        **agreement,
         "both_right": sum(a and b for a, b in pairs),
         "both_wrong": sum(not a and not b for a, b in pairs),
         "only_this": only_ours,
@@ -191,6 +193,34 @@ def paired_comparison(result: MethodResult, baseline: MethodResult) -> dict[str,
         "bootstrap_95": [low, high],
         "baseline_first_quarter": as_baseline["first_quarter"],
         "baseline_last_quarter": as_baseline["last_quarter"],
+    }
+
+
+def agreement_with(result: MethodResult, baseline: MethodResult) -> dict[str, Any]:
+    """How often ``result``'s answer agrees with ``baseline``'s on the same item, over the
+    items both answered, with its 95% Wilson interval. Needs no labels: it is what
+    :class:`~langchain_autodemo.audit.AuditedRunnable` estimates in production. Answers are
+    compared as the task reads them (the scorer's extracted answer, e.g. GSM8K's last
+    number, where the model left out the final-answer line) with the audit's comparator
+    (:func:`~langchain_autodemo.audit.answers_agree`): the comparator a user passes the
+    audit for such a task."""
+    from langchain_autodemo.audit import answers_agree, wilson_interval
+
+    def answer(item: ItemRecord) -> str | None:
+        return item.extracted if item.extracted is not None else item.prediction
+
+    theirs = {item.id: answer(item) for item in baseline.items}
+    pairs = [
+        (answer(item), theirs[item.id])
+        for item in result.items
+        if answer(item) is not None and theirs.get(item.id) is not None
+    ]
+    agreed = sum(answers_agree(ours, base) for ours, base in pairs)
+    low, high = wilson_interval(agreed, len(pairs)) if pairs else (0.0, 1.0)
+    return {
+        "agreement": agreed / len(pairs) if pairs else None,
+        "agreement_95": [low, high],
+        "agreement_n": len(pairs),
     }
 
 

@@ -82,6 +82,12 @@ def verdicts(results: Sequence[MethodResult], price: tuple[str, Price] | None = 
             f"right only here, {c['only_baseline']} only in single; McNemar p = "
             f"{c['mcnemar_p']:.2f})"
         )
+        if c.get("agreement") is not None:
+            a_low, a_high = c["agreement_95"]
+            line += (
+                f"; its answers agree with single's on {c['agreement']:.0%} of "
+                f"{c['agreement_n']} items ({a_low:.0%}-{a_high:.0%}), what an audit would see"
+            )
         cost = priced.get((r.method, r.batch_size))
         if cost and cost["vs_single_cached"] is not None:
             line += (

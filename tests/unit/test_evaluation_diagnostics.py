@@ -228,3 +228,24 @@ def test_reason_kinds_count_reasons_without_their_details(reason: str, kind: str
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted and result.failed == 0
+
+
+def test_agreement_with_single_is_counted_as_the_audit_counts_it() -> None:
+    from langchain_autodemo.evaluation.diagnostics import agreement_with
+    from langchain_autodemo.evaluation.harness import ItemRecord
+
+    def result(method: str, predictions: list[str | None]) -> MethodResult:
+        items = [
+            ItemRecord(f"i{k}", "1", p, p, p == "1", p is not None)
+            for k, p in enumerate(predictions)
+        ]
+        return MethodResult("d", method, 8, len(items), sum(i.correct for i in items), 0, 0,
+                            1, 0, 0, 0, False, 0.0, items)  # fmt: skip
+
+    single = result("single", ["1", "2", "3.0", "4", None])
+    packed = result("batch", ["1", "5", "3", None, "9"])
+    agreement = agreement_with(packed, single)
+    # items both answered: 0, 1, 2 -> "1"=="1", "5"!="2", "3"=="3.0" (numeric tolerance)
+    assert agreement["agreement_n"] == 3 and agreement["agreement"] == 2 / 3
+    low, high = agreement["agreement_95"]
+    assert 0.2 < low < 2 / 3 < high < 1.0

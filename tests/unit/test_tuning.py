@@ -156,3 +156,9 @@ def test_run_with_a_tuned_config_uses_its_settings(tmp_path: Path) -> None:
     assert "calls: 3" in result.output  # batch size 2 from the config, not the default 8
     setup = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
     assert json.dumps(setup).count('"batch"') >= 1 and "demonstrations" in json.dumps(setup)
+
+
+def test_a_terse_search_is_measured_against_a_terse_single() -> None:
+    llm = model(batch_right=True, auto_demo_right=True)
+    report = tune(llm, SUMS, candidates(["batch"], [8], [False]), price=PRICE, demonstrations=SHOTS)
+    assert report.rows[0].label == "single terse" and report.single.output_tokens < 16 * 6
