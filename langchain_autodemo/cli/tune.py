@@ -104,9 +104,9 @@ def _plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
         if "accuracy" not in row:
             continue
         x, y = float(row["usd_per_1k_items_cached"]), float(row["accuracy"])  # type: ignore[arg-type]
-        low, high = row["accuracy_95"]  # type: ignore[misc]
+        low, high = (float(v) for v in row["accuracy_95"])  # type: ignore[attr-defined]
         color = "tab:green" if row["status"] == "chosen" else (
-            "tab:blue" if row["label"] == "single" else "tab:gray")  # fmt: skip
+            "tab:blue" if str(row["label"]).startswith("single") else "tab:gray")  # fmt: skip
         ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="o", color=color, capsize=3)
         ax.annotate(str(row["label"]), (x, y), fontsize=7, xytext=(4, 2),
                     textcoords="offset points")  # fmt: skip

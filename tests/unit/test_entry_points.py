@@ -114,8 +114,12 @@ def test_every_entry_point_sends_the_same_messages(entry: str, inputs, kwargs) -
         entry, inputs, **kwargs
     )
     assert sent == expected
-    (call,) = expected  # one packed call of four: the chat context is shared, not mixed
-    head = dict(enumerate(call[0]))
+    (call,) = expected  # one packed call of four
+    assert len(call[2]) == 4 and any("What is 7 + 7?" in c for _, c in call[0])  # exemplar
+    if inputs is DICT_INPUTS:
+        assert "What is 1 + 10?" in call[2]  # rendered by the template
+        return
+    head = dict(enumerate(call[0]))  # the chat context is shared, not mixed
     assert head[0][0] == "system" and head[0][1].startswith("You are a careful calculator.")
     assert ("human", "What is 100 + 1?") in call[0] and ("ai", "The answer is 101.") in call[0]
     assert any("What is 7 + 7?" in content for _, content in call[0])  # shared exemplar

@@ -159,7 +159,7 @@ async def test_a_failed_item_is_numbered_as_its_callers_only_item() -> None:
     )
     assert results[0] == "4"
     assert isinstance(results[1], AutoDemoItemError) and results[1].index == 0
-    assert str(results[1]).startswith("item 0:")
+    assert str(results[1]).startswith(f"item 0 ({QUESTIONS[0]!r}):")  # the caller's own input
 
 
 def skip_first_question(messages, n):
