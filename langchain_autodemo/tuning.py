@@ -2,13 +2,14 @@
 
 On a labelled sample, :func:`tune` measures ``single`` (the reference: one call per
 item, the user's current practice; terse when every candidate is) and then the candidate
-configurations (mode x batch size x grouping x reasoning, on the run's shared exemplars),
-cheapest first by a token estimate, in rounds of successive halving: every surviving
-candidate answers the next slice of the sample (a quarter, then the next quarter, then the second half), and after
-each round a candidate is dropped when its paired accuracy against single on the items
-so far is significantly lower (exact McNemar, ``alpha``) or lower by more than
-``drop_margin``. Once a candidate has passed on the whole sample, the candidates whose
-estimated cost is higher are not measured further: they cannot be the cheapest.
+configurations (mode x batch size x grouping x reasoning, on the run's shared
+exemplars), cheapest first by a token estimate, in rounds of successive halving: every
+surviving candidate answers the next slice of the sample (a quarter, then the next
+quarter, then the second half), and after each round a candidate is dropped when its
+paired accuracy against single on the items so far is significantly lower (exact
+McNemar, ``alpha``) or lower by more than ``drop_margin``. Once a candidate has passed
+on the whole sample, the candidates whose estimated cost is higher are not measured
+further: they cannot be the cheapest.
 
 The choice is the candidate with the lowest cost per item (USD with prompt caching at
 the chosen prices) whose accuracy on the whole sample is within ``tolerance`` of
