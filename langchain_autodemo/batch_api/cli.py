@@ -159,7 +159,6 @@ class BatchApiAnswering:
         import openai
         from tqdm import tqdm
 
-        from langchain_autodemo import AutoDemoBatchRunnable
         from langchain_autodemo.models import open_model
         from langchain_autodemo.usage import UsageStats
 
@@ -179,15 +178,7 @@ class BatchApiAnswering:
                     f"Model: {opened.description} (via the Batch API at "
                     f"{getattr(opened.llm, 'openai_api_base', None) or 'api.openai.com'})"
                 )
-                runner = AutoDemoBatchRunnable(
-                    opened.llm,
-                    instructions=options.instructions,
-                    batch_size=options.batch_size,
-                    mode=options.mode,
-                    selector=run.selector,
-                    reasoning=options.reasoning,
-                    demonstrations=options.demonstrations,
-                )
+                runner = run.runner(opened.llm)
                 job = BatchApiJob(
                     runner,
                     [item.text for item in todo],

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from uuid import UUID
 
 import typer
@@ -53,6 +53,9 @@ from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import estimate_tokens
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.usage import CallUsage, UsageStats
+
+if TYPE_CHECKING:
+    from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
 __all__ = [
     "Answering",
@@ -127,6 +130,21 @@ class RunJob:
     error_key: str
     setup: Mapping[str, Any]
     """The settings that shape the answers, recorded beside the output."""
+
+    def runner(self, llm: Any) -> AutoDemoBatchRunnable:
+        """The runner both ways of answering use (online and ``--via batch-api``)."""
+        from langchain_autodemo import AutoDemoBatchRunnable
+
+        options = self.options
+        return AutoDemoBatchRunnable(
+            llm,
+            instructions=options.instructions,
+            batch_size=options.batch_size,
+            mode=options.mode,
+            selector=self.selector,
+            reasoning=options.reasoning,
+            demonstrations=options.demonstrations,
+        )
 
     @property
     def todo(self) -> list[Item]:
@@ -485,7 +503,7 @@ class OnlineAnswering:
     def answer(self, todo: list[Item], open_output: Callable[[], OutputWriter]) -> RunOutcome:
         from tqdm import tqdm
 
-        from langchain_autodemo import AutoDemoBatchRunnable, track_usage
+        from langchain_autodemo import track_usage
 
         job, options = self.job, self.job.options
         spent = _SpentCounter()
@@ -497,15 +515,7 @@ class OnlineAnswering:
             open_output() as writer,
         ):
             echo(f"Model: {opened.description}")
-            runner = AutoDemoBatchRunnable(
-                opened.llm,
-                instructions=options.instructions,
-                batch_size=options.batch_size,
-                mode=options.mode,
-                selector=job.selector,
-                reasoning=options.reasoning,
-                demonstrations=options.demonstrations,
-            )
+            runner = job.runner(opened.llm)
             answerer, audited, chunk = _audited(runner, options, len(todo))
             bar = tqdm(
                 total=len(job.items),

@@ -64,6 +64,10 @@ def costs(results: Sequence[MethodResult], price: Price) -> dict[tuple[str, int]
     return table
 
 
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
+
+
 def verdicts(results: Sequence[MethodResult], price: tuple[str, Price] | None = None) -> str:
     """One plain sentence per method against single: the accuracy difference with its
     paired interval and test, and the cost against single's with caching; then what the
@@ -78,7 +82,7 @@ def verdicts(results: Sequence[MethodResult], price: tuple[str, Price] | None = 
         low, high = c["bootstrap_95"]
         line = (
             f"{_label(r)}: {c['accuracy_difference'] * 100:+.0f} points against single "
-            f"(95% interval {low * 100:+.0f} to {high * 100:+.0f}; {c['only_this']} items "
+            f"(95% interval {low * 100:+.0f} to {high * 100:+.0f}; {_items(c['only_this'])} "
             f"right only here, {c['only_baseline']} only in single; McNemar p = "
             f"{c['mcnemar_p']:.2f})"
         )
