@@ -16,6 +16,7 @@ override them with ``PriceTable.from_file("prices.json")``, whose entries read
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "PriceTable",
     "cached_prefix_tokens",
     "shared_prefix_chars",
+    "shared_prefix_tokens",
 ]
 
 PRICES_SOURCE = (
@@ -174,25 +176,40 @@ class PriceTable:
 def shared_prefix_chars(prompts: Sequence[str]) -> list[int]:
     """For each prompt, the length of the longest prefix it shares with an earlier one.
 
+    Among sorted strings the longest common prefix with a new one is found next to its
+    place in the order, so each prompt is compared with two earlier ones, not all of them.
+
     Example:
         >>> shared_prefix_chars(["abcx", "abcy", "zzz", "abcxq"])
         [0, 3, 0, 4]
     """
     shared = []
-    for i, prompt in enumerate(prompts):
-        best = 0
-        for earlier in prompts[:i]:
-            best = max(best, len(os.path.commonprefix([prompt, earlier])))
-        shared.append(best)
+    earlier: list[str] = []  # sorted
+    for prompt in prompts:
+        place = bisect.bisect_left(earlier, prompt)
+        neighbours = earlier[max(0, place - 1) : place + 1]
+        shared.append(max((len(os.path.commonprefix([prompt, n])) for n in neighbours), default=0))
+        bisect.insort(earlier, prompt)
     return shared
+
+
+def shared_prefix_tokens(prompts: Sequence[str], input_tokens: Sequence[float]) -> list[float]:
+    """Per call, the input tokens of the prefix it shares with an earlier call of the same
+    job, by the call's own tokens per character: what a provider's prompt cache could serve
+    before its own rules (:meth:`Price.cacheable`) apply."""
+    return [
+        tokens * chars / len(prompt) if prompt else 0.0
+        for prompt, tokens, chars in zip(
+            prompts, input_tokens, shared_prefix_chars(prompts), strict=True
+        )
+    ]
 
 
 def cached_prefix_tokens(
     prompts: Sequence[str], input_tokens: Sequence[float], price: Price
 ) -> list[int]:
-    """Per call, the input tokens a provider's prompt cache would serve: the prefix it
-    shares with an earlier call of the same job (in tokens, by the call's own
-    tokens-per-character), rounded down to the provider's cache steps.
+    """Per call, the input tokens a provider's prompt cache would serve: its shared prefix
+    (:func:`shared_prefix_tokens`) rounded down to the provider's cache steps.
 
     Example:
         >>> p = Price(0.15, 0.6, cached_input=0.075)
@@ -200,10 +217,4 @@ def cached_prefix_tokens(
         >>> cached_prefix_tokens([shared + "a", shared + "b"], [2000, 2000], p)
         [0, 1920]
     """
-    result = []
-    for prompt, tokens, chars in zip(
-        prompts, input_tokens, shared_prefix_chars(prompts), strict=True
-    ):
-        prefix = tokens * chars / len(prompt) if prompt else 0.0
-        result.append(price.cacheable(prefix))
-    return result
+    return [price.cacheable(t) for t in shared_prefix_tokens(prompts, input_tokens)]

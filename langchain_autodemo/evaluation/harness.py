@@ -23,7 +23,7 @@ from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import estimate_tokens
-from langchain_autodemo.pricing import Price, shared_prefix_chars
+from langchain_autodemo.pricing import Price, shared_prefix_tokens
 
 __all__ = ["ItemRecord", "MethodResult", "evaluate", "run_method", "shot_exemplars"]
 
@@ -272,10 +272,8 @@ class _CallPrompts(BaseCallbackHandler):
         scaled to the input tokens the calls were counted as."""
         estimates = [estimate_tokens(p) for p in self.prompts]
         scale = input_tokens / sum(estimates) if sum(estimates) else 1.0
-        return [
-            round(scale * estimate_tokens(prompt[:chars]), 1)
-            for prompt, chars in zip(self.prompts, shared_prefix_chars(self.prompts), strict=True)
-        ]
+        shared = shared_prefix_tokens(self.prompts, [scale * e for e in estimates])
+        return [round(tokens, 1) for tokens in shared]
 
 
 def evaluate(

@@ -120,3 +120,24 @@ def test_costs_per_1k_items_against_single_with_caching_by_hand() -> None:
     assert p["vs_single_cached"] == pytest.approx(packed_plain / single_cached, abs=1e-3)
     text = markdown_table([single, packed], ("my-model", OPENAI_LIKE))
     assert "x single cached" in text and "my-model" in text
+
+
+def test_the_sorted_shared_prefix_equals_the_pairwise_one() -> None:
+    import os
+    import random
+
+    from langchain_autodemo.pricing import shared_prefix_chars
+
+    def pairwise(prompts: list[str]) -> list[int]:
+        return [
+            max((len(os.path.commonprefix([p, e])) for e in prompts[:i]), default=0)
+            for i, p in enumerate(prompts)
+        ]
+
+    rng = random.Random(7)
+    for _ in range(300):
+        prompts = [
+            "".join(rng.choice("ab") for _ in range(rng.randint(0, 8)))
+            for _ in range(rng.randint(0, 12))
+        ]
+        assert shared_prefix_chars(prompts) == pairwise(prompts), prompts
