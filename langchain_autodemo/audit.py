@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
     get_callback_manager_for_config,
@@ -48,7 +48,7 @@ from langchain_core.runnables.config import (
 from langchain_autodemo.engine import ItemResult
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.prompts import Mode
-from langchain_autodemo.runnable import AutoDemoBatchRunnable
+from langchain_autodemo.runnable import AutoDemoBatchRunnable, RunnerWrapper
 from langchain_autodemo.usage import UsageStats, track_usage
 
 __all__ = [
@@ -59,7 +59,6 @@ __all__ = [
     "AuditPolicy",
     "AuditedRunnable",
     "answers_agree",
-    "derived_runner",
     "normalise_answer",
     "prometheus_metrics",
     "wilson_interval",
@@ -244,15 +243,6 @@ class AuditPolicy:
             )
 
 
-def derived_runner(runner: AutoDemoBatchRunnable, **changes: Any) -> AutoDemoBatchRunnable:
-    """A copy of ``runner`` with some engine settings changed (``mode``, ``batch_size``),
-    keeping its model, instructions, reasoning, template, parser and trace isolation.
-
-    A ``single``-mode copy drops the selector (one input per call: nothing to group).
-    """
-    return runner.with_settings(**changes)
-
-
 # -- the wrapper ----------------------------------------------------------------------
 
 
@@ -280,7 +270,7 @@ class _Job:
     results: list[tuple[_Audit, Any, Any]] = field(default_factory=list)
 
 
-class AuditedRunnable(Runnable[Any, Any]):
+class AuditedRunnable(RunnerWrapper):
     """An :class:`AutoDemoBatchRunnable` whose packed answers are audited against single
     answers on a sample of the traffic, with a fallback to a safer setting.
 
@@ -318,14 +308,14 @@ class AuditedRunnable(Runnable[Any, Any]):
         self.policy = policy or AuditPolicy()
         self.name = name or runner.name
         self.callbacks = tuple(callbacks or ())
-        self.single = derived_runner(runner, mode=Mode.SINGLE)
+        self.single = runner.with_settings(mode=Mode.SINGLE)
         fallback = self.policy.fallback
         if fallback is None:
             self.safer: AutoDemoBatchRunnable | None = None
         elif fallback == "single":
             self.safer = self.single
         else:
-            self.safer = derived_runner(runner, batch_size=int(fallback))
+            self.safer = runner.with_settings(batch_size=int(fallback))
         self._compare = self.policy.comparator or answers_agree
         self._rng = random.Random(self.policy.seed)
         self._lock = threading.RLock()
@@ -385,17 +375,6 @@ class AuditedRunnable(Runnable[Any, Any]):
             self._new_window()
 
     # -- Runnable ---------------------------------------------------------------------
-
-    @property
-    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
-        return self.runner.InputType
-
-    @property
-    def OutputType(self) -> Any:  # noqa: N802 (LangChain's name)
-        return self.runner.OutputType
-
-    def get_input_schema(self, config: RunnableConfig | None = None) -> Any:
-        return self.runner.get_input_schema(config)
 
     def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
         return self.runner.get_name(suffix, name=name or self.name)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config
 
 from langchain_autodemo._validation import require_positive_int
@@ -55,6 +55,7 @@ from langchain_autodemo.errors import (
     AutoDemoModelCallError,
     model_call_error,
 )
+from langchain_autodemo.runnable import RunnerWrapper
 
 if TYPE_CHECKING:
     from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
@@ -81,7 +82,7 @@ class _Queue:
     timer: Any = None  # asyncio.TimerHandle or threading.Timer
 
 
-class MicroBatcher(Runnable[Any, Any]):
+class MicroBatcher(RunnerWrapper):
     """Coalesce concurrent ``invoke``/``ainvoke`` calls into batches of up to
     ``max_batch_size``.
 
@@ -128,22 +129,6 @@ class MicroBatcher(Runnable[Any, Any]):
         self._sync: dict[Hashable, _Queue] = {}
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[None]] = set()  # strong references until done
-
-    # -- schemas follow the runner ------------------------------------------------------
-
-    @property
-    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
-        return self.runner.InputType
-
-    @property
-    def OutputType(self) -> Any:  # noqa: N802 (LangChain's name)
-        return self.runner.OutputType
-
-    def get_input_schema(self, config: RunnableConfig | None = None) -> Any:
-        return self.runner.get_input_schema(config)
-
-    def get_output_schema(self, config: RunnableConfig | None = None) -> Any:
-        return self.runner.get_output_schema(config)
 
     # -- Runnable interface -------------------------------------------------------------
 

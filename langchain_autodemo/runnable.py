@@ -79,6 +79,7 @@ __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_STALL_TIMEOUT",
     "ITEM_VIEW_RUN",
+    "RunnerWrapper",
     "redact_model_text",
     "template_fields",
 ]
@@ -874,6 +875,27 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 if isinstance(result, AutoDemoError):
                     raise result
         return ordered
+
+
+class RunnerWrapper(Runnable[Any, Any]):
+    """A runnable in front of an :class:`AutoDemoBatchRunnable` (``self.runner``): the
+    coalescer and the audit. Its input and output schemas are the runner's."""
+
+    runner: AutoDemoBatchRunnable
+
+    @property
+    def InputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        return self.runner.InputType
+
+    @property
+    def OutputType(self) -> Any:  # noqa: N802 (LangChain's name)
+        return self.runner.OutputType
+
+    def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return self.runner.get_input_schema(config)
+
+    def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
+        return self.runner.get_output_schema(config)  # type: ignore[return-value]
 
 
 def _close(stream: Any) -> None:

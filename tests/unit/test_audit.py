@@ -23,7 +23,6 @@ from langchain_autodemo.audit import (
     AuditedRunnable,
     AuditPolicy,
     answers_agree,
-    derived_runner,
     prometheus_metrics,
     wilson_interval,
 )
@@ -413,7 +412,7 @@ def test_single_copy_keeps_the_runners_settings_and_parser() -> None:
     from langchain_core.output_parsers import CommaSeparatedListOutputParser
 
     runner = runner_on(Model(), output_parser=CommaSeparatedListOutputParser(), reasoning=False)
-    single = derived_runner(runner, mode=Mode.SINGLE)
+    single = runner.with_settings(mode=Mode.SINGLE)
     assert single.mode is Mode.SINGLE and runner.mode is Mode.AUTO_DEMO
     assert single.instructions == runner.instructions  # the format hint is not doubled
     assert single.instructions.count("comma separated") == 1
