@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 
 from langchain_autodemo.testing import Reply, ScriptedAutoDemoModel, ScriptedChatModel
 
@@ -20,12 +21,26 @@ __all__ = [
     "StoppedServerModel",
     "arithmetic_answer",
     "asked_questions",
+    "feed_completion",
     "single_question",
     "solver",
     "well_formed",
 ]
 
 _QUESTION_LINE = re.compile(r"^Q\[(\d+)\]: (.*)$", re.MULTILINE)
+
+
+def feed_completion(session: Any, completion: str, *, chunk: int = 3, finish: str | None = "stop"):
+    """Feed ``completion`` to an engine ``CallSession`` in ``chunk``-character chunks, as a
+    stream would, stopping where the session stops reading; then judge it."""
+    for i in range(0, len(completion), chunk):
+        session.feed(AIMessageChunk(content=completion[i : i + chunk]))
+        if session.done_reading:
+            break
+    else:
+        if finish is not None:
+            session.feed(AIMessageChunk(content="", response_metadata={"finish_reason": finish}))
+    return session.finish()
 
 
 def asked_questions(messages: list[BaseMessage]) -> list[str]:

@@ -24,7 +24,7 @@ from langchain_autodemo.alignment import EchoMatcher, comparison_key, distinguis
 from langchain_autodemo.engine import Engine, EngineSettings
 from langchain_autodemo.errors import AutoDemoInputError, model_call_error
 from langchain_autodemo.planning import PlannedBatch, SequentialSelector
-from tests.fakes import ScriptedChatModel, asked_questions
+from tests.fakes import ScriptedChatModel, asked_questions, feed_completion
 
 DRIVERS = ("batch", "abatch", "batch_as_completed", "abatch_as_completed")
 
@@ -46,14 +46,7 @@ def judge(
     )
     [call] = engine.initial_calls()
     session = engine.open(call)
-    for i in range(0, len(completion), chunk):
-        session.feed(AIMessageChunk(content=completion[i : i + chunk]))
-        if session.done_reading:
-            break
-    else:
-        if finish is not None:
-            session.feed(AIMessageChunk(content="", response_metadata={"finish_reason": finish}))
-    report = session.finish()
+    report = feed_completion(session, completion, chunk=chunk, finish=finish)
     return {i: r.answer for i, r in report.accepted.items()}, report.failures
 
 

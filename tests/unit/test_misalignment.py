@@ -15,7 +15,7 @@ from langchain_autodemo.engine import Engine, EngineSettings
 from langchain_autodemo.parser import ParsedItem
 from langchain_autodemo.planning import PlannedBatch, SequentialSelector
 from langchain_autodemo.prompts import Mode
-from tests.fakes import ScriptedChatModel, asked_questions
+from tests.fakes import ScriptedChatModel, asked_questions, feed_completion
 
 
 def judge(
@@ -31,14 +31,7 @@ def judge(
     engine = Engine(inputs, SequentialSelector().plan(inputs, len(inputs)), settings)
     calls = engine.initial_calls()
     session = engine.open(calls[0])
-    for i in range(0, len(completion), chunk):
-        session.feed(AIMessageChunk(content=completion[i : i + chunk]))
-        if session.done_reading:
-            break
-    else:
-        if finish is not None:
-            session.feed(AIMessageChunk(content="", response_metadata={"finish_reason": finish}))
-    report = session.finish()
+    report = feed_completion(session, completion, chunk=chunk, finish=finish)
     return {i: r.answer for i, r in report.accepted.items()}, report.failures, calls
 
 
