@@ -191,7 +191,8 @@ class MicroBatcher(RunnerWrapper):
             self._answer_sync(waiting.requests)
 
     def _answer_sync(self, requests: list[_Request]) -> None:
-        self.calls += 1
+        with self._lock:  # flushed from callers' threads and timer threads alike
+            self.calls += 1
         # A fresh context: the batch must not inherit the first caller's context
         # variables (its parent run, its usage tracker) for everyone else's items.
         contextvars.Context().run(self._run_sync, requests)
