@@ -45,7 +45,15 @@ from langchain_autodemo.prompts import (
 )
 from langchain_autodemo.usage import CallUsage
 
-__all__ = ["EngineSettings", "ModelCall", "CallSession", "CallReport", "Engine", "ItemResult"]
+__all__ = [
+    "redact_model_text",
+    "EngineSettings",
+    "ModelCall",
+    "CallSession",
+    "CallReport",
+    "Engine",
+    "ItemResult",
+]
 
 # Finish reasons that mean "cut off before the end" (OpenAI, Anthropic, Gemini, Bedrock,
 # Ollama spellings), compared case-insensitively.
@@ -75,6 +83,30 @@ _NO_FINISH_REASON = (
     "for a model that never reports one, such as GenericFakeChatModel)"
 )
 _FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "finishReason")
+
+
+# The rejection reasons that quote model text, and how: under a packed call that text may
+# be another input's, so redact_model_text removes exactly what these phrases introduce.
+_RESTATED = ": restated as "
+_PLACEHOLDER = "answered with the prompt's placeholder: "
+_UNPARSED = "answer could not be parsed: "
+_MODEL_TEXT = re.compile(
+    "("
+    + "|".join(re.escape(p) for p in (_RESTATED, _PLACEHOLDER, _UNPARSED))
+    + ")"
+    + r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|.*)"""
+)
+
+
+def redact_model_text(reason: str) -> str:
+    """``reason`` without the model text it quotes (a restatement, a rejected answer, a
+    parser's message about it), for a caller who must not see other inputs.
+
+    Example:
+        >>> redact_model_text("restated question matches no input: restated as 'Q of B'")
+        'restated question matches no input: restated as <model text>'
+    """
+    return _MODEL_TEXT.sub(r"\1<model text>", reason)
 
 
 @dataclass(frozen=True)
@@ -431,7 +463,7 @@ class CallSession:
                 # what the model wrote, so a rejection can be diagnosed (counted without it:
                 # evaluation.diagnostics.reason_kind cuts at the first colon)
                 shown = item.question if len(item.question) <= 80 else item.question[:77] + "..."
-                reason += f": restated as {shown!r}"
+                reason += f"{_RESTATED}{shown!r}"
             self._reject(item.index, reason)
             if verdict.ambiguous and label is not None:
                 # It may be its index's answer: if it disagrees, that input is re-asked.
@@ -466,12 +498,12 @@ class CallSession:
             # ">") as one. Qwen2.5-Coder-1.5B: 2 of 64 RTE pairs in similarity batches of 16.
             last_line = (item.answer or "").strip().rsplit("\n", 1)[-1]
             if holds_placeholder(last_line):
-                reason = f"answered with the prompt's placeholder: {last_line.strip()[:80]!r}"
+                reason = f"{_PLACEHOLDER}{last_line.strip()[:80]!r}"
             else:
                 try:
                     value = self._parse(item.value)
                 except Exception as exc:  # a user parser may raise anything
-                    reason = f"answer could not be parsed: {exc}"
+                    reason = f"{_UNPARSED}{exc}"
         if reason is not None and record:
             self._rejections[position] = reason
         return value

@@ -48,6 +48,7 @@ from langchain_autodemo.engine import (
     EngineSettings,
     ItemResult,
     ModelCall,
+    redact_model_text,
 )
 from langchain_autodemo.errors import (
     AutoDemoError,
@@ -80,7 +81,6 @@ __all__ = [
     "DEFAULT_STALL_TIMEOUT",
     "ITEM_VIEW_RUN",
     "RunnerWrapper",
-    "redact_model_text",
     "template_fields",
 ]
 
@@ -1142,18 +1142,6 @@ class BatchPlan:
     def engine(self, *, rng: random.Random | None = None) -> Engine:
         """The engine that asks these calls (splitting them by token budget)."""
         return Engine(self.texts, self.batches, self.settings, invalid=self.invalid, rng=rng)
-
-
-_MODEL_TEXT = re.compile(
-    r"(restated as |placeholder: |could not be parsed: )"
-    r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|.*)"""
-)
-
-
-def redact_model_text(reason: str) -> str:
-    """``reason`` without the model text it quotes (a restatement, a rejected answer):
-    under a packed call that text may be another input's."""
-    return _MODEL_TEXT.sub(r"\1<model text>", reason)
 
 
 def _redacted(error: AutoDemoError) -> AutoDemoError:

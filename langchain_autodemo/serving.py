@@ -55,6 +55,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
 
 from langchain_autodemo.coalescing import MicroBatcher
+from langchain_autodemo.engine import redact_model_text
 from langchain_autodemo.errors import (
     AutoDemoError,
     AutoDemoInputError,
@@ -62,7 +63,7 @@ from langchain_autodemo.errors import (
     AutoDemoModelCallError,
     ConfigurationError,
 )
-from langchain_autodemo.runnable import AutoDemoBatchRunnable, redact_model_text
+from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
