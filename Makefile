@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml
 	    --no-binary llama-cpp-python -w $$tmp "llama-cpp-python==$(LLAMA_CPP_PIN)" && \
 	  mkdir -p "$(LLAMA_WHEELHOUSE)" && mv $$tmp/llama_cpp_python-*.whl "$(LLAMA_WHEELHOUSE)/" && rm -rf $$tmp; }
 	$(PY) -m pip install --quiet "$$(ls $(LLAMA_WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_PIN)-*.whl)[server]"
-	$(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,langgraph,dev]"
+	$(PY) -m pip install --quiet -e ".[cli,test,server,llamacpp,langgraph,dev,ray,docs]"
 	touch $(STAMP)
 
 setup: $(STAMP) models browser
