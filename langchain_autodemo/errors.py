@@ -1,7 +1,8 @@
 """Every error the package raises or returns per item descends from :class:`AutoDemoError`.
 
-The tree (the package's own classes; ``ValueError`` and friends are mixed in where a
-caller would already catch them)::
+The tree (every class the package defines and raises, with the module that defines it
+where that is not this one; ``ValueError`` and friends are mixed in where a caller would
+already catch them)::
 
     AutoDemoError
     ├── AutoDemoInputError (+ValueError)      an input item that cannot be asked (names it)
@@ -10,17 +11,29 @@ caller would already catch them)::
     │                                          instance is also an instance of the
     │                                          provider's exception type (RateLimitError, ...)
     ├── ConfigurationError (+ValueError)       a bad argument to a constructor or command
-    │   ├── ModelSpecError                     a model spec that cannot be used
+    │   ├── ModelSpecError                     a model spec that cannot be used (models)
     │   ├── DatasetError                       a dataset name, file or record
-    │   ├── MethodError                        an evaluation method name
-    │   └── OutputError                        an output file that cannot be resumed
+    │   │                                      (evaluation.datasets)
+    │   ├── MethodError                        an evaluation method name (evaluation.methods)
+    │   ├── OutputError                        an output file that cannot be resumed
+    │   │                                      (cli.resume)
+    │   └── BatchJobStateError                 a job state file that belongs to another job
+    │                                          (batch_api.errors; also a BatchApiError)
     ├── EvaluationError                        an evaluation step the model failed (every call
     │                                          of a method, or calls of a bootstrap pool build)
     ├── BatchApiError                          a Batch API job cannot go on (batch_api.errors)
     │   ├── BatchRequestError                  one request of a batch failed at the provider
-    │   └── BatchJobStateError                 a job state file that belongs to another job
-    ├── ModelNotFoundError (+FileNotFoundError) a local model file is missing
+    │   └── BatchJobStateError (+ConfigurationError)  (the same class as above)
+    ├── ModelNotFoundError (+FileNotFoundError) a local model file is missing (local_models)
+    ├── ModelFetchError (+RuntimeError)        a local model could not be assembled: pip
+    │                                          download failed or the checksum differs
+    │                                          (local_models)
     └── LlamaCppServerError (+RuntimeError)   the local llama.cpp server did not start
+                                               (llamacpp)
+
+Exported from ``langchain_autodemo``: AutoDemoError, AutoDemoInputError, AutoDemoItemError,
+AutoDemoModelCallError, ConfigurationError and EvaluationError; the others from the module
+named beside them.
 
 Catch :class:`AutoDemoError` for anything the package decided; catch the provider's own
 exception types (``openai.RateLimitError``) for model-call failures, exactly as without

@@ -58,11 +58,14 @@ class Markers:
     def line_pattern(self) -> re.Pattern[str]:
         """Matches a line that starts with a question or answer marker.
 
-        Groups: ``qlabel`` or ``alabel`` (which kind), ``index``, ``rest`` (text after it).
+        Groups: ``q`` or ``a`` (which kind matched); the number in ``qb`` / ``ab`` for a
+        bracketed form or ``qn`` / ``an`` for a bare one (only one of them is set, and the
+        bare groups exist only when that kind has aliases); ``rest`` (the text after it).
         Bracketed forms (``Q[3]``, ``Q [3]``, ``Q(3)``) need no colon: real models write
-        ``A[1] The price...``. Bare forms (``Question 3``) need a colon or period after the
-        number and are only accepted for the spelled-out aliases, so that prose such as
-        ``A 3-hour drive`` is never taken for a marker.
+        ``A[1] The price...``. Bare forms (``Question 3``, ``Question #3``) need a colon after
+        the number (decoration such as ``**`` may come between) and are only accepted for the
+        spelled-out aliases, so that prose such as ``A 3-hour drive`` is never taken for a
+        marker.
         """
 
         def alternatives(label: str, aliases: tuple[str, ...]) -> str:  # longest first
