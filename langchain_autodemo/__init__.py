@@ -16,6 +16,7 @@ from langchain_autodemo.errors import (
     AutoDemoItemError,
     AutoDemoModelCallError,
     ConfigurationError,
+    EvaluationError,
 )
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import AutoDemoOutputParser, ParsedItem
@@ -36,6 +37,7 @@ __all__ = [
     "AutoDemoOutputParser",
     "BatchSelector",
     "ConfigurationError",
+    "EvaluationError",
     "ItemResult",
     "Markers",
     "Mode",

@@ -22,6 +22,7 @@ EXPECTED_ALL = [
     "AutoDemoOutputParser",
     "BatchSelector",
     "ConfigurationError",
+    "EvaluationError",
     "ItemResult",
     "Markers",
     "Mode",
