@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 export AUTODEMO_MODELS_DIR ?= $(CURDIR)/models
 TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
-.PHONY: setup models browser demo test unit lint bench cookbook clean
+.PHONY: setup models browser demo test unit lint bench cookbook docs clean
 
 # llama-cpp-python compiles llama.cpp with -march=native by default; on a Xeon with AMX in a VM
 # (seen here, 2026-12-02) those kernels die with a general protection fault on the first real
@@ -65,8 +65,19 @@ demo: setup
 	$(VENV)/bin/autodemo eval --dataset sst2 --limit 32 --shots 8 --no-reasoning \
 		--batch-sizes 16 --methods single,batch,auto_demo --out autodemo-results/demo
 
+# The whole suite, then the documentation site with --strict (a broken link, a missing page
+# or a docstring mkdocstrings cannot render fails the target, so CI).
 test: $(STAMP) $(TEST_GGUF) browser
 	$(PY) -m pytest tests
+	$(VENV)/bin/mkdocs build --strict -q
+
+# The documentation site into site/. mkdocs runs scripts/docs_hooks.py first, which writes the
+# generated pages: the CLI reference (scripts/gen_cli_docs.py, from the typer app), the Results
+# pages (scripts/build_results_pages.py, from docs/results/*/results.json and tune-*/tune.json),
+# real prompts from build_batch_messages, and the cookbook notebooks (rendered with their saved
+# outputs, never executed). `$(VENV)/bin/mkdocs serve` previews it.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
