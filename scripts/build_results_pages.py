@@ -22,7 +22,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 DEFAULT_OUT = ROOT / "docs" / "results-pages"
-REPO_URL = "https://github.com/langchain-autodemo/langchain-autodemo/blob/main/"
 
 # tune.json does not record the command line that wrote it (results.json does); these are the
 # commands of those runs, as logged when they ran. Commands only: every figure comes from JSON.
@@ -44,15 +43,27 @@ def _pts(x: float) -> str:
     return f"{x * 100:+.0f}"
 
 
+def _wrap(command: str, width: int = 76) -> str:
+    """One shell command over several lines (``\\`` continuations) so it reads without scrolling."""
+    lines, line = [], ""
+    for word in command.split(" "):
+        if line and len(line) + 1 + len(word) > width and word.startswith("-"):
+            lines.append(line + " \\")
+            line = "    " + word
+        else:
+            line = f"{line} {word}" if line else word
+    return "\n".join(lines + [line])
+
+
 def _command_block(commands: list[str]) -> str:
-    body = "\n".join(commands)
+    body = "\n".join(_wrap(c) for c in commands)
     return f"```bash\n{body}\n```\n"
 
 
 def eval_page(folder: Path, rel: str) -> tuple[str, str, str]:
     report = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     meta, rows = report["meta"], report["results"]
-    title = f"{meta.get('dataset', rel)}: `{rel}`"
+    title = f"{rel} ({meta.get('dataset', '?')}, eval)"
     priced = any("cost" in r for r in rows)
     header = [
         "method", "N", "accuracy", "vs single (95%)", "parse fail", "errors", "calls",
@@ -153,7 +164,7 @@ def eval_page(folder: Path, rel: str) -> tuple[str, str, str]:
 def tune_page(folder: Path, rel: str) -> tuple[str, str, str]:
     report = json.loads((folder / "tune.json").read_text(encoding="utf-8"))
     meta, rows = report["meta"], report["rows"]
-    title = f"tune {meta.get('dataset', rel)}: `{rel}`"
+    title = f"{rel} ({meta.get('dataset', '?')}, tune)"
     header = ["configuration", "status", "accuracy (95%)", "vs single (95%)", "calls", "re-asks",
               "$/1k", "$/1k cached", "x single cached"]
     lines = ["| " + " | ".join(header) + " |",
