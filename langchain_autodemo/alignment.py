@@ -68,6 +68,7 @@ __all__ = [
     "REALIGN_MARGIN",
     "comparison_key",
     "distinguishable_parts",
+    "heads_distinguishable",
 ]
 
 #: Minimum similarity for a restatement to count as a copy of an input.
@@ -267,6 +268,38 @@ def distinguishable_parts(indices: Sequence[int], keys: Sequence[str]) -> list[l
     return parts
 
 
+def _starts(key: str, prefix: str) -> bool:
+    """Whether key ``prefix`` is a word-aligned start of ``key`` (or equal to it)."""
+    return key == prefix or key.startswith(prefix + " ")
+
+
+def heads_distinguishable(heads: Sequence[str], texts: Sequence[str]) -> bool:
+    """Whether a restatement of each of ``heads`` (the start of the text at the same place
+    in ``texts``) can only name that text among all of ``texts``.
+
+    ``texts`` are every text the prompt shows whose restatement could come back: the
+    call's inputs first, then its demonstrations and context questions; ``heads`` may be
+    shorter (the inputs' heads alone). A head that is a word-aligned start of another
+    text (two inputs that open alike, an input that opens like a demonstration, a short
+    input that is the start of a longer one) could be a copy of either: a call with such
+    heads restates in full, where exact keys tell every pair apart.
+
+    Example:
+        >>> heads_distinguishable(["Tom has 3", "Ann has 4"], ["Tom has 3 cats.", "Ann has 4."])
+        True
+        >>> heads_distinguishable(["Tom has 3", "Tom has 3"], ["Tom has 3 cats.", "Tom has 3."])
+        False
+    """
+    keys = [comparison_key(text) for text in texts]
+    for place, head in enumerate(heads):
+        key = comparison_key(head)
+        if not key:
+            return False
+        if any(other != place and _starts(k, key) for other, k in enumerate(keys)):
+            return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class ItemVerdict:
     """Where a parsed item goes: ``position`` in the call (0-based), or ``None`` with a
@@ -294,6 +327,13 @@ class EchoMatcher:
     the prompt shows (demonstration questions, context messages): a restatement that
     copies one of them is attributed to no input.
 
+    ``heads`` (a ``head`` restatement call, see
+    :class:`~langchain_autodemo.prompts.Restate`): what the prompt asked each input's
+    restatement to be, and ``distractor_heads`` the same of each distractor. A copy of a
+    head is an exact copy of its input, which the caller must have checked with
+    :func:`heads_distinguishable`; a shorter or longer copy goes through the part and
+    similarity rules as any other.
+
     Example:
         >>> from langchain_autodemo.parser import ParsedItem
         >>> matcher = EchoMatcher(["Is 3 greater than 7?", "Is 7 greater than 3?"])
@@ -308,17 +348,30 @@ class EchoMatcher:
         *,
         require_echo: bool = True,
         distractors: Sequence[str] = (),
+        heads: Sequence[str] | None = None,
+        distractor_heads: Sequence[str] = (),
     ) -> None:
         self._expected = list(expected)
         tokens = [_tokens(text) for text in self._expected]
         self._keys = [" ".join(t) for t in tokens]
         self._shingles = [_shingles(t) for t in tokens]
         self._by_key: dict[str, int | None] = {}
-        for position, key in enumerate(self._keys):
+        exact_keys = list(enumerate(self._keys))
+        # Without heads each input's "head" is its whole text: the similarity rule then
+        # compares with the text alone.
+        self._head_shingles = self._shingles
+        if heads is not None:
+            if len(heads) != len(self._expected):
+                raise ValueError("heads must give one head per expected question")
+            head_tokens = [_tokens(head) for head in heads]
+            self._head_shingles = [_shingles(t) for t in head_tokens]
+            exact_keys += [(position, " ".join(t)) for position, t in enumerate(head_tokens)]
+        for position, key in exact_keys:
             # Two equal keys in one call are never planned; if given, neither is trusted.
-            self._by_key[key] = None if key in self._by_key else position
+            seen = self._by_key.get(key, position)
+            self._by_key[key] = position if seen == position else None
         # An input's own text wins over an equal distractor: the exact copy is its question.
-        distractor_tokens = [_tokens(text) for text in distractors]
+        distractor_tokens = [_tokens(text) for text in (*distractors, *distractor_heads)]
         self._distractor_keys = {" ".join(t) for t in distractor_tokens} - self._by_key.keys()
         self._distractor_shingles = [
             _shingles(t) for t in distractor_tokens if " ".join(t) in self._distractor_keys
@@ -402,7 +455,10 @@ class EchoMatcher:
         return self._placed(position, own - runner_up, claimed)
 
     def _similar(self, shingles: frozenset[str], claimed: int | None) -> ItemVerdict:
-        scores = [similarity(shingles, expected) for expected in self._shingles]
+        scores = [
+            max(similarity(shingles, whole), similarity(shingles, head))
+            for whole, head in zip(self._shingles, self._head_shingles, strict=True)
+        ]
         best = max(range(len(scores)), key=scores.__getitem__)
         runner_up = max((s for i, s in enumerate(scores) if i != best), default=0.0)
         if scores[best] < MATCH_THRESHOLD:

@@ -24,7 +24,12 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
-from langchain_autodemo.alignment import EchoMatcher, comparison_key, distinguishable_parts
+from langchain_autodemo.alignment import (
+    EchoMatcher,
+    comparison_key,
+    distinguishable_parts,
+    heads_distinguishable,
+)
 from langchain_autodemo.errors import AutoDemoError, AutoDemoItemError, model_call_error
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import CompletionScanner, ParsedItem, text_of
@@ -37,9 +42,12 @@ from langchain_autodemo.planning import (
     split_by_token_budget,
 )
 from langchain_autodemo.prompts import (
+    DEFAULT_HEAD_WORDS,
     Mode,
+    Restate,
     build_batch_messages,
     build_single_messages,
+    head_of,
     holds_placeholder,
     one_line,
 )
@@ -115,6 +123,10 @@ class EngineSettings:
 
     mode: Mode = Mode.AUTO_DEMO
     batch_size: int = 8
+    restate: Restate = Restate.FULL
+    """What ``auto_demo`` completions copy of each question (see :class:`Restate`)."""
+    head_words: int = DEFAULT_HEAD_WORDS
+    """Words of a ``head`` restatement."""
     instructions: str | None = None
     markers: Markers = field(default_factory=Markers)
     reasoning: bool = True
@@ -149,6 +161,10 @@ class ModelCall:
     attempt: int
     messages: list[BaseMessage]
     delay: float = 0.0
+    heads: tuple[str, ...] | None = None
+    """The head each input was asked to restate (``None``: the whole question), in
+    prompt order; only where :func:`~langchain_autodemo.alignment.heads_distinguishable`
+    holds for the call."""
 
     @property
     def is_retry(self) -> bool:
@@ -202,7 +218,10 @@ def _distractors(plan: PlannedBatch) -> list[str]:
 def output_cost(text: str, settings: EngineSettings) -> int:
     """The output tokens one input is expected to cost: its restatement (Auto-Demo) and
     its answer budget."""
-    echo = estimate_tokens(text) if settings.mode is Mode.AUTO_DEMO else 0
+    echo = 0
+    if settings.mode is Mode.AUTO_DEMO:
+        copied = head_of(text, settings.head_words) if settings.restate is Restate.HEAD else text
+        echo = estimate_tokens(copied)
     return echo + settings.answer_tokens + 4
 
 
@@ -256,10 +275,15 @@ class CallSession:
         self._wanted = set(call.batch.kept)
         self._by_index = settings.mode is Mode.BATCH and len(self._positions) > 1
         questions = [texts[i] for i in self._positions]
+        distractors = _distractors(call.batch)
         self._matcher = EchoMatcher(
             questions,
             require_echo=settings.mode is Mode.AUTO_DEMO,
-            distractors=_distractors(call.batch),
+            distractors=distractors,
+            heads=call.heads,
+            distractor_heads=(
+                [head_of(text, settings.head_words) for text in distractors] if call.heads else ()
+            ),
         )
         self._keys = dict(zip(self._positions, self._matcher.keys, strict=True))
         self._marker_words = _marker_words(settings.markers)
@@ -872,6 +896,7 @@ class Engine:
         else:
             # A re-asked item alone keeps the batch format: the same parser and echo check
             # apply, and no format switch surprises the model.
+            heads = self._heads(plan, questions)
             messages = build_batch_messages(
                 questions,
                 mode=settings.mode,
@@ -880,5 +905,17 @@ class Engine:
                 reasoning=settings.reasoning,
                 demonstrations=plan.demonstrations,
                 context=plan.context,
+                head_words=settings.head_words if heads is not None else None,
             )
+            return ModelCall(next(self._ids), plan, attempt, messages, delay, heads)
         return ModelCall(next(self._ids), plan, attempt, messages, delay)
+
+    def _heads(self, plan: PlannedBatch, questions: list[str]) -> tuple[str, ...] | None:
+        """The heads this call asks for, or ``None`` (full restatements): not asked for,
+        or two texts of the call open alike (see :func:`heads_distinguishable`)."""
+        settings = self.settings
+        if settings.mode is not Mode.AUTO_DEMO or settings.restate is not Restate.HEAD:
+            return None
+        heads = tuple(head_of(q, settings.head_words) for q in questions)
+        shown = questions + _distractors(plan)
+        return heads if heads_distinguishable(heads, shown) else None

@@ -23,6 +23,9 @@ from langchain_autodemo.planning import Demonstration
 
 __all__ = [
     "Mode",
+    "Restate",
+    "DEFAULT_HEAD_WORDS",
+    "head_of",
     "one_line",
     "split_chat",
     "context_key",
@@ -69,6 +72,33 @@ class Mode(str, Enum):
     """Many inputs per call; the model writes the answers only (Cheng et al. 2023)."""
     SINGLE = "single"
     """One call per input."""
+
+
+class Restate(str, Enum):
+    """What an ``auto_demo`` completion copies of each question before its answer."""
+
+    FULL = "full"
+    """The whole question, word for word (the paper's layout)."""
+    HEAD = "head"
+    """Its first words (:data:`DEFAULT_HEAD_WORDS`): enough to prove which input an answer
+    belongs to, at a fraction of the output tokens. A call whose heads could be confused
+    (one a word-aligned start of another text the prompt shows) restates in full instead;
+    see :func:`~langchain_autodemo.alignment.heads_distinguishable`."""
+
+
+#: Words a ``head`` restatement copies.
+DEFAULT_HEAD_WORDS = 8
+
+
+def head_of(text: str, words: int = DEFAULT_HEAD_WORDS) -> str:
+    """The first ``words`` whitespace-separated words of ``text`` on one line (all of it
+    when shorter): what a ``head`` restatement copies.
+
+    Example:
+        >>> head_of("Janet's ducks lay 16 eggs per day. She eats three for breakfast.", 6)
+        "Janet's ducks lay 16 eggs per"
+    """
+    return " ".join(one_line(text).split()[:words])
 
 
 # Every character str.splitlines() breaks at: a model may break its line there too.
@@ -154,7 +184,9 @@ def _opening(
     return [SystemMessage(content="\n\n".join([*system, *extra])), *rest]
 
 
-def _format_rules(mode: Mode, markers: Markers, count: int, reasoning: bool) -> str:
+def _format_rules(
+    mode: Mode, markers: Markers, count: int, reasoning: bool, head_words: int | None = None
+) -> str:
     q, a = markers.question_label, markers.answer_label
     if reasoning:
         answer_step = (
@@ -168,11 +200,12 @@ def _format_rules(mode: Mode, markers: Markers, count: int, reasoning: bool) -> 
         answer_step = f"On the next line write '{a}[i]:' followed by the final answer only."
         answer_layout = f"{a}[i]: {FINAL_ANSWER_PLACEHOLDER}"
     if mode is Mode.AUTO_DEMO:
-        steps = (
-            f"1. Copy the question word for word on one line, starting with '{q}[i]: '.\n"
-            f"2. {answer_step}"
-        )
-        layout = f"{q}[i]: <question i>\n{answer_layout}"
+        copy, shown = "the question word for word", "<question i>"
+        if head_words is not None:
+            copy = f"the first {head_words} words of the question"
+            shown = f"<first {head_words} words of question i>"
+        steps = f"1. Copy {copy} on one line, starting with '{q}[i]: '.\n2. {answer_step}"
+        layout = f"{q}[i]: {shown}\n{answer_layout}"
         intro = f"Answer the {count} questions below, in order. For each question i:"
     else:
         steps = answer_step.replace("On the next line write", "Write", 1)
@@ -193,11 +226,20 @@ def render_questions(questions: Sequence[str], markers: Markers) -> str:
     )
 
 
-def render_completion(items: Sequence[Demonstration], markers: Markers, *, restate: bool) -> str:
-    """A completion in exactly the format the prompt asks for (used for demonstrations)."""
+def render_completion(
+    items: Sequence[Demonstration],
+    markers: Markers,
+    *,
+    restate: bool,
+    head_words: int | None = None,
+) -> str:
+    """A completion in exactly the format the prompt asks for (used for demonstrations):
+    with ``restate``, each question (its first ``head_words`` words when given) before
+    its answer."""
     blocks = []
     for i, (question, answer) in enumerate(items, 1):
-        head = f"{markers.question(i)} {one_line(question)}\n" if restate else ""
+        copied = one_line(question) if head_words is None else head_of(question, head_words)
+        head = f"{markers.question(i)} {copied}\n" if restate else ""
         blocks.append(f"{head}{markers.answer(i)} {answer.strip()}")
     return "\n\n".join(blocks)
 
@@ -211,8 +253,12 @@ def build_batch_messages(
     reasoning: bool = True,
     demonstrations: Sequence[Demonstration] = (),
     context: Sequence[BaseMessage] = (),
+    head_words: int | None = None,
 ) -> list[BaseMessage]:
     """Messages that ask for all ``questions`` in one completion.
+
+    ``head_words`` (``auto_demo`` only): ask for the first words of each question instead
+    of all of it (:attr:`Restate.HEAD`); the demonstrations show the same.
 
     ``demonstrations`` (solved examples, e.g. retrieved from a pool) are given as an
     earlier exchange answered in exactly the requested format, so they show the format
@@ -241,23 +287,27 @@ def build_batch_messages(
         raise ValueError("a batch needs at least one question")
     mode = Mode(mode)
     markers = markers or Markers()
+    if mode is not Mode.AUTO_DEMO:
+        head_words = None
     messages = _opening(context, instructions)
     if demonstrations:
         messages.append(
             HumanMessage(
-                content=_format_rules(mode, markers, len(demonstrations), reasoning)
+                content=_format_rules(mode, markers, len(demonstrations), reasoning, head_words)
                 + "\n"
                 + render_questions([q for q, _ in demonstrations], markers)
             )
         )
         messages.append(
             AIMessage(
-                content=render_completion(demonstrations, markers, restate=mode is Mode.AUTO_DEMO)
+                content=render_completion(
+                    demonstrations, markers, restate=mode is Mode.AUTO_DEMO, head_words=head_words
+                )
             )
         )
     messages.append(
         HumanMessage(
-            content=_format_rules(mode, markers, len(questions), reasoning)
+            content=_format_rules(mode, markers, len(questions), reasoning, head_words)
             + "\n"
             + render_questions(questions, markers)
         )

@@ -64,7 +64,14 @@ from langchain_autodemo.planning import (
     PlannedBatch,
     SequentialSelector,
 )
-from langchain_autodemo.prompts import Mode, context_key, final_answer_only, split_chat
+from langchain_autodemo.prompts import (
+    DEFAULT_HEAD_WORDS,
+    Mode,
+    Restate,
+    context_key,
+    final_answer_only,
+    split_chat,
+)
 from langchain_autodemo.usage import UsageStats, active_trackers
 
 if TYPE_CHECKING:
@@ -116,6 +123,12 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             per input), so modes can be compared like for like.
         reasoning: ask for reasoning that ends with ``The answer is ...`` (default), or
             for the bare answer only.
+        restate: what an ``auto_demo`` completion copies of each question before its
+            answer: ``"full"`` (default, the paper's layout) or ``"head"``, its first
+            ``head_words`` words (fewer output tokens; a call whose heads could be
+            confused with another text of the prompt restates in full; see
+            :class:`~langchain_autodemo.prompts.Restate`).
+        head_words: words of a ``"head"`` restatement (default 8).
         input_template: how a ``dict`` input becomes text, e.g. ``"{premise} / {hypothesis}"``.
         output_parser: turns each answer into an object: a LangChain output parser, a
             pydantic model class, or a callable. A parse failure counts as a garbled item.
@@ -181,6 +194,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         mode: Mode | str = Mode.AUTO_DEMO,
         markers: Markers | None = None,
         reasoning: bool = True,
+        restate: Restate | str = Restate.FULL,
+        head_words: int = DEFAULT_HEAD_WORDS,
         input_template: str | Callable[[dict[str, Any]], str] | None = None,
         output_parser: BaseOutputParser[Any] | type[BaseModel] | Callable[[str], Any] | None = None,
         selector: BatchSelector | None = None,
@@ -208,6 +223,14 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         except ValueError:
             choices = ", ".join(m.value for m in Mode)
             raise ConfigurationError(f"unknown mode {mode!r}; choose one of: {choices}") from None
+        try:
+            restate = Restate(restate)
+        except ValueError:
+            choices = ", ".join(r.value for r in Restate)
+            raise ConfigurationError(
+                f"unknown restate {restate!r}; choose one of: {choices}"
+            ) from None
+        _require_positive_int("head_words", head_words)
         for name_, delay in (
             ("retry_initial_delay", retry_initial_delay),
             ("retry_max_delay", retry_max_delay),
@@ -243,6 +266,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         self._settings = EngineSettings(
             mode=mode,
             batch_size=batch_size,
+            restate=restate,
+            head_words=head_words,
             instructions=instructions,
             markers=markers or Markers(),
             reasoning=reasoning,

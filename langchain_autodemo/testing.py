@@ -175,6 +175,8 @@ class ScriptedAutoDemoModel(ScriptedChatModel):
         terse = "final answer only" in prompt.lower()
         # auto_demo prompts ask for the restatement (the wording may move between turns)
         restate = "copy the question" in prompt.lower() or "\nQ[i]:" in prompt
+        # restate="head" prompts ask for the first N words
+        head = re.search(r"copy the first (\d+) words", prompt.lower())
         blocks = []
         for index, text in questions:
             with self._log_lock:
@@ -184,10 +186,11 @@ class ScriptedAutoDemoModel(ScriptedChatModel):
                 continue
             if self.drop and self.drop in text:
                 continue
-            head = f"Q[{index}]: {text}\n" if restate else ""
+            copied = " ".join(text.split()[: int(head.group(1))]) if head else text
+            echo = f"Q[{index}]: {copied}\n" if restate else ""
             value = answer_rule(self.answer, text)
             body = value if terse else f"Working it out.\nThe answer is {value}."
-            blocks.append(f"{head}A[{index}]: {body}")
+            blocks.append(f"{echo}A[{index}]: {body}")
         return "\n\n".join(blocks)
 
     @staticmethod

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,13 +31,13 @@ from langchain_autodemo.audit import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import paired_comparison
-from langchain_autodemo.evaluation.harness import MethodResult, run_method
+from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult, run_method
 from langchain_autodemo.evaluation.methods import Method, parse_method
 from langchain_autodemo.planning import estimate_tokens
 from langchain_autodemo.pricing import Price
-from langchain_autodemo.prompts import Mode
+from langchain_autodemo.prompts import DEFAULT_HEAD_WORDS, Mode, Restate
 
-__all__ = ["Candidate", "TuneReport", "TunedConfig", "candidates", "tune"]
+__all__ = ["Candidate", "MeasurementLog", "TuneReport", "TunedConfig", "candidates", "tune"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,8 @@ class TunedConfig:
     reasoning: bool = True
     instructions: str | None = None
     demonstrations: tuple[tuple[str, str], ...] = ()
+    restate: str = "full"
+    """What ``auto_demo`` restates of each question: ``"full"`` or ``"head"``."""
     tuned_on: dict[str, Any] = field(default_factory=dict, compare=False)
     """What the choice rests on: dataset, items, model, accuracy and cost against single."""
 
@@ -65,6 +67,7 @@ class TunedConfig:
             "mode": self.mode,
             "batch_size": self.batch_size,
             "reasoning": self.reasoning,
+            "restate": self.restate,
             "instructions": self.instructions,
             "demonstrations": self.demonstrations,
         }
@@ -98,6 +101,8 @@ class TunedConfig:
             raise ConfigurationError(f"{path}: {exc}") from None
         if config.grouping not in (None, "similarity"):
             raise ConfigurationError(f"{path}: grouping must be null or 'similarity'")
+        if config.restate not in {r.value for r in Restate}:
+            raise ConfigurationError(f"{path}: restate must be 'full' or 'head'")
         return config
 
 
@@ -106,11 +111,14 @@ class Candidate:
     method: Method
     batch_size: int
     reasoning: bool
+    restate: Restate = Restate.FULL
+    """Only ``auto_demo`` restates; other modes keep ``FULL``."""
 
     @property
     def label(self) -> str:
         size = "" if self.method.mode is Mode.SINGLE else f" N={self.batch_size}"
-        return f"{self.method.name}{size}" + ("" if self.reasoning else " terse")
+        head = " head" if self.restate is Restate.HEAD else ""
+        return f"{self.method.name}{size}{head}" + ("" if self.reasoning else " terse")
 
     def config(
         self, instructions: str | None, demonstrations: Sequence[tuple[str, str]]
@@ -120,6 +128,7 @@ class Candidate:
             batch_size=self.batch_size,
             grouping=self.method.grouping,
             reasoning=self.reasoning,
+            restate=self.restate.value,
             instructions=instructions,
             demonstrations=tuple(demonstrations),
         )
@@ -129,16 +138,20 @@ def candidates(
     methods: Sequence[str] = ("batch", "auto_demo", "auto_demo+similarity"),
     batch_sizes: Sequence[int] = (4, 8, 16),
     reasoning: Sequence[bool] = (True, False),
+    restate: Sequence[Restate | str] = (Restate.FULL, Restate.HEAD),
 ) -> list[Candidate]:
-    """The search space (without ``single``, the reference)."""
+    """The search space (without ``single``, the reference); ``restate`` applies to
+    ``auto_demo`` methods (the others copy nothing)."""
     found = []
     for name in methods:
         method = parse_method(name)
         if method.mode is Mode.SINGLE or method.bootstrap or method.needs_pool:
             raise ConfigurationError(f"tune searches batch and auto_demo methods, not {name!r}")
+        copies = [Restate(r) for r in restate] if method.mode is Mode.AUTO_DEMO else [Restate.FULL]
         for size in batch_sizes:
             for reasons in reasoning:
-                found.append(Candidate(method, size, reasons))
+                for copy in dict.fromkeys(copies):
+                    found.append(Candidate(method, size, reasons, copy))
     return found
 
 
@@ -147,7 +160,11 @@ def estimated_tokens_per_item(
 ) -> float:
     """A cost proxy (USD-weighted tokens per item) that orders the search cheapest first."""
     answer = 120.0 if candidate.reasoning else 6.0
-    restate = question_tokens if candidate.method.mode is Mode.AUTO_DEMO else 0.0
+    restate = 0.0
+    if candidate.method.mode is Mode.AUTO_DEMO:
+        # a head is about 4/3 tokens a word, never more than the question
+        head = min(question_tokens, DEFAULT_HEAD_WORDS * 4 / 3)
+        restate = head if candidate.restate is Restate.HEAD else question_tokens
     size = candidate.batch_size
     input_tokens = prefix_tokens / size + question_tokens + 60 / size
     output_tokens = answer + restate + 4
@@ -242,6 +259,50 @@ class TuneReport:
         return "\n".join(lines) + "\n"
 
 
+class MeasurementLog(MutableMapping[tuple[str, int, int], MethodResult]):
+    """Measurements of a search kept in a JSONL file, one line each, appended as they
+    land: what ``autodemo tune --resume`` reuses."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._data: dict[tuple[str, int, int], MethodResult] = {}
+        if self.path.is_file():
+            for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    result = dict(record["result"])
+                    result["items"] = [
+                        ItemRecord(**{**item, "reasons": tuple(item.get("reasons", ()))})
+                        for item in result["items"]
+                    ]
+                    key = (str(record["label"]), int(record["start"]), int(record["stop"]))
+                    self._data[key] = MethodResult(**result)
+                except (ValueError, KeyError, TypeError) as exc:
+                    if number == len(self.path.read_text(encoding="utf-8").splitlines()):
+                        break  # a torn last line: that measurement is taken again
+                    raise ConfigurationError(f"{self.path} line {number}: {exc}") from None
+
+    def __getitem__(self, key: tuple[str, int, int]) -> MethodResult:
+        return self._data[key]
+
+    def __setitem__(self, key: tuple[str, int, int], value: MethodResult) -> None:
+        self._data[key] = value
+        record = {"label": key[0], "start": key[1], "stop": key[2], "result": asdict(value)}
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def __delitem__(self, key: tuple[str, int, int]) -> None:
+        raise TypeError("measurements are only added")
+
+    def __iter__(self) -> Any:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
     if a is None:
         return b
@@ -284,19 +345,29 @@ def tune(
     embeddings: Any = None,
     max_concurrency: int = 1,
     on_result: Callable[[str, MethodResult], None] | None = None,
+    measured: MutableMapping[tuple[str, int, int], MethodResult] | None = None,
 ) -> TuneReport:
-    """Search ``space`` on ``dataset`` against single (see the module docstring)."""
+    """Search ``space`` on ``dataset`` against single (see the module docstring).
+
+    ``measured`` holds earlier measurements by (label, first item, end) and receives the
+    new ones: a resumed search asks the model only what it has not answered yet.
+    """
     instructions = dataset.task.instructions
     slices = _slices(len(dataset))
+    measured = {} if measured is None else measured
 
     def measure(candidate: Candidate, start: int, stop: int) -> MethodResult:
+        key = (candidate.label, start, stop)
+        if key in measured:
+            return measured[key]
         part = replace(dataset, examples=dataset.examples[start:stop])
         selector = candidate.method.selector(embeddings=embeddings)
         result = run_method(
             llm, part, candidate.method, candidate.batch_size, selector=selector,
             max_concurrency=max_concurrency, reasoning=candidate.reasoning,
-            demonstrations=demonstrations,
+            demonstrations=demonstrations, restate=candidate.restate.value,
         )  # fmt: skip
+        measured[key] = result
         if on_result is not None:
             on_result(candidate.label, result)
         return result

@@ -48,6 +48,7 @@ from tests.fakes import ScriptedChatModel
 
 DRIVERS = ("batch", "abatch", "as_completed", "aas_completed")
 _QUESTION_LINE = re.compile(r"^Q\[(\d+)\]: (.*)$", re.MULTILINE)
+_HEAD_ASKED = re.compile(r"Copy the first (\d+) words")
 WRONG = "WRONG-ANSWER"  # a wrong answer the model gives to the question it restated
 
 
@@ -249,10 +250,29 @@ OPS = (
 ENDINGS = ("stop", "stop", "stop", "length", "no_finish", "raise", "raise_first", "endless")
 
 
+def _copy(rng: random.Random, text: str, head_words: int | None) -> str:
+    """What the model restates of ``text``: all of it, or (asked for a head) mostly the
+    head, sometimes all of it or a word or two more or less."""
+    if head_words is None:
+        return text
+    words = text.split()
+    roll = rng.random()
+    if roll < 0.15:
+        return text
+    count = head_words if roll < 0.8 else max(1, head_words + rng.choice((-2, -1, 1, 2)))
+    return " ".join(words[:count])
+
+
 def corrupt(
-    rng: random.Random, questions: list[str], ops: list[str], demos: Sequence[str] = ()
+    rng: random.Random,
+    questions: list[str],
+    ops: list[str],
+    demos: Sequence[str] = (),
+    head_words: int | None = None,
 ) -> str:
-    blocks: list[Block | str] = [Block(q, i, q, tag(q)) for i, q in enumerate(questions, 1)]
+    blocks: list[Block | str] = [
+        Block(q, i, _copy(rng, q, head_words), tag(q)) for i, q in enumerate(questions, 1)
+    ]
     if "slip" in ops or "merge_other" in ops:
         # A restatement that names another input than the one answered is detectable only
         # while the index still says which one was answered, and while it is the only such
@@ -322,7 +342,8 @@ def corrupt(
                 b.restate = " ".join(words[start : rng.randint(start + 4, len(words))])
         elif op == "slip" and len(questions) > 1 and not slips and not b.copied:
             # restates another input exactly (a digit slip) but answers its own question
-            b.restate = rng.choice([q for q in questions if q != b.question])
+            other = rng.choice([q for q in questions if q != b.question])
+            b.restate = _copy(rng, other, head_words)
             b.slipped, slips = True, 1
         elif op == "merge_other" and len(questions) > 1 and b.restate is not None:
             # two questions copied as one (or a prompt line joined as a wrapped line)
@@ -344,7 +365,8 @@ def corrupt(
             demo = rng.choice(demos)
             # copied as models copy: word for word, at most re-cased, quoted or prefixed
             # (dropping a word could turn the look-alike back into the input itself)
-            b.restate = _surface(rng, demo) if rng.random() < 0.4 else demo
+            copied = _copy(rng, demo, head_words)
+            b.restate = _surface(rng, copied) if rng.random() < 0.4 else copied
             b.answer, b.copied = tag(demo), True
     return "\n\n".join(x.render() if isinstance(x, Block) else x for x in blocks)
 
@@ -443,7 +465,9 @@ def hostile_script(seed: int) -> Callable[[list[BaseMessage], int], Any]:
         # Misbehave often at first, less on re-asks, so that recovery is exercised too.
         misbehave = rng.random() < (0.9 if call <= 3 else 0.5)
         ops = rng.choices(OPS, k=rng.randint(1, 4)) if misbehave else []
-        text = corrupt(rng, questions, ops, shown_demos(messages))
+        last = [m for m in messages if isinstance(m, HumanMessage)][-1]
+        head = _HEAD_ASKED.search(str(last.content))
+        text = corrupt(rng, questions, ops, shown_demos(messages), int(head[1]) if head else None)
         ending = rng.choice(ENDINGS) if misbehave else "stop"
         if ending == "raise_first":
             return RateLimited("429 Too Many Requests")
@@ -549,6 +573,8 @@ def run_case(seed: int, tally: Tally) -> None:
         retry_initial_delay=0.0,
         retry_max_delay=0.0,
         max_output_tokens=rng.choice((None, None, 4000)),
+        restate=rng.choice(("full", "head")),
+        head_words=rng.randint(1, 9),
     )
     driver = DRIVERS[seed % len(DRIVERS)]
     config = {"max_concurrency": rng.randint(1, 4)}

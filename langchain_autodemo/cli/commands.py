@@ -76,6 +76,13 @@ InstructionsOption = Annotated[
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", "-n", min=1)]
 ModeOption = Annotated[Mode, typer.Option(help="How each call asks its questions.")]
 ReasoningOption = Annotated[bool, typer.Option(help="Ask for reasoning before each final answer.")]
+RestateOption = Annotated[
+    str,
+    typer.Option(
+        help="What auto_demo copies of each question before its answer: full, or head (its "
+        "first 8 words; fewer output tokens)."
+    ),
+]
 
 
 @app.command(epilog=MODEL_SPECS)
@@ -111,6 +118,7 @@ def run(
         str, typer.Option(help="Output field for the answer.")
     ] = RunOptions.answer_field,
     reasoning: ReasoningOption = RunOptions.reasoning,
+    restate: RestateOption = RunOptions.restate,
     retry_errors: Annotated[
         bool, typer.Option(help="On resume, ask again the items that ended in an error.")
     ] = False,
@@ -191,6 +199,7 @@ def eval_(
         typer.Option(min=1, help="Training items the model answers to fill the +bootstrap pool."),
     ] = EvalOptions.bootstrap_size,
     reasoning: ReasoningOption = EvalOptions.reasoning,
+    restate: RestateOption = EvalOptions.restate,
     bootstrap_store: Annotated[
         Path | None,
         typer.Option(help="Folder keeping bootstrap pools (default: the per-user cache)."),
@@ -403,6 +412,13 @@ def tune_command(
     reasoning: Annotated[
         str, typer.Option(help="both, on or off: also try the final answer alone.")
     ] = "both",
+    restate: Annotated[
+        str,
+        typer.Option(
+            help="both, full or head: what auto_demo restates of each question (head: its "
+            "first 8 words)."
+        ),
+    ] = "both",
     shots: Annotated[int, typer.Option(min=0, help="Shared training exemplars (k-shot).")] = 0,
     tolerance: Annotated[
         float, typer.Option(help="Accuracy a choice may lose against single (0.02: 2 points).")
@@ -412,6 +428,13 @@ def tune_command(
     max_tokens: MaxTokensOption = None,
     max_concurrency: ConcurrencyOption = 1,
     progress: Annotated[bool, typer.Option(help="Print each measurement.")] = True,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the measurements already in --out (same dataset, sample, model, "
+            "shots and prices) instead of asking the model again."
+        ),
+    ] = False,
 ) -> None:
     """Find the cheapest configuration that keeps single's accuracy on a labelled sample
     (successive halving, cheapest first; paired test against single), and write it as a

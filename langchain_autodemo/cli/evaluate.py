@@ -52,17 +52,21 @@ class EvalOptions:
     """With ``resume``: run the chosen method x batch size pairs again, replacing their rows."""
     shots: int = 0
     """Solved training exemplars shown before every call of every method (k-shot)."""
+    restate: str = "full"
+    """What ``auto_demo`` methods copy of each question: ``full`` or ``head``."""
     prices: Path | None = None
     """A JSON price table overriding the built-in one (see :mod:`langchain_autodemo.pricing`)."""
     price_model: str = "gpt-4o-mini"
     """Whose prices (and caching rules) the report's USD columns use."""
 
 
-_RESUME_DEFAULTS: dict[str, Any] = {"reask_with_answered": False, "reasoning": True, "shots": 0}
+_RESUME_DEFAULTS: dict[str, Any] = {
+    "reask_with_answered": False, "reasoning": True, "shots": 0, "restate": "full",
+}  # fmt: skip
 # what must match for an earlier report in --out to be extended by --resume
 _RESUME_KEYS = (
     "dataset", "source", "task", "items", "model", "demos_per_batch", "reask_with_answered",
-    "reasoning", "shots",
+    "reasoning", "shots", "restate",
 )  # fmt: skip
 
 
@@ -174,6 +178,7 @@ def evaluate(options: EvalOptions) -> None:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
         "reask_with_answered": options.reask_with_answered,
         "reasoning": options.reasoning,
+        "restate": options.restate,
         "shots": options.shots,
         "exemplars": [question for question, _ in exemplars],
         "prices": table.as_dict(options.price_model),
@@ -223,7 +228,7 @@ def evaluate(options: EvalOptions) -> None:
                 on_bootstrap_start=progress.on_bootstrap_start,
                 on_bootstrap=progress.on_bootstrap, done=kept,
                 reask_with_answered=options.reask_with_answered,
-                reasoning=options.reasoning, demonstrations=exemplars,
+                reasoning=options.reasoning, demonstrations=exemplars, restate=options.restate,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.close()

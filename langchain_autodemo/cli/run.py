@@ -86,6 +86,8 @@ class RunOptions:
     template: str | None = None
     answer_field: str = "answer"
     reasoning: bool = True
+    restate: str = "full"
+    """What ``auto_demo`` copies of each question: ``full`` or ``head``."""
     retry_errors: bool = False
     overwrite: bool = False
     sort: bool = True
@@ -143,6 +145,7 @@ class RunJob:
             mode=options.mode,
             selector=self.selector,
             reasoning=options.reasoning,
+            restate=options.restate,
             demonstrations=options.demonstrations,
         )
 
@@ -316,7 +319,11 @@ def _prepare(options: RunOptions) -> RunJob:
     if not options.overwrite:
         finished = read_finished(output)
         _check_output_matches_input(finished, items, output, source)
-        if output.exists() and not check_setup(output, setup) and finished:
+        if (
+            output.exists()
+            and not check_setup(output, setup, defaults={"restate": "full"})
+            and finished
+        ):
             echo(
                 f"Note: {output} has no record of the settings it was written with (an older "
                 "autodemo wrote it); resuming it as if they were these."
@@ -347,6 +354,7 @@ def with_config(options: RunOptions) -> RunOptions:
         mode=Mode(config.mode),
         batch_size=config.batch_size,
         reasoning=config.reasoning,
+        restate=config.restate,
         instructions=config.instructions or options.instructions,
         select="similarity" if config.grouping == "similarity" else options.select,
         demonstrations=config.demonstrations,
@@ -363,6 +371,7 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         "mode": options.mode.value,
         "batch_size": None if single else options.batch_size,  # single asks one at a time
         "reasoning": options.reasoning,
+        "restate": options.restate if options.mode is Mode.AUTO_DEMO else "full",
         "field": options.field if options.template is None else None,
         "template": options.template,
         "select": (options.select or "").strip().lower() or None,

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from langchain_autodemo.cli.common import echo
 from langchain_autodemo.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from langchain_autodemo.tuning import MeasurementLog
 
 __all__ = ["TuneOptions", "run_tune"]
 
@@ -24,6 +28,8 @@ class TuneOptions:
     batch_sizes: str = "4,8,16"
     reasoning: str = "both"
     """``both``, ``on`` or ``off``: whether to try the final answer alone."""
+    restate: str = "both"
+    """``both``, ``full`` or ``head``: what ``auto_demo`` candidates restate."""
     shots: int = 0
     tolerance: float = 0.02
     prices: Path | None = None
@@ -31,6 +37,11 @@ class TuneOptions:
     max_tokens: int | None = None
     max_concurrency: int = 1
     progress: bool = True
+    resume: bool = False
+
+
+# What a resumed search must share with the one it continues.
+_RESUME_KEYS = ("dataset", "limit", "model", "shots", "max_tokens", "price_model")
 
 
 def run_tune(options: TuneOptions) -> None:
@@ -46,12 +57,16 @@ def run_tune(options: TuneOptions) -> None:
     choices = {"both": (True, False), "on": (True,), "off": (False,)}
     if options.reasoning not in choices:
         raise ConfigurationError(f"--reasoning {options.reasoning!r}: use both, on or off")
+    restates = {"both": ("full", "head"), "full": ("full",), "head": ("head",)}
+    if options.restate not in restates:
+        raise ConfigurationError(f"--restate {options.restate!r}: use both, full or head")
     if not 0 <= options.tolerance < 1:
         raise ConfigurationError("--tolerance is a share of items, e.g. 0.02 for 2 points")
     space = candidates(
         [m.strip() for m in options.methods.split(",") if m.strip()],
         parse_batch_sizes(options.batch_sizes),
         choices[options.reasoning],
+        restates[options.restate],
     )
     table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
     price = table.price(options.price_model)
@@ -59,6 +74,7 @@ def run_tune(options: TuneOptions) -> None:
     exemplars = shot_exemplars(data, options.shots)
     spec = parse_model_spec(options.model)
     options.out.mkdir(parents=True, exist_ok=True)
+    measured = _measurements(options)
     with open_model(spec, max_tokens=options.max_tokens) as opened:
         echo(
             f"Model: {opened.description}; {data.name}, {len(data)} items, "
@@ -72,7 +88,7 @@ def run_tune(options: TuneOptions) -> None:
         report = tune(
             opened.llm, data, space, price=price, price_model=options.price_model,
             demonstrations=exemplars, tolerance=options.tolerance,
-            max_concurrency=options.max_concurrency, on_result=said,
+            max_concurrency=options.max_concurrency, on_result=said, measured=measured,
         )  # fmt: skip
     data_out = report.as_dict()
     data_out["meta"] = {
@@ -91,6 +107,29 @@ def run_tune(options: TuneOptions) -> None:
     typer.echo(markdown)
     echo(f"Wrote {options.out}/tuned.json (load it with AutoDemoBatchRunnable.from_config or "
          "autodemo run --config), tune.json, tune.md and pareto.png")  # fmt: skip
+
+
+def _measurements(options: TuneOptions) -> MeasurementLog:
+    """The search's measurement log in ``options.out``: continued with ``--resume`` (same
+    dataset, sample, model, shots and prices, else refused), else started afresh."""
+    from langchain_autodemo.cli.common import check_same_settings
+    from langchain_autodemo.tuning import MeasurementLog
+
+    log_path, setup_path = options.out / "measurements.jsonl", options.out / "tune.setup.json"
+    setup = {key: getattr(options, key) for key in _RESUME_KEYS}
+    if options.resume and setup_path.is_file():
+        check_same_settings(
+            json.loads(setup_path.read_text(encoding="utf-8")), setup, keys=_RESUME_KEYS,
+            what=f"{options.out} was tuned with other settings",
+            fix="use another --out, or drop --resume to start again",
+        )  # fmt: skip
+    else:
+        log_path.unlink(missing_ok=True)
+    setup_path.write_text(json.dumps(setup, indent=2) + "\n", encoding="utf-8")
+    log = MeasurementLog(log_path)
+    if log:
+        echo(f"Resuming: {len(log)} measurements in {log_path} are reused")
+    return log
 
 
 def _plot(rows: list[dict[str, object]], path: Path, title: str) -> None:

@@ -163,6 +163,7 @@ def run_method(
     reask_with_answered: bool = False,
     reasoning: bool = True,
     demonstrations: Sequence[tuple[str, str]] = (),
+    restate: str = "full",
 ) -> MethodResult:
     """Answer every example of ``dataset`` with one method at one batch size.
 
@@ -171,7 +172,8 @@ def run_method(
 
     ``selector`` is the method's ``SimilarityBatchSelector`` (see ``Method.selector``);
     one instance can serve every batch size. ``reasoning=False`` asks every method,
-    ``single`` included, for the final answer alone.
+    ``single`` included, for the final answer alone. ``restate`` is the runner's
+    (``"head"``: ``auto_demo`` copies each question's first words).
     """
     from langchain_autodemo import AutoDemoBatchRunnable, track_usage
     from langchain_autodemo.engine import ItemResult
@@ -183,6 +185,7 @@ def run_method(
         mode=method.mode,
         selector=selector,
         reasoning=reasoning,
+        restate=restate,
         include_details=True,
         reask_with_answered=reask_with_answered,
         demonstrations=demonstrations,
@@ -295,6 +298,7 @@ def evaluate(
     reask_with_answered: bool = False,
     reasoning: bool = True,
     demonstrations: Sequence[tuple[str, str]] = (),
+    restate: str = "full",
 ) -> list[MethodResult]:
     """Every method at every batch size (``single`` once: batch size does not apply).
 
@@ -341,7 +345,7 @@ def evaluate(
                 llm, dataset, method, batch_size, selector=selector,
                 max_concurrency=max_concurrency, on_item=on_item,
                 reask_with_answered=reask_with_answered, reasoning=reasoning,
-                demonstrations=demonstrations,
+                demonstrations=demonstrations, restate=restate,
             )  # fmt: skip
             if method.bootstrap and solved is not None:
                 result.bootstrap = solved.summary()

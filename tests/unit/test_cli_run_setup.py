@@ -63,7 +63,8 @@ def test_run_records_its_setup_beside_the_output(cli: CliRunner, tmp_path: Path)
     assert setup_path(out).name == "out.jsonl.meta.json"
     assert meta["setup"] == {
         "model": FAKE, "instructions": "Add.", "mode": "auto_demo", "batch_size": 4,
-        "reasoning": True, "field": "question", "template": None, "select": None,
+        "reasoning": True, "restate": "full", "field": "question", "template": None,
+        "select": None,
         "demo_pool": None, "max_tokens": None, "answer_field": "answer", "demonstrations": None,
     }  # fmt: skip
     assert meta["command"].startswith("autodemo ")

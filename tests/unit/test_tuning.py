@@ -64,7 +64,7 @@ def model(*, batch_right: bool, auto_demo_right: bool, terse_right: bool = True)
 
 def test_a_wrong_cheap_configuration_is_dropped_and_the_cheapest_right_one_chosen() -> None:
     llm = model(batch_right=False, auto_demo_right=True)
-    space = candidates(["batch", "auto_demo"], [8], [True])
+    space = candidates(["batch", "auto_demo"], [8], [True], ["full"])
     report = tune(llm, SUMS, space, price=PRICE, demonstrations=SHOTS)
     rows = {row.label: row for row in report.rows}
     assert rows["batch N=8"].status.startswith("dropped after round 1")
