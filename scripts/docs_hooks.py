@@ -88,12 +88,36 @@ def _example_sections() -> None:
     google._section_kind.setdefault("example", google.DocstringSectionKind.examples)
 
 
+def _section(nav: list[Any], title: str) -> list[Any] | None:
+    for entry in nav:
+        if isinstance(entry, dict) and title in entry:
+            return entry[title]
+    return None
+
+
+def _listed(section: list[Any]) -> set[str]:
+    return {next(iter(e.values())) if isinstance(e, dict) else e for e in section}
+
+
 def on_config(config: Any) -> Any:
     _example_sections()
     pages = generate()
-    for entry in config["nav"] or []:
-        if isinstance(entry, dict) and "Results" in entry:
-            section = entry["Results"]
-            listed = {next(iter(e.values())) if isinstance(e, dict) else e for e in section}
-            section += [p for p in pages if p not in listed]
+    nav = config["nav"] or []
+    results = _section(nav, "Results")
+    if results is not None:
+        results += [p for p in pages if p not in _listed(results)]
+    # Pages other people add later join the nav when they exist (mkdocs --strict fails on a
+    # nav entry whose file is missing, so they cannot be listed in mkdocs.yml beforehand):
+    # every design note, and the optional guides below.
+    design = _section(nav, "Design notes")
+    if design is not None:
+        for note in sorted((DOCS / "design").glob("*.md")):
+            rel = note.relative_to(DOCS).as_posix()
+            if rel not in _listed(design):
+                design.append(rel)
+    guides = _section(nav, "Guides")
+    if guides is not None:
+        for rel, title in (("guides/ray.md", "Ray jobs"),):
+            if (DOCS / rel).is_file() and rel not in _listed(guides):
+                guides.append({title: rel})
     return config
