@@ -268,9 +268,41 @@ class LlamaCppServer:
             "max_tokens": self.max_tokens,
             "timeout": 900,
             "max_retries": 1,
+            "token_count_url": f"http://{self.host}:{self.port}/extras/tokenize/count",
         }
         settings.update(kwargs)
         return legacy_max_tokens_chat_openai(**settings)
+
+
+# ChatML, the chat template of the packaged models (Qwen2.5, SmolLM2): what the server
+# puts around each message, so a prompt's count includes its template tokens.
+_CHATML_MESSAGE = "<|im_start|>{role}\n{content}<|im_end|>\n"
+_CHATML_REPLY = "<|im_start|>assistant\n"
+_CHATML_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
+
+
+def chatml_prompt(messages: Sequence[Any]) -> str:
+    """The messages as the server's ChatML template renders them (the reply's opening
+    included): the text whose tokens the prompt costs."""
+    from langchain_autodemo.parser import text_of
+
+    rendered = "".join(
+        _CHATML_MESSAGE.format(role=_CHATML_ROLES.get(m.type, m.type), content=text_of(m))
+        for m in messages
+    )
+    return rendered + _CHATML_REPLY
+
+
+def _usage_chunk(prompt: int, completion: int) -> Any:
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk
+
+    usage = {
+        "input_tokens": prompt,
+        "output_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage))  # type: ignore[arg-type]
 
 
 @functools.cache
@@ -284,10 +316,63 @@ def _legacy_max_tokens_class() -> type:
         renames a request field, and its name would be an internal detail in traces.
         """
 
+        token_count_url: str | None = None
+        """A llama.cpp server's ``/extras/tokenize/count``: a stream that reports no usage
+        (llama-cpp-python 0.3.36 sends none) ends with one counted by the model's own
+        tokenizer, instead of the engine's characters/4 estimate."""
+
         @classmethod
         def lc_id(cls) -> list[str]:
             # the serialized id, whose last part tracers take as the run's name
             return ChatOpenAI.lc_id()
+
+        def _count_requests(self, messages: Any, text: str) -> list[Any]:
+            return [
+                {"input": chatml_prompt(messages), "model": self.model_name},
+                {"input": text, "model": self.model_name},
+            ]
+
+        def _stream(self, messages: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            parts: list[str] = []
+            reported = False
+            for chunk in super()._stream(messages, *args, **kwargs):
+                reported = reported or bool(chunk.message.usage_metadata)
+                parts.append(chunk.text)
+                yield chunk
+            if reported or not self.token_count_url:
+                return
+            import httpx
+
+            try:
+                with httpx.Client(timeout=30) as client:
+                    counts = [
+                        client.post(self.token_count_url, json=body).raise_for_status().json()
+                        for body in self._count_requests(messages, "".join(parts))
+                    ]
+                yield _usage_chunk(int(counts[0]["count"]), int(counts[1]["count"]))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                return  # the engine's estimate stands, flagged as one
+
+        async def _astream(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
+            parts: list[str] = []
+            reported = False
+            async for chunk in super()._astream(messages, *args, **kwargs):
+                reported = reported or bool(chunk.message.usage_metadata)
+                parts.append(chunk.text)
+                yield chunk
+            if reported or not self.token_count_url:
+                return
+            import httpx
+
+            try:
+                async with httpx.AsyncClient(timeout=30) as client:
+                    counts = []
+                    for body in self._count_requests(messages, "".join(parts)):
+                        response = await client.post(self.token_count_url, json=body)
+                        counts.append(response.raise_for_status().json())
+                yield _usage_chunk(int(counts[0]["count"]), int(counts[1]["count"]))
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                return
 
         def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
             return super().get_name(suffix, name=name or self.name or ChatOpenAI.__name__)

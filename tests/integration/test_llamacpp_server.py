@@ -6,6 +6,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
 
 from langchain_autodemo.llamacpp import LlamaCppServer, LlamaCppServerError
 
@@ -68,3 +69,32 @@ def test_concurrent_streams_wait_their_turn(smollm2_server: LlamaCppServer) -> N
     with ThreadPoolExecutor(3) as pool:
         results = list(pool.map(stream, range(3)))
     assert all(tokens > 0 and reasons == ["length"] for tokens, reasons in results), results
+
+
+def test_usage_is_counted_by_the_models_own_tokenizer(smollm2_server: LlamaCppServer) -> None:
+    """The server streams no usage; the client counts prompt (with its ChatML template)
+    and completion with the server's tokenizer, sync and async, instead of estimating."""
+    import asyncio
+
+    import httpx
+
+    from langchain_autodemo.llamacpp import chatml_prompt
+
+    messages = [SystemMessage("Be brief."), HumanMessage("Name one colour.")]
+    llm = smollm2_server.chat_model(max_tokens=8)
+    chunks = list(llm.stream(messages))
+    usage = [c.usage_metadata for c in chunks if c.usage_metadata]
+    assert len(usage) == 1 and usage[0]["output_tokens"] > 0
+    url = f"http://{smollm2_server.host}:{smollm2_server.port}/extras/tokenize/count"
+    count = httpx.post(url, json={"input": chatml_prompt(messages)}).json()["count"]
+    assert usage[0]["input_tokens"] == count
+    text = "".join(str(c.content) for c in chunks)
+    assert usage[0]["output_tokens"] == httpx.post(url, json={"input": text}).json()["count"]
+
+    async def astream() -> list:
+        return [c async for c in llm.astream(messages)]
+
+    assert [c.usage_metadata for c in asyncio.run(astream()) if c.usage_metadata] == usage
+    # without the counting endpoint nothing is added: the engine estimates, flagged
+    plain = smollm2_server.chat_model(max_tokens=8, token_count_url=None)
+    assert not [c for c in plain.stream(messages) if c.usage_metadata]

@@ -53,7 +53,8 @@ def test_batch_over_streaming_http_gives_every_item_a_result_or_error(
         results = runner_for(smollm2_server).batch(QUESTIONS, return_exceptions=True)
     assert_one_result_per_input_in_order(results, QUESTIONS)
     assert usage.calls >= 2 and usage.items + usage.failed_items == len(QUESTIONS)
-    assert usage.output_tokens > 0 and usage.estimated_tokens  # llama.cpp streams no usage
+    # counted by the server's tokenizer, or estimated (flagged) for a stream read only in part
+    assert usage.output_tokens > 0
 
 
 async def test_abatch_over_streaming_http_gives_every_item_a_result_or_error(
