@@ -18,6 +18,7 @@ import functools
 import itertools
 import random
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -186,13 +187,25 @@ class ItemResult:
     kept, rounded so that the shares add up to the total)."""
     output_tokens: int
     position: int = 0
-    """0-based position of the item in the prompt of the call that answered it."""
-    batch_size: int = 1
-    """How many questions that call's prompt asked."""
+    """The item's slot in the prompt of the call that answered it (0-based: the model saw
+    it as ``Q[position + 1]``); not its input index, which is :attr:`index`."""
+    call_items: int = 1
+    """How many questions that call's prompt asked (at most the runner's ``batch_size``)."""
     reasons: tuple[str, ...] = ()
     """Why each earlier attempt was rejected, oldest first (empty: answered first time)."""
     realigned: bool = False
     """True when the answer was found under another index than the one it was asked at."""
+
+    @property
+    def batch_size(self) -> int:
+        """Deprecated name of :attr:`call_items` (the runner's ``batch_size`` is a setting,
+        this is what one call asked)."""
+        warnings.warn(
+            "ItemResult.batch_size is deprecated: use ItemResult.call_items",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.call_items
 
 
 @dataclass
@@ -270,11 +283,11 @@ class CallSession:
     def __init__(self, call: ModelCall, texts: Sequence[str], settings: EngineSettings) -> None:
         self.call = call
         self._settings = settings
-        self._positions = call.batch.indices
-        self._slot = {index: slot for slot, index in enumerate(self._positions)}
+        self._indices = call.batch.indices
+        self._slot = {index: slot for slot, index in enumerate(self._indices)}
         self._wanted = set(call.batch.kept)
-        self._by_index = settings.mode is Mode.BATCH and len(self._positions) > 1
-        questions = [texts[i] for i in self._positions]
+        self._by_index = settings.mode is Mode.BATCH and len(self._indices) > 1
+        questions = [texts[i] for i in self._indices]
         distractors = _distractors(call.batch)
         self._matcher = EchoMatcher(
             questions,
@@ -285,13 +298,13 @@ class CallSession:
                 [head_of(text, settings.head_words) for text in distractors] if call.heads else ()
             ),
         )
-        self._keys = dict(zip(self._positions, self._matcher.keys, strict=True))
+        self._keys = dict(zip(self._indices, self._matcher.keys, strict=True))
         self._marker_words = _marker_words(settings.markers)
         # Inputs with marker-like text inside: a copy broken at those markers continues the
         # restatement instead of opening items of its own.
         finder = _embedded_marker(settings.markers)
         self._embedded = [
-            self._keys[i] for i, text in zip(self._positions, questions, strict=True)
+            self._keys[i] for i, text in zip(self._indices, questions, strict=True)
             if finder.search(text)
         ]  # fmt: skip
         self._scanner = CompletionScanner(
@@ -330,7 +343,7 @@ class CallSession:
         of the stream is not needed. An answer that moved in from another index does not
         count: the input's own block, later in the stream, may still contradict it."""
         if self._by_index:
-            return self._order[: len(self._positions)] == list(range(1, len(self._positions) + 1))
+            return self._order[: len(self._indices)] == list(range(1, len(self._indices) + 1))
         return self._wanted <= self._own
 
     @property
@@ -436,7 +449,7 @@ class CallSession:
                 input_tokens=input_share,
                 output_tokens=output_share,
                 position=self._slot[position],
-                batch_size=len(self._positions),
+                call_items=len(self._indices),
                 realigned=chosen.realigned,
             )
         return CallReport(accepted, failures, usage, error, None if stop == "complete" else stop)
@@ -472,8 +485,8 @@ class CallSession:
         """What ``item`` claims, or ``None`` (with the reason recorded)."""
         if self._by_index:
             self._order.append(item.index)
-        in_range = 0 < item.index <= len(self._positions)
-        label = self._positions[item.index - 1] if in_range else None
+        in_range = 0 < item.index <= len(self._indices)
+        label = self._indices[item.index - 1] if in_range else None
         candidate = self._claim(item, label)
         if candidate is None and label is not None:
             self._noise.add(label)
@@ -503,7 +516,7 @@ class CallSession:
                 "(marker-like text inside an input), not an answer",
             )
             return None
-        target = self._positions[verdict.position]
+        target = self._indices[verdict.position]
         value = self._value(item, target, record=target in self._wanted)
         if value is _NO_VALUE:
             return None
@@ -554,7 +567,7 @@ class CallSession:
         if not restated or not answer:
             return None
         needle = f" {restated} "
-        for index in self._positions:
+        for index in self._indices:
             text = f" {self._keys[index]} "
             at = text.find(needle)
             while at >= 0:
@@ -637,14 +650,14 @@ class CallSession:
         return delivered, vetoes
 
     def _reject(self, index: int, reason: str) -> None:
-        if 0 < index <= len(self._positions):
-            self._rejections[self._positions[index - 1]] = reason
+        if 0 < index <= len(self._indices):
+            self._rejections[self._indices[index - 1]] = reason
 
     def _check_order(self) -> None:
         # Without restatements the marker index is the only evidence. It is trusted only
         # when the completion answered every question exactly once, in order: a skipped
         # question renumbered away would otherwise shift every later answer.
-        expected = list(range(1, len(self._positions) + 1))
+        expected = list(range(1, len(self._indices) + 1))
         if self._order[: len(expected)] == expected:
             return
         for position in self._wanted:
@@ -657,7 +670,7 @@ class CallSession:
         self._noise.clear()
 
     def _check_runaway(self) -> None:
-        n = len(self._positions)
+        n = len(self._indices)
         restated = self._scanner.restated_open()
         if restated is not None and restated[0] > n:
             index, question = restated

@@ -1111,7 +1111,7 @@ class _Dispatch:
         metadata = {
             "autodemo_call_id": result.call_id,
             "autodemo_position": result.position,
-            "autodemo_batch_size": result.batch_size,
+            "autodemo_call_items": result.call_items,
             "autodemo_attempts": result.attempts,
             "autodemo_input_tokens": result.input_tokens,
             "autodemo_output_tokens": result.output_tokens,

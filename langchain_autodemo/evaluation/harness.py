@@ -231,7 +231,7 @@ def run_method(
             ItemRecord(
                 example.id, example.gold, prediction, score.extracted, score.correct,
                 score.parsed, call_id=result.call_id, position=result.position,
-                call_items=result.batch_size, attempts=result.attempts,
+                call_items=result.call_items, attempts=result.attempts,
                 reasons=tuple(result.reasons), restated_question=result.restated_question,
                 raw_answer=result.raw_answer, input_tokens=result.input_tokens,
                 output_tokens=result.output_tokens,

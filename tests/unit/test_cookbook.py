@@ -82,14 +82,11 @@ def test_at_least_two_notebooks_keep_their_plots() -> None:
     assert len(with_plots) >= 2
 
 
-def test_the_readme_links_every_notebook_with_a_description() -> None:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Cookbook", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_cookbook_page_links_every_notebook_with_a_description() -> None:
+    section = (ROOT / "docs" / "cookbook" / "index.md").read_text()
     for notebook in NOTEBOOKS:
-        line = next(
-            (row for row in section.splitlines() if f"(cookbook/{notebook.name})" in row), None
-        )
-        assert line is not None, f"README's Cookbook section does not link {notebook.name}"
+        line = next((row for row in section.splitlines() if f"({notebook.name})" in row), None)
+        assert line is not None, f"docs/cookbook/index.md does not link {notebook.name}"
         assert len(re.sub(r"\[.*?\]\(.*?\)", "", line).split()) >= 6  # and says what it shows
 
 
