@@ -717,10 +717,17 @@ def read_output(output: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def done_ids(output: str | Path, id_column: str = "id") -> list[Any]:
-    """The ids the output folder already holds (after :func:`commit_output`)."""
+def done_ids(
+    output: str | Path, id_column: str = "id", *, answered_only: bool = False
+) -> list[Any]:
+    """The ids the output folder already holds (after :func:`commit_output`); with
+    ``answered_only``, those of answers (not errors)."""
     frame = read_output(output)
-    return frame[id_column].tolist() if id_column in frame.columns else []
+    if id_column not in frame.columns:
+        return []
+    if answered_only and "error_kind" in frame.columns:
+        frame = frame[frame["error_kind"].isna()]
+    return frame[id_column].tolist()
 
 
 def _drop_done(frame: pd.DataFrame, done: list[Any], id_column: str) -> pd.DataFrame:
@@ -750,6 +757,8 @@ class JobResult:
     written: int
     failed: int
     duplicates_dropped: int
+    errors: int
+    """Error rows in the whole output (earlier runs' included)."""
     usage: dict[str, Any]
     wall_time_s: float
     intra_batch_cosine: float | None = None
@@ -770,18 +779,22 @@ def run_job(
     tokens_per_minute: float | None = None,
     rows_per_task: int = 256,
     num_cpus: float = 1.0,
+    retry_errors: bool = False,
 ) -> JobResult:
     """Answer ``ds`` into the folder ``output`` (Parquet files, or JSON lines files when
     its name ends in ``.jsonl``), resumably and exactly once: ids already in the output
     are skipped, and the output holds each id once when this returns (see the module
-    doc). ``group`` packs similar rows together across the whole dataset."""
+    doc). ``group`` packs similar rows together across the whole dataset;
+    ``retry_errors`` asks the ids written as errors again (an answer then replaces the
+    error row)."""
     started = time.perf_counter()
     output = Path(output)
     jsonl = _is_jsonl(output)
     output.mkdir(parents=True, exist_ok=True)
     id_column = config.id_column
     commit_output(output, id_column)  # a crashed run's staged files first
-    done = done_ids(output, id_column)
+    done = done_ids(output, id_column, answered_only=retry_errors)
+    retried = len(done_ids(output, id_column)) - len(done)  # error rows asked again
     total = ds.count()
     todo = without_done(ds.select_columns([id_column, config.input_column]), done, id_column)
     limiter = None
@@ -801,14 +814,18 @@ def run_job(
         todo, config, workers=workers, rows_per_task=rows_per_task,
         rate_limiter=limiter, usage=usage, num_cpus=num_cpus,
     )  # fmt: skip
+    # The writes fuse into the workers' step only when they ask the same CPUs: a
+    # separate write task could wait forever for a CPU the workers hold.
+    same_cpus = {"num_cpus": num_cpus}
     staging = output / f"{_STAGING}{uuid.uuid4().hex[:12]}"
     if jsonl:
-        answered.write_json(str(staging))
+        answered.write_json(str(staging), ray_remote_args=same_cpus)
     else:
-        answered.write_parquet(str(staging))
+        answered.write_parquet(str(staging), ray_remote_args=same_cpus)
     totals = ray.get(usage.totals.remote())
     before = len(done)
     dropped = commit_output(output, id_column)
+    dropped -= min(dropped, retried)  # a retried error row replaced is no duplicate
     frame = read_output(output)
     after = len(frame)
     failed_now = 0
@@ -822,6 +839,7 @@ def run_job(
         written=after - before,
         failed=failed_now,
         duplicates_dropped=dropped,
+        errors=int(frame["error_kind"].notna().sum()) if "error_kind" in frame.columns else 0,
         usage=totals,
         wall_time_s=time.perf_counter() - started,
         intra_batch_cosine=cosine,

@@ -155,6 +155,20 @@ def run(
             "instructions and shared exemplars replace those options.",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this process), or ray: a Ray Data job; OUTPUT is then a folder "
+            "(Parquet, or JSON lines when its name ends in .jsonl).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option(help="--engine ray: the Ray cluster (default: a local one for the command)."),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, help="--engine ray: workers, each holding one runner.")
+    ] = 2,
 ) -> None:
     """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
 
@@ -165,8 +179,18 @@ def run(
     Exit status: 0 when every record was answered, 1 when some ended in an error,
     2 for bad input or settings, 130 after Ctrl-C.
     """
+    options = dict(locals())
+    for name in ("engine", "address", "workers"):  # where it runs, not what it asks
+        options.pop(name)
     with user_errors():
-        run_items(RunOptions(**locals()))
+        if engine == "ray":
+            from langchain_autodemo.cli.ray_run import RayOptions, ray_run
+
+            ray_run(RunOptions(**options), RayOptions(address=address, workers=workers))
+        elif engine != "local" or address is not None:
+            raise fail("--engine is local or ray; --address needs --engine ray")
+        else:
+            run_items(RunOptions(**options))
 
 
 @app.command("eval", epilog=MODEL_SPECS)
