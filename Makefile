@@ -12,14 +12,13 @@ TEST_GGUF := $(AUTODEMO_MODELS_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .PHONY: setup models browser demo test unit lint bench cookbook docs clean
 
-# llama-cpp-python compiles llama.cpp with -march=native by default; on a Xeon with AMX in a VM
-# (seen here, 2026-12-02) those kernels die with a general protection fault on the first real
-# prompt, so the server vanishes mid-eval. Build portable AVX2 kernels (x86-64-v3; these are
-# ggml's x86 options). The README's Install section names this variable as the one flag list.
+# llama-cpp-python compiles llama.cpp with -march=native by default, whose AMX kernels can die
+# in a VM (docs/design/measured-choices.md): build portable AVX2 kernels (x86-64-v3; ggml's x86
+# options). docs/getting-started/troubleshooting.md names this variable as the one flag list.
 # It only takes effect on a new .venv (the stamp tracks pyproject.toml).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 # pip's wheel cache keys a built wheel by its sdist alone, not by CMAKE_ARGS: a wheel built once
-# with -march=native was reused by a later fresh .venv and segfaulted CI (stop 17). So the wheel
+# with -march=native was reused by a later fresh .venv and segfaulted CI. So the wheel
 # is built here, never taken from pip's cache, into a folder named after the version and the
 # flags, and later setups with the same flags install it from there instead of recompiling.
 LLAMA_CPP_PIN := $(shell sed -n 's/.*"llama-cpp-python\[server\]==\([0-9.]*\)".*/\1/p' pyproject.toml)

@@ -430,8 +430,8 @@ class EchoMatcher:
         if len(key) >= PREFIX_MIN_CHARS:
             found = self._one_containing(lambda k: k.startswith(key))
         if found is None and len(tokens) >= FRAGMENT_MIN_TOKENS and len(key) >= FRAGMENT_MIN_CHARS:
-            # A verbatim part of one input (RTE: the model copies only the hypothesis, the
-            # last sentence of "Premise: ... Hypothesis: ..."; 18 of 29 rejections on RTE-64).
+            # A verbatim part of one input (RTE: the model copies only the hypothesis; see
+            # docs/design/measured-choices.md).
             found = self._one_containing(lambda k: f" {key} " in f" {k} ")
         if isinstance(found, ItemVerdict):
             return found

@@ -532,7 +532,7 @@ class CallSession:
         else:
             # The layout's placeholder copied as the final line ("The answer is <final
             # answer>.") is no answer, though the parser reads "<final answer>" (or, terse,
-            # ">") as one. Qwen2.5-Coder-1.5B: 2 of 64 RTE pairs in similarity batches of 16.
+            # ">") as one (docs/design/measured-choices.md).
             last_line = (item.answer or "").strip().rsplit("\n", 1)[-1]
             if holds_placeholder(last_line):
                 reason = f"{_PLACEHOLDER}{last_line.strip()[:80]!r}"

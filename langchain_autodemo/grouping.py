@@ -4,20 +4,10 @@ These are the algorithms behind :class:`~langchain_autodemo.selector.SimilarityB
 Rows of ``vectors`` are expected L2-normalised (a zero row, e.g. an empty text, is
 allowed and is similar to nothing).
 
-Why this algorithm (measured in ``benchmarks/bench_selector.py``; GSM8K test questions,
-WordLlama embeddings, quality = mean intra-batch cosine similarity relative to the exact
-O(n²) greedy grouping; timings on a 2-core machine):
-
-* a locality-sensitive sort (random hyperplane codes) reaches ~0.4 of the exact greedy;
-* balanced recursive bisection (below) alone reaches ~0.95 at N=16 but ~0.84 at N=8;
-* bisection followed by pairwise swap refinement reaches ~1.09 at N=16 and ~1.02 at N=8:
-  it *beats* the exact greedy, whose last batches are the leftovers nobody wanted;
-* running the exact greedy inside small bisection leaves was worse (leftovers again);
-* greedy nearest neighbour over an HNSW index needs ever larger ``k`` as items get
-  assigned (the nearest ones are taken) and one index query per batch.
-
-Bisection + refinement groups 100k items in well under a minute with O(n·d) memory:
-the exact greedy needs the n×n similarity matrix (40 GB at 100k).
+Why this algorithm: balanced recursive bisection followed by pairwise swap refinement
+beats the exact O(n²) greedy grouping on mean intra-batch similarity and needs O(n·d)
+memory; the alternatives and their figures are in docs/design/measured-choices.md
+(``python -m benchmarks.bench_selector``).
 """
 
 from __future__ import annotations

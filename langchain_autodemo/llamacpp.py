@@ -162,9 +162,8 @@ class LlamaCppServer:
             "--port", str(self.port),
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
-            # Its default cuts a streaming completion short (a bare [DONE], no finish
-            # reason) whenever another request arrives: with 3 concurrent streams, 2 got
-            # 0 tokens. Queued requests wait their turn instead.
+            # Its default cuts a streaming completion short whenever another request
+            # arrives (docs/design/measured-choices.md); queued requests wait instead.
             "--interrupt_requests", "False",
             *self.extra_args,
         ]  # fmt: skip
@@ -391,9 +390,8 @@ def legacy_max_tokens_chat_openai(**settings: Any) -> Any:
 
     langchain-openai 1.x sends the limit as ``max_completion_tokens`` (OpenAI's newer
     name); llama-cpp-python's server (0.3.36) ignores that field and generates until the
-    model stops: ``max_tokens=8`` streamed 452 tokens from SmolLM2 (``benchmarks/
-    bench_llamacpp.py`` found it). This client renames it back, so the limit holds and a
-    cut completion reports ``finish_reason="length"``.
+    model stops (docs/design/measured-choices.md). This client renames it back, so the
+    limit holds and a cut completion reports ``finish_reason="length"``.
     """
     return _legacy_max_tokens_class()(**settings)
 
@@ -417,7 +415,7 @@ def inprocess_chat_model(
     file, quiet), so both give the same completion for the same messages. The one
     ``llama_cpp.Llama`` is not thread-safe, so calls take turns on one worker thread:
     ``max_concurrency`` above 1 queues them, as the server does. Which to use when: see
-    the README ("In-process or server"), measured by ``benchmarks/bench_llamacpp.py``.
+    docs/getting-started/local-models.md, measured by ``benchmarks/bench_llamacpp.py``.
     langchain-community warns that it is being sunset; ``ChatLlamaCpp`` is its only use.
 
     Args:

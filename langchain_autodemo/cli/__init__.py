@@ -8,7 +8,7 @@
 The command needs the ``cli`` extra (``pip install 'langchain-autodemo[cli]'``); the
 library itself does not. Importing this package changes nothing in its host: the
 environment and logging tweaks the commands want are made when a command runs.
-The README's "Command line: autodemo" section is the full reference.
+docs/guides/cli.md is the guide and docs/reference/cli.md the generated reference.
 """
 
 from __future__ import annotations

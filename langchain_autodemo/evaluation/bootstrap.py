@@ -294,9 +294,7 @@ def _answer_and_check(
         if not score.correct:
             continue
         # An answer block without a final line has the whole block as its answer: the
-        # final line must carry the value the checker read from it, not that block (a
-        # pool built otherwise held "The answer is <the first step>." and the model copied
-        # it: 4 of 64 GSM8K items unparsable at N = 4).
+        # final line must carry the value the checker read (docs/design/measured-choices.md).
         value = str(result.answer) if dataset.task.kind == "text" else score.extracted
         demonstration = demonstration_answer(result.raw_answer, value or str(result.answer))
         if reads_back(demonstration, dataset, gold):
