@@ -588,8 +588,11 @@ def intra_batch_cosine(packed: Any) -> float:
     the measure :func:`~langchain_autodemo.grouping.mean_intra_batch_similarity` gives
     the single-machine selector."""
     frame = packed.select_columns([GROUP_COLUMN, PACK_COLUMN, SIMILARITY_COLUMN]).to_pandas()
-    per_pack = frame.groupby([GROUP_COLUMN, PACK_COLUMN])[SIMILARITY_COLUMN].first().dropna()
-    return float(per_pack.mean()) if len(per_pack) else 0.0
+    per_pack = frame.groupby([GROUP_COLUMN, PACK_COLUMN])[SIMILARITY_COLUMN].first()
+    # Arrow-backed columns keep NaN (a one-row pack) as a value, not as a missing one.
+    values = per_pack.to_numpy(dtype=np.float64, na_value=np.nan)
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else 0.0
 
 
 def selector_cosine(texts: Sequence[str], batch_size: int) -> float:
