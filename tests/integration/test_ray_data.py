@@ -4,7 +4,9 @@ started here (2 CPUs), against the scripted OpenAI-compatible server (a test dou
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +23,32 @@ from tests.integration.batch_api_servers import scripted_upstream  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
+CRASH_MARKER = Path(tempfile.gettempdir()) / "autodemo-ray-test-crashed"
+
+
+def crashing_model() -> object:
+    """A scripted model whose worker process dies (``os._exit``) the first time it is
+    asked a question containing CRASH; the spec ``import:...:crashing_model`` names it."""
+    from langchain_autodemo.testing import ScriptedAutoDemoModel
+
+    class Crashing(ScriptedAutoDemoModel):
+        def _completion(self, messages: list) -> str:  # type: ignore[override]
+            if "CRASH" in str(messages[-1].content) and not CRASH_MARKER.exists():
+                CRASH_MARKER.touch()
+                os._exit(1)  # the worker dies mid-job: Ray restarts it and retries the task
+            return super()._completion(messages)
+
+    return Crashing()
+
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # The workers import this module (the crashing model): the checkout on their path.
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env}
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         yield
@@ -108,8 +132,6 @@ def test_rerun_skips_done_ids_and_never_duplicates(
     frame = ray_data.read_output(output)
     assert sorted(frame["id"]) == list(range(20))  # each id once, none missing
     assert not list(output.glob("_staging-*"))
-    third = ray_data.run_job(ray.data.from_items(_rows(20)), output, config)
-    assert (third.already_done, third.written, third.usage["calls"]) == (20, 0, 0)
 
 
 def test_shared_rate_limit_holds_across_workers(cluster: None, upstream: str) -> None:
@@ -158,7 +180,25 @@ def test_cli_engine_ray(cluster: None, tmp_path: Path) -> None:
     frame = ray_data.read_output(output)
     assert sorted(frame["input_line"]) == list(range(1, 12))
     assert frame.set_index("input_line").loc[3, "answer"] == "3"
-    again = CliRunner().invoke(app, args)
-    assert again.exit_code == 1 and "(0 this run, 0 errors)" in again.output
     bad = CliRunner().invoke(app, [*args[:-2], "--via", "batch-api"])
     assert bad.exit_code == 2
+
+
+def test_worker_killed_mid_job_then_rerun(cluster: None, tmp_path: Path) -> None:
+    CRASH_MARKER.unlink(missing_ok=True)
+    rows = _rows(24)
+    rows[13]["question"] = "What is CRASH 5 + 1?"
+    output = tmp_path / "out.jsonl"
+    config = ray_data.RayJobConfig(
+        model="import:tests.integration.test_ray_data:crashing_model", batch_size=4
+    )
+    ds = ray.data.from_items(rows, override_num_blocks=4)
+    result = ray_data.run_job(ds, output, config, workers=2, rows_per_task=6)
+    assert CRASH_MARKER.exists()  # a worker did die
+    frame = ray_data.read_output(output)
+    assert sorted(frame["id"]) == list(range(24))  # none missing, none twice
+    assert frame["error_kind"].isna().all() and result.errors == 0
+    assert frame.set_index("id").loc[13, "answer"] == "6"
+    again = ray_data.run_job(ds, output, config, workers=2)
+    assert (again.already_done, again.written, again.usage["calls"]) == (24, 0, 0)
+    CRASH_MARKER.unlink()
