@@ -802,8 +802,8 @@ def run_job(
     todo = without_done(ds.select_columns([id_column, config.input_column]), done, id_column)
     limiter = None
     if requests_per_minute or tokens_per_minute:
-        limiter = RateLimiter.remote(requests_per_minute, tokens_per_minute)
-    usage = _UsageCollector.remote()
+        limiter = RateLimiter.remote(requests_per_minute, tokens_per_minute)  # type: ignore[attr-defined]
+    usage = _UsageCollector.remote()  # type: ignore[attr-defined]
     cosine = None
     if group:
         todo = group_by_similarity(

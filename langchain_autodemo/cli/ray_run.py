@@ -105,8 +105,8 @@ def ray_run(options: RunOptions, ray_options: RayOptions) -> None:
             ray.init(address=ray_options.address, log_to_driver=False)
         else:
             # A worker mostly waits for its model: more workers than cores is fine.
-            cpus = max(os.cpu_count() or 2, ray_options.workers)
-            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            local_cpus = max(os.cpu_count() or 2, ray_options.workers)
+            ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False)
     try:
         ray.data.DataContext.get_current().enable_progress_bars = options.progress
         cpus = float(ray.cluster_resources().get("CPU", 1.0))

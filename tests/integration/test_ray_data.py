@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,6 +148,17 @@ def test_shared_rate_limit_holds_across_workers(cluster: None, upstream: str) ->
     for i, start in enumerate(grants):  # no one-second window holds more than burst + rate
         assert sum(1 for t in grants[i:] if t < start + 1.0) <= 4
     assert grants[-1] - grants[0] >= (len(grants) - 2) / 2 - 0.1
+
+
+def test_retry_after_pauses_every_worker(cluster: None) -> None:
+    class RateLimited(Exception):
+        retry_after = 2.0  # what a provider's Retry-After header says
+
+    limiter = ray_data.RateLimiter.remote(requests_per_minute=6000)
+    calls = ray_data._RateLimitedCalls(limiter, max_tokens=None)
+    calls.on_llm_error(RateLimited(), run_id=uuid.uuid4())
+    wait = ray.get(limiter.acquire.remote(0))  # any worker's next call
+    assert 1.5 < wait <= 2.0
 
 
 def test_similarity_grouping_packs_like_the_selector(cluster: None) -> None:
