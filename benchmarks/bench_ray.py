@@ -1,6 +1,6 @@
 """The Ray Data path against the single-process ``autodemo run``, on this machine.
 
-Run: ``python -m benchmarks.bench_ray --records 1000000`` (the default; about an hour
+Run: ``python -m benchmarks.bench_ray --records 1000000`` (the default; tens of minutes
 on 2 cores) or ``--records 20000`` for a quick check. Writes JSON to
 ``benchmarks/results/ray.json`` (``--out``) and prints it.
 
