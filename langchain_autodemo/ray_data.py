@@ -652,10 +652,16 @@ def _data_files(folder: Path, jsonl: bool) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in suffixes)
 
 
-def _read_file(path: Path, jsonl: bool) -> pd.DataFrame:
+def _read_file(path: Path, jsonl: bool, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A written file's rows; ``columns`` (those it has) only, for Parquet."""
     if jsonl:
         return pd.read_json(path, lines=True, dtype=False)
-    return pd.read_parquet(path)
+    if columns is None:
+        return pd.read_parquet(path)
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    return pd.read_parquet(path, columns=[c for c in columns if c in names])
 
 
 def commit_output(output: str | Path, id_column: str = "id") -> int:
@@ -668,14 +674,19 @@ def commit_output(output: str | Path, id_column: str = "id") -> int:
     for staging in sorted(output.glob(_STAGING + "*")):
         for path in _data_files(staging, jsonl):
             try:
-                _read_file(path, jsonl)
+                if jsonl:
+                    _read_file(path, jsonl)
+                else:  # a torn Parquet file has no footer
+                    import pyarrow.parquet as pq
+
+                    pq.read_metadata(path)
             except Exception:  # noqa: BLE001 - torn: its rows are answered again
                 logger.warning("dropping torn output file %s", path)
                 continue
             os.replace(path, output / path.name)
         shutil.rmtree(staging, ignore_errors=True)
     files = _data_files(output, jsonl)
-    frames = [(path, _read_file(path, jsonl)) for path in files]
+    frames = [(path, _read_file(path, jsonl, [id_column, "error_kind"])) for path in files]
     seen: dict[Any, tuple[int, bool]] = {}  # id -> (file number, is an answer)
     for number, (_, frame) in enumerate(frames):
         if id_column not in frame.columns:
@@ -700,7 +711,7 @@ def commit_output(output: str | Path, id_column: str = "id") -> int:
         if all(keep):
             continue
         dropped += len(keep) - sum(keep)
-        kept_frame = frame[keep]
+        kept_frame = _read_file(path, jsonl)[keep]  # every column of the rows kept
         if kept_frame.empty:
             path.unlink()
         elif jsonl:
@@ -712,11 +723,12 @@ def commit_output(output: str | Path, id_column: str = "id") -> int:
     return dropped
 
 
-def read_output(output: str | Path) -> pd.DataFrame:
-    """Every row the output folder holds (committed files only), as one frame."""
+def read_output(output: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every row the output folder holds (committed files only), as one frame;
+    ``columns`` only, where given (Parquet reads nothing else)."""
     output = Path(output)
     jsonl = _is_jsonl(output)
-    frames = [_read_file(path, jsonl) for path in _data_files(output, jsonl)]
+    frames = [_read_file(path, jsonl, columns) for path in _data_files(output, jsonl)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -725,7 +737,7 @@ def done_ids(
 ) -> list[Any]:
     """The ids the output folder already holds (after :func:`commit_output`); with
     ``answered_only``, those of answers (not errors)."""
-    frame = read_output(output)
+    frame = read_output(output, [id_column, "error_kind"])
     if id_column not in frame.columns:
         return []
     if answered_only and "error_kind" in frame.columns:
@@ -829,7 +841,7 @@ def run_job(
     before = len(done)
     dropped = commit_output(output, id_column)
     dropped -= min(dropped, retried)  # a retried error row replaced is no duplicate
-    frame = read_output(output)
+    frame = read_output(output, [id_column, "error_kind"])
     after = len(frame)
     failed_now = 0
     if after and "error_kind" in frame.columns:
