@@ -168,8 +168,17 @@ class ModelCall:
     holds for the call."""
 
     @property
-    def is_retry(self) -> bool:
+    def is_reask(self) -> bool:
+        """Whether this call re-asks items an earlier call did not deliver."""
         return self.attempt > 1
+
+    @property
+    def is_retry(self) -> bool:
+        """Deprecated: :attr:`is_reask`."""
+        warnings.warn(
+            "ModelCall.is_retry is deprecated: use is_reask", DeprecationWarning, stacklevel=2
+        )
+        return self.is_reask
 
 
 @dataclass(frozen=True, slots=True)

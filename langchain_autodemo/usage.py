@@ -1,15 +1,16 @@
-"""Usage accounting: model calls, retries and tokens, per run and per item.
+"""Usage accounting: model calls, re-asks and tokens, per run and per item.
 
 Example:
     >>> from langchain_autodemo import track_usage
     >>> with track_usage() as usage:  # doctest: +SKIP
     ...     answers = runner.batch(questions)
-    >>> usage.calls, usage.retries, usage.input_tokens, usage.output_tokens  # doctest: +SKIP
+    >>> usage.calls, usage.reasks, usage.input_tokens, usage.output_tokens  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,28 +34,29 @@ class UsageStats:
     """Running totals over one or more ``batch()`` calls. Thread-safe to update."""
 
     calls: int = 0
-    retries: int = 0
-    """Model calls that re-asked items a previous call failed to deliver."""
+    reasks: int = 0
+    """Model calls that re-asked items an earlier call did not deliver (garbled, missing,
+    ambiguous, cut off, or its call failed): every call after an item's first attempt."""
     input_tokens: int = 0
     output_tokens: int = 0
-    retry_input_tokens: int = 0
-    """The part of ``input_tokens`` spent by retry calls (re-asks)."""
-    retry_output_tokens: int = 0
-    """The part of ``output_tokens`` spent by retry calls (re-asks)."""
+    reask_input_tokens: int = 0
+    """The part of ``input_tokens`` spent by re-asks."""
+    reask_output_tokens: int = 0
+    """The part of ``output_tokens`` spent by re-asks."""
     items: int = 0
     failed_items: int = 0
     estimated_tokens: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def record_call(self, usage: CallUsage, *, retry: bool) -> None:
+    def record_call(self, usage: CallUsage, *, reask: bool) -> None:
         with self._lock:
             self.calls += 1
-            self.retries += int(retry)
+            self.reasks += int(reask)
             self.input_tokens += usage.input_tokens
             self.output_tokens += usage.output_tokens
-            if retry:
-                self.retry_input_tokens += usage.input_tokens
-                self.retry_output_tokens += usage.output_tokens
+            if reask:
+                self.reask_input_tokens += usage.input_tokens
+                self.reask_output_tokens += usage.output_tokens
             self.estimated_tokens |= usage.estimated
 
     def record_items(self, done: int, failed: int) -> None:
@@ -65,11 +67,11 @@ class UsageStats:
     def merge(self, other: UsageStats) -> None:
         with self._lock:
             self.calls += other.calls
-            self.retries += other.retries
+            self.reasks += other.reasks
             self.input_tokens += other.input_tokens
             self.output_tokens += other.output_tokens
-            self.retry_input_tokens += other.retry_input_tokens
-            self.retry_output_tokens += other.retry_output_tokens
+            self.reask_input_tokens += other.reask_input_tokens
+            self.reask_output_tokens += other.reask_output_tokens
             self.items += other.items
             self.failed_items += other.failed_items
             self.estimated_tokens |= other.estimated_tokens
@@ -78,18 +80,42 @@ class UsageStats:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    # Deprecated names: "retry" is the backoff after a failed model call
+    # (retry_initial_delay); these count re-asks of any cause.
+    @property
+    def retries(self) -> int:
+        """Deprecated: :attr:`reasks`."""
+        _renamed("retries", "reasks")
+        return self.reasks
+
+    @property
+    def retry_input_tokens(self) -> int:
+        """Deprecated: :attr:`reask_input_tokens`."""
+        _renamed("retry_input_tokens", "reask_input_tokens")
+        return self.reask_input_tokens
+
+    @property
+    def retry_output_tokens(self) -> int:
+        """Deprecated: :attr:`reask_output_tokens`."""
+        _renamed("retry_output_tokens", "reask_output_tokens")
+        return self.reask_output_tokens
+
     def as_dict(self) -> dict[str, int | bool]:
         return {
             "items": self.items,
             "failed_items": self.failed_items,
             "calls": self.calls,
-            "retries": self.retries,
+            "reasks": self.reasks,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "retry_input_tokens": self.retry_input_tokens,
-            "retry_output_tokens": self.retry_output_tokens,
+            "reask_input_tokens": self.reask_input_tokens,
+            "reask_output_tokens": self.reask_output_tokens,
             "estimated_tokens": self.estimated_tokens,
         }
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"UsageStats.{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
 
 
 _trackers: ContextVar[tuple[UsageStats, ...]] = ContextVar("autodemo_usage", default=())

@@ -89,7 +89,7 @@ def eval_page(folder: Path, rel: str) -> tuple[str, str, str]:
             f"{r['parse_failures']}/{r['n']}",
             str(r.get("errors", 0)),
             str(r["calls"]),
-            str(r["retries"]),
+            str(r.get("reasks", r.get("retries", ""))),
             f"{r['input_tokens_per_item']:.0f}",
             f"{r['output_tokens_per_item']:.0f}",
             f"{r['wall_time_s']:.1f}",
@@ -183,7 +183,7 @@ def tune_page(folder: Path, rel: str) -> tuple[str, str, str]:
             vs_cell = "-"
         ratio = r.get("vs_single_cached")
         lines.append("| " + " | ".join([
-            r["label"], r["status"], acc, vs_cell, str(r.get("calls", "")), str(r.get("retries", "")),
+            r["label"], r["status"], acc, vs_cell, str(r.get("calls", "")), str(r.get("reasks", r.get("retries", ""))),
             f"{r['usd_per_1k_items']:.4f}", f"{r['usd_per_1k_items_cached']:.4f}",
             "-" if ratio is None else f"{ratio:.2f}x",
         ]) + " |")

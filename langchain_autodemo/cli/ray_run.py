@@ -161,7 +161,7 @@ def _summary(result: Any, total: int, output: Path) -> None:
         echo(f"Resumed: {result.already_done} of {total} items were already in {output}.")
     echo(
         f"Items: {done}/{total} answered or failed ({result.written} this run, "
-        f"{result.failed} errors) | calls: {usage['calls']} (retries {usage['retries']}) | "
+        f"{result.failed} errors) | calls: {usage['calls']} (re-asks {usage['reasks']}) | "
         f"tokens in/out: {usage['input_tokens']}/{usage['output_tokens']}"
         f"{' (estimated)' if usage['estimated_tokens'] else ''} | "
         f"wall time: {result.wall_time_s:.1f}s"

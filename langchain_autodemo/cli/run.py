@@ -237,8 +237,8 @@ def run(options: RunOptions) -> None:
     usage = outcome.usage
     echo(
         f"Items: {done}/{total} answered or failed ({outcome.written} this run, "
-        f"{outcome.failed} errors) | {outcome.calls_label}: {usage.calls} (retries "
-        f"{usage.retries}) | tokens in/out: {usage.input_tokens}/{usage.output_tokens}"
+        f"{outcome.failed} errors) | {outcome.calls_label}: {usage.calls} (re-asks "
+        f"{usage.reasks}) | tokens in/out: {usage.input_tokens}/{usage.output_tokens}"
         f"{' (estimated)' if usage.estimated_tokens else ''} | "
         f"wall time: {outcome.wall_time_s:.1f}s"
     )
@@ -633,7 +633,7 @@ class _SpentCounter(BaseCallbackHandler):
         else:
             text = generations[0].text if generations else ""
             usage = CallUsage(prompt, estimate_tokens(text), estimated=True)
-        self.usage.record_call(usage, retry=retry)
+        self.usage.record_call(usage, reask=retry)
 
 
 def jsonable(value: Any) -> Any:

@@ -275,7 +275,7 @@ def test_a_request_missing_from_the_output_is_asked_again() -> None:
     provider = InMemoryBatchProvider(drop=1)
     job = BatchApiJob(_runner(), _questions(8), provider=provider)
     assert job.wait(poll_interval=0) == _sums(8)
-    assert len(provider.submissions) == 2 and job.usage.retries == 1
+    assert len(provider.submissions) == 2 and job.usage.reasks == 1
     missing = job.state.outcomes(["c0-a1"])["c0-a1"]
     assert missing.error_code == "missing_result"
 
