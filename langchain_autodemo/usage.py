@@ -15,6 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langchain_autodemo.pricing import Price
 
 __all__ = ["CallUsage", "UsageStats", "track_usage"]
 
@@ -27,6 +31,9 @@ class CallUsage:
     input_tokens: int
     output_tokens: int
     estimated: bool = False
+    cached_input_tokens: int = 0
+    """The part of ``input_tokens`` the provider reported as served from its prompt cache
+    (``usage_metadata["input_token_details"]["cache_read"]``)."""
 
 
 @dataclass
@@ -43,6 +50,9 @@ class UsageStats:
     """The part of ``input_tokens`` spent by re-asks."""
     reask_output_tokens: int = 0
     """The part of ``output_tokens`` spent by re-asks."""
+    cached_input_tokens: int = 0
+    """The part of ``input_tokens`` the provider reported as cached (0 where it reports
+    nothing: local models, or a provider without prompt caching)."""
     items: int = 0
     failed_items: int = 0
     estimated_tokens: bool = False
@@ -54,6 +64,7 @@ class UsageStats:
             self.reasks += int(reask)
             self.input_tokens += usage.input_tokens
             self.output_tokens += usage.output_tokens
+            self.cached_input_tokens += usage.cached_input_tokens
             if reask:
                 self.reask_input_tokens += usage.input_tokens
                 self.reask_output_tokens += usage.output_tokens
@@ -72,6 +83,7 @@ class UsageStats:
             self.output_tokens += other.output_tokens
             self.reask_input_tokens += other.reask_input_tokens
             self.reask_output_tokens += other.reask_output_tokens
+            self.cached_input_tokens += other.cached_input_tokens
             self.items += other.items
             self.failed_items += other.failed_items
             self.estimated_tokens |= other.estimated_tokens
@@ -79,6 +91,28 @@ class UsageStats:
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    def usd(self, price: Price, *, batch: bool = False) -> float:
+        """What these tokens cost at ``price`` (see :mod:`langchain_autodemo.pricing`),
+        the provider-reported cached input at the cached price.
+
+        Example:
+            >>> from langchain_autodemo.pricing import PriceTable
+            >>> stats = UsageStats(input_tokens=1_000_000, output_tokens=100_000)
+            >>> round(stats.usd(PriceTable.default().price("gpt-4o-mini")), 4)
+            0.21
+        """
+        return price.cost(
+            self.input_tokens,
+            self.output_tokens,
+            batch=batch,
+            cached_tokens=self.cached_input_tokens,
+        )
+
+    def usd_per_1k_items(self, price: Price, *, batch: bool = False) -> float | None:
+        """:meth:`usd` per 1,000 items answered or failed (``None`` before any item)."""
+        items = self.items + self.failed_items
+        return 1000 * self.usd(price, batch=batch) / items if items else None
 
     # Deprecated names: "retry" is the backoff after a failed model call
     # (retry_initial_delay); these count re-asks of any cause.
@@ -110,6 +144,7 @@ class UsageStats:
             "output_tokens": self.output_tokens,
             "reask_input_tokens": self.reask_input_tokens,
             "reask_output_tokens": self.reask_output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
             "estimated_tokens": self.estimated_tokens,
         }
 

@@ -155,6 +155,12 @@ def run(
             "instructions and shared exemplars replace those options.",
         ),
     ] = None,
+    price_model: Annotated[
+        str, typer.Option(help="Price the summary's cost line as this model (list prices).")
+    ] = RunOptions.price_model,
+    prices: Annotated[
+        Path | None, typer.Option(help="A JSON price table overriding the built-in list prices.")
+    ] = None,
     engine: Annotated[
         str,
         typer.Option(
