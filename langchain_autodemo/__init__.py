@@ -21,7 +21,7 @@ from langchain_autodemo.errors import (
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import AutoDemoOutputParser, ParsedItem
 from langchain_autodemo.planning import BatchSelector, PlannedBatch, SequentialSelector
-from langchain_autodemo.prompts import Mode, build_batch_messages, build_single_messages
+from langchain_autodemo.prompts import Mode, Restate, build_batch_messages, build_single_messages
 from langchain_autodemo.runnable import AutoDemoBatchRunnable
 from langchain_autodemo.usage import UsageStats, track_usage
 
@@ -43,6 +43,7 @@ __all__ = [
     "Mode",
     "ParsedItem",
     "PlannedBatch",
+    "Restate",
     "SequentialSelector",
     "SimilarityBatchSelector",
     "UsageStats",

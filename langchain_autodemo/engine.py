@@ -168,8 +168,17 @@ class ModelCall:
     holds for the call."""
 
     @property
-    def is_retry(self) -> bool:
+    def is_reask(self) -> bool:
+        """Whether this call re-asks items an earlier call did not deliver."""
         return self.attempt > 1
+
+    @property
+    def is_retry(self) -> bool:
+        """Deprecated: :attr:`is_reask`."""
+        warnings.warn(
+            "ModelCall.is_retry is deprecated: use is_reask", DeprecationWarning, stacklevel=2
+        )
+        return self.is_reask
 
 
 @dataclass(frozen=True, slots=True)
@@ -711,9 +720,12 @@ class CallSession:
         usage = getattr(chunk, "usage_metadata", None)
         if usage:
             previous = self._reported or CallUsage(0, 0)
+            details = usage.get("input_token_details") or {}
             self._reported = CallUsage(
                 previous.input_tokens + int(usage.get("input_tokens", 0)),
                 previous.output_tokens + int(usage.get("output_tokens", 0)),
+                cached_input_tokens=previous.cached_input_tokens
+                + int(details.get("cache_read", 0) or 0),
             )
         metadata = chunk.response_metadata or {}
         for key in _FINISH_KEYS:

@@ -28,6 +28,7 @@ __all__ = [
     "head_of",
     "one_line",
     "split_chat",
+    "few_shot_turns",
     "context_key",
     "build_batch_messages",
     "build_single_messages",
@@ -152,6 +153,46 @@ def split_chat(messages: Sequence[BaseMessage]) -> tuple[tuple[BaseMessage, ...]
             f"not a {last.type} message"
         )
     return tuple(messages[:-1]), text_of(last)
+
+
+def few_shot_turns(
+    context: Sequence[BaseMessage],
+) -> tuple[tuple[BaseMessage, ...], tuple[Demonstration, ...]]:
+    """Split a chat context into what stays context and the solved examples in it.
+
+    When everything after the leading system messages is (human, AI) pairs of plain text
+    (what ``FewShotChatMessagePromptTemplate`` produces), those pairs are worked examples:
+    a packed call shows them as solved demonstrations in its own ``Q[i]/A[i]`` layout,
+    which keeps a model in that layout, where plain turns before it made it drift. Any
+    other context (a tool call, an unanswered turn, a lone AI message) stays as it is.
+
+    Example:
+        >>> from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+        >>> rest, shots = few_shot_turns(
+        ...     [SystemMessage("Classify."), HumanMessage("great film"), AIMessage("positive")]
+        ... )
+        >>> [m.type for m in rest], shots
+        (['system'], (('great film', 'positive'),))
+    """
+    lead = 0
+    while lead < len(context) and context[lead].type == "system":
+        lead += 1
+    turns = context[lead:]
+    if not turns or len(turns) % 2:
+        return tuple(context), ()
+    pairs = []
+    for human, ai in zip(turns[::2], turns[1::2], strict=True):
+        question, answer = (
+            (text_of(human), text_of(ai))
+            if human.type == "human" and ai.type == "ai"
+            and isinstance(human.content, str) and isinstance(ai.content, str)
+            and not getattr(ai, "tool_calls", None)
+            else ("", "")
+        )  # fmt: skip
+        if not question.strip() or not answer.strip():
+            return tuple(context), ()
+        pairs.append((question, answer))
+    return tuple(context[:lead]), tuple(pairs)
 
 
 def context_key(context: Sequence[BaseMessage]) -> Hashable:

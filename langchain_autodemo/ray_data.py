@@ -119,6 +119,7 @@ class RayJobConfig:
     mode: str = "auto_demo"
     batch_size: int = 8
     reasoning: bool = True
+    restate: str = "full"
     demonstrations: tuple[tuple[str, str], ...] = ()
     config: str | None = None
     max_tokens: int | None = None
@@ -245,6 +246,7 @@ def _open_runner(config: RayJobConfig, stack: ExitStack) -> tuple[Any, str]:
             batch_size=config.batch_size,
             mode=config.mode,
             reasoning=config.reasoning,
+            restate=config.restate,
             demonstrations=config.demonstrations,
             **common,
         )

@@ -69,6 +69,7 @@ from langchain_autodemo.prompts import (
     Mode,
     Restate,
     context_key,
+    few_shot_turns,
     final_answer_only,
     split_chat,
 )
@@ -762,18 +763,22 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             groups.setdefault(context_key(context), (context, []))[1].append(index)
         return list(groups.values())
 
-    @staticmethod
     def _placed(
-        plans: Sequence[PlannedBatch], members: list[int], context: tuple[BaseMessage, ...]
+        self, plans: Sequence[PlannedBatch], members: list[int], context: tuple[BaseMessage, ...]
     ) -> list[PlannedBatch]:
         """A group's plans (indices into the group) as plans over every input, with the
-        group's context."""
+        group's context; its few-shot turns become solved demonstrations (see
+        :func:`~langchain_autodemo.prompts.few_shot_turns`)."""
+        rest, shots = few_shot_turns(context)
+        if not self.settings.reasoning:
+            shots = final_answer_only(shots)
         return [
             replace(
                 plan,
                 indices=tuple(members[i] for i in plan.indices),
                 keep=None if plan.keep is None else frozenset(members[i] for i in plan.keep),
-                context=context,
+                context=rest,
+                demonstrations=shots + plan.demonstrations,
             )
             for plan in plans
         ]
@@ -1083,7 +1088,7 @@ class _Dispatch:
     def handle(self, event: _Event) -> list[tuple[int, Result]]:
         call, report = event
         self._slots.pop(call.call_id, None)
-        self.usage.record_call(report.usage, retry=call.is_retry)
+        self.usage.record_call(report.usage, reask=call.is_reask)
         final, follow_ups = self.engine.complete(call, report)
         self._schedule(follow_ups)
         emitted = []

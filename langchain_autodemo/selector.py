@@ -5,12 +5,13 @@ model's restatements of its neighbours act as relevant in-batch demonstrations.
 
 Groupings (``grouping=``):
 
-* ``"partition"`` (default): disjoint batches covering every input once, similar inputs
-  together: ``ceil(n/N)`` calls, as many as plain batching.
+* ``"similarity"`` (default): disjoint batches covering every input once, similar inputs
+  together: ``ceil(n/N)`` calls, as many as plain batching. (``"partition"``, the name of
+  its algorithm in :mod:`langchain_autodemo.grouping`, is accepted as a deprecated alias.)
 * ``"neighbors"``: the paper's algorithm as written: each input is batched with its N-1
   most similar other inputs and only its own answer is kept: ``n`` calls, and
   :attr:`SimilarityBatchSelector.last_stats` says so (``calls``).
-* ``"demo_pool"``: batches as in ``partition``, and each batch starts with the
+* ``"demo_pool"``: batches as in ``similarity``, and each batch starts with the
   ``demos_per_batch`` most similar *solved* examples from a user-given pool (e.g. a
   training set) retrieved from a Chroma collection: retrieval few-shot plus Auto-Demo.
 
@@ -57,6 +58,7 @@ import hashlib
 import threading
 import time
 import uuid
+import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -76,10 +78,10 @@ if TYPE_CHECKING:
 
 __all__ = ["SimilarityBatchSelector", "SelectionStats", "Grouping"]
 
-Grouping = Literal["partition", "neighbors", "demo_pool"]
+Grouping = Literal["similarity", "neighbors", "demo_pool", "partition"]
 """How the selector groups inputs into batches (see the module doc). Not to be confused
 with the runnable's :class:`~langchain_autodemo.prompts.Mode`, how a batch is asked."""
-_GROUPINGS: tuple[str, ...] = ("partition", "neighbors", "demo_pool")
+_GROUPINGS: tuple[str, ...] = ("similarity", "neighbors", "demo_pool")
 
 # The input collection is a cache that is never searched: a cheaper HNSW build
 # (docs/design/measured-choices.md).
@@ -135,7 +137,7 @@ class SimilarityBatchSelector(BatchSelector):
             ``[a-zA-Z0-9._-]``); the demonstration pool lives in
             ``{collection_name}-pool-{hash}``.
         persist_directory: embedded Chroma persisted here (ignored with ``client``).
-        grouping: ``"partition"``, ``"neighbors"`` or ``"demo_pool"`` (see the module doc).
+        grouping: ``"similarity"``, ``"neighbors"`` or ``"demo_pool"`` (see the module doc).
         demo_pool: solved ``(question, answer)`` pairs; required by ``"demo_pool"``,
             and when given with another grouping its batches get demonstrations too.
         demos_per_batch: demonstrations per batch.
@@ -166,7 +168,7 @@ class SimilarityBatchSelector(BatchSelector):
         client: ClientAPI | None = None,
         collection_name: str = "autodemo_inputs",
         persist_directory: str | Path | None = None,
-        grouping: Grouping = "partition",
+        grouping: Grouping = "similarity",
         demo_pool: Iterable[Demonstration] | None = None,
         demos_per_batch: int = 4,
         embedding_key: str | None = None,
@@ -175,6 +177,13 @@ class SimilarityBatchSelector(BatchSelector):
         demo_collection: Collection | None = None,
         keep_order: bool = False,
     ) -> None:
+        if grouping == "partition":
+            warnings.warn(
+                "grouping='partition' is deprecated: use grouping='similarity'",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            grouping = "similarity"
         if grouping not in _GROUPINGS:
             raise ValueError(f"grouping must be one of {_GROUPINGS}, got {grouping!r}")
         if grouping == "demo_pool" and demo_pool is None and demo_collection is None:

@@ -31,7 +31,12 @@ from langchain_autodemo.audit import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import paired_comparison
-from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult, run_method
+from langchain_autodemo.evaluation.harness import (
+    ItemRecord,
+    MethodResult,
+    run_method,
+    stored_fields,
+)
 from langchain_autodemo.evaluation.methods import Method, parse_method
 from langchain_autodemo.planning import estimate_tokens
 from langchain_autodemo.pricing import Price
@@ -194,7 +199,7 @@ class Row:
                 usd_per_1k_items_cached=round(cached, 5),
                 vs_single_cached=round(cached / single_cached, 3) if single_cached else None,
                 calls=r.calls,
-                retries=r.retries,
+                reasks=r.reasks,
             )
         if self.comparison is not None:
             data["vs_single"] = {
@@ -272,7 +277,7 @@ class MeasurementLog(MutableMapping[tuple[str, int, int], MethodResult]):
                     continue
                 try:
                     record = json.loads(line)
-                    result = dict(record["result"])
+                    result = stored_fields(dict(record["result"]))
                     result["items"] = [
                         ItemRecord(**{**item, "reasons": tuple(item.get("reasons", ()))})
                         for item in result["items"]
@@ -313,14 +318,14 @@ def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
         parse_failures=a.parse_failures + b.parse_failures,
         errors=a.errors + b.errors,
         calls=a.calls + b.calls,
-        retries=a.retries + b.retries,
+        reasks=a.reasks + b.reasks,
         input_tokens=a.input_tokens + b.input_tokens,
         output_tokens=a.output_tokens + b.output_tokens,
         estimated_tokens=a.estimated_tokens or b.estimated_tokens,
         wall_time_s=a.wall_time_s + b.wall_time_s,
         items=[*a.items, *b.items],
-        retry_input_tokens=a.retry_input_tokens + b.retry_input_tokens,
-        retry_output_tokens=a.retry_output_tokens + b.retry_output_tokens,
+        reask_input_tokens=a.reask_input_tokens + b.reask_input_tokens,
+        reask_output_tokens=a.reask_output_tokens + b.reask_output_tokens,
         call_shared_tokens=[*a.call_shared_tokens, *b.call_shared_tokens],
     )
 

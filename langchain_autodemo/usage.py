@@ -1,19 +1,24 @@
-"""Usage accounting: model calls, retries and tokens, per run and per item.
+"""Usage accounting: model calls, re-asks and tokens, per run and per item.
 
 Example:
     >>> from langchain_autodemo import track_usage
     >>> with track_usage() as usage:  # doctest: +SKIP
     ...     answers = runner.batch(questions)
-    >>> usage.calls, usage.retries, usage.input_tokens, usage.output_tokens  # doctest: +SKIP
+    >>> usage.calls, usage.reasks, usage.input_tokens, usage.output_tokens  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from langchain_autodemo.pricing import Price
 
 __all__ = ["CallUsage", "UsageStats", "track_usage"]
 
@@ -26,6 +31,9 @@ class CallUsage:
     input_tokens: int
     output_tokens: int
     estimated: bool = False
+    cached_input_tokens: int = 0
+    """The part of ``input_tokens`` the provider reported as served from its prompt cache
+    (``usage_metadata["input_token_details"]["cache_read"]``)."""
 
 
 @dataclass
@@ -33,28 +41,33 @@ class UsageStats:
     """Running totals over one or more ``batch()`` calls. Thread-safe to update."""
 
     calls: int = 0
-    retries: int = 0
-    """Model calls that re-asked items a previous call failed to deliver."""
+    reasks: int = 0
+    """Model calls that re-asked items an earlier call did not deliver (garbled, missing,
+    ambiguous, cut off, or its call failed): every call after an item's first attempt."""
     input_tokens: int = 0
     output_tokens: int = 0
-    retry_input_tokens: int = 0
-    """The part of ``input_tokens`` spent by retry calls (re-asks)."""
-    retry_output_tokens: int = 0
-    """The part of ``output_tokens`` spent by retry calls (re-asks)."""
+    reask_input_tokens: int = 0
+    """The part of ``input_tokens`` spent by re-asks."""
+    reask_output_tokens: int = 0
+    """The part of ``output_tokens`` spent by re-asks."""
+    cached_input_tokens: int = 0
+    """The part of ``input_tokens`` the provider reported as cached (0 where it reports
+    nothing: local models, or a provider without prompt caching)."""
     items: int = 0
     failed_items: int = 0
     estimated_tokens: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def record_call(self, usage: CallUsage, *, retry: bool) -> None:
+    def record_call(self, usage: CallUsage, *, reask: bool) -> None:
         with self._lock:
             self.calls += 1
-            self.retries += int(retry)
+            self.reasks += int(reask)
             self.input_tokens += usage.input_tokens
             self.output_tokens += usage.output_tokens
-            if retry:
-                self.retry_input_tokens += usage.input_tokens
-                self.retry_output_tokens += usage.output_tokens
+            self.cached_input_tokens += usage.cached_input_tokens
+            if reask:
+                self.reask_input_tokens += usage.input_tokens
+                self.reask_output_tokens += usage.output_tokens
             self.estimated_tokens |= usage.estimated
 
     def record_items(self, done: int, failed: int) -> None:
@@ -65,11 +78,12 @@ class UsageStats:
     def merge(self, other: UsageStats) -> None:
         with self._lock:
             self.calls += other.calls
-            self.retries += other.retries
+            self.reasks += other.reasks
             self.input_tokens += other.input_tokens
             self.output_tokens += other.output_tokens
-            self.retry_input_tokens += other.retry_input_tokens
-            self.retry_output_tokens += other.retry_output_tokens
+            self.reask_input_tokens += other.reask_input_tokens
+            self.reask_output_tokens += other.reask_output_tokens
+            self.cached_input_tokens += other.cached_input_tokens
             self.items += other.items
             self.failed_items += other.failed_items
             self.estimated_tokens |= other.estimated_tokens
@@ -78,18 +92,65 @@ class UsageStats:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    def usd(self, price: Price, *, batch: bool = False) -> float:
+        """What these tokens cost at ``price`` (see :mod:`langchain_autodemo.pricing`),
+        the provider-reported cached input at the cached price.
+
+        Example:
+            >>> from langchain_autodemo.pricing import PriceTable
+            >>> stats = UsageStats(input_tokens=1_000_000, output_tokens=100_000)
+            >>> round(stats.usd(PriceTable.default().price("gpt-4o-mini")), 4)
+            0.21
+        """
+        return price.cost(
+            self.input_tokens,
+            self.output_tokens,
+            batch=batch,
+            cached_tokens=self.cached_input_tokens,
+        )
+
+    def usd_per_1k_items(self, price: Price, *, batch: bool = False) -> float | None:
+        """:meth:`usd` per 1,000 items answered or failed (``None`` before any item)."""
+        items = self.items + self.failed_items
+        return 1000 * self.usd(price, batch=batch) / items if items else None
+
+    # Deprecated names: "retry" is the backoff after a failed model call
+    # (retry_initial_delay); these count re-asks of any cause.
+    @property
+    def retries(self) -> int:
+        """Deprecated: :attr:`reasks`."""
+        _renamed("retries", "reasks")
+        return self.reasks
+
+    @property
+    def retry_input_tokens(self) -> int:
+        """Deprecated: :attr:`reask_input_tokens`."""
+        _renamed("retry_input_tokens", "reask_input_tokens")
+        return self.reask_input_tokens
+
+    @property
+    def retry_output_tokens(self) -> int:
+        """Deprecated: :attr:`reask_output_tokens`."""
+        _renamed("retry_output_tokens", "reask_output_tokens")
+        return self.reask_output_tokens
+
     def as_dict(self) -> dict[str, int | bool]:
         return {
             "items": self.items,
             "failed_items": self.failed_items,
             "calls": self.calls,
-            "retries": self.retries,
+            "reasks": self.reasks,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "retry_input_tokens": self.retry_input_tokens,
-            "retry_output_tokens": self.retry_output_tokens,
+            "reask_input_tokens": self.reask_input_tokens,
+            "reask_output_tokens": self.reask_output_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
             "estimated_tokens": self.estimated_tokens,
         }
+
+
+def _renamed(old: str, new: str) -> None:
+    warnings.warn(f"UsageStats.{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
 
 
 _trackers: ContextVar[tuple[UsageStats, ...]] = ContextVar("autodemo_usage", default=())

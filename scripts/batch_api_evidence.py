@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "via": via,
                         "items": len(questions),
                         "calls": stats.calls,
-                        "retries": stats.retries,
+                        "reasks": stats.reasks,
                         "input_tokens": stats.input_tokens,
                         "output_tokens": stats.output_tokens,
                         "estimated_tokens": stats.estimated_tokens,

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
 DEFAULT_OUT = ROOT / "docs" / "results-pages"
 
-# tune.json does not record the command line that wrote it (results.json does); these are the
-# commands of those runs, as logged when they ran. Commands only: every figure comes from JSON.
+# tune.json records its command line since 2026-12-06 (meta.command); for the reports written
+# before that, these are the commands as logged when they ran. Every figure comes from JSON.
 TUNE_COMMANDS = {
     "tune-sst2-8shot-terse": "autodemo tune --dataset sst2 --limit 64 --shots 8 --reasoning off "
     "--methods batch,auto_demo --batch-sizes 8,16 --out docs/results/tune-sst2-8shot-terse",
@@ -32,6 +32,15 @@ TUNE_COMMANDS = {
     "--methods batch,auto_demo --batch-sizes 8,16 --out docs/results/tune-rte-6shot-terse",
     "tune-sst2-zeroshot-terse": "autodemo tune --dataset sst2 --limit 64 --reasoning off "
     "--methods batch,auto_demo --batch-sizes 8,16 --out docs/results/tune-sst2-zeroshot-terse",
+    "tune-gsm8k-8shot": "autodemo tune --dataset gsm8k --limit 64 --shots 8 --reasoning on "
+    "--methods batch,auto_demo --batch-sizes 8 --restate both --max-tokens 4000 "
+    "--out docs/results/tune-gsm8k-8shot",
+    "tune-rte-zeroshot-terse": "autodemo tune --dataset rte --limit 64 --reasoning off "
+    "--methods batch,auto_demo --batch-sizes 8 --restate both "
+    "--out docs/results/tune-rte-zeroshot-terse",
+    "tune-boolq-4shot-terse": "autodemo tune --dataset boolq --limit 64 --shots 4 --reasoning off "
+    "--methods batch,auto_demo --batch-sizes 16 --restate head "
+    "--out docs/results/tune-boolq-4shot-terse --resume",
 }
 
 
@@ -89,7 +98,7 @@ def eval_page(folder: Path, rel: str) -> tuple[str, str, str]:
             f"{r['parse_failures']}/{r['n']}",
             str(r.get("errors", 0)),
             str(r["calls"]),
-            str(r["retries"]),
+            str(r.get("reasks", r.get("retries", ""))),
             f"{r['input_tokens_per_item']:.0f}",
             f"{r['output_tokens_per_item']:.0f}",
             f"{r['wall_time_s']:.1f}",
@@ -183,13 +192,13 @@ def tune_page(folder: Path, rel: str) -> tuple[str, str, str]:
             vs_cell = "-"
         ratio = r.get("vs_single_cached")
         lines.append("| " + " | ".join([
-            r["label"], r["status"], acc, vs_cell, str(r.get("calls", "")), str(r.get("retries", "")),
+            r["label"], r["status"], acc, vs_cell, str(r.get("calls", "")), str(r.get("reasks", r.get("retries", ""))),
             f"{r['usd_per_1k_items']:.4f}", f"{r['usd_per_1k_items_cached']:.4f}",
             "-" if ratio is None else f"{ratio:.2f}x",
         ]) + " |")
     spent = report.get("spent") or {}
     prices = meta.get("prices") or {}
-    command = TUNE_COMMANDS.get(rel)
+    command = meta.get("command") or TUNE_COMMANDS.get(rel)
     page = [
         f"# {title}",
         "",

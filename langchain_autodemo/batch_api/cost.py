@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import estimate_tokens
 from langchain_autodemo.pricing import Price, PriceTable
-from langchain_autodemo.prompts import Mode, build_single_messages
+from langchain_autodemo.prompts import Mode, Restate, build_single_messages, head_of
 
 if TYPE_CHECKING:
     from langchain_autodemo.batch_api.job import BatchApiJob
@@ -44,50 +44,79 @@ class CostReport:
     items: int
     estimated_tokens: bool
     lines: tuple[CostLine, ...]
+    """This job via the Batch API, the same calls online, one call per item online."""
+    single_cached: CostLine | None = None
+    """One call per item online, the shared prompt prefix served from the provider's cache
+    from the second call on (the honest baseline)."""
 
     @classmethod
     def for_job(cls, job: BatchApiJob, price: Price, model: str) -> CostReport:
         usage = job.usage
         settings = job.runner.settings
-        single_prompts = sum(
-            estimate_tokens(text_of(m))
-            for text in job.engine_texts
-            for m in build_single_messages(
-                text, instructions=settings.instructions, reasoning=settings.reasoning
+        prompts = [
+            build_single_messages(
+                text,
+                instructions=settings.instructions,
+                reasoning=settings.reasoning,
+                demonstrations=job.runner.demonstrations,
             )
-        )
+            for text in job.engine_texts
+        ]
+        single_prompts = sum(estimate_tokens(text_of(m)) for p in prompts for m in p)
         scale = usage.input_tokens / job.prompt_estimate if job.prompt_estimate else 1.0
         echo = 0.0
         if settings.mode is Mode.AUTO_DEMO:
-            echo = scale * sum(estimate_tokens(text) for text in job.engine_texts)
+            copied = (
+                (head_of(text, settings.head_words) for text in job.engine_texts)
+                if settings.restate is Restate.HEAD
+                else iter(job.engine_texts)
+            )
+            echo = scale * sum(estimate_tokens(text) for text in copied)
         single_in = scale * single_prompts
         single_out = max(0.0, usage.output_tokens - echo)
+        # single calls share everything before the question (system prompt, instructions,
+        # shared exemplars): a provider caches it from the second call on
+        prefix = scale * sum(estimate_tokens(text_of(m)) for m in prompts[0][:-1]) if prompts else 0
+        single_cached = price.cacheable(prefix) * max(0, len(prompts) - 1)
         lines = (
             CostLine("Batch API, this job", usage.input_tokens, usage.output_tokens,
-                     price.cost(usage.input_tokens, usage.output_tokens, batch=True)),
+                     price.cost(usage.input_tokens, usage.output_tokens, batch=True,
+                                cached_tokens=usage.cached_input_tokens)),
             CostLine("online, same calls", usage.input_tokens, usage.output_tokens,
-                     price.cost(usage.input_tokens, usage.output_tokens, batch=False)),
+                     price.cost(usage.input_tokens, usage.output_tokens, batch=False,
+                                cached_tokens=usage.cached_input_tokens)),
             CostLine("online, one call per item (estimated)", single_in, single_out,
                      price.cost(single_in, single_out, batch=False)),
         )  # fmt: skip
-        return cls(model, price, len(job.engine_texts), usage.estimated_tokens, lines)
+        cached = CostLine(
+            "online, one call per item with prompt caching (estimated)", single_in, single_out,
+            price.cost(single_in, single_out, cached_tokens=single_cached),
+        )  # fmt: skip
+        return cls(model, price, len(job.engine_texts), usage.estimated_tokens, lines, cached)
 
     def summary(self) -> str:
         """One line: ``$0.0123 at gpt-4o-mini batch prices (online: $0.0246; ...)``."""
         batch, online, single = self.lines
+        cached = (
+            f" (~${self.single_cached.usd:.4f} with prompt caching)" if self.single_cached else ""
+        )
         return (
             f"cost at {self.model} prices: ${batch.usd:.4f} via the Batch API, "
             f"${online.usd:.4f} for the same calls online, ~${single.usd:.4f} for one "
-            f"call per item online"
+            f"call per item online{cached}"
             + (" (tokens partly estimated)" if self.estimated_tokens else "")
         )
 
     def table(self) -> str:
-        rows = ["| | input tokens | output tokens | USD |", "|---|---:|---:|---:|"]
-        for line in self.lines:
+        rows = [
+            "| | input tokens | output tokens | USD | USD per 1,000 items |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for line in (*self.lines, *([self.single_cached] if self.single_cached else [])):
+            per_1k = 1000 * line.usd / self.items if self.items else 0.0
             rows.append(
                 f"| {line.label} | {line.input_tokens:,.0f} | {line.output_tokens:,.0f} "
-                f"| {line.usd:.4f} |"
+                f"| {line.usd:.4f} | {per_1k:.4f} |"
             )
         return "\n".join(rows)
 
@@ -102,4 +131,5 @@ class CostReport:
             "items": self.items,
             "estimated_tokens": self.estimated_tokens,
             "lines": [line.__dict__ for line in self.lines],
+            "single_cached": self.single_cached.__dict__ if self.single_cached else None,
         }

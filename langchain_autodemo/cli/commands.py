@@ -155,6 +155,12 @@ def run(
             "instructions and shared exemplars replace those options.",
         ),
     ] = None,
+    price_model: Annotated[
+        str, typer.Option(help="Price the summary's cost line as this model (list prices).")
+    ] = RunOptions.price_model,
+    prices: Annotated[
+        Path | None, typer.Option(help="A JSON price table overriding the built-in list prices.")
+    ] = None,
     engine: Annotated[
         str,
         typer.Option(
@@ -169,6 +175,18 @@ def run(
     workers: Annotated[
         int, typer.Option(min=1, help="--engine ray: workers, each holding one runner.")
     ] = 2,
+    rpm: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001, help="--engine ray: model calls per minute, shared by every worker."
+        ),
+    ] = None,
+    tpm: Annotated[
+        float | None,
+        typer.Option(
+            min=1, help="--engine ray: input + output tokens per minute, shared by every worker."
+        ),
+    ] = None,
 ) -> None:
     """Answer every record of INPUT, writing each answer (or its error) to OUTPUT.
 
@@ -180,15 +198,18 @@ def run(
     2 for bad input or settings, 130 after Ctrl-C.
     """
     options = dict(locals())
-    for name in ("engine", "address", "workers"):  # where it runs, not what it asks
+    for name in ("engine", "address", "workers", "rpm", "tpm"):  # where, not what it asks
         options.pop(name)
     with user_errors():
         if engine == "ray":
             from langchain_autodemo.cli.ray_run import RayOptions, ray_run
 
-            ray_run(RunOptions(**options), RayOptions(address=address, workers=workers))
-        elif engine != "local" or address is not None:
-            raise fail("--engine is local or ray; --address needs --engine ray")
+            ray_run(
+                RunOptions(**options),
+                RayOptions(address, workers, requests_per_minute=rpm, tokens_per_minute=tpm),
+            )
+        elif engine != "local" or address is not None or rpm or tpm:
+            raise fail("--engine is local or ray; --address, --rpm and --tpm need --engine ray")
         else:
             run_items(RunOptions(**options))
 

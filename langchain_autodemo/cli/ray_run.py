@@ -44,6 +44,10 @@ class RayOptions:
 
     address: str | None = None
     workers: int = 2
+    requests_per_minute: float | None = None
+    """A limit on model calls per minute shared by every worker (``None``: none)."""
+    tokens_per_minute: float | None = None
+    """A limit on input + output tokens per minute shared by every worker."""
 
 
 def ray_run(options: RunOptions, ray_options: RayOptions) -> None:
@@ -94,6 +98,7 @@ def ray_run(options: RunOptions, ray_options: RayOptions) -> None:
         mode=options.mode.value,
         batch_size=options.batch_size,
         reasoning=options.reasoning,
+        restate=options.restate,
         demonstrations=tuple(tuple(d) for d in options.demonstrations),  # type: ignore[misc]
         config=None if config_file is None else str(config_file),
         max_tokens=options.max_tokens,
@@ -121,6 +126,8 @@ def ray_run(options: RunOptions, ray_options: RayOptions) -> None:
                 workers=workers,
                 group=select == "similarity",
                 retry_errors=options.retry_errors,
+                requests_per_minute=ray_options.requests_per_minute,
+                tokens_per_minute=ray_options.tokens_per_minute,
             )
         except KeyboardInterrupt:
             echo(
@@ -161,7 +168,7 @@ def _summary(result: Any, total: int, output: Path) -> None:
         echo(f"Resumed: {result.already_done} of {total} items were already in {output}.")
     echo(
         f"Items: {done}/{total} answered or failed ({result.written} this run, "
-        f"{result.failed} errors) | calls: {usage['calls']} (retries {usage['retries']}) | "
+        f"{result.failed} errors) | calls: {usage['calls']} (re-asks {usage['reasks']}) | "
         f"tokens in/out: {usage['input_tokens']}/{usage['output_tokens']}"
         f"{' (estimated)' if usage['estimated_tokens'] else ''} | "
         f"wall time: {result.wall_time_s:.1f}s"

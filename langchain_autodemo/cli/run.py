@@ -106,6 +106,10 @@ class RunOptions:
     grouping, reasoning, instructions and shared exemplars replace those options."""
     demonstrations: tuple[tuple[str, str], ...] = ()
     """Shared exemplars shown before every call (from ``config``)."""
+    price_model: str = "gpt-4o-mini"
+    """Whose list prices the summary's cost line uses."""
+    prices: Path | None = None
+    """A JSON price table overriding the built-in one."""
 
 
 @dataclass(frozen=True)
@@ -208,6 +212,7 @@ def run(options: RunOptions) -> None:
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
     options = with_config(options)
+    _cost_line(options, UsageStats())  # an unknown --price-model is refused before any call
     job = _prepare(options)
     answering: Answering
     if options.via == "batch-api":
@@ -237,11 +242,12 @@ def run(options: RunOptions) -> None:
     usage = outcome.usage
     echo(
         f"Items: {done}/{total} answered or failed ({outcome.written} this run, "
-        f"{outcome.failed} errors) | {outcome.calls_label}: {usage.calls} (retries "
-        f"{usage.retries}) | tokens in/out: {usage.input_tokens}/{usage.output_tokens}"
+        f"{outcome.failed} errors) | {outcome.calls_label}: {usage.calls} (re-asks "
+        f"{usage.reasks}) | tokens in/out: {usage.input_tokens}/{usage.output_tokens}"
         f"{' (estimated)' if usage.estimated_tokens else ''} | "
         f"wall time: {outcome.wall_time_s:.1f}s"
     )
+    echo(_cost_line(options, usage))
     for note in outcome.notes:
         echo(note)
     if outcome.interrupted:
@@ -257,6 +263,27 @@ def run(options: RunOptions) -> None:
         sort_output(options.output)
     echo(f"Wrote {options.output}")
     _exit_if_errors(job, job.previous_errors + outcome.failed)
+
+
+def _cost_line(options: RunOptions, usage: UsageStats) -> str:
+    """What this run's tokens cost at list prices, per 1,000 items (the provider-reported
+    cached input at the cached price)."""
+    from langchain_autodemo.pricing import PriceTable
+
+    table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
+    price = table.price(options.price_model)
+    batch = options.via == "batch-api"
+    per_1k = usage.usd_per_1k_items(price, batch=batch)
+    where = "Batch API" if batch else "online"
+    cached = (
+        f", {usage.cached_input_tokens} input tokens reported cached"
+        if usage.cached_input_tokens
+        else ""
+    )
+    return (
+        f"Cost at {options.price_model} {where} list prices: ${usage.usd(price, batch=batch):.4f}"
+        + (f" (${per_1k:.4f} per 1,000 items{cached})" if per_1k is not None else "")
+    )
 
 
 def _exit_if_errors(job: RunJob, errors: int) -> None:
@@ -633,7 +660,7 @@ class _SpentCounter(BaseCallbackHandler):
         else:
             text = generations[0].text if generations else ""
             usage = CallUsage(prompt, estimate_tokens(text), estimated=True)
-        self.usage.record_call(usage, retry=retry)
+        self.usage.record_call(usage, reask=retry)
 
 
 def jsonable(value: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,6 +95,7 @@ def run_tune(options: TuneOptions) -> None:
     data_out["meta"] = {
         "dataset": data.name,
         "items": len(data),
+        "command": "autodemo " + " ".join(sys.argv[1:]),
         "model": opened.description,
         "shots": options.shots,
         "tolerance": options.tolerance,

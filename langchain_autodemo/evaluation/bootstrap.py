@@ -98,7 +98,7 @@ class BootstrapPool:
     attempted: int
     kept: int
     calls: int
-    retries: int
+    reasks: int
     input_tokens: int
     output_tokens: int
     estimated_tokens: bool
@@ -234,7 +234,7 @@ def bootstrap_pool(
         "attempted": len(sample),
         "kept": collection.count(),
         "calls": usage.calls,
-        "retries": usage.retries,
+        "reasks": usage.reasks,
         "input_tokens": usage.input_tokens,
         "output_tokens": usage.output_tokens,
         "estimated_tokens": bool(usage.estimated_tokens),
@@ -332,7 +332,7 @@ def _pool_from(
         attempted=int(metadata.get("attempted", 0)),
         kept=int(metadata.get("kept", collection.count())),
         calls=int(metadata.get("calls", 0)),
-        retries=int(metadata.get("retries", 0)),
+        reasks=int(metadata.get("reasks", metadata.get("retries", 0))),
         input_tokens=int(metadata.get("input_tokens", 0)),
         output_tokens=int(metadata.get("output_tokens", 0)),
         estimated_tokens=bool(metadata.get("estimated_tokens", False)),

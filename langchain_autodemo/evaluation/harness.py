@@ -65,15 +65,15 @@ class MethodResult:
     parse_failures: int
     errors: int
     calls: int
-    retries: int
+    reasks: int
     input_tokens: int
     output_tokens: int
     estimated_tokens: bool
     wall_time_s: float
     items: list[ItemRecord] = field(default_factory=list, repr=False)
-    retry_input_tokens: int = 0
+    reask_input_tokens: int = 0
     """The part of ``input_tokens`` spent by re-asks."""
-    retry_output_tokens: int = 0
+    reask_output_tokens: int = 0
     bootstrap: dict[str, Any] | None = None
     """The bootstrap pool this method drew demonstrations from (``+bootstrap``)."""
     call_shared_tokens: list[float] = field(default_factory=list, repr=False)
@@ -124,7 +124,7 @@ class MethodResult:
     @property
     def retry_tokens_per_item(self) -> float:
         """Input and output tokens of the re-asks, per item (part of ``tokens_per_item``)."""
-        return (self.retry_input_tokens + self.retry_output_tokens) / self.n if self.n else 0.0
+        return (self.reask_input_tokens + self.reask_output_tokens) / self.n if self.n else 0.0
 
     def summary(self) -> dict[str, Any]:
         """Every metric and the diagnostics, without the per-item records."""
@@ -246,16 +246,30 @@ def run_method(
         parse_failures=sum(not r.parsed for r in records),
         errors=sum(r.error is not None for r in records),
         calls=usage.calls,
-        retries=usage.retries,
+        reasks=usage.reasks,
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
         estimated_tokens=bool(usage.estimated_tokens),
         wall_time_s=wall,
         items=records,
-        retry_input_tokens=usage.retry_input_tokens,
-        retry_output_tokens=usage.retry_output_tokens,
+        reask_input_tokens=usage.reask_input_tokens,
+        reask_output_tokens=usage.reask_output_tokens,
         call_shared_tokens=prompts.shared_tokens(usage.input_tokens),
     )
+
+
+# Field names of results written before the re-ask vocabulary (issue 25).
+_LEGACY_FIELDS = {
+    "retries": "reasks",
+    "retry_input_tokens": "reask_input_tokens",
+    "retry_output_tokens": "reask_output_tokens",
+}
+
+
+def stored_fields(record: dict[str, Any]) -> dict[str, Any]:
+    """A stored :class:`MethodResult` record (results.json, a tune's measurement log)
+    with its older field names renamed to today's."""
+    return {_LEGACY_FIELDS.get(key, key): value for key, value in record.items()}
 
 
 class _CallPrompts(BaseCallbackHandler):

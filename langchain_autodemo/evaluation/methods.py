@@ -46,7 +46,7 @@ __all__ = [
 
 MODES = tuple(mode.value for mode in Mode)
 #: Method suffix -> the selector's ``grouping``.
-GROUPINGS = {"similarity": "partition", "neighbors": "neighbors", "demo_pool": "demo_pool"}
+GROUPINGS = {"similarity": "similarity", "neighbors": "neighbors", "demo_pool": "demo_pool"}
 BOOTSTRAP = "bootstrap"
 DEFAULT_METHODS = "single,batch,auto_demo,auto_demo+similarity,auto_demo+demo_pool"
 
@@ -96,7 +96,7 @@ class Method:
             return None
         from langchain_autodemo.selector import SimilarityBatchSelector
 
-        grouping = GROUPINGS[self.grouping] if self.grouping else "partition"
+        grouping = GROUPINGS[self.grouping] if self.grouping else "similarity"
         kwargs: dict[str, Any] = {"embeddings": embeddings, "grouping": grouping}
         if self.needs_pool:
             kwargs.update(demo_pool=list(demo_pool or []), demos_per_batch=demos_per_batch)

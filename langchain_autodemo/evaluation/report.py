@@ -10,7 +10,7 @@ from typing import Any
 
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.diagnostics import comparisons_with_single
-from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult
+from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult, stored_fields
 from langchain_autodemo.pricing import Price
 
 __all__ = [
@@ -28,7 +28,7 @@ _COLUMNS = (
     ("accuracy", "accuracy"),
     ("parse fail", "parse-failure rate"),
     ("calls", "calls"),
-    ("retries", "retries"),
+    ("re-asks", "re-asks"),
     ("in tok/item", "input tokens per item"),
     ("out tok/item", "output tokens per item"),
     ("wall s", "wall time"),
@@ -127,7 +127,7 @@ def markdown_table(results: Sequence[MethodResult], price: tuple[str, Price] | N
             f"{r.correct}/{r.n} ({r.accuracy:.0%})",
             f"{r.parse_failures}/{r.n} ({r.parse_failure_rate:.0%})",
             str(r.calls),
-            str(r.retries),
+            str(r.reasks),
             f"{r.input_tokens_per_item:.0f}",
             f"{r.output_tokens_per_item:.0f}",
             f"{r.wall_time_s:.1f}",
@@ -404,7 +404,9 @@ def read_report(out_dir: Path) -> tuple[dict[str, Any], list[MethodResult]]:
         report = json.loads(json_path.read_text(encoding="utf-8"))
         meta, summaries = dict(report["meta"]), list(report["results"])
         results = [
-            MethodResult(**{key: summary[key] for key in _STORED if key in summary})
+            MethodResult(
+                **{key: value for key, value in stored_fields(summary).items() if key in _STORED}
+            )
             for summary in summaries
         ]
     except (ValueError, KeyError, TypeError) as exc:

@@ -107,7 +107,7 @@ def test_corrupted_and_truncated_completions_are_asked_again(batch_url: str) -> 
     questions = _questions(4, "plums") + _questions(4, "figs", 5)
     job = BatchApiJob(_runner(batch_url, "scripted:corrupt=plums,truncate=figs"), questions)
     assert job.wait(poll_interval=0.05) == _sums(8)
-    assert job.usage.retries >= 2
+    assert job.usage.reasks >= 2
 
 
 def test_an_expired_batch_resubmits_only_the_requests_without_a_result(upstream: str) -> None:
@@ -122,7 +122,7 @@ def test_an_expired_batch_resubmits_only_the_requests_without_a_result(upstream:
     assert any("expired with" in e and "submitting those again" in e for e in events)
     # every request ran exactly once: the resubmissions carried only the unanswered ones
     assert sum(b.request_counts.completed for b in batches) == 6
-    assert job.usage.calls == 6 and job.usage.retries == 0
+    assert job.usage.calls == 6 and job.usage.reasks == 0
 
 
 def test_work_is_split_over_several_files_within_the_limits(upstream: str) -> None:

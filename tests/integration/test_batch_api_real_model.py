@@ -52,9 +52,9 @@ def test_online_and_batch_api_give_the_same_answers_and_tokens(
     assert _comparable(batched) == _comparable(online)
     usage = job.usage
     assert not online_usage.estimated_tokens and not usage.estimated_tokens
-    assert (usage.calls, usage.retries, usage.items, usage.failed_items) == (
+    assert (usage.calls, usage.reasks, usage.items, usage.failed_items) == (
         online_usage.calls,
-        online_usage.retries,
+        online_usage.reasks,
         online_usage.items,
         online_usage.failed_items,
     )

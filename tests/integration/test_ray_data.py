@@ -185,6 +185,7 @@ def test_cli_engine_ray(cluster: None, tmp_path: Path) -> None:
     source.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions))
     output = tmp_path / "out.jsonl"
     args = ["run", str(source), "-o", str(output), "--engine", "ray", "--workers", "2",
+            "--rpm", "60000", "--tpm", "6000000", "--restate", "head",
             "-m", "fake:answer=sum,drop=DROP", "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
@@ -194,6 +195,9 @@ def test_cli_engine_ray(cluster: None, tmp_path: Path) -> None:
     assert frame.set_index("input_line").loc[3, "answer"] == "3"
     bad = CliRunner().invoke(app, [*args[:-2], "--via", "batch-api"])
     assert bad.exit_code == 2
+    local = ["run", str(source), "-o", str(tmp_path / "x.jsonl"), "--rpm", "10", "-m", "fake:"]
+    refused = CliRunner().invoke(app, local)
+    assert refused.exit_code == 2 and "--rpm" in refused.output
 
 
 def test_worker_killed_mid_job_then_rerun(cluster: None, tmp_path: Path) -> None:

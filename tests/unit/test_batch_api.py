@@ -275,7 +275,7 @@ def test_a_request_missing_from_the_output_is_asked_again() -> None:
     provider = InMemoryBatchProvider(drop=1)
     job = BatchApiJob(_runner(), _questions(8), provider=provider)
     assert job.wait(poll_interval=0) == _sums(8)
-    assert len(provider.submissions) == 2 and job.usage.retries == 1
+    assert len(provider.submissions) == 2 and job.usage.reasks == 1
     missing = job.state.outcomes(["c0-a1"])["c0-a1"]
     assert missing.error_code == "missing_result"
 
@@ -334,3 +334,27 @@ def test_cost_report_lines() -> None:
     assert online.usd == pytest.approx((20 * 2.5 + batch.output_tokens * 10) / 1e6)
     assert single.input_tokens > 0 and single.output_tokens < batch.output_tokens  # no echo
     assert report.as_dict()["lines"][0]["label"] == "Batch API, this job"
+
+
+def test_cost_report_prices_single_with_caching_and_per_1000_items() -> None:
+    from langchain_autodemo.pricing import Price
+
+    shots = [(f"What is {i} + {i}? Show the steps. " * 40, f"The answer is {2 * i}.")
+             for i in range(6)]  # fmt: skip
+    runner = _runner().__class__(
+        _runner().llm, batch_size=4, demonstrations=shots, instructions="Add the numbers."
+    )
+    job = BatchApiJob(runner, _questions(8), provider=InMemoryBatchProvider())
+    job.wait(poll_interval=0)
+    job.usage.input_tokens = job.prompt_estimate  # the double reports 10 per request
+    report = job.cost(model="gpt-4o-mini")
+    single = report.lines[2]
+    cached = report.single_cached
+    assert cached is not None and cached.input_tokens == single.input_tokens
+    assert cached.usd < single.usd  # the long shared prefix is served from the cache
+    price = Price(0.15, 0.60, cached_input=0.075)
+    assert single.usd - cached.usd <= 7 * single.input_tokens / 8 * (0.15 - 0.075) / 1e6
+    table = report.table()
+    assert "USD per 1,000 items" in table and "with prompt caching" in table
+    assert "with prompt caching" in report.summary()
+    assert price.cacheable(100) == 0  # a short prefix would not be cached at all

@@ -74,9 +74,9 @@ def _run(tmp_path: Path | None = None) -> tuple[MethodResult, MethodResult]:
 def test_diagnostics_of_a_hand_checked_run() -> None:
     single, auto_demo = _run()
     # Calls: items 1-4 (4 left out), items 5-8, then item 4 alone: 3 calls, 1 re-ask.
-    assert (auto_demo.correct, auto_demo.calls, auto_demo.retries) == (6, 3, 1)
+    assert (auto_demo.correct, auto_demo.calls, auto_demo.reasks) == (6, 3, 1)
     assert (auto_demo.input_tokens, auto_demo.output_tokens) == (300, 120)
-    assert (auto_demo.retry_input_tokens, auto_demo.retry_output_tokens) == (100, 40)
+    assert (auto_demo.reask_input_tokens, auto_demo.reask_output_tokens) == (100, 40)
     d = auto_demo.summary()["diagnostics"]
     position = d["position"]
     assert [(p["position"], p["correct"], p["n"]) for p in position["by_position"]] == [

@@ -28,6 +28,7 @@ EXPECTED_ALL = [
     "Mode",
     "ParsedItem",
     "PlannedBatch",
+    "Restate",
     "SequentialSelector",
     "SimilarityBatchSelector",
     "UsageStats",

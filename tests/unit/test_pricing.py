@@ -101,7 +101,7 @@ def test_malformed_exemplars_are_refused(bad) -> None:
 def _result(method: str, n: int, inp: int, out: int, shared: list[float]) -> MethodResult:
     return MethodResult(
         dataset="d", method=method, batch_size=1 if method == "single" else 8, n=n, correct=0,
-        parse_failures=0, errors=0, calls=len(shared), retries=0, input_tokens=inp,
+        parse_failures=0, errors=0, calls=len(shared), reasks=0, input_tokens=inp,
         output_tokens=out, estimated_tokens=False, wall_time_s=1.0, call_shared_tokens=shared,
     )  # fmt: skip
 

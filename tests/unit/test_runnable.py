@@ -163,7 +163,7 @@ def test_missing_item_is_reasked_alone_and_counted_as_a_retry() -> None:
     with track_usage() as usage:
         assert runner.batch(QUESTIONS[:4]) == EXPECTED[:4]
     assert asked_questions(model.calls[1]) == [QUESTIONS[3]]
-    assert (usage.calls, usage.retries, usage.items) == (2, 1, 4)
+    assert (usage.calls, usage.reasks, usage.items) == (2, 1, 4)
 
 
 def test_duplicate_with_conflicting_answers_is_reasked() -> None:
