@@ -335,7 +335,7 @@ def _legacy_max_tokens_class() -> type:
             parts: list[str] = []
             reported = False
             for chunk in super()._stream(messages, *args, **kwargs):
-                reported = reported or bool(chunk.message.usage_metadata)
+                reported = reported or bool(getattr(chunk.message, "usage_metadata", None))
                 parts.append(chunk.text)
                 yield chunk
             if reported or not self.token_count_url:
@@ -356,7 +356,7 @@ def _legacy_max_tokens_class() -> type:
             parts: list[str] = []
             reported = False
             async for chunk in super()._astream(messages, *args, **kwargs):
-                reported = reported or bool(chunk.message.usage_metadata)
+                reported = reported or bool(getattr(chunk.message, "usage_metadata", None))
                 parts.append(chunk.text)
                 yield chunk
             if reported or not self.token_count_url:

@@ -359,12 +359,12 @@ def tune(
     """
     instructions = dataset.task.instructions
     slices = _slices(len(dataset))
-    measured = {} if measured is None else measured
+    log: MutableMapping[tuple[str, int, int], MethodResult] = {} if measured is None else measured
 
     def measure(candidate: Candidate, start: int, stop: int) -> MethodResult:
         key = (candidate.label, start, stop)
-        if key in measured:
-            return measured[key]
+        if key in log:
+            return log[key]
         part = replace(dataset, examples=dataset.examples[start:stop])
         selector = candidate.method.selector(embeddings=embeddings)
         result = run_method(
@@ -372,7 +372,7 @@ def tune(
             max_concurrency=max_concurrency, reasoning=candidate.reasoning,
             demonstrations=demonstrations, restate=candidate.restate.value,
         )  # fmt: skip
-        measured[key] = result
+        log[key] = result
         if on_result is not None:
             on_result(candidate.label, result)
         return result
@@ -424,12 +424,12 @@ def tune(
         best = None
     chosen_row = best or single_row
     chosen_row.status = "chosen"
-    measured = [single, *(r.result for r in rows if r.result is not None)]
+    results = [single, *(r.result for r in rows if r.result is not None)]
     spent = {
-        "calls": float(sum(r.calls for r in measured)),
-        "input_tokens": float(sum(r.input_tokens for r in measured)),
-        "output_tokens": float(sum(r.output_tokens for r in measured)),
-        "usd": sum(price.cost(r.input_tokens, r.output_tokens) for r in measured),
+        "calls": float(sum(r.calls for r in results)),
+        "input_tokens": float(sum(r.input_tokens for r in results)),
+        "output_tokens": float(sum(r.output_tokens for r in results)),
+        "usd": sum(price.cost(r.input_tokens, r.output_tokens) for r in results),
     }
     chosen_result = chosen_row.result or single
     comparison = chosen_row.comparison or {}

@@ -91,7 +91,7 @@ def test_a_system_prompt_goes_once_into_the_packed_call_not_into_every_question(
     assert sum(str(m.content).count(SYSTEM) for m in call) == 1
 
 
-async def test_few_shot_example_messages_are_sent_once_in_their_roles() -> None:
+async def test_few_shot_example_messages_are_sent_once_as_solved_demonstrations() -> None:
     examples = [
         {"question": "What is 2 + 2?", "answer": "4"},
         {"question": "What is 5 + 1?", "answer": "6"},
@@ -108,8 +108,11 @@ async def test_few_shot_example_messages_are_sent_once_in_their_roles() -> None:
     runner, model = make_runner()
     assert await (prompt | runner).abatch([{"question": q} for q in QUESTIONS[:3]]) == EXPECTED[:3]
     (call,) = model.calls
-    assert roles(call) == ["system", "human", "ai", "human", "ai", "human"]
-    assert [m.content for m in call[1:5]] == ["What is 2 + 2?", "4", "What is 5 + 1?", "6"]
+    # the (human, AI) example pairs become the packed call's solved demonstrations, shown
+    # once in its own Q[i]/A[i] layout (prompts.few_shot_turns), not as plain turns
+    assert roles(call) == ["system", "human", "ai", "human"]
+    assert "Q[1]: What is 2 + 2?\nQ[2]: What is 5 + 1?" in str(call[1].content)
+    assert str(call[2].content) == "Q[1]: What is 2 + 2?\nA[1]: 4\n\nQ[2]: What is 5 + 1?\nA[2]: 6"
     assert asked_questions(call) == QUESTIONS[:3]
 
 

@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, convert_to_messages
+from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.prompts import ChatPromptTemplate
 
 from langchain_autodemo import AutoDemoBatchRunnable
@@ -121,8 +121,11 @@ def test_every_entry_point_sends_the_same_messages(entry: str, inputs, kwargs) -
         return
     head = dict(enumerate(call[0]))  # the chat context is shared, not mixed
     assert head[0][0] == "system" and head[0][1].startswith("You are a careful calculator.")
-    assert ("human", "What is 100 + 1?") in call[0] and ("ai", "The answer is 101.") in call[0]
-    assert any("What is 7 + 7?" in content for _, content in call[0])  # shared exemplar
+    # the chat prompt's (human, AI) example becomes a solved demonstration after the shared
+    # exemplar, in the call's Q[i]/A[i] layout (prompts.few_shot_turns)
+    demos = next(content for role, content in call[0] if role == "ai")
+    assert "Q[1]: What is 7 + 7?" in demos  # shared exemplar
+    assert "Q[2]: What is 100 + 1?\nA[2]: The answer is 101." in demos
     assert len(call[2]) == 4
 
 
@@ -140,6 +143,7 @@ def test_plan_is_pure_and_names_the_contexts() -> None:
     plan = runner.plan(CHAT_INPUTS)
     assert plan.texts == tuple(f"What is {i} + {i}?" for i in range(1, 5))
     (batch,) = plan.batches
-    assert batch.indices == (0, 1, 2, 3) and batch.demonstrations == tuple(EXEMPLARS)
-    assert [m.type for m in batch.context] == ["system", "human", "ai"]
-    assert isinstance(batch.context[1], HumanMessage) and isinstance(batch.context[2], AIMessage)
+    assert batch.indices == (0, 1, 2, 3)
+    # the runner's exemplars, then the chat prompt's example turns as demonstrations
+    assert batch.demonstrations == (*EXEMPLARS, ("What is 100 + 1?", "The answer is 101."))
+    assert [m.type for m in batch.context] == ["system"]
