@@ -25,6 +25,7 @@ Models are assembled at set-up time (``autodemo models fetch NAME``, see
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib.util
 import os
@@ -292,6 +293,23 @@ def chatml_prompt(messages: Sequence[Any]) -> str:
     return rendered + _CHATML_REPLY
 
 
+class _StreamText:
+    """What a stream said so far: its text, and whether any chunk reported usage."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.reported = False
+
+    def note(self, chunk: Any) -> Any:
+        self.reported = self.reported or bool(getattr(chunk.message, "usage_metadata", None))
+        self.parts.append(chunk.text)
+        return chunk
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
 def _usage_chunk(prompt: int, completion: int) -> Any:
     from langchain_core.messages import AIMessageChunk
     from langchain_core.outputs import ChatGenerationChunk
@@ -325,53 +343,44 @@ def _legacy_max_tokens_class() -> type:
             # the serialized id, whose last part tracers take as the run's name
             return ChatOpenAI.lc_id()
 
-        def _count_requests(self, messages: Any, text: str) -> list[Any]:
-            return [
-                {"input": chatml_prompt(messages), "model": self.model_name},
-                {"input": text, "model": self.model_name},
-            ]
-
-        def _stream(self, messages: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            parts: list[str] = []
-            reported = False
-            for chunk in super()._stream(messages, *args, **kwargs):
-                reported = reported or bool(getattr(chunk.message, "usage_metadata", None))
-                parts.append(chunk.text)
-                yield chunk
-            if reported or not self.token_count_url:
-                return
+        def _counted_usage(self, url: str, messages: Any, text: str) -> Any:
+            """A usage chunk counted by the server's tokenizer (the ChatML-rendered prompt
+            and the completion), or ``None`` where counting fails: the engine's estimate
+            then stands, flagged as one. One definition for both streams (the async one
+            runs it on a thread: two short local requests after the stream ended)."""
             import httpx
 
             try:
                 with httpx.Client(timeout=30) as client:
-                    counts = [
-                        client.post(self.token_count_url, json=body).raise_for_status().json()
-                        for body in self._count_requests(messages, "".join(parts))
-                    ]
-                yield _usage_chunk(int(counts[0]["count"]), int(counts[1]["count"]))
+                    prompt, completion = (
+                        client.post(url, json={"input": body, "model": self.model_name})
+                        .raise_for_status()
+                        .json()["count"]
+                        for body in (chatml_prompt(messages), text)
+                    )
+                return _usage_chunk(int(prompt), int(completion))
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
-                return  # the engine's estimate stands, flagged as one
+                return None
+
+        def _stream(self, messages: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            seen = _StreamText()
+            for chunk in super()._stream(messages, *args, **kwargs):
+                yield seen.note(chunk)
+            if self.token_count_url and not seen.reported:
+                usage = self._counted_usage(self.token_count_url, messages, seen.text)
+                if usage is not None:
+                    yield usage
 
         async def _astream(self, messages: Any, *args: Any, **kwargs: Any) -> Any:
-            parts: list[str] = []
-            reported = False
+            seen = _StreamText()
             async for chunk in super()._astream(messages, *args, **kwargs):
-                reported = reported or bool(getattr(chunk.message, "usage_metadata", None))
-                parts.append(chunk.text)
-                yield chunk
-            if reported or not self.token_count_url:
-                return
-            import httpx
-
-            try:
-                async with httpx.AsyncClient(timeout=30) as client:
-                    counts = []
-                    for body in self._count_requests(messages, "".join(parts)):
-                        response = await client.post(self.token_count_url, json=body)
-                        counts.append(response.raise_for_status().json())
-                yield _usage_chunk(int(counts[0]["count"]), int(counts[1]["count"]))
-            except (httpx.HTTPError, ValueError, KeyError, TypeError):
-                return
+                yield seen.note(chunk)
+            if self.token_count_url and not seen.reported:
+                usage = await asyncio.to_thread(
+                    self._counted_usage, self.token_count_url, messages, seen.text
+                )
+                if usage is not None:
+                    yield usage
 
         def get_name(self, suffix: str | None = None, *, name: str | None = None) -> str:
             return super().get_name(suffix, name=name or self.name or ChatOpenAI.__name__)
