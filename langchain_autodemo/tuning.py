@@ -272,7 +272,8 @@ class MeasurementLog(MutableMapping[tuple[str, int, int], MethodResult]):
         self.path = Path(path)
         self._data: dict[tuple[str, int, int], MethodResult] = {}
         if self.path.is_file():
-            for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+            for number, line in enumerate(lines, 1):
                 if not line.strip():
                     continue
                 try:
@@ -285,7 +286,7 @@ class MeasurementLog(MutableMapping[tuple[str, int, int], MethodResult]):
                     key = (str(record["label"]), int(record["start"]), int(record["stop"]))
                     self._data[key] = MethodResult(**result)
                 except (ValueError, KeyError, TypeError) as exc:
-                    if number == len(self.path.read_text(encoding="utf-8").splitlines()):
+                    if number == len(lines):
                         break  # a torn last line: that measurement is taken again
                     raise ConfigurationError(f"{self.path} line {number}: {exc}") from None
 

@@ -55,6 +55,7 @@ from langchain_autodemo.prompts import Mode
 from langchain_autodemo.usage import CallUsage, UsageStats
 
 if TYPE_CHECKING:
+    from langchain_autodemo.pricing import Price
     from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
 __all__ = [
@@ -212,7 +213,7 @@ def run(options: RunOptions) -> None:
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
     options = with_config(options)
-    _cost_line(options, UsageStats())  # an unknown --price-model is refused before any call
+    _price(options)  # an unknown --price-model is refused before any call
     job = _prepare(options)
     answering: Answering
     if options.via == "batch-api":
@@ -265,13 +266,18 @@ def run(options: RunOptions) -> None:
     _exit_if_errors(job, job.previous_errors + outcome.failed)
 
 
-def _cost_line(options: RunOptions, usage: UsageStats) -> str:
-    """What this run's tokens cost at list prices, per 1,000 items (the provider-reported
-    cached input at the cached price)."""
+def _price(options: RunOptions) -> Price:
+    """The prices the cost line uses (``ConfigurationError`` for an unknown model)."""
     from langchain_autodemo.pricing import PriceTable
 
     table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
-    price = table.price(options.price_model)
+    return table.price(options.price_model)
+
+
+def _cost_line(options: RunOptions, usage: UsageStats) -> str:
+    """What this run's tokens cost at list prices, per 1,000 items (the provider-reported
+    cached input at the cached price)."""
+    price = _price(options)
     batch = options.via == "batch-api"
     per_1k = usage.usd_per_1k_items(price, batch=batch)
     where = "Batch API" if batch else "online"
