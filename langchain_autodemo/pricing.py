@@ -19,6 +19,7 @@ from __future__ import annotations
 import bisect
 import json
 import os
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "PRICES_SOURCE",
     "Price",
     "PriceTable",
+    "SharedPrefixes",
     "cached_prefix_tokens",
     "shared_prefix_chars",
     "shared_prefix_tokens",
@@ -173,24 +175,52 @@ class PriceTable:
         return {"model": model, **asdict(self.price(model)), "source": PRICES_SOURCE}
 
 
-def shared_prefix_chars(prompts: Sequence[str]) -> list[int]:
-    """For each prompt, the length of the longest prefix it shares with an earlier one.
+class SharedPrefixes:
+    """Prompts seen so far, and for each new one the longest prefix it shares with one
+    of them: a job's calls fed one by one as they are sent.
 
-    Among sorted strings the longest common prefix with a new one is found next to its
-    place in the order, so each prompt is compared with two earlier ones, not all of them.
+    ``window`` keeps only that many most recent prompts (bounded memory for a long run,
+    and closer to a provider's cache, which keeps a prefix for minutes, not forever);
+    ``None`` keeps every prompt. Among sorted strings the longest common prefix with a
+    new one is found next to its place in the order, so each prompt is compared with two
+    earlier ones, not all of them.
+
+    Example:
+        >>> seen = SharedPrefixes(window=1)
+        >>> [seen.add(p) for p in ["abcx", "abcy", "zzz", "abcxq"]]
+        [0, 3, 0, 0]
+    """
+
+    def __init__(self, window: int | None = None) -> None:
+        if window is not None and window < 1:
+            raise ConfigurationError(f"window must be at least 1, got {window}")
+        self.window = window
+        self._sorted: list[str] = []
+        self._order: deque[str] = deque()
+
+    def add(self, prompt: str) -> int:
+        """The characters ``prompt`` shares with an earlier prompt; then remember it."""
+        place = bisect.bisect_left(self._sorted, prompt)
+        neighbours = self._sorted[max(0, place - 1) : place + 1]
+        shared = max((len(os.path.commonprefix([prompt, n])) for n in neighbours), default=0)
+        self._sorted.insert(place, prompt)
+        self._order.append(prompt)
+        if self.window is not None and len(self._order) > self.window:
+            oldest = self._order.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, oldest)]
+        return shared
+
+
+def shared_prefix_chars(prompts: Sequence[str]) -> list[int]:
+    """For each prompt, the length of the longest prefix it shares with an earlier one
+    (:class:`SharedPrefixes` over all of them).
 
     Example:
         >>> shared_prefix_chars(["abcx", "abcy", "zzz", "abcxq"])
         [0, 3, 0, 4]
     """
-    shared = []
-    earlier: list[str] = []  # sorted
-    for prompt in prompts:
-        place = bisect.bisect_left(earlier, prompt)
-        neighbours = earlier[max(0, place - 1) : place + 1]
-        shared.append(max((len(os.path.commonprefix([prompt, n])) for n in neighbours), default=0))
-        bisect.insort(earlier, prompt)
-    return shared
+    seen = SharedPrefixes()
+    return [seen.add(prompt) for prompt in prompts]
 
 
 def shared_prefix_tokens(prompts: Sequence[str], input_tokens: Sequence[float]) -> list[float]:

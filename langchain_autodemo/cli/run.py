@@ -52,6 +52,7 @@ from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import estimate_tokens
 from langchain_autodemo.prompts import Mode
+from langchain_autodemo.pricing import SharedPrefixes
 from langchain_autodemo.usage import CallUsage, UsageStats
 
 if TYPE_CHECKING:
@@ -187,6 +188,9 @@ class RunOutcome:
     """Lines for the summary (the Batch API's cost)."""
     interrupted_hint: str | None = None
     """What to do after Ctrl-C (default: re-run the same command)."""
+    shared_prefix_tokens: tuple[float, ...] = ()
+    """Per call, the input tokens of the prefix it shares with a recent call (what a
+    provider's prompt cache could serve); empty where the calls were not seen."""
 
 
 class Answering(Protocol):
@@ -248,7 +252,7 @@ def run(options: RunOptions) -> None:
         f"{' (estimated)' if usage.estimated_tokens else ''} | "
         f"wall time: {outcome.wall_time_s:.1f}s"
     )
-    echo(_cost_line(options, usage))
+    echo(_cost_line(options, usage, outcome.shared_prefix_tokens))
     for note in outcome.notes:
         echo(note)
     if outcome.interrupted:
@@ -274,22 +278,32 @@ def _price(options: RunOptions) -> Price:
     return table.price(options.price_model)
 
 
-def _cost_line(options: RunOptions, usage: UsageStats) -> str:
-    """What this run's tokens cost at list prices, per 1,000 items (the provider-reported
-    cached input at the cached price)."""
+def _cost_line(options: RunOptions, usage: UsageStats, shared: Sequence[float] = ()) -> str:
+    """What this run's tokens cost at list prices, per 1,000 items: the provider-reported
+    cached input at the cached price; where the provider reported none, also what prompt
+    caching would make of it (the prefix each call shares with a recent call, by the
+    provider's caching rules)."""
     price = _price(options)
     batch = options.via == "batch-api"
-    per_1k = usage.usd_per_1k_items(price, batch=batch)
+
+    def usd(stats: UsageStats, *notes: str) -> str:
+        per_1k = stats.usd_per_1k_items(price, batch=batch)
+        details = [f"${per_1k:.4f} per 1,000 items"] if per_1k is not None else []
+        details += notes
+        return f"${stats.usd(price, batch=batch):.4f}" + (f" ({', '.join(details)})" * bool(details))
+
     where = "Batch API" if batch else "online"
-    cached = (
-        f", {usage.cached_input_tokens} input tokens reported cached"
-        if usage.cached_input_tokens
-        else ""
-    )
+    line = f"Cost at {options.price_model} {where} list prices: "
+    if usage.cached_input_tokens:
+        return line + usd(usage, f"{usage.cached_input_tokens} input tokens reported cached")
+    cacheable = min(usage.input_tokens, sum(price.cacheable(tokens) for tokens in shared))
+    if not cacheable:
+        return line + usd(usage)
+    cached = replace(usage, cached_input_tokens=cacheable)
     return (
-        f"Cost at {options.price_model} {where} list prices: ${usage.usd(price, batch=batch):.4f}"
-        + (f" (${per_1k:.4f} per 1,000 items{cached})" if per_1k is not None else "")
-    )
+        line + usd(usage) + "; with prompt caching "
+        + usd(cached, f"{cacheable} input tokens of prefixes shared with a recent call")
+    )  # fmt: skip
 
 
 def _exit_if_errors(job: RunJob, errors: int) -> None:
@@ -601,6 +615,7 @@ class OnlineAnswering:
             interrupted=interrupted,
             wall_time_s=time.perf_counter() - started,
             notes=notes,
+            shared_prefix_tokens=tuple(spent.shared_tokens),
         )
 
 
@@ -623,9 +638,16 @@ class _SpentCounter(BaseCallbackHandler):
     runner makes (:func:`~langchain_autodemo.planning.estimate_tokens`).
     """
 
+    # Recent prompts a call's prefix is compared with: bounded memory on long runs, and
+    # a provider keeps a cached prefix for minutes, not for a whole job.
+    PREFIX_WINDOW = 256
+
     def __init__(self) -> None:
         self.usage = UsageStats()
-        self._started: dict[UUID, tuple[int, bool]] = {}
+        self.shared_tokens: list[float] = []
+        """Per ended call, the input tokens of the prefix it shares with a recent call."""
+        self._prefixes = SharedPrefixes(window=self.PREFIX_WINDOW)
+        self._started: dict[UUID, tuple[int, bool, float]] = {}
         self._lock = threading.Lock()
 
     def on_chat_model_start(
@@ -637,10 +659,13 @@ class _SpentCounter(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
+        texts = [f"{m.type}: {text_of(m)}" for batch in messages for m in batch]
         prompt = sum(estimate_tokens(text_of(m)) for batch in messages for m in batch)
         retry = int((metadata or {}).get("autodemo_attempt", 1)) > 1
+        whole = "\n".join(texts)
         with self._lock:
-            self._started[run_id] = (prompt, retry)
+            share = self._prefixes.add(whole) / len(whole) if whole else 0.0
+            self._started[run_id] = (prompt, retry, share)
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         self._ended(run_id, response)
@@ -657,7 +682,7 @@ class _SpentCounter(BaseCallbackHandler):
 
     def _ended(self, run_id: UUID, response: LLMResult | None) -> None:
         with self._lock:
-            prompt, retry = self._started.pop(run_id, (0, False))
+            prompt, retry, share = self._started.pop(run_id, (0, False, 0.0))
         generations = [g for gs in (response.generations if response else []) for g in gs]
         message = getattr(generations[0], "message", None) if generations else None
         reported = getattr(message, "usage_metadata", None)
@@ -667,6 +692,8 @@ class _SpentCounter(BaseCallbackHandler):
             text = generations[0].text if generations else ""
             usage = CallUsage(prompt, estimate_tokens(text), estimated=True)
         self.usage.record_call(usage, reask=retry)
+        with self._lock:
+            self.shared_tokens.append(share * usage.input_tokens)
 
 
 def jsonable(value: Any) -> Any:

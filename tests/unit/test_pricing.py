@@ -141,3 +141,28 @@ def test_the_sorted_shared_prefix_equals_the_pairwise_one() -> None:
             for _ in range(rng.randint(0, 12))
         ]
         assert shared_prefix_chars(prompts) == pairwise(prompts), prompts
+
+
+def test_a_windowed_shared_prefix_compares_with_the_last_prompts_only() -> None:
+    import os
+    import random
+
+    from langchain_autodemo.errors import ConfigurationError
+    from langchain_autodemo.pricing import SharedPrefixes
+
+    rng = random.Random(11)
+    for _ in range(300):
+        window = rng.randint(1, 4)
+        prompts = [
+            "".join(rng.choice("ab") for _ in range(rng.randint(0, 6)))
+            for _ in range(rng.randint(0, 12))
+        ]
+        seen = SharedPrefixes(window=window)
+        expected = [
+            max((len(os.path.commonprefix([p, e])) for e in prompts[max(0, i - window) : i]),
+                default=0)
+            for i, p in enumerate(prompts)
+        ]  # fmt: skip
+        assert [seen.add(p) for p in prompts] == expected, (window, prompts)
+    with pytest.raises(ConfigurationError, match="window"):
+        SharedPrefixes(window=0)

@@ -58,3 +58,38 @@ def test_autodemo_run_ends_with_its_cost_and_refuses_an_unknown_price_model(
                                    "--price-model", "nope"])  # fmt: skip
     assert bad.exit_code == 2 and "no price for model 'nope'" in bad.output
     assert not (tmp_path / "o2.jsonl").exists()  # refused before anything was written
+
+
+def test_autodemo_run_prices_the_shared_prefix_a_provider_would_cache(tmp_path: Path) -> None:
+    import re
+
+    from langchain_autodemo.pricing import PriceTable
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"question": f"{i} + 1?"}) + "\n" for i in range(6)))
+    long_task = "Add the numbers. " * 400  # about 1,700 tokens shared by every call
+    result = CliRunner().invoke(app, [
+        "run", str(source), "-o", str(tmp_path / "out.jsonl"), "-m", "fake:answer=sum",
+        "-n", "2", "-i", long_task, "--no-progress",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    tokens = re.search(r"tokens in/out: (\d+)/(\d+)", result.output)
+    cost = re.search(
+        r"list prices: \$([\d.]+) \(\$([\d.]+) per 1,000 items\); with prompt caching "
+        r"\$([\d.]+) \(\$([\d.]+) per 1,000 items, (\d+) input tokens of prefixes shared",
+        result.output,
+    )
+    assert tokens and cost, result.output
+    inputs, outputs = int(tokens[1]), int(tokens[2])
+    cacheable = int(cost[5])
+    price = PriceTable.default().price("gpt-4o-mini")
+    # Three calls: the first caches nothing, the next two their shared system message
+    # (1,024 tokens and whole 128-token steps past it).
+    per_call = inputs / 3
+    assert 2 * 1024 <= cacheable <= 2 * per_call and (cacheable - 2 * 1024) % 128 == 0
+    assert float(cost[1]) == pytest.approx(price.cost(inputs, outputs), abs=1e-4)
+    assert float(cost[3]) == pytest.approx(
+        price.cost(inputs, outputs, cached_tokens=cacheable), abs=1e-4
+    )
+    assert float(cost[4]) == pytest.approx(1000 * float(cost[3]) / 6, abs=1e-3)
+    assert float(cost[3]) < float(cost[1])
