@@ -220,12 +220,25 @@ class TuneReport:
     spent: dict[str, float]
     """What the tuning itself cost: calls, tokens, USD (uncached, at the chosen prices)."""
 
+    @property
+    def output_floor(self) -> float | None:
+        """The share of single's cost (with caching) that is its output: packing shares
+        the input only, so a configuration whose answers are as long as single's costs
+        at least this much of single (``None`` without a single cost)."""
+        single_cached = self.single.usd_per_1k_items(self.price, cached=True)
+        if not single_cached or not self.single.n:
+            return None
+        output = 1000 * self.price.cost(0, self.single.output_tokens) / self.single.n
+        return output / single_cached
+
     def as_dict(self) -> dict[str, Any]:
         single_cached = self.single.usd_per_1k_items(self.price, cached=True)
+        floor = self.output_floor
         return {
             "chosen": self.chosen_label,
             "config": asdict(self.chosen),
             "price_model": self.price_model,
+            "output_floor_vs_single_cached": None if floor is None else round(floor, 3),
             "spent": self.spent,
             "rows": [row.summary(self.price, single_cached) for row in self.rows],
         }
@@ -261,6 +274,14 @@ class TuneReport:
             f"{self.spent['input_tokens']:.0f} input and {self.spent['output_tokens']:.0f} "
             f"output tokens (${self.spent['usd']:.4f} uncached)."
         )
+        if self.output_floor is not None:
+            lines.append("")
+            lines.append(
+                f"Single's output is {self.output_floor:.2f}x of its cost with caching: "
+                "packing shares the input only, so a configuration whose answers are as "
+                f"long as single's costs at least {self.output_floor:.2f}x single "
+                "(a restatement adds to it)."
+            )
         return "\n".join(lines) + "\n"
 
 

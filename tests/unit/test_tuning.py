@@ -162,3 +162,17 @@ def test_a_terse_search_is_measured_against_a_terse_single() -> None:
     llm = model(batch_right=True, auto_demo_right=True)
     report = tune(llm, SUMS, candidates(["batch"], [8], [False]), price=PRICE, demonstrations=SHOTS)
     assert report.rows[0].label == "single terse" and report.single.output_tokens < 16 * 6
+
+
+def test_the_report_states_singles_output_floor_by_hand() -> None:
+    """Packing shares the input only: the report says which share of single's cached cost
+    is output, computed here from single's own tokens."""
+    llm = model(batch_right=True, auto_demo_right=True)
+    report = tune(llm, SUMS, candidates(["batch"], [8], [True]), price=PRICE,
+                  demonstrations=SHOTS)  # fmt: skip
+    single = report.single
+    output = 1000 * single.output_tokens * 4.0 / 1e6 / single.n
+    assert report.output_floor == pytest.approx(output / single.usd_per_1k_items(PRICE, cached=True))
+    assert 0 < report.output_floor < 1
+    assert report.as_dict()["output_floor_vs_single_cached"] == round(report.output_floor, 3)
+    assert f"Single's output is {report.output_floor:.2f}x of its cost" in report.markdown()
