@@ -46,8 +46,8 @@ from langchain_autodemo.engine import ItemResult
 from langchain_autodemo.evaluation.datasets import load_dataset
 from langchain_autodemo.evaluation.harness import shot_exemplars
 from langchain_autodemo.models import open_model
-from langchain_autodemo.pricing import PriceTable, cached_prefix_tokens
 from langchain_autodemo.parser import text_of
+from langchain_autodemo.pricing import PriceTable, cached_prefix_tokens
 
 RESULTS = Path(__file__).parent / "results" / "few_shot_renderings.json"
 PRICE_MODEL = "gpt-4o-mini"
@@ -128,6 +128,7 @@ def measure(llm: Any, dataset_name: str, shots: int, reasoning: bool, method: st
     price = PriceTable.default().price(PRICE_MODEL)
     call_tokens = _per_call_tokens(prompts.prompts, usage.input_tokens)
     cached = sum(cached_prefix_tokens(prompts.prompts, call_tokens, price))
+    inputs, outputs = usage.input_tokens, usage.output_tokens
     return {
         "dataset": dataset_name,
         "shots": shots,
@@ -143,9 +144,9 @@ def measure(llm: Any, dataset_name: str, shots: int, reasoning: bool, method: st
         "input_tokens_per_item": round(usage.input_tokens / n, 1),
         "output_tokens_per_item": round(usage.output_tokens / n, 1),
         "estimated_tokens": usage.estimated_tokens,
-        "usd_per_1k_items": round(1000 * price.cost(usage.input_tokens, usage.output_tokens) / n, 5),
+        "usd_per_1k_items": round(1000 * price.cost(inputs, outputs) / n, 5),
         "usd_per_1k_items_cached": round(
-            1000 * price.cost(usage.input_tokens, usage.output_tokens, cached_tokens=cached) / n, 5
+            1000 * price.cost(inputs, outputs, cached_tokens=cached) / n, 5
         ),
         "wall_s": round(wall, 1),
         "items": records,
@@ -186,7 +187,8 @@ def _write(out: Path, model: str, items: int, rows: list[dict[str, Any]]) -> Non
         single = next((r for r in rows if r["dataset"] == row["dataset"]
                        and r["method"] == "single"), None)  # fmt: skip
         base = single and single["usd_per_1k_items_cached"]
-        row["cost_vs_single_cached"] = round(row["usd_per_1k_items_cached"] / base, 3) if base else None
+        ratio = row["usd_per_1k_items_cached"] / base if base else None
+        row["cost_vs_single_cached"] = None if ratio is None else round(ratio, 3)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "command": "python -m benchmarks.few_shot_renderings",

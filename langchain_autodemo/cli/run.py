@@ -51,8 +51,8 @@ from langchain_autodemo.evaluation.methods import GROUPINGS
 from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import estimate_tokens
-from langchain_autodemo.prompts import Mode
 from langchain_autodemo.pricing import SharedPrefixes
+from langchain_autodemo.prompts import Mode
 from langchain_autodemo.usage import CallUsage, UsageStats
 
 if TYPE_CHECKING:
@@ -290,7 +290,8 @@ def _cost_line(options: RunOptions, usage: UsageStats, shared: Sequence[float] =
         per_1k = stats.usd_per_1k_items(price, batch=batch)
         details = [f"${per_1k:.4f} per 1,000 items"] if per_1k is not None else []
         details += notes
-        return f"${stats.usd(price, batch=batch):.4f}" + (f" ({', '.join(details)})" * bool(details))
+        total = f"${stats.usd(price, batch=batch):.4f}"
+        return f"{total} ({', '.join(details)})" if details else total
 
     where = "Batch API" if batch else "online"
     line = f"Cost at {options.price_model} {where} list prices: "
