@@ -63,9 +63,11 @@ class _Prompts(BaseCallbackHandler):
 
     def __init__(self) -> None:
         self.prompts: list[str] = []
+        self.roles: list[list[str]] = []
 
     def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
         self.prompts.append("\n".join(f"{m.type}: {text_of(m)}" for m in messages[0]))
+        self.roles.append([m.type for m in messages[0]])
 
 
 def user_chain(instructions: str, exemplars: list[tuple[str, str]], runner: Any) -> Any:
@@ -149,6 +151,7 @@ def measure(llm: Any, dataset_name: str, shots: int, reasoning: bool, method: st
             1000 * price.cost(inputs, outputs, cached_tokens=cached) / n, 5
         ),
         "wall_s": round(wall, 1),
+        "first_call_roles": prompts.roles[0] if prompts.roles else [],
         "items": records,
     }
 
