@@ -610,9 +610,7 @@ class OnlineAnswering:
         return RunOutcome(
             written=writer.written,
             failed=failed,
-            # The runner reports its totals when the whole batch is done; after Ctrl-C the
-            # calls counted as they ended are all there is.
-            usage=usage if usage.calls else spent.usage,
+            usage=usage if usage.calls else spent.with_items(writer.written, failed),
             interrupted=interrupted,
             wall_time_s=time.perf_counter() - started,
             notes=notes,
@@ -667,6 +665,15 @@ class _SpentCounter(BaseCallbackHandler):
         with self._lock:
             share = self._prefixes.add(whole) / len(whole) if whole else 0.0
             self._started[run_id] = (prompt, retry, share)
+
+    def with_items(self, written: int, failed: int) -> UsageStats:
+        """The calls counted as they ended, with the items written: the usage to report
+        when the runner's own totals never came (they come when the whole batch is done;
+        after Ctrl-C these are all there is)."""
+        usage = UsageStats()
+        usage.merge(self.usage)
+        usage.record_items(written - failed, failed)
+        return usage
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         self._ended(run_id, response)

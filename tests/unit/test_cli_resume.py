@@ -92,6 +92,7 @@ def test_interrupted_run_resumes_without_loss_or_duplicates(
         assert spent, stopped.stderr
         calls, tokens_in, tokens_out = map(int, spent.groups())
         assert calls >= 2 and tokens_in > 0 and tokens_out > 0, stopped.stderr
+        assert "per 1,000 items)" in stopped.stderr  # priced per item written before Ctrl-C
     partial = _lines(out)
     assert 3 <= len(partial) < N_ITEMS, "stopped mid-run"
     done_before = {json.loads(line)["input_line"] for line in partial}
