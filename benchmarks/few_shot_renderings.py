@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -46,8 +47,12 @@ from langchain_autodemo.engine import ItemResult
 from langchain_autodemo.evaluation.datasets import load_dataset
 from langchain_autodemo.evaluation.harness import shot_exemplars
 from langchain_autodemo.models import open_model
-from langchain_autodemo.parser import text_of
-from langchain_autodemo.pricing import PriceTable, cached_prefix_tokens
+from langchain_autodemo.pricing import (
+    PriceTable,
+    cached_prefix_tokens,
+    prompt_text,
+    spread_tokens,
+)
 
 RESULTS = Path(__file__).parent / "results" / "few_shot_renderings.json"
 PRICE_MODEL = "gpt-4o-mini"
@@ -66,7 +71,7 @@ class _Prompts(BaseCallbackHandler):
         self.roles: list[list[str]] = []
 
     def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        self.prompts.append("\n".join(f"{m.type}: {text_of(m)}" for m in messages[0]))
+        self.prompts.append(prompt_text(messages[0]))
         self.roles.append([m.type for m in messages[0]])
 
 
@@ -97,22 +102,18 @@ def measure(llm: Any, dataset_name: str, shots: int, reasoning: bool, method: st
     )
     chain = user_chain(dataset.task.instructions, exemplars, runner)
     prompts = _Prompts()
-    keep_turns = mock.patch(
-        "langchain_autodemo.runnable.few_shot_turns", lambda context: (tuple(context), ())
+    rendered = (
+        mock.patch("langchain_autodemo.runnable.few_shot_turns", lambda c: (tuple(c), ()))
+        if rendering == "turns"
+        else nullcontext()
     )
     started = time.perf_counter()
-    with track_usage() as usage:
-        if rendering == "turns":
-            keep_turns.start()
-        try:
-            results = chain.batch(
-                [{"question": e.text} for e in dataset.examples],
-                {"callbacks": [prompts], "max_concurrency": 1},
-                return_exceptions=True,
-            )
-        finally:
-            if rendering == "turns":
-                keep_turns.stop()
+    with track_usage() as usage, rendered:
+        results = chain.batch(
+            [{"question": e.text} for e in dataset.examples],
+            {"callbacks": [prompts], "max_concurrency": 1},
+            return_exceptions=True,
+        )
     wall = time.perf_counter() - started
     correct = errors = 0
     records = []
@@ -128,7 +129,7 @@ def measure(llm: Any, dataset_name: str, shots: int, reasoning: bool, method: st
             records.append({"id": example.id, "gold": example.gold, "error": f"{kind}: {result}"})
     n = len(dataset.examples)
     price = PriceTable.default().price(PRICE_MODEL)
-    call_tokens = _per_call_tokens(prompts.prompts, usage.input_tokens)
+    call_tokens = spread_tokens(prompts.prompts, usage.input_tokens)
     cached = sum(cached_prefix_tokens(prompts.prompts, call_tokens, price))
     inputs, outputs = usage.input_tokens, usage.output_tokens
     return {
@@ -154,12 +155,6 @@ def measure(llm: Any, dataset_name: str, shots: int, reasoning: bool, method: st
         "first_call_roles": prompts.roles[0] if prompts.roles else [],
         "items": records,
     }
-
-
-def _per_call_tokens(prompts: list[str], input_tokens: int) -> list[float]:
-    """Each call's share of the counted input tokens, by its prompt's length."""
-    total = sum(len(p) for p in prompts)
-    return [input_tokens * len(p) / total if total else 0.0 for p in prompts]
 
 
 def main() -> None:

@@ -23,9 +23,14 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.parser import text_of
+from langchain_autodemo.planning import estimate_tokens
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 __all__ = [
     "PRICES_SOURCE",
@@ -33,8 +38,10 @@ __all__ = [
     "PriceTable",
     "SharedPrefixes",
     "cached_prefix_tokens",
+    "prompt_text",
     "shared_prefix_chars",
     "shared_prefix_tokens",
+    "spread_tokens",
 ]
 
 PRICES_SOURCE = (
@@ -173,6 +180,26 @@ class PriceTable:
 
     def as_dict(self, model: str) -> dict[str, Any]:
         return {"model": model, **asdict(self.price(model)), "source": PRICES_SOURCE}
+
+
+def prompt_text(messages: Sequence[BaseMessage]) -> str:
+    """A call's prompt as a prefix cache compares it: each message as ``type: text``, one
+    per line (so a change of role changes the text, as it changes what is cached)."""
+    return "\n".join(f"{m.type}: {text_of(m)}" for m in messages)
+
+
+def spread_tokens(prompts: Sequence[str], input_tokens: float) -> list[float]:
+    """A job's counted input tokens spread over its calls by each prompt's estimated
+    size: per-call counts where the model reported only a total.
+
+    Example:
+        >>> spread_tokens(["a" * 39, "a" * 79], 300)  # estimated 10 and 20 tokens
+        [100.0, 200.0]
+    """
+    estimates = [estimate_tokens(p) for p in prompts]
+    total = sum(estimates)
+    scale = input_tokens / total if total else 1.0
+    return [scale * e for e in estimates]
 
 
 class SharedPrefixes:

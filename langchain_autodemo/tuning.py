@@ -274,13 +274,13 @@ class TuneReport:
             f"{self.spent['input_tokens']:.0f} input and {self.spent['output_tokens']:.0f} "
             f"output tokens (${self.spent['usd']:.4f} uncached)."
         )
-        if self.output_floor is not None:
+        floor = self.output_floor
+        if floor is not None:
             lines.append("")
             lines.append(
-                f"Single's output is {self.output_floor:.2f}x of its cost with caching: "
-                "packing shares the input only, so a configuration whose answers are as "
-                f"long as single's costs at least {self.output_floor:.2f}x single "
-                "(a restatement adds to it)."
+                f"Single's output is {floor:.2f}x of its cost with caching: packing shares "
+                "the input only, so a configuration whose answers are as long as single's "
+                f"costs at least {floor:.2f}x single (a restatement adds to it)."
             )
         return "\n".join(lines) + "\n"
 

@@ -51,7 +51,7 @@ from langchain_autodemo.evaluation.methods import GROUPINGS
 from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import estimate_tokens
-from langchain_autodemo.pricing import SharedPrefixes
+from langchain_autodemo.pricing import SharedPrefixes, prompt_text
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.usage import CallUsage, UsageStats
 
@@ -658,10 +658,10 @@ class _SpentCounter(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        texts = [f"{m.type}: {text_of(m)}" for batch in messages for m in batch]
-        prompt = sum(estimate_tokens(text_of(m)) for batch in messages for m in batch)
+        sent = [m for batch in messages for m in batch]
+        prompt = sum(estimate_tokens(text_of(m)) for m in sent)
         retry = int((metadata or {}).get("autodemo_attempt", 1)) > 1
-        whole = "\n".join(texts)
+        whole = prompt_text(sent)
         with self._lock:
             share = self._prefixes.add(whole) / len(whole) if whole else 0.0
             self._started[run_id] = (prompt, retry, share)

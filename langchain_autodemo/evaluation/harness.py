@@ -21,9 +21,7 @@ from langchain_autodemo.evaluation.bootstrap import BootstrapPool, BootstrapSett
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
-from langchain_autodemo.parser import text_of
-from langchain_autodemo.planning import estimate_tokens
-from langchain_autodemo.pricing import Price, shared_prefix_tokens
+from langchain_autodemo.pricing import Price, prompt_text, shared_prefix_tokens, spread_tokens
 
 __all__ = ["ItemRecord", "MethodResult", "evaluate", "run_method", "shot_exemplars"]
 
@@ -280,17 +278,15 @@ class _CallPrompts(BaseCallbackHandler):
         self._lock = threading.Lock()
 
     def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
-        text = "\n".join(f"{m.type}: {text_of(m)}" for m in messages[0])
+        text = prompt_text(messages[0])
         with self._lock:
             self.prompts.append(text)
 
     def shared_tokens(self, input_tokens: int) -> list[float]:
         """Per call, the tokens of the prefix it shares with an earlier call: characters
         scaled to the input tokens the calls were counted as."""
-        estimates = [estimate_tokens(p) for p in self.prompts]
-        scale = input_tokens / sum(estimates) if sum(estimates) else 1.0
-        shared = shared_prefix_tokens(self.prompts, [scale * e for e in estimates])
-        return [round(tokens, 1) for tokens in shared]
+        per_call = spread_tokens(self.prompts, input_tokens)
+        return [round(tokens, 1) for tokens in shared_prefix_tokens(self.prompts, per_call)]
 
 
 def evaluate(
