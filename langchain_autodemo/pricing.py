@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -229,13 +228,27 @@ class SharedPrefixes:
         """The characters ``prompt`` shares with an earlier prompt; then remember it."""
         place = bisect.bisect_left(self._sorted, prompt)
         neighbours = self._sorted[max(0, place - 1) : place + 1]
-        shared = max((len(os.path.commonprefix([prompt, n])) for n in neighbours), default=0)
+        shared = max((_common_prefix_length(prompt, n) for n in neighbours), default=0)
         self._sorted.insert(place, prompt)
         self._order.append(prompt)
         if self.window is not None and len(self._order) > self.window:
             oldest = self._order.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, oldest)]
         return shared
+
+
+def _common_prefix_length(a: str, b: str) -> int:
+    """``len(os.path.commonprefix([a, b]))`` by bisection on slice equality: string
+    comparison runs in C, where ``commonprefix`` steps through a shared system prompt one
+    character at a time in Python (it runs once per model call of ``autodemo run``)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def shared_prefix_chars(prompts: Sequence[str]) -> list[int]:
