@@ -44,6 +44,7 @@ the package: ``runner.with_retry(retry_if_exception_type=(openai.RateLimitError,
 from __future__ import annotations
 
 import contextlib
+import re
 import threading
 from typing import Any
 
@@ -53,7 +54,9 @@ __all__ = [
     "AutoDemoItemError",
     "AutoDemoModelCallError",
     "ConfigurationError",
+    "Rejection",
     "model_call_error",
+    "redact_model_text",
 ]
 
 
@@ -72,6 +75,105 @@ class EvaluationError(AutoDemoError):
 
 #: How much of an input an error message quotes.
 EXCERPT_CHARS = 60
+
+#: What a redacted reason shows in place of the model text it quoted.
+REDACTED = "<model text>"
+
+
+class Rejection(str):
+    """Why one attempt at an item was rejected: a ``str`` (its full text, as reasons
+    always were) that keeps apart what the package wrote and what the model wrote.
+
+    Under a packed call the model's text (a restatement, a rejected answer, a parser's
+    message about it) may be another input's, so whoever must not see other inputs gets
+    :meth:`redacted`, which drops exactly :attr:`quote`. Every reason the engine gives
+    is a ``Rejection``; plain strings (older pickles) are redacted by pattern
+    (:func:`redact_model_text`).
+
+    Attributes:
+        kind: what went wrong, stable and free of model text: the text before the
+            first colon (``"restated question matches no input of the batch"``,
+            ``"model call failed"``, ``"cut off"``).
+        message: the text the package wrote, without the quote.
+        quote: the model text the reason quotes, or ``None``.
+        slots: the prompt slots (1-based question numbers of the call) it names.
+
+    Example:
+        >>> r = Rejection("restated question matches no input: restated as ", quote="Q of B")
+        >>> r
+        "restated question matches no input: restated as 'Q of B'"
+        >>> r.redacted()
+        'restated question matches no input: restated as <model text>'
+        >>> r.kind
+        'restated question matches no input'
+    """
+
+    kind: str
+    message: str
+    quote: str | None
+    slots: tuple[int, ...]
+    _plain: bool
+
+    def __new__(
+        cls,
+        message: str,
+        *,
+        quote: str | None = None,
+        plain: bool = False,
+        slots: tuple[int, ...] = (),
+    ) -> Rejection:
+        shown = "" if quote is None else (quote if plain else repr(quote))
+        self = super().__new__(cls, message + shown)
+        self.message = message
+        self.quote = quote
+        self.slots = tuple(slots)
+        self.kind = message.split(":", 1)[0].strip()
+        self._plain = plain
+        return self
+
+    def redacted(self) -> Rejection:
+        """The same reason without the model text it quotes."""
+        if self.quote is None:
+            return self
+        return Rejection(self.message + REDACTED, plain=True, slots=self.slots)
+
+    def __reduce__(self) -> Any:  # keep the parts across pickling (LangServe, Ray)
+        return (_rejection, (self.message, self.quote, self._plain, self.slots))
+
+
+def _rejection(message: str, quote: str | None, plain: bool, slots: tuple[int, ...]) -> Rejection:
+    return Rejection(message, quote=quote, plain=plain, slots=slots)
+
+
+# The phrases that introduce model text in reasons written before reasons were
+# structured (a plain string cannot say where its quote is): redact_model_text removes
+# exactly what they introduce.
+_LEGACY_MODEL_TEXT = re.compile(
+    "("
+    + "|".join(
+        re.escape(p)
+        for p in (
+            ": restated as ",
+            "answered with the prompt's placeholder: ",
+            "answer could not be parsed: ",
+        )
+    )
+    + ")"
+    + r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|.*)"""
+)
+
+
+def redact_model_text(reason: str) -> str:
+    """``reason`` without the model text it quotes, for a caller who must not see other
+    inputs: exact for a :class:`Rejection`, by pattern for a plain string.
+
+    Example:
+        >>> redact_model_text("restated question matches no input: restated as 'Q of B'")
+        'restated question matches no input: restated as <model text>'
+    """
+    if isinstance(reason, Rejection):
+        return reason.redacted()
+    return _LEGACY_MODEL_TEXT.sub(r"\1" + REDACTED, reason)
 
 
 def _item_label(index: int, input_excerpt: str | None) -> str:
@@ -159,6 +261,22 @@ class AutoDemoItemError(AutoDemoError):
         self.attempts = attempts
         self.reasons = reasons
         self.input_excerpt = input_excerpt
+
+    def redacted(self) -> AutoDemoItemError:
+        """The same error without the model text its reasons quote (see
+        :class:`Rejection`), for a caller who must not see the other inputs of a packed
+        call: its message is rebuilt from the redacted reasons, so no earlier attempt's
+        text survives in it. A model call's error keeps its provider type and cause."""
+        reason = redact_model_text(self.reason)
+        reasons = tuple(redact_model_text(r) for r in self.reasons)
+        cause = self.__cause__
+        if isinstance(self, AutoDemoModelCallError) and cause is not None:
+            return model_call_error(
+                cause, self.index, self.attempts, reasons, input_excerpt=self.input_excerpt
+            )
+        return AutoDemoItemError(
+            self.index, reason, self.attempts, reasons, input_excerpt=self.input_excerpt
+        )
 
     def __reduce__(self) -> Any:  # keep the structured fields across pickling (LangServe)
         return (
