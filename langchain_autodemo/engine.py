@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import random
 import re
 import warnings
@@ -31,14 +32,22 @@ from langchain_autodemo.alignment import (
     distinguishable_parts,
     heads_distinguishable,
 )
-from langchain_autodemo.errors import AutoDemoError, AutoDemoItemError, model_call_error
+from langchain_autodemo.errors import (
+    AutoDemoError,
+    AutoDemoItemError,
+    Rejection,
+    model_call_error,
+    redact_model_text,
+)
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import CompletionScanner, ParsedItem, text_of
 from langchain_autodemo.planning import (
     Demonstration,
     PlannedBatch,
+    escalation_picks,
     estimate_tokens,
     recovery_batches,
+    rejected_for_content,
     retry_delay,
     split_by_token_budget,
 )
@@ -94,28 +103,11 @@ _NO_FINISH_REASON = (
 _FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "finishReason")
 
 
-# The rejection reasons that quote model text, and how: under a packed call that text may
-# be another input's, so redact_model_text removes exactly what these phrases introduce.
+# The rejection reasons that quote model text: the text is kept apart in the Rejection
+# (errors.Rejection), so redaction is exact wherever a reason is shown.
 _RESTATED = ": restated as "
 _PLACEHOLDER = "answered with the prompt's placeholder: "
 _UNPARSED = "answer could not be parsed: "
-_MODEL_TEXT = re.compile(
-    "("
-    + "|".join(re.escape(p) for p in (_RESTATED, _PLACEHOLDER, _UNPARSED))
-    + ")"
-    + r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|.*)"""
-)
-
-
-def redact_model_text(reason: str) -> str:
-    """``reason`` without the model text it quotes (a restatement, a rejected answer, a
-    parser's message about it), for a caller who must not see other inputs.
-
-    Example:
-        >>> redact_model_text("restated question matches no input: restated as 'Q of B'")
-        'restated question matches no input: restated as <model text>'
-    """
-    return _MODEL_TEXT.sub(r"\1<model text>", reason)
 
 
 @dataclass(frozen=True)
@@ -147,6 +139,12 @@ class EngineSettings:
     """Re-ask a garbled call's remaining items after the items that call did answer,
     shown as solved demonstrations (the completion "continues" from them instead of
     starting over). Off by default: adopted only where it measures better."""
+    escalate: float = 0.0
+    """Selective escalation: the share of each packed call's answers, least confident
+    first, asked again alone (single mode, the same context); 0 turns it off (see
+    :func:`~langchain_autodemo.planning.escalation_picks`)."""
+    escalate_below: float | None = None
+    """Also escalate every packed answer whose confidence is below this."""
 
 
 @dataclass(frozen=True)
@@ -166,11 +164,13 @@ class ModelCall:
     """The head each input was asked to restate (``None``: the whole question), in
     prompt order; only where :func:`~langchain_autodemo.alignment.heads_distinguishable`
     holds for the call."""
+    escalation: bool = False
+    """True for a single call that re-asks a packed answer chosen for escalation."""
 
     @property
     def is_reask(self) -> bool:
         """Whether this call re-asks items an earlier call did not deliver."""
-        return self.attempt > 1
+        return self.attempt > 1 and not self.escalation
 
     @property
     def is_retry(self) -> bool:
@@ -204,6 +204,14 @@ class ItemResult:
     """Why each earlier attempt was rejected, oldest first (empty: answered first time)."""
     realigned: bool = False
     """True when the answer was found under another index than the one it was asked at."""
+    confidence: float | None = None
+    """The probability the model gave this answer's final-answer tokens (the product of
+    their token probabilities), or ``None`` where the provider sends no log-probabilities."""
+    escalated: bool = False
+    """True when a packed answer was asked again alone (selective escalation) and this is
+    the single call's answer."""
+    packed_answer: Any = None
+    """The packed answer an escalation replaced (``None`` unless :attr:`escalated`)."""
 
     @property
     def batch_size(self) -> int:
@@ -332,6 +340,9 @@ class CallSession:
         self._rejections: dict[int, str] = {}
         self._chunks = 0
         self._chars = 0
+        self._text: list[str] = []  # the completion as streamed (the model's text only)
+        self._logprobs: list[tuple[int, int, float]] = []  # (start, end, logprob) per token
+        self._confidence: dict[int, float | None] = {}  # id(ParsedItem) -> its confidence
         self._saw_message = False
         self._reported: CallUsage | None = None
         self._finish_reason: str | None = None
@@ -389,9 +400,12 @@ class CallSession:
             self._saw_message = True
             self._note_metadata(chunk)
         text = text_of(chunk)
+        if isinstance(chunk, BaseMessage):
+            self._note_logprobs(chunk)
         if text:
             self._chunks += 1
             self._chars += len(text)
+            self._text.append(text)
         new = self._take(self._scanner.feed(text))
         if not self.done_reading:
             self._check_runaway()
@@ -439,12 +453,12 @@ class CallSession:
                     reason = f"model call failed: {type(error).__name__}: {error}"
                 else:
                     reason = self._rejections.get(position) or cut or self._missing_reason()
-                failures[position] = reason
+                failures[position] = reason if isinstance(reason, Rejection) else Rejection(reason)
                 continue
             values = {self._comparable(c.value) for c in found}
             values |= {self._comparable(value) for value in vetoes.get(position, ())}
             if len(values) > 1:
-                failures[position] = "answered more than once, with conflicting answers"
+                failures[position] = Rejection("answered more than once, with conflicting answers")
                 continue
             chosen = found[0]
             input_share, output_share = shares[position]
@@ -460,6 +474,7 @@ class CallSession:
                 position=self._slot[position],
                 call_items=len(self._indices),
                 realigned=chosen.realigned,
+                confidence=self._confidence.get(id(chosen.item)),
             )
         return CallReport(accepted, failures, usage, error, None if stop == "complete" else stop)
 
@@ -475,6 +490,8 @@ class CallSession:
     def _take(self, items: list[ParsedItem]) -> list[int]:
         new: list[int] = []
         for item in items:
+            if self._logprobs:
+                self._confidence[id(item)] = self._answer_confidence(item)
             candidate = self._candidate(item)
             if candidate is None:
                 self._idle += 1
@@ -509,8 +526,9 @@ class CallSession:
                 # what the model wrote, so a rejection can be diagnosed (counted without it:
                 # evaluation.diagnostics.reason_kind cuts at the first colon)
                 shown = item.question if len(item.question) <= 80 else item.question[:77] + "..."
-                reason += f"{_RESTATED}{shown!r}"
-            self._reject(item.index, reason)
+                self._reject(item.index, Rejection(reason + _RESTATED, quote=shown))
+            else:
+                self._reject(item.index, Rejection(reason))
             if verdict.ambiguous and label is not None:
                 # It may be its index's answer: if it disagrees, that input is re-asked.
                 value = self._value(item, label, record=False)
@@ -544,12 +562,12 @@ class CallSession:
             # ">") as one (docs/design/measured-choices.md).
             last_line = (item.answer or "").strip().rsplit("\n", 1)[-1]
             if holds_placeholder(last_line):
-                reason = f"{_PLACEHOLDER}{last_line.strip()[:80]!r}"
+                reason = Rejection(_PLACEHOLDER, quote=last_line.strip()[:80])
             else:
                 try:
                     value = self._parse(item.value)
                 except Exception as exc:  # a user parser may raise anything
-                    reason = f"{_UNPARSED}{exc}"
+                    reason = Rejection(_UNPARSED, quote=str(exc), plain=True)
         if reason is not None and record:
             self._rejections[position] = reason
         return value
@@ -736,6 +754,67 @@ class CallSession:
         if metadata.get("done") is True and self._finish_reason is None:
             self._finish_reason = "stop"  # Ollama's final chunk
 
+    def _note_logprobs(self, chunk: BaseMessage) -> None:
+        """Keep the token log-probabilities a chunk carries (OpenAI's format, which
+        llama.cpp's server and other compatible servers stream in each chunk's
+        ``response_metadata["logprobs"]``), placed on the completion's characters."""
+        logprobs = (chunk.response_metadata or {}).get("logprobs")
+        tokens = logprobs.get("content") if isinstance(logprobs, dict) else logprobs
+        if not isinstance(tokens, list):
+            return
+        at = self._chars
+        for token in tokens:
+            if not isinstance(token, dict):
+                continue
+            piece, value = token.get("token"), token.get("logprob")
+            if not isinstance(piece, str) or not isinstance(value, (int, float)):
+                continue
+            self._logprobs.append((at, at + len(piece), float(value)))
+            at += len(piece)
+
+    def _answer_confidence(self, item: ParsedItem) -> float | None:
+        """The probability of ``item``'s final answer: the product of the probabilities of
+        the tokens that wrote it, found as the last copy of the answer in the completion
+        read so far (an item closes when the next marker arrives, right after its answer)."""
+        value = (item.value or "").strip()
+        if not value:
+            return None
+        text = "".join(self._text)
+        self._text = [text]
+        low, high = self._answer_region(text, item.index)
+        start = text.rfind(value, low, high)
+        if start < 0:
+            return None
+        end = start + len(value)
+        total = [lp for s, e, lp in self._logprobs if s < end and e > start]
+        if not total:
+            return None
+        return math.exp(min(0.0, sum(total)))
+
+    def _answer_region(self, text: str, index: int) -> tuple[int, int]:
+        """Where answer ``index`` was written: from its last answer marker to the next
+        marker line of another block (the whole text when there is none, as in single
+        mode)."""
+        pattern = self._settings.markers.line_pattern
+        marks: list[tuple[int, bool, int]] = []  # (offset, is an answer marker, number)
+        at = 0
+        for line in text.splitlines(keepends=True):
+            found = pattern.match(line.rstrip("\r\n"))
+            if found is not None:
+                groups = found.groupdict()
+                answer = groups.get("a") is not None
+                number = groups.get("ab" if answer else "qb") or groups.get(
+                    "an" if answer else "qn"
+                )
+                if number is not None:
+                    marks.append((at, answer, int(number)))
+            at += len(line)
+        own = [offset for offset, answer, number in marks if answer and number == index]
+        if not own:
+            return 0, len(text)
+        later = [offset for offset, _, _ in marks if offset > own[-1]]
+        return own[-1], later[0] if later else len(text)
+
     def _usage(self, error: BaseException | None = None) -> CallUsage:
         if self._reported is not None and (self._reported.output_tokens or not self._chunks):
             return self._reported
@@ -755,6 +834,10 @@ class CallSession:
 
 
 _NO_VALUE: Any = object()
+
+
+def _refusal(error: BaseException | None) -> Rejection:
+    return Rejection(f"model call failed: {type(error).__name__}: {error}")
 
 
 class Engine:
@@ -781,6 +864,7 @@ class Engine:
         self._ids = itertools.count()
         self._attempts = [0] * len(inputs)
         self._reasons: list[list[str]] = [[] for _ in inputs]
+        self._escalating: dict[int, ItemResult] = {}  # packed answers awaiting their single call
         #: Inputs that cannot be asked at all (bad input): final before any call.
         self.results: dict[int, ItemResult | AutoDemoError] = dict(invalid or {})
         self._pending = set(range(len(inputs))) - self.results.keys()
@@ -804,6 +888,8 @@ class Engine:
         return [self._call(plan, attempt=1) for plan in self._initial]
 
     def open(self, call: ModelCall) -> CallSession:
+        if call.escalation:  # asked alone, as single asks: judged as single judges
+            return CallSession(call, self.texts, replace(self.settings, mode=Mode.SINGLE))
         return CallSession(call, self.texts, self.settings)
 
     def complete(
@@ -817,22 +903,39 @@ class Engine:
         type for a failed call (see :func:`~langchain_autodemo.errors.model_call_error`),
         :class:`AutoDemoItemError` otherwise.
         """
+        if call.escalation:
+            return self._escalated(call, report), []
         final: list[tuple[int, ItemResult | AutoDemoError]] = []
         for index in call.batch.kept:
             self._attempts[index] += 1
-        for index, result in report.accepted.items():
-            if index in self._pending:
-                self._pending.discard(index)
-                result = replace(
+        answered = [
+            (
+                index,
+                replace(
                     result, attempts=self._attempts[index], reasons=tuple(self._reasons[index])
-                )
-                self.results[index] = result
-                final.append((index, result))
+                ),
+            )
+            for index, result in report.accepted.items()
+            if index in self._pending and index not in self._escalating
+        ]
+        picks = self._picks(call, answered)
+        escalations: list[ModelCall] = []
+        for index, result in answered:
+            if index in picks:
+                self._escalating[index] = result
+                escalations.append(self._escalation(call, index))
+                continue
+            self._pending.discard(index)
+            self.results[index] = result
+            final.append((index, result))
+        if report.error is not None and rejected_for_content(report.error):
+            refused, follow_ups = self._refused(call, report)
+            return final + refused, escalations + follow_ups
         call_failed: list[int] = []
         garbled: list[int] = []
         for index in call.batch.kept:
             reason = report.failures.get(index)
-            if reason is None or index not in self._pending:
+            if reason is None or index not in self._pending or index in self._escalating:
                 continue
             self._reasons[index].append(reason)
             if self._attempts[index] >= self.settings.max_attempts:
@@ -841,7 +944,7 @@ class Engine:
                 call_failed.append(index)
             else:
                 garbled.append(index)
-        follow_ups: list[ModelCall] = []
+        follow_ups: list[ModelCall] = escalations
         if call_failed:
             delay = retry_delay(
                 report.error,  # type: ignore[arg-type]
@@ -865,6 +968,95 @@ class Engine:
             for index in garbled:
                 final.append((index, self._fail(index, report.failures[index], report)))
         return final, follow_ups
+
+    def _picks(self, call: ModelCall, answered: list[tuple[int, ItemResult]]) -> set[int]:
+        """The answers of a packed call to escalate (none from single calls, re-asks of
+        one item, or with escalation off)."""
+        settings = self.settings
+        if (
+            settings.mode is Mode.SINGLE
+            or len(call.batch.indices) < 2
+            or (settings.escalate <= 0 and settings.escalate_below is None)
+        ):
+            return set()
+        return escalation_picks(
+            [(index, r.position, r.confidence) for index, r in answered],
+            settings.escalate,
+            settings.escalate_below,
+        )
+
+    def _escalation(self, call: ModelCall, index: int) -> ModelCall:
+        """The single call that re-asks packed answer ``index``: the question alone, with
+        the packed call's context and demonstrations, as ``single`` would ask it."""
+        plan = call.batch.part([index])
+        messages = build_single_messages(
+            self.texts[index],
+            instructions=self.settings.instructions,
+            reasoning=self.settings.reasoning,
+            demonstrations=plan.demonstrations,
+            context=plan.context,
+        )
+        return ModelCall(next(self._ids), plan, call.attempt, messages, escalation=True)
+
+    def _escalated(
+        self, call: ModelCall, report: CallReport
+    ) -> list[tuple[int, ItemResult | AutoDemoError]]:
+        """An escalation's verdict: the single answer when it came, else the packed
+        answer it was to check (never an error: that answer was already accepted)."""
+        (index,) = call.batch.kept
+        packed = self._escalating.pop(index)
+        single = report.accepted.get(index)
+        if single is not None:
+            result = replace(
+                single,
+                attempts=packed.attempts + 1,
+                reasons=packed.reasons,
+                escalated=True,
+                packed_answer=packed.answer,
+            )
+        else:
+            why = report.failures.get(index)
+            # only the kind: the single call's text must not reach another viewer
+            kind = why.kind if isinstance(why, Rejection) else "missing from the completion"
+            kept = Rejection(f"escalation failed ({kind}); the packed answer is kept")
+            result = replace(packed, reasons=(*packed.reasons, kept))
+        self._pending.discard(index)
+        self.results[index] = result
+        return [(index, result)]
+
+    def _refused(
+        self, call: ModelCall, report: CallReport
+    ) -> tuple[list[tuple[int, ItemResult | AutoDemoError]], list[ModelCall]]:
+        """A call the provider refused for what it holds (:func:`rejected_for_content`):
+        sending the same members again would fail the same way, and one poison input
+        must not fail its neighbours. A call of several inputs is split in halves at once
+        (no backoff, and no attempt charged: the split is the engine's doing, not the
+        item's), until the input that causes the refusal stands alone; alone, it gets
+        its error at once."""
+        members = [i for i in call.batch.kept if i in self._pending]
+        final: list[tuple[int, ItemResult | AutoDemoError]] = []
+        if not members:
+            return final, []
+        if len(members) == 1 and len(call.batch.indices) > 1:
+            # context-only neighbours shared the call: any of them may be the cause
+            self._attempts[members[0]] -= 1
+            return final, [self._call(call.batch.part(members), call.attempt + 1)]
+        if len(members) == 1:
+            index = members[0]
+            self._reasons[index].append(report.failures.get(index) or _refusal(report.error))
+            final.append((index, self._fail(index, self._reasons[index][-1], report)))
+            return final, []
+        for index in members:
+            self._attempts[index] -= 1
+            self._reasons[index].append(
+                Rejection(
+                    "the provider refused a call of "
+                    f"{len(members)} inputs for its content; asked again in halves"
+                )
+            )
+        half = (len(members) + 1) // 2
+        parts = [members[:half], members[half:]]
+        return final, [self._call(call.batch.part(part), call.attempt + 1) for part in parts]
 
     def _answered_demonstrations(self, report: CallReport) -> tuple[Demonstration, ...]:
         """The call's accepted items as solved examples, in prompt order (see

@@ -19,9 +19,11 @@ __all__ = [
     "BatchSelector",
     "Demonstration",
     "SequentialSelector",
+    "escalation_picks",
     "estimate_tokens",
     "split_by_token_budget",
     "recovery_batches",
+    "rejected_for_content",
     "retry_delay",
 ]
 
@@ -149,6 +151,75 @@ def recovery_batches(
         return []
     size = max(1, math.ceil(batch_size / 2)) if next_attempt == 2 else 1
     return [tuple(failed[i : i + size]) for i in range(0, len(failed), size)]
+
+
+def escalation_picks(
+    answered: Sequence[tuple[int, int, float | None]],
+    share: float,
+    below: float | None = None,
+) -> set[int]:
+    """Which answers of one packed call to ask again alone (selective escalation).
+
+    ``answered`` holds ``(index, slot, confidence)`` for each answer the call delivered
+    (``slot``: its 0-based position in the prompt; ``confidence``: the probability the
+    model gave the final answer's tokens, ``None`` where the provider sends no
+    log-probabilities). The least confident ``round(share * len(answered))`` answers are
+    picked (halves round up), and, with ``below``, every answer less confident than that.
+    Without log-probabilities the later slots go first: packed accuracy falls with the
+    slot (docs/findings.md), so the slot is the fallback's measure of doubt. Ties go to
+    the later slot. Pure and order-free, so ``autodemo tune`` replays it exactly on a
+    measured sample.
+
+    Example:
+        >>> sorted(escalation_picks([(10, 0, 0.99), (11, 1, 0.40), (12, 2, 0.95)], 0.34))
+        [11]
+        >>> sorted(escalation_picks([(10, 0, None), (11, 1, None), (12, 2, None)], 0.34))
+        [12]
+    """
+    if not answered:
+        return set()
+    count = min(len(answered), math.floor(share * len(answered) + 0.5)) if share > 0 else 0
+
+    def doubt(entry: tuple[int, int, float | None]) -> tuple[float, int]:
+        _, slot, confidence = entry
+        # no confidence: doubted first, later slots before earlier ones
+        return (-1.0 if confidence is None else confidence, -slot)
+
+    ranked = sorted(answered, key=doubt)
+    picked = {index for index, _, _ in ranked[:count]}
+    if below is not None:
+        picked |= {i for i, _, c in answered if c is not None and c < below}
+    return picked
+
+
+#: HTTP statuses with which a provider refuses a request for what it holds (a malformed
+#: or filtered input, a body too large): the same members fail the same way every time,
+#: so the call is split instead of re-sent. Auth (401/403), missing models (404) and
+#: throttling (408/409/429) are the same for every member and are not split.
+CONTENT_REJECTION_STATUSES = frozenset({400, 413, 422})
+
+
+def _status(error: BaseException) -> int | None:
+    for owner in (error, getattr(error, "response", None)):
+        for name in ("status_code", "status", "http_status"):
+            value = getattr(owner, name, None)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
+
+
+def rejected_for_content(error: BaseException) -> bool:
+    """Whether a failed model call was refused for what it holds (HTTP 400, 413 or 422,
+    e.g. a content filter's 400): re-sending the same members cannot succeed, so the
+    engine bisects the call until the input that causes it stands alone.
+
+    Example:
+        >>> class BadRequest(Exception):
+        ...     status_code = 400
+        >>> rejected_for_content(BadRequest("content filter")), rejected_for_content(TimeoutError())
+        (True, False)
+    """
+    return _status(error) in CONTENT_REJECTION_STATUSES
 
 
 def _retry_after(error: BaseException) -> float | None:

@@ -161,6 +161,18 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             engine still stops reading once the output passes the call's token budget).
         stall_timeout: seconds without a chunk (the first one included) after which a
             model call counts as failed in the same way; ``None``: no limit.
+        escalate: selective escalation: the share (0 to 1) of each packed call's
+            answers, least confident first, asked again alone (single mode, the same
+            context), whose single answer is returned; 0 (default) turns it off.
+            Confidence is the probability the model gave the answer's tokens
+            (:attr:`~langchain_autodemo.engine.ItemResult.confidence`); a model that
+            sends no log-probabilities escalates its latest slots first.
+        escalate_below: also escalate every packed answer whose confidence is below
+            this probability (``None``: no threshold).
+        confidence: ask the model for token log-probabilities (``logprobs=True,
+            top_logprobs=1``, for models that take them, such as ``ChatOpenAI`` and
+            llama.cpp's server) so each answer gets a confidence. Default: on when
+            escalating.
 
     Concurrency: at most ``max_concurrency`` (from the config; default
     :data:`DEFAULT_MAX_CONCURRENCY`) model calls are in flight, in ``batch()`` and
@@ -211,6 +223,9 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         reask_with_answered: bool = False,
         call_timeout: float | None = None,
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
+        escalate: float = 0.0,
+        escalate_below: float | None = None,
+        confidence: bool | None = None,
         name: str | None = None,
     ) -> None:
         if not isinstance(llm, Runnable):
@@ -243,6 +258,13 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0
             ):
                 raise ConfigurationError(f"{name_} must be a number > 0 or None, got {limit!r}")
+        for name_, share in (("escalate", escalate), ("escalate_below", escalate_below)):
+            if share is not None and (
+                isinstance(share, bool)
+                or not isinstance(share, (int, float))
+                or not 0 <= share <= 1
+            ):
+                raise ConfigurationError(f"{name_} must be a number from 0 to 1, got {share!r}")
         if isinstance(input_template, str):
             template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
         if selector is not None and not isinstance(selector, BatchSelector):
@@ -285,7 +307,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 else require_finish_reason
             ),
             reask_with_answered=reask_with_answered,
+            escalate=float(escalate),
+            escalate_below=None if escalate_below is None else float(escalate_below),
         )
+        wants = confidence if confidence is not None else bool(escalate or escalate_below)
+        self._model: Runnable[Any, Any] = _with_logprobs(llm) if wants else llm
 
     # One source of truth: the frozen engine settings; these are read-only views of it.
     @property
@@ -490,8 +516,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         """What the caller gets for one engine result: the answer (parsed), the
         :class:`ItemResult` with ``include_details``, or the error (without the model
         text it quotes when traces are isolated)."""
+        if self._isolate_traces:
+            result = _redacted(result)
         if isinstance(result, AutoDemoError):
-            return _redacted(result) if self._isolate_traces else result
+            return result
         if self.include_details:
             return result
         return result.answer
@@ -523,6 +551,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         clone._settings = replace(self._settings, **changes)
         if clone._settings.mode is Mode.SINGLE:
             clone.selector = None
+        if (clone._settings.escalate or clone._settings.escalate_below is not None) and (
+            clone._model is self.llm
+        ):
+            clone._model = _with_logprobs(self.llm)
         return clone
 
     def with_audit(self, policy: AuditPolicy | None = None, **kwargs: Any) -> AuditedRunnable:
@@ -585,7 +617,9 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         def work(slot: _Slot) -> None:
             error: BaseException | None = None
             try:
-                stream = self.llm.stream(slot.call.messages, self._call_config(slot, configs, runs))
+                stream = self._model.stream(
+                    slot.call.messages, self._call_config(slot, configs, runs)
+                )
                 try:
                     for chunk in stream:
                         with slot.lock:
@@ -655,7 +689,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         async def work(slot: _Slot) -> None:
             error: BaseException | None = None
             try:
-                stream = self.llm.astream(
+                stream = self._model.astream(
                     slot.call.messages, self._call_config(slot, configs, runs)
                 )
                 try:
@@ -1088,7 +1122,7 @@ class _Dispatch:
     def handle(self, event: _Event) -> list[tuple[int, Result]]:
         call, report = event
         self._slots.pop(call.call_id, None)
-        self.usage.record_call(report.usage, reask=call.is_reask)
+        self.usage.record_call(report.usage, reask=call.is_reask, escalation=call.escalation)
         final, follow_ups = self.engine.complete(call, report)
         self._schedule(follow_ups)
         emitted = []
@@ -1174,16 +1208,27 @@ class BatchPlan:
         return Engine(self.texts, self.batches, self.settings, invalid=self.invalid, rng=rng)
 
 
-def _redacted(error: AutoDemoError) -> AutoDemoError:
-    """An item's error without model text, for callers that must not see other inputs
-    (a model call's provider error carries none and is kept as it is)."""
-    if type(error) is not AutoDemoItemError:
-        return error
-    redacted = copy.copy(error)
-    redacted.reason = redact_model_text(error.reason)
-    redacted.reasons = tuple(redact_model_text(r) for r in error.reasons)
-    redacted.args = tuple(redact_model_text(a) if isinstance(a, str) else a for a in error.args)
-    return redacted
+def _redacted(result: Result) -> Result:
+    """A result without the model text its reasons quote, for callers that must not see
+    other inputs (every reason is a :class:`~langchain_autodemo.errors.Rejection`, so
+    this is exact; bad-input errors quote only their own input and stay as they are)."""
+    if isinstance(result, AutoDemoItemError):
+        return result.redacted()
+    if isinstance(result, ItemResult) and result.reasons:
+        return replace(result, reasons=tuple(redact_model_text(r) for r in result.reasons))
+    return result
+
+
+def _with_logprobs(llm: Runnable[Any, Any]) -> Runnable[Any, Any]:
+    """``llm`` asked for token log-probabilities where it takes them (a chat model with
+    ``logprobs`` and ``top_logprobs`` fields, as ``ChatOpenAI``: llama.cpp's server
+    streams them only with ``top_logprobs`` >= 1); otherwise ``llm`` unchanged, and
+    escalation falls back to the slot
+    (see :func:`~langchain_autodemo.planning.escalation_picks`)."""
+    fields = getattr(type(llm), "model_fields", {})
+    if "logprobs" in fields and "top_logprobs" in fields and hasattr(llm, "model_copy"):
+        return llm.model_copy(update={"logprobs": True, "top_logprobs": 1})  # type: ignore[no-any-return]
+    return llm
 
 
 def _checked_demonstrations(demonstrations: Sequence[Any]) -> tuple[Demonstration, ...]:

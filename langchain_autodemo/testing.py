@@ -122,8 +122,20 @@ class ScriptedChatModel(BaseChatModel):
             if size <= 0
             else [text[i : i + size] for i in range(0, len(text), size)]
         )
+        # A script may give token log-probabilities: meta["logprob"](offset, piece) for
+        # each streamed piece, sent as OpenAI-compatible servers send them.
+        logprob = meta.get("logprob")
+        offset = 0
         for piece in pieces:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            metadata = {}
+            if logprob is not None:
+                value = float(logprob(offset, piece))
+                token = {"token": piece, "logprob": value, "bytes": None, "top_logprobs": []}
+                metadata = {"logprobs": {"content": [token]}}
+            offset += len(piece)
+            chunk = ChatGenerationChunk(
+                message=AIMessageChunk(content=piece, response_metadata=metadata)
+            )
             if run_manager:
                 run_manager.on_llm_new_token(piece, chunk=chunk)
             yield chunk

@@ -53,15 +53,25 @@ class UsageStats:
     cached_input_tokens: int = 0
     """The part of ``input_tokens`` the provider reported as cached (0 where it reports
     nothing: local models, or a provider without prompt caching)."""
+    escalations: int = 0
+    """Single calls that re-asked a packed answer chosen for escalation (low confidence)."""
+    escalation_input_tokens: int = 0
+    """The part of ``input_tokens`` spent by escalations."""
+    escalation_output_tokens: int = 0
+    """The part of ``output_tokens`` spent by escalations."""
     items: int = 0
     failed_items: int = 0
     estimated_tokens: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def record_call(self, usage: CallUsage, *, reask: bool) -> None:
+    def record_call(self, usage: CallUsage, *, reask: bool, escalation: bool = False) -> None:
         with self._lock:
             self.calls += 1
             self.reasks += int(reask)
+            if escalation:
+                self.escalations += 1
+                self.escalation_input_tokens += usage.input_tokens
+                self.escalation_output_tokens += usage.output_tokens
             self.input_tokens += usage.input_tokens
             self.output_tokens += usage.output_tokens
             self.cached_input_tokens += usage.cached_input_tokens
@@ -84,6 +94,9 @@ class UsageStats:
             self.reask_input_tokens += other.reask_input_tokens
             self.reask_output_tokens += other.reask_output_tokens
             self.cached_input_tokens += other.cached_input_tokens
+            self.escalations += other.escalations
+            self.escalation_input_tokens += other.escalation_input_tokens
+            self.escalation_output_tokens += other.escalation_output_tokens
             self.items += other.items
             self.failed_items += other.failed_items
             self.estimated_tokens |= other.estimated_tokens
@@ -145,6 +158,9 @@ class UsageStats:
             "reask_input_tokens": self.reask_input_tokens,
             "reask_output_tokens": self.reask_output_tokens,
             "cached_input_tokens": self.cached_input_tokens,
+            "escalations": self.escalations,
+            "escalation_input_tokens": self.escalation_input_tokens,
+            "escalation_output_tokens": self.escalation_output_tokens,
             "estimated_tokens": self.estimated_tokens,
         }
 

@@ -617,7 +617,7 @@ class BatchApiJob:
                 report = session.finish(
                     error=self._live_errors.pop(custom_id, None) or outcome.error(custom_id)
                 )
-            self.usage.record_call(report.usage, reask=call.is_reask)
+            self.usage.record_call(report.usage, reask=call.is_reask, escalation=call.escalation)
             self.prompt_estimate += sum(estimate_tokens(text_of(m)) for m in call.messages)
             final, follow_ups = self.engine.complete(call, report)
             for index, result in final:

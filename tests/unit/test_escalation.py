@@ -1,0 +1,221 @@
+"""Per-item confidence from token log-probabilities and selective escalation.
+
+The scripted model is right when asked alone and, in packed calls, wrong on a hidden
+share of items (every question whose sum is a multiple of 5), with a low probability on
+exactly those answers' tokens. Escalation must find them; a model without
+log-probabilities escalates the later slots; an escalated answer is always its own
+input's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessageChunk, BaseMessage
+
+from langchain_autodemo import AutoDemoBatchRunnable, track_usage
+from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.planning import escalation_picks
+from langchain_autodemo.testing import ScriptedChatModel
+from tests.fakes import arithmetic_answer, asked_questions, single_question
+
+LOW, HIGH = math.log(0.2), math.log(0.99)
+
+
+def _hidden(question: str) -> bool:
+    return int(arithmetic_answer(question)) % 5 == 0
+
+
+def _packed_wrong(*, logprobs: bool = True, wrong_slot: int | None = None):
+    """Packed calls: wrong (answer + 1) on hidden items, or on slot ``wrong_slot``
+    (1-based) when given; low log-probability on exactly those answers. Alone: right."""
+
+    def script(messages: list[BaseMessage], _: int) -> Any:
+        questions = asked_questions(messages)
+        if not questions:
+            answer = arithmetic_answer(single_question(messages))
+            text = f"Working it out.\nThe answer is {answer}."
+            meta: dict[str, Any] = {}
+            if logprobs:
+                meta["logprob"] = lambda offset, piece: HIGH
+            return text, meta
+        text, doubtful = "", []
+        for slot, question in enumerate(questions, 1):
+            wrong = slot == wrong_slot if wrong_slot is not None else _hidden(question)
+            value = str(int(arithmetic_answer(question)) + (1 if wrong else 0))
+            head = f"Q[{slot}]: {question}\nA[{slot}]: Working it out.\nThe answer is "
+            if text:
+                text += "\n\n"
+            text += head
+            if wrong:
+                doubtful.append((len(text), len(text) + len(value)))
+            text += value + "."
+        meta = {}
+        if logprobs:
+            meta["logprob"] = lambda offset, piece: (
+                LOW if any(s < offset + len(piece) and offset < e for s, e in doubtful) else HIGH
+            )
+        return text, meta
+
+    return script
+
+
+QUESTIONS = [f"What is {a} + {b}?" for a, b in zip(range(3, 43), range(7, 87, 2), strict=True)]
+
+
+def _runner(script: Any, **kwargs: Any) -> AutoDemoBatchRunnable:
+    return AutoDemoBatchRunnable(
+        ScriptedChatModel(script=script, chunk_size=1), batch_size=8, **kwargs
+    )
+
+
+def _right(results: list[Any]) -> int:
+    return sum(r == arithmetic_answer(q) for q, r in zip(QUESTIONS, results, strict=True))
+
+
+def test_the_packed_model_is_wrong_on_a_hidden_share_without_escalation() -> None:
+    hidden = sum(_hidden(q) for q in QUESTIONS)
+    assert 0 < hidden <= len(QUESTIONS) // 4
+    results = _runner(_packed_wrong()).batch(QUESTIONS)
+    assert _right(results) == len(QUESTIONS) - hidden
+
+
+@pytest.mark.parametrize("entry", ["batch", "abatch"])
+def test_confidence_marks_the_wrong_answers(entry: str) -> None:
+    runner = _runner(_packed_wrong(), include_details=True, confidence=True)
+    results = runner.batch(QUESTIONS) if entry == "batch" else asyncio.run(runner.abatch(QUESTIONS))
+    for question, result in zip(QUESTIONS, results, strict=True):
+        assert isinstance(result, ItemResult)
+        assert result.confidence is not None
+        # the final answer's tokens alone decide it: one piece per character here
+        digits = len(str(result.answer))
+        expected = 0.2**digits if _hidden(question) else 0.99**digits
+        assert result.confidence == pytest.approx(expected), (question, result)
+
+
+@pytest.mark.parametrize("entry", ["batch", "abatch"])
+def test_escalation_finds_the_hidden_wrong_answers(entry: str) -> None:
+    runner = _runner(_packed_wrong(), escalate=0.25, include_details=True)
+    with track_usage() as usage:
+        if entry == "batch":
+            results = runner.batch(QUESTIONS)
+        else:
+            results = asyncio.run(runner.abatch(QUESTIONS))
+    assert [r.answer for r in results] == [arithmetic_answer(q) for q in QUESTIONS]
+    for question, result in zip(QUESTIONS, results, strict=True):
+        assert result.index == QUESTIONS.index(question)
+        if result.escalated:
+            assert result.packed_answer is not None
+    hidden = sum(_hidden(q) for q in QUESTIONS)
+    # 25% of each call of 8: two answers per call, 10 in all
+    assert usage.escalations == 2 * len(QUESTIONS) // 8
+    assert hidden <= usage.escalations
+    assert usage.escalation_input_tokens > 0
+    assert usage.reasks == 0
+
+
+def test_a_threshold_escalates_every_doubtful_answer_and_no_other() -> None:
+    runner = _runner(_packed_wrong(), escalate_below=0.5, include_details=True)
+    with track_usage() as usage:
+        results = runner.batch(QUESTIONS)
+    assert [r.answer for r in results] == [arithmetic_answer(q) for q in QUESTIONS]
+    assert usage.escalations == sum(_hidden(q) for q in QUESTIONS)
+    assert {r.index for r in results if r.escalated} == {
+        i for i, q in enumerate(QUESTIONS) if _hidden(q)
+    }
+
+
+def test_without_log_probabilities_the_later_slots_are_escalated() -> None:
+    runner = _runner(_packed_wrong(logprobs=False, wrong_slot=8), escalate=0.125)
+    results = runner.with_config({}).batch(QUESTIONS)
+    assert results == [arithmetic_answer(q) for q in QUESTIONS]
+
+
+def test_escalation_off_asks_for_no_log_probabilities_and_escalates_nothing() -> None:
+    runner = _runner(_packed_wrong(), include_details=True)
+    with track_usage() as usage:
+        results = runner.batch(QUESTIONS)
+    assert usage.escalations == 0
+    assert all(not r.escalated for r in results)
+
+
+def test_a_failed_escalation_keeps_the_packed_answer() -> None:
+    def script(messages: list[BaseMessage], number: int) -> Any:
+        if not asked_questions(messages):
+            return ConnectionError("down")
+        return _packed_wrong()(messages, number)
+
+    runner = _runner(script, escalate=0.25, include_details=True, retry_initial_delay=0.0)
+    results = runner.batch(QUESTIONS)
+    assert all(isinstance(r, ItemResult) for r in results)
+    assert [r.index for r in results] == list(range(len(QUESTIONS)))
+    kept = [r for r in results if r.reasons and "escalation failed" in r.reasons[-1]]
+    assert len(kept) == 10 and not any(r.escalated for r in kept)
+
+
+def test_the_chat_openai_model_is_asked_for_log_probabilities() -> None:
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url="http://127.0.0.1:9/v1", api_key="none", model="x")
+    runner = AutoDemoBatchRunnable(llm, escalate=0.1)
+    assert runner._model.logprobs is True and runner._model.top_logprobs == 1  # type: ignore[attr-defined]
+    assert llm.logprobs is None  # the user's model is not changed
+    plain = AutoDemoBatchRunnable(llm)
+    assert plain._model is llm
+
+
+def test_escalation_settings_are_checked() -> None:
+    from langchain_autodemo import ConfigurationError
+
+    for bad in (-0.1, 1.5, "0.2", True):
+        with pytest.raises(ConfigurationError, match="escalate"):
+            _runner(_packed_wrong(), escalate=bad)
+
+
+def test_escalation_picks_is_order_free_and_counts_by_rounding() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        n = rng.randint(1, 16)
+        answered = [(i, i, rng.choice([None, rng.random()])) for i in range(n)]
+        share = rng.choice([0.0, 0.1, 0.2, 0.3, 0.5, 1.0])
+        picks = escalation_picks(answered, share)
+        shuffled = answered[:]
+        rng.shuffle(shuffled)
+        assert escalation_picks(shuffled, share) == picks
+        assert len(picks) == min(n, math.floor(share * n + 0.5))
+        if picks and len(picks) < n:
+            doubt = {i: (-1.0 if c is None else c, -s) for i, s, c in answered}
+            assert max(doubt[i] for i in picks) <= min(doubt[i] for i in range(n) if i not in picks)
+
+
+def test_confidence_reads_the_answer_tokens_only() -> None:
+    """Fed chunk by chunk, as h11 is tested: the answer's own tokens decide."""
+    from langchain_autodemo.engine import EngineSettings
+    from langchain_autodemo.planning import PlannedBatch
+    from langchain_autodemo.prompts import Mode
+
+    settings = EngineSettings(mode=Mode.AUTO_DEMO)
+    from langchain_autodemo.engine import Engine
+
+    texts = ["What is 1 + 4?", "What is 2 + 2?"]
+    engine = Engine(texts, [PlannedBatch((0, 1))], settings)
+    (call,) = engine.initial_calls()
+    session = engine.open(call)
+    tokens = [
+        ("Q[1]: What is 1 + 4?\nA[1]: The answer is ", -0.5),
+        ("5", math.log(0.3)),
+        (".\n\nQ[2]: What is 2 + 2?\nA[2]: The answer is ", -0.7),
+        ("4", math.log(0.9)),
+        (".", -0.1),
+    ]
+    for piece, value in tokens:
+        lp = {"content": [{"token": piece, "logprob": value}]}
+        session.feed(AIMessageChunk(content=piece, response_metadata={"logprobs": lp}))
+    session.feed(AIMessageChunk(content="", response_metadata={"finish_reason": "stop"}))
+    report = session.finish()
+    assert report.accepted[0].confidence == pytest.approx(0.3)
+    assert report.accepted[1].confidence == pytest.approx(0.9)
