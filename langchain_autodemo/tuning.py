@@ -38,7 +38,7 @@ from langchain_autodemo.evaluation.harness import (
     stored_fields,
 )
 from langchain_autodemo.evaluation.methods import Method, parse_method
-from langchain_autodemo.planning import estimate_tokens
+from langchain_autodemo.planning import escalation_picks, estimate_tokens
 from langchain_autodemo.pricing import Price
 from langchain_autodemo.prompts import DEFAULT_HEAD_WORDS, Mode, Restate
 
@@ -58,6 +58,9 @@ class TunedConfig:
     demonstrations: tuple[tuple[str, str], ...] = ()
     restate: str = "full"
     """What ``auto_demo`` restates of each question: ``"full"`` or ``"head"``."""
+    escalate: float = 0.0
+    """Selective escalation: the share of each packed call's least confident answers
+    asked again alone (0: off)."""
     tuned_on: dict[str, Any] = field(default_factory=dict, compare=False)
     """What the choice rests on: dataset, items, model, accuracy and cost against single."""
 
@@ -75,6 +78,7 @@ class TunedConfig:
             "restate": self.restate,
             "instructions": self.instructions,
             "demonstrations": self.demonstrations,
+            "escalate": self.escalate,
         }
 
     def write(self, path: str | Path) -> Path:
@@ -118,12 +122,21 @@ class Candidate:
     reasoning: bool
     restate: Restate = Restate.FULL
     """Only ``auto_demo`` restates; other modes keep ``FULL``."""
+    escalate: float = 0.0
+    """The share of each packed call's least confident answers asked again alone."""
 
     @property
     def label(self) -> str:
         size = "" if self.method.mode is Mode.SINGLE else f" N={self.batch_size}"
         head = " head" if self.restate is Restate.HEAD else ""
-        return f"{self.method.name}{size}{head}" + ("" if self.reasoning else " terse")
+        escalation = f" esc={self.escalate:g}" if self.escalate else ""
+        terse = "" if self.reasoning else " terse"
+        return f"{self.method.name}{size}{head}{terse}{escalation}"
+
+    @property
+    def packed(self) -> Candidate:
+        """The same configuration without escalation (what is asked of the model)."""
+        return replace(self, escalate=0.0)
 
     def config(
         self, instructions: str | None, demonstrations: Sequence[tuple[str, str]]
@@ -134,6 +147,7 @@ class Candidate:
             grouping=self.method.grouping,
             reasoning=self.reasoning,
             restate=self.restate.value,
+            escalate=self.escalate,
             instructions=instructions,
             demonstrations=tuple(demonstrations),
         )
@@ -144,9 +158,14 @@ def candidates(
     batch_sizes: Sequence[int] = (4, 8, 16),
     reasoning: Sequence[bool] = (True, False),
     restate: Sequence[Restate | str] = (Restate.FULL, Restate.HEAD),
+    escalate: Sequence[float] = (0.0,),
 ) -> list[Candidate]:
     """The search space (without ``single``, the reference); ``restate`` applies to
-    ``auto_demo`` methods (the others copy nothing)."""
+    ``auto_demo`` methods (the others copy nothing); ``escalate`` lists the escalation
+    shares to try (each is replayed on the packed measurement: no extra model calls)."""
+    for share in escalate:
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ConfigurationError(f"escalation shares are numbers from 0 to 1, got {share!r}")
     found = []
     for name in methods:
         method = parse_method(name)
@@ -156,7 +175,8 @@ def candidates(
         for size in batch_sizes:
             for reasons in reasoning:
                 for copy in dict.fromkeys(copies):
-                    found.append(Candidate(method, size, reasons, copy))
+                    for share in dict.fromkeys(float(e) for e in escalate):
+                        found.append(Candidate(method, size, reasons, copy, share))
     return found
 
 
@@ -173,7 +193,10 @@ def estimated_tokens_per_item(
     size = candidate.batch_size
     input_tokens = prefix_tokens / size + question_tokens + 60 / size
     output_tokens = answer + restate + 4
-    return input_tokens * price.input + output_tokens * price.output
+    packed = input_tokens * price.input + output_tokens * price.output
+    # an escalated item is also asked alone: its whole prompt and its answer again
+    alone = (prefix_tokens + question_tokens + 60) * price.input + (answer + 4) * price.output
+    return packed + candidate.escalate * alone
 
 
 @dataclass
@@ -185,6 +208,9 @@ class Row:
     result: MethodResult | None = None
     status: str = "not run"
     comparison: dict[str, Any] | None = None
+    confidence: dict[str, Any] | None = None
+    """For a packed measurement: how well its confidence finds packed errors, and the
+    escalation share that would bring it within tolerance of single (replayed)."""
 
     def summary(self, price: Price, single_cached: float) -> dict[str, Any]:
         data: dict[str, Any] = {"label": self.label, "status": self.status}
@@ -200,7 +226,10 @@ class Row:
                 vs_single_cached=round(cached / single_cached, 3) if single_cached else None,
                 calls=r.calls,
                 reasks=r.reasks,
+                escalations=r.escalations,
             )
+        if self.confidence is not None:
+            data["confidence"] = self.confidence
         if self.comparison is not None:
             data["vs_single"] = {
                 k: self.comparison[k]
@@ -274,6 +303,30 @@ class TuneReport:
             f"{self.spent['input_tokens']:.0f} input and {self.spent['output_tokens']:.0f} "
             f"output tokens (${self.spent['usd']:.4f} uncached)."
         )
+        evidence = [row for row in self.rows if row.confidence is not None]
+        if evidence:
+            lines.append("")
+            lines.append(
+                "Confidence (token log-probabilities) against packed errors, and the "
+                "escalation share that would bring each packed measurement within "
+                "tolerance of single (replayed on its items):"
+            )
+            lines.append("")
+            for row in evidence:
+                c = row.confidence or {}
+                need = c.get("escalation_to_match_single")
+                gold, alone = c.get("auroc_vs_gold"), c.get("auroc_vs_single")
+                power = (
+                    f"AUROC {_fmt(gold)} vs gold, {_fmt(alone)} vs single "
+                    f"({c.get('scored', 0)} answers scored)"
+                )
+                if need is None:
+                    reach = "no share up to 1 reaches single"
+                else:
+                    ratio = need.get("vs_single_cached")
+                    at = "" if ratio is None else f" at {ratio:.2f}x single cached"
+                    reach = f"escalating {need['share']:.0%} reaches it{at}"
+                lines.append(f"- {row.label}: {power}; {reach}.")
         floor = self.output_floor
         if floor is not None:
             lines.append("")
@@ -283,6 +336,10 @@ class TuneReport:
                 f"costs at least {floor:.2f}x single (a restatement adds to it)."
             )
         return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 class MeasurementLog(MutableMapping[tuple[str, int, int], MethodResult]):
@@ -348,8 +405,93 @@ def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
         items=[*a.items, *b.items],
         reask_input_tokens=a.reask_input_tokens + b.reask_input_tokens,
         reask_output_tokens=a.reask_output_tokens + b.reask_output_tokens,
+        escalations=a.escalations + b.escalations,
+        escalation_input_tokens=a.escalation_input_tokens + b.escalation_input_tokens,
+        escalation_output_tokens=a.escalation_output_tokens + b.escalation_output_tokens,
         call_shared_tokens=[*a.call_shared_tokens, *b.call_shared_tokens],
     )
+
+
+def with_escalation(packed: MethodResult, single: MethodResult, share: float) -> MethodResult:
+    """What ``packed`` measures with selective escalation at ``share``, replayed without
+    a model call: in each packed call, the answers
+    :func:`~langchain_autodemo.planning.escalation_picks` picks from their recorded
+    confidences take the single answer to the same item (the reference asked it exactly
+    as an escalation does: alone, with the same instructions, exemplars and layout), and
+    their single calls' tokens are added to the cost. Exact when single is deterministic
+    (temperature 0) and its reasoning setting is the candidate's."""
+    if share <= 0 or not packed.items:
+        return packed
+    by_id = {record.id: (k, record) for k, record in enumerate(single.items)}
+    calls: dict[int, list[tuple[int, int, float | None]]] = {}
+    for k, record in enumerate(packed.items):
+        if record.call_id is not None and (record.call_items or 1) > 1 and record.id in by_id:
+            calls.setdefault(record.call_id, []).append(
+                (k, record.position or 0, record.confidence)
+            )
+    picked: set[int] = set()
+    for answered in calls.values():
+        picked |= escalation_picks(answered, share)
+    # single's prompt-cache share per call, where its calls map one to one onto its items
+    shared = single.call_shared_tokens if len(single.call_shared_tokens) == single.n else None
+    items: list[ItemRecord] = []
+    extra_in = extra_out = 0.0
+    extra_shared: list[float] = []
+    for k, record in enumerate(packed.items):
+        if k not in picked:
+            items.append(record)
+            continue
+        j, alone = by_id[record.id]
+        items.append(replace(alone, escalated=True, confidence=record.confidence))
+        extra_in += alone.input_tokens
+        extra_out += alone.output_tokens
+        if shared is not None:
+            extra_shared.append(shared[j])
+    added_in, added_out = round(extra_in), round(extra_out)
+    return replace(
+        packed,
+        correct=sum(r.correct for r in items),
+        parse_failures=sum(not r.parsed for r in items),
+        errors=sum(r.error is not None for r in items),
+        calls=packed.calls + len(picked),
+        input_tokens=packed.input_tokens + added_in,
+        output_tokens=packed.output_tokens + added_out,
+        items=items,
+        escalations=packed.escalations + len(picked),
+        escalation_input_tokens=packed.escalation_input_tokens + added_in,
+        escalation_output_tokens=packed.escalation_output_tokens + added_out,
+        call_shared_tokens=[*packed.call_shared_tokens, *extra_shared],
+    )
+
+
+def _escalation_evidence(
+    packed: MethodResult, single: MethodResult, tolerance: float, price: Price
+) -> dict[str, Any]:
+    """The confidence's power to find this packed measurement's errors, and the smallest
+    escalation share (in steps of 0.05, replayed) whose accuracy is within ``tolerance``
+    of single's on the same items, with what it would cost against single."""
+    from langchain_autodemo.evaluation.diagnostics import confidence_power
+
+    ids = {r.id for r in packed.items}
+    part = [r for r in single.items if r.id in ids]
+    alone = replace(single, items=part, n=len(part), correct=sum(r.correct for r in part))
+    evidence = confidence_power(packed, alone)
+    evidence.pop("by_slot")
+    single_cost = single.usd_per_1k_items(price, cached=True)
+    needed = None
+    for step in range(21):
+        share = step / 20
+        trial = with_escalation(packed, alone, share)
+        if trial.accuracy >= alone.accuracy - tolerance - 1e-9:
+            cost = trial.usd_per_1k_items(price, cached=True)
+            needed = {
+                "share": share,
+                "accuracy": trial.accuracy,
+                "vs_single_cached": round(cost / single_cost, 3) if single_cost else None,
+            }
+            break
+    evidence["escalation_to_match_single"] = needed
+    return evidence
 
 
 def _slices(n: int) -> list[tuple[int, int]]:
@@ -382,19 +524,29 @@ def tune(
     instructions = dataset.task.instructions
     slices = _slices(len(dataset))
     log: MutableMapping[tuple[str, int, int], MethodResult] = {} if measured is None else measured
+    used: dict[tuple[str, int, int], MethodResult] = {}  # what this search asked the model
 
     def measure(candidate: Candidate, start: int, stop: int) -> MethodResult:
+        if candidate.escalate:  # replayed on the packed measurement and single's answers
+            return with_escalation(
+                measure(candidate.packed, start, stop),
+                measure(reference, start, stop),
+                candidate.escalate,
+            )
         key = (candidate.label, start, stop)
         if key in log:
+            used[key] = log[key]
             return log[key]
         part = replace(dataset, examples=dataset.examples[start:stop])
         selector = candidate.method.selector(embeddings=embeddings)
+        # confidences are recorded for every packed measurement: escalation replays on them
         result = run_method(
             llm, part, candidate.method, candidate.batch_size, selector=selector,
             max_concurrency=max_concurrency, reasoning=candidate.reasoning,
             demonstrations=demonstrations, restate=candidate.restate.value,
+            confidence=candidate.method.batched,
         )  # fmt: skip
-        log[key] = result
+        log[key] = used[key] = result
         if on_result is not None:
             on_result(candidate.label, result)
         return result
@@ -433,6 +585,9 @@ def tune(
                 row.status = f"outside tolerance ({difference * 100:+.0f} pts)"
             elif passed_estimate is None:
                 passed_estimate = estimate
+    for candidate, row in zip(ordered, rows, strict=True):
+        if row.result is not None and not candidate.escalate and candidate.method.batched:
+            row.confidence = _escalation_evidence(row.result, single, tolerance, price)
     single_row = Row(reference.label, reference.config(instructions, demonstrations), single,
                      "reference")  # fmt: skip
     finalists = [r for r in rows if r.status == "passed" and r.result is not None]
@@ -446,7 +601,7 @@ def tune(
         best = None
     chosen_row = best or single_row
     chosen_row.status = "chosen"
-    results = [single, *(r.result for r in rows if r.result is not None)]
+    results = list(used.values())  # escalation replays ask nothing of their own
     spent = {
         "calls": float(sum(r.calls for r in results)),
         "input_tokens": float(sum(r.input_tokens for r in results)),

@@ -480,6 +480,14 @@ def tune_command(
             "shots and prices) instead of asking the model again."
         ),
     ] = False,
+    escalate: Annotated[
+        str,
+        typer.Option(
+            help="Escalation shares to search: each packed call's least confident answers "
+            "asked again alone (replayed on the packed measurement and single's answers, "
+            "so no extra calls); 0 alone turns it off."
+        ),
+    ] = "0,0.1,0.2,0.3",
 ) -> None:
     """Find the cheapest configuration that keeps single's accuracy on a labelled sample
     (successive halving, cheapest first; paired test against single), and write it as a

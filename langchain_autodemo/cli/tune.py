@@ -39,6 +39,8 @@ class TuneOptions:
     max_concurrency: int = 1
     progress: bool = True
     resume: bool = False
+    escalate: str = "0,0.1,0.2,0.3"
+    """Escalation shares to try (replayed on each packed measurement: no extra calls)."""
 
 
 # What a resumed search must share with the one it continues.
@@ -63,11 +65,18 @@ def run_tune(options: TuneOptions) -> None:
         raise ConfigurationError(f"--restate {options.restate!r}: use both, full or head")
     if not 0 <= options.tolerance < 1:
         raise ConfigurationError("--tolerance is a share of items, e.g. 0.02 for 2 points")
+    try:
+        shares = [float(v) for v in options.escalate.split(",") if v.strip()] or [0.0]
+    except ValueError:
+        raise ConfigurationError(
+            f"--escalate {options.escalate!r}: shares from 0 to 1, e.g. 0,0.1,0.2"
+        ) from None
     space = candidates(
         [m.strip() for m in options.methods.split(",") if m.strip()],
         parse_batch_sizes(options.batch_sizes),
         choices[options.reasoning],
         restates[options.restate],
+        shares,
     )
     table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
     price = table.price(options.price_model)

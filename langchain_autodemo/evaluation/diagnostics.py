@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "QUARTER_MIN_ITEMS",
+    "auroc",
     "comparisons_with_single",
+    "confidence_power",
     "diagnostics",
     "mcnemar_exact",
     "paired_bootstrap_interval",
@@ -84,6 +86,62 @@ def position_accuracy(items: Sequence[ItemRecord]) -> dict[str, Any]:
     }
 
 
+def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
+    """The area under the ROC curve of ``scores`` for finding the ``positive`` items: the
+    chance that a random positive scores above a random negative (ties count half);
+    ``None`` without both kinds.
+
+    Example:
+        >>> auroc([0.9, 0.8, 0.3, 0.1], [True, True, False, False])
+        1.0
+        >>> auroc([0.5, 0.5], [True, False])
+        0.5
+    """
+    pos = [s for s, p in zip(scores, positive, strict=True) if p]
+    neg = [s for s, p in zip(scores, positive, strict=True) if not p]
+    if not pos or not neg:
+        return None
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def confidence_power(result: MethodResult, single: MethodResult | None = None) -> dict[str, Any]:
+    """How well the answers' confidence finds packed errors: the AUROC of doubt (one minus
+    confidence) for the wrong answers (against the gold answer) and for the answers
+    that differ from single's (what escalation changes), over the answers that have a
+    confidence; and mean confidence and accuracy by slot (position in the call)."""
+    scored = [i for i in result.items if i.confidence is not None and i.prediction is not None]
+    doubt = [1.0 - float(i.confidence) for i in scored]  # type: ignore[arg-type]
+    alone = {i.id: i for i in single.items} if single is not None else {}
+
+    from langchain_autodemo.audit import answers_agree
+
+    def answer(item: ItemRecord) -> str | None:
+        return item.extracted if item.extracted is not None else item.prediction
+
+    def differs(item: ItemRecord) -> bool:
+        other = alone.get(item.id)
+        return other is not None and not answers_agree(answer(item), answer(other))
+
+    by_slot: dict[int, list[ItemRecord]] = {}
+    for item in scored:
+        by_slot.setdefault(item.position or 0, []).append(item)
+    return {
+        "scored": len(scored),
+        "auroc_vs_gold": auroc(doubt, [not i.correct for i in scored]),
+        "auroc_vs_single": auroc(doubt, [differs(i) for i in scored]) if alone else None,
+        "by_slot": [
+            {
+                "slot": slot + 1,
+                "n": len(items),
+                "mean_confidence": sum(float(i.confidence) for i in items) / len(items),  # type: ignore[arg-type]
+                "accuracy": sum(i.correct for i in items) / len(items),
+            }
+            for slot, items in sorted(by_slot.items())
+        ],
+    }
+
+
 def diagnostics(result: MethodResult) -> dict[str, Any]:
     """Position, re-ask, attempt and token diagnostics of one method at one batch size."""
     items = result.items
@@ -95,6 +153,9 @@ def diagnostics(result: MethodResult) -> dict[str, Any]:
     total_tokens = result.input_tokens + result.output_tokens
     return {
         "position": position_accuracy(items),
+        "confidence": confidence_power(result)
+        if any(i.confidence is not None for i in items)
+        else None,
         "reasks": {
             "items": len(reasked),
             "share": len(reasked) / n if n else 0.0,

@@ -51,6 +51,12 @@ class ItemRecord:
     input_tokens: float = 0.0
     """The item's share of the answering call's input tokens."""
     output_tokens: float = 0.0
+    confidence: float | None = None
+    """The probability the model gave the answer's tokens (``None``: no log-probabilities
+    were asked for or sent)."""
+    escalated: bool = False
+    """The answer came from an escalation: a single call that re-asked a doubtful packed
+    answer."""
 
 
 @dataclass
@@ -74,6 +80,10 @@ class MethodResult:
     reask_output_tokens: int = 0
     bootstrap: dict[str, Any] | None = None
     """The bootstrap pool this method drew demonstrations from (``+bootstrap``)."""
+    escalations: int = 0
+    """Single calls that re-asked a doubtful packed answer (selective escalation)."""
+    escalation_input_tokens: int = 0
+    escalation_output_tokens: int = 0
     call_shared_tokens: list[float] = field(default_factory=list, repr=False)
     """Per model call, in the order they were sent: the input tokens of the prompt prefix it
     shares with an earlier call of this method (what a provider's prompt cache could serve;
@@ -162,11 +172,17 @@ def run_method(
     reasoning: bool = True,
     demonstrations: Sequence[tuple[str, str]] = (),
     restate: str = "full",
+    confidence: bool = False,
+    escalate: float = 0.0,
 ) -> MethodResult:
     """Answer every example of ``dataset`` with one method at one batch size.
 
     ``demonstrations`` are the run's shared exemplars (``--shots``), shown before every
     call of every method.
+
+    ``confidence`` asks the model for token log-probabilities, so each record holds its
+    answer's confidence (what ``autodemo tune`` replays escalation on); ``escalate`` is
+    the runner's selective escalation share.
 
     ``selector`` is the method's ``SimilarityBatchSelector`` (see ``Method.selector``);
     one instance can serve every batch size. ``reasoning=False`` asks every method,
@@ -187,6 +203,8 @@ def run_method(
         include_details=True,
         reask_with_answered=reask_with_answered,
         demonstrations=demonstrations,
+        confidence=confidence or None,
+        escalate=escalate if method.batched else 0.0,
     )
     texts = [example.text for example in dataset.examples]
     results: dict[int, Any] = {}
@@ -232,7 +250,8 @@ def run_method(
                 call_items=result.call_items, attempts=result.attempts,
                 reasons=tuple(result.reasons), restated_question=result.restated_question,
                 raw_answer=result.raw_answer, input_tokens=result.input_tokens,
-                output_tokens=result.output_tokens,
+                output_tokens=result.output_tokens, confidence=result.confidence,
+                escalated=result.escalated,
             )
         )  # fmt: skip
     return MethodResult(
@@ -252,6 +271,9 @@ def run_method(
         items=records,
         reask_input_tokens=usage.reask_input_tokens,
         reask_output_tokens=usage.reask_output_tokens,
+        escalations=usage.escalations,
+        escalation_input_tokens=usage.escalation_input_tokens,
+        escalation_output_tokens=usage.escalation_output_tokens,
         call_shared_tokens=prompts.shared_tokens(usage.input_tokens),
     )
 

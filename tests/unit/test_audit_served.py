@@ -37,7 +37,7 @@ async def test_served_requests_are_audited_and_scraped_at_metrics() -> None:
         text = ""
         for _ in range(50):  # audits run in the background, after the answers
             text = (await client.get("/metrics")).text
-            if "autodemo_audit_items_total" in text and ' 4' in text:
+            if "autodemo_audit_items_total" in text and " 4" in text:
                 break
             await asyncio.sleep(0.05)
     samples = {

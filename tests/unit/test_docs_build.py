@@ -45,5 +45,13 @@ def test_every_report_gets_a_page_with_its_command_and_table(tmp_path: Path) -> 
 def test_cli_reference_lists_every_command() -> None:
     pytest.importorskip("typer")
     text = _script("gen_cli_docs").render()
-    for command in ("run", "eval", "serve", "emulate-batch-api", "tune", "models list", "models fetch"):
+    for command in (
+        "run",
+        "eval",
+        "serve",
+        "emulate-batch-api",
+        "tune",
+        "models list",
+        "models fetch",
+    ):
         assert f"## `autodemo {command}`" in text

@@ -110,8 +110,10 @@ ENTRIES = [
 )
 def test_every_entry_point_sends_the_same_messages(entry: str, inputs, kwargs) -> None:
     expected = _online("batch", inputs, **kwargs)
-    sent = _via_batch_api(inputs, **kwargs) if entry == "batch_api" else _online(
-        entry, inputs, **kwargs
+    sent = (
+        _via_batch_api(inputs, **kwargs)
+        if entry == "batch_api"
+        else _online(entry, inputs, **kwargs)
     )
     assert sent == expected
     (call,) = expected  # one packed call of four

@@ -315,7 +315,9 @@ class NoFinalLineModel(CountingModel):
 
     def _completion(self, messages: list[BaseMessage]) -> str:
         text = super()._completion(messages)
-        return text.replace("Adding up (own words).\nThe answer is 10.", "Five and five.\nSo 10 coins.")
+        return text.replace(
+            "Adding up (own words).\nThe answer is 10.", "Five and five.\nSo 10 coins."
+        )
 
 
 def test_a_kept_answer_without_a_final_line_gets_the_checked_value_not_its_whole_block(
@@ -326,7 +328,9 @@ def test_a_kept_answer_without_a_final_line_gets_the_checked_value_not_its_whole
         embeddings=TopicEmbeddings(),
     )  # fmt: skip
     stored = pool.collection.get(include=["documents", "metadatas"])
-    answers = dict(zip(stored["documents"], (m["answer"] for m in stored["metadatas"]), strict=True))
+    answers = dict(
+        zip(stored["documents"], (m["answer"] for m in stored["metadatas"]), strict=True)
+    )
     # the block "Five and five.\nSo 10 coins." has no final line: its value is the number
     # the checker read (10), never the block itself
     assert answers["coins: 5 + 5 coins?"] == "Five and five.\nThe answer is 10."

@@ -47,7 +47,9 @@ def test_the_shared_prefix_of_each_call_is_what_an_earlier_call_already_sent() -
 def test_a_price_file_adds_caching_rules(tmp_path: Path) -> None:
     path = tmp_path / "prices.json"
     path.write_text(
-        json.dumps({"mine": {"input": 1, "output": 2, "cached_input": 0.1, "min_cached_tokens": 10}})
+        json.dumps(
+            {"mine": {"input": 1, "output": 2, "cached_input": 0.1, "min_cached_tokens": 10}}
+        )
     )
     price = PriceTable.from_file(path).price("mine")
     assert (price.cached_input, price.min_cached_tokens, price.cache_granularity) == (0.1, 10, 128)
@@ -82,9 +84,7 @@ def test_a_restatement_of_a_shared_exemplar_is_never_an_inputs_answer() -> None:
         return "Q[1]: What is 10 + 10?\nA[1]: The answer is 20."
 
     model = ScriptedChatModel(script=script)
-    runner = AutoDemoBatchRunnable(
-        model, batch_size=2, demonstrations=EXEMPLARS, max_attempts=1
-    )
+    runner = AutoDemoBatchRunnable(model, batch_size=2, demonstrations=EXEMPLARS, max_attempts=1)
     results = runner.batch(["What is 10 + 11?", "What is 3 + 4?"], return_exceptions=True)
     assert all(isinstance(r, Exception) for r in results)
 

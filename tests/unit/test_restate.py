@@ -227,9 +227,7 @@ def test_the_search_space_tries_heads_for_auto_demo_only() -> None:
     space = candidates(["batch", "auto_demo"], [8], [False])
     assert [c.label for c in space] == ["batch N=8 terse", "auto_demo N=8 terse",
                                         "auto_demo N=8 head terse"]  # fmt: skip
-    assert [c.label for c in candidates(["auto_demo"], [8], [True], ["full"])] == [
-        "auto_demo N=8"
-    ]
+    assert [c.label for c in candidates(["auto_demo"], [8], [True], ["full"])] == ["auto_demo N=8"]
 
 
 def test_config_round_trip_keeps_restate_and_refuses_a_bad_one(tmp_path: Path) -> None:

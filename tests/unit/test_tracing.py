@@ -158,7 +158,9 @@ async def test_coalesced_requests_each_see_only_their_own_text_and_how_they_were
         text = json.dumps(stream, default=str)
         for other in QUESTIONS[:3]:
             assert (other in text) == (other == question), (question, other)
-        view = next(e for e in stream if e["name"] == ITEM_VIEW_RUN and e["event"] == "on_chain_end")
+        view = next(
+            e for e in stream if e["name"] == ITEM_VIEW_RUN and e["event"] == "on_chain_end"
+        )
         assert view["metadata"]["autodemo_call_id"] == 0
         assert view["metadata"]["autodemo_call_items"] == 3
         end = stream[-1]

@@ -172,7 +172,89 @@ def test_the_report_states_singles_output_floor_by_hand() -> None:
                   demonstrations=SHOTS)  # fmt: skip
     single = report.single
     output = 1000 * single.output_tokens * 4.0 / 1e6 / single.n
-    assert report.output_floor == pytest.approx(output / single.usd_per_1k_items(PRICE, cached=True))
+    assert report.output_floor == pytest.approx(
+        output / single.usd_per_1k_items(PRICE, cached=True)
+    )
     assert 0 < report.output_floor < 1
     assert report.as_dict()["output_floor_vs_single_cached"] == round(report.output_floor, 3)
     assert f"Single's output is {report.output_floor:.2f}x of its cost" in report.markdown()
+
+
+# -- escalation as a dimension of the search ----------------------------------------------
+
+
+def doubtful_model(*, logprobs: bool = True):
+    """Packed: wrong (answer + 1) on every fourth question (its index a multiple of 4), with
+    a low log-probability on exactly that answer; alone: always right."""
+    import math
+
+    def script(messages, n):
+        questions = asked_questions(messages)
+        if not questions:
+            return f"The answer is {arithmetic_answer(single_question(messages))}."
+        text, doubtful = "", []
+        for slot, question in enumerate(questions, 1):
+            wrong = int(arithmetic_answer(question)) % 12 == 0
+            value = str(int(arithmetic_answer(question)) + int(wrong))
+            text += ("\n\n" if text else "") + f"Q[{slot}]: {question}\nA[{slot}]: The answer is "
+            if wrong:
+                doubtful.append((len(text), len(text) + len(value)))
+            text += value + "."
+        if not logprobs:
+            return text
+        low, high = math.log(0.1), math.log(0.99)
+
+        def logprob(offset: int, piece: str) -> float:
+            hit = any(s < offset + len(piece) and offset < e for s, e in doubtful)
+            return low if hit else high
+
+        return text, {"logprob": logprob}
+
+    return ScriptedChatModel(script=script, chunk_size=1)
+
+
+def test_escalation_replayed_from_confidence_wins_the_search() -> None:
+    space = candidates(["auto_demo"], [8], [True], ["full"], escalate=[0, 0.25])
+    llm = doubtful_model()
+    report = tune(llm, SUMS, space, price=PRICE, demonstrations=SHOTS)
+    rows = {row.label: row for row in report.rows}
+    plain, escalated = rows["auto_demo N=8"], rows["auto_demo N=8 esc=0.25"]
+    assert plain.result is not None and plain.result.accuracy == 0.75
+    assert escalated.result is not None and escalated.result.accuracy == 1.0
+    assert plain.status.startswith("dropped after round 1")
+    # slices of 4, 4 and 8 items: one answer of each call of 4 and two of the call of 8
+    assert escalated.result.escalations == 4
+    packed_calls = [m for m in llm.calls if asked_questions(m)]
+    assert len(packed_calls) == 3  # the replay asked the model nothing more
+    assert escalated.result.calls == 3 + 4
+    assert report.chosen_label == "auto_demo N=8 esc=0.25"
+    assert report.chosen.escalate == 0.25
+    # confidence finds the packed errors perfectly here, and the report says so
+    assert plain.confidence is not None and plain.confidence["auroc_vs_gold"] == 1.0
+    assert plain.confidence["escalation_to_match_single"]["share"] <= 0.25
+    assert "esc=0.25" in report.markdown() and "AUROC 1.00 vs gold" in report.markdown()
+
+
+def test_the_replay_matches_a_real_escalated_run() -> None:
+    """What tune replays is what the runner does with escalate= on the same model."""
+    from langchain_autodemo.evaluation.harness import run_method
+    from langchain_autodemo.evaluation.methods import parse_method
+    from langchain_autodemo.tuning import with_escalation
+
+    method = parse_method("auto_demo")
+    packed = run_method(doubtful_model(), SUMS, method, 8, confidence=True)
+    alone = run_method(doubtful_model(), SUMS, parse_method("single"), 1)
+    replayed = with_escalation(packed, alone, 0.25)
+    real = run_method(doubtful_model(), SUMS, method, 8, escalate=0.25)
+    assert [i.prediction for i in replayed.items] == [i.prediction for i in real.items]
+    assert [i.escalated for i in replayed.items] == [i.escalated for i in real.items]
+    assert replayed.escalations == real.escalations == 4
+    assert replayed.calls == real.calls
+
+
+def test_an_escalating_config_round_trips_and_builds_an_escalating_runner(tmp_path: Path) -> None:
+    config = TunedConfig(mode="batch", batch_size=8, escalate=0.2)
+    loaded = TunedConfig.read(config.write(tmp_path / "tuned.json"))
+    assert loaded.escalate == 0.2
+    runner = AutoDemoBatchRunnable.from_config(loaded, doubtful_model())
+    assert runner.settings.escalate == 0.2
