@@ -84,6 +84,18 @@ RestateOption = Annotated[
     ),
 ]
 
+EscalateOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        metavar="SHARE",
+        help="Selective escalation: ask this share of each packed call's least confident "
+        "answers again alone and return the single answer (confidence from token "
+        "log-probabilities; without them, the latest slots). 0: off.",
+    ),
+]
+
 
 @app.command(epilog=MODEL_SPECS)
 def run(
@@ -284,6 +296,7 @@ def eval_(
         str,
         typer.Option(help="Price the report's USD columns (with prompt caching) as this model."),
     ] = EvalOptions.price_model,
+    escalate: EscalateOption = EvalOptions.escalate,
 ) -> None:
     """Score methods x batch sizes on a dataset: accuracy, parse failures, calls, tokens, time."""
     with user_errors():
@@ -339,6 +352,7 @@ def serve(
             "below 90% agreement the server falls back to single calls.",
         ),
     ] = None,
+    escalate: EscalateOption = 0.0,
 ) -> None:
     """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls.
 
@@ -358,6 +372,7 @@ def serve(
             mode=mode,
             reasoning=reasoning,
             input_template=template,
+            escalate=escalate,
         )
 
     with user_errors():

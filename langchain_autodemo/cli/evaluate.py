@@ -58,15 +58,19 @@ class EvalOptions:
     """A JSON price table overriding the built-in one (see :mod:`langchain_autodemo.pricing`)."""
     price_model: str = "gpt-4o-mini"
     """Whose prices (and caching rules) the report's USD columns use."""
+    escalate: float = 0.0
+    """Selective escalation: the share of each packed call's least confident answers asked
+    again alone (0: off)."""
 
 
 _RESUME_DEFAULTS: dict[str, Any] = {
     "reask_with_answered": False, "reasoning": True, "shots": 0, "restate": "full",
+    "escalate": 0.0,
 }  # fmt: skip
 # what must match for an earlier report in --out to be extended by --resume
 _RESUME_KEYS = (
     "dataset", "source", "task", "items", "model", "demos_per_batch", "reask_with_answered",
-    "reasoning", "shots", "restate",
+    "reasoning", "shots", "restate", "escalate",
 )  # fmt: skip
 
 
@@ -162,6 +166,8 @@ def evaluate(options: EvalOptions) -> None:
     if options.task is not None and options.task not in ("numeric", "label"):
         raise ConfigurationError(f"unknown --task {options.task!r}: use numeric or label")
     data = load_dataset(options.dataset, limit=options.limit or None, task=options.task)
+    if not 0 <= options.escalate <= 1:
+        raise ConfigurationError(f"--escalate is a share from 0 to 1, got {options.escalate}")
     if options.shots < 0:
         raise ConfigurationError(f"--shots must be >= 0, got {options.shots}")
     exemplars = shot_exemplars(data, options.shots)
@@ -179,6 +185,7 @@ def evaluate(options: EvalOptions) -> None:
         "reask_with_answered": options.reask_with_answered,
         "reasoning": options.reasoning,
         "restate": options.restate,
+        "escalate": options.escalate,
         "shots": options.shots,
         "exemplars": [question for question, _ in exemplars],
         "prices": table.as_dict(options.price_model),
@@ -229,6 +236,7 @@ def evaluate(options: EvalOptions) -> None:
                 on_bootstrap=progress.on_bootstrap, done=kept,
                 reask_with_answered=options.reask_with_answered,
                 reasoning=options.reasoning, demonstrations=exemplars, restate=options.restate,
+                escalate=options.escalate,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.close()

@@ -331,11 +331,15 @@ def evaluate(
     reasoning: bool = True,
     demonstrations: Sequence[tuple[str, str]] = (),
     restate: str = "full",
+    escalate: float = 0.0,
 ) -> list[MethodResult]:
     """Every method at every batch size (``single`` once: batch size does not apply).
 
     ``demonstrations``: the shared exemplars of a k-shot run (:func:`shot_exemplars`),
     shown before every call of every method.
+
+    Packed methods record each answer's confidence (token log-probabilities, where the
+    model sends them); ``escalate`` is their selective escalation share.
 
     A (method, batch size) that ``done`` already holds is not run again: its earlier
     result takes its place in the returned list (``on_start``/``on_result`` are not
@@ -378,6 +382,7 @@ def evaluate(
                 max_concurrency=max_concurrency, on_item=on_item,
                 reask_with_answered=reask_with_answered, reasoning=reasoning,
                 demonstrations=demonstrations, restate=restate,
+                confidence=method.batched, escalate=escalate,
             )  # fmt: skip
             if method.bootstrap and solved is not None:
                 result.bootstrap = solved.summary()

@@ -114,6 +114,9 @@ def markdown_table(results: Sequence[MethodResult], price: tuple[str, Price] | N
     """One row per (method, batch size); accuracy as ``correct/n (pct)``; with ``price``,
     USD per 1,000 items uncached and cached, and cached against single's cached cost."""
     columns = list(_COLUMNS)
+    escalating = any(r.escalations for r in results)
+    if escalating:  # only where it happened: earlier reports keep their columns
+        columns.insert(6, ("escalated", "escalations (single calls re-asking doubtful answers)"))
     priced = costs(results, price[1]) if price else {}
     if price:
         columns += [("$/1k", "USD per 1,000 items"), ("$/1k cached", ""), ("x single cached", "")]
@@ -128,6 +131,7 @@ def markdown_table(results: Sequence[MethodResult], price: tuple[str, Price] | N
             f"{r.parse_failures}/{r.n} ({r.parse_failure_rate:.0%})",
             str(r.calls),
             str(r.reasks),
+            *([str(r.escalations)] if escalating else []),
             f"{r.input_tokens_per_item:.0f}",
             f"{r.output_tokens_per_item:.0f}",
             f"{r.wall_time_s:.1f}",
@@ -232,6 +236,23 @@ def diagnostics_markdown(results: Sequence[MethodResult]) -> str:
             "\n### Why items were re-asked\n\n| method | N | rejection reason | count |\n"
             "|---|---:|---|---:|\n" + "\n".join(reason_rows) + "\n"
         )
+    confident = [(r, r.summary()["diagnostics"]["confidence"]) for r in results]
+    confident = [(r, c) for r, c in confident if c]
+    if confident:
+        text += (
+            "\n### Confidence by slot\n\nThe answers' confidence (the probability the model "
+            "gave the final answer's tokens) and accuracy by slot in the call, and how well "
+            "doubt (1 - confidence) finds the wrong answers (AUROC; 0.5 is chance).\n\n"
+            "| method | N | AUROC vs gold | slot: mean confidence / accuracy (n) |\n"
+            "|---|---:|---:|---|\n"
+        )
+        for r, c in confident:
+            gold = "n/a" if c["auroc_vs_gold"] is None else f"{c['auroc_vs_gold']:.2f}"
+            slots = ", ".join(
+                f"{s['slot']}: {s['mean_confidence']:.2f} / {s['accuracy']:.0%} ({s['n']})"
+                for s in c["by_slot"]
+            )
+            text += f"| {r.method} | {r.batch_size} | {gold} | {slots} |\n"
     pools = {r.bootstrap["name"]: r.bootstrap for r in results if r.bootstrap}
     for pool in pools.values():
         reused = f"; reused from {pool['store']}" if pool["reused"] else ""

@@ -219,3 +219,28 @@ def test_confidence_reads_the_answer_tokens_only() -> None:
     report = session.finish()
     assert report.accepted[0].confidence == pytest.approx(0.3)
     assert report.accepted[1].confidence == pytest.approx(0.9)
+
+
+def test_eval_and_serve_take_escalate(tmp_path: Any) -> None:
+    """``autodemo eval --escalate``: the scripted model sends no log-probabilities, so the
+    later slots are escalated; the report counts them in their own column."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from langchain_autodemo.cli import app
+
+    out = tmp_path / "results"
+    args = ["eval", "--dataset", "gsm8k", "--limit", "8", "--methods", "single,auto_demo",
+            "--batch-sizes", "4", "--model", "fake:answer=sum", "--out", str(out),
+            "--escalate", "0.25", "--no-plots"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = json.loads((out / "results.json").read_text())["results"]
+    packed = next(r for r in rows if r["method"] == "auto_demo")
+    assert packed["escalations"] == 2  # one of each call of 4
+    assert "| escalated |" in result.output
+    bad = CliRunner().invoke(app, [*args[:-3], "--escalate", "1.5"])
+    assert bad.exit_code == 2
+    helped = CliRunner().invoke(app, ["serve", "--help"])
+    assert "--escalate" in helped.output
