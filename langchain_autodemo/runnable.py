@@ -313,6 +313,13 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         wants = confidence if confidence is not None else bool(escalate or escalate_below)
         self._model: Runnable[Any, Any] = _with_logprobs(llm) if wants else llm
 
+    @property
+    def model(self) -> Runnable[Any, Any]:
+        """The chat model as this runner calls it: ``llm``, asked for token
+        log-probabilities where escalation or ``confidence`` wants them (a copy; ``llm``
+        itself is not changed)."""
+        return self._model
+
     # One source of truth: the frozen engine settings; these are read-only views of it.
     @property
     def settings(self) -> EngineSettings:

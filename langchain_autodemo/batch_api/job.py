@@ -162,7 +162,7 @@ class BatchApiJob:
         if provider is None:
             from langchain_autodemo.batch_api.openai_provider import OpenAIBatchProvider
 
-            provider = OpenAIBatchProvider(runner.llm)
+            provider = OpenAIBatchProvider(runner.model)
         self.runner = runner
         self.provider = provider
         self.follow_ups: FollowUps = follow_ups
@@ -578,7 +578,7 @@ class BatchApiJob:
             if call.delay:  # the engine's backoff after a failed call
                 time.sleep(call.delay)
             try:
-                message = self.runner.llm.invoke(call.messages)
+                message = self.runner.model.invoke(call.messages)
             except Exception as exc:  # the provider's own error: kept for the engine
                 self._live_errors[custom_id] = exc
                 outcome = Outcome.failure(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)

@@ -217,6 +217,7 @@ def _outcome(record: dict[str, Any], batch_id: str | None) -> Outcome:
         output_tokens=_int(usage.get("completion_tokens")),
         status_code=status,
         batch_id=batch_id,
+        logprobs=choice.get("logprobs") or None,
     )
 
 

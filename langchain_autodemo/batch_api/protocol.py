@@ -64,6 +64,9 @@ class Outcome:
     error_message: str | None = None
     status_code: int | None = None
     batch_id: str | None = None
+    logprobs: Any = None
+    """The choice's token log-probabilities as the provider sent them (OpenAI's
+    ``{"content": [{"token", "logprob"}, ...]}``), for the answers' confidence."""
 
     @property
     def ok(self) -> bool:
@@ -79,7 +82,11 @@ class Outcome:
                 "output_tokens": outputs,
                 "total_tokens": inputs + outputs,
             }
-        metadata = {"finish_reason": self.finish_reason} if self.finish_reason else {}
+        metadata: dict[str, Any] = (
+            {"finish_reason": self.finish_reason} if self.finish_reason else {}
+        )
+        if self.logprobs:
+            metadata["logprobs"] = self.logprobs
         return AIMessage(
             content=self.content or "", response_metadata=metadata, usage_metadata=usage
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import doctest
 import json
 import pickle
+from dataclasses import replace
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,33 @@ def test_cost_report_prices_single_with_caching_and_per_1000_items() -> None:
     assert "USD per 1,000 items" in table and "with prompt caching" in table
     assert "with prompt caching" in report.summary()
     assert price.cacheable(100) == 0  # a short prefix would not be cached at all
+
+
+def test_escalations_are_a_follow_up_round_with_confidence_from_the_outcomes() -> None:
+    """A Batch API job escalates as batch() does: the doubtful answers of a round go out
+    alone in the next round; the outcome's log-probabilities give the confidence, and they
+    survive the state file."""
+    import math
+
+    class Doubtful(InMemoryBatchProvider):
+        def outcomes(self, batch: RemoteBatch) -> Iterator[tuple[str, Outcome]]:
+            for custom_id, outcome in super().outcomes(batch):
+                text = outcome.content or ""
+                # every token sure, but the answer to "What is 3 + 30?" (33) doubtful
+                tokens = [{"token": ch, "logprob": math.log(0.2 if text[max(0, k - 1) : k + 1] == "33" or text[k : k + 2] == "33" else 0.99)}  # noqa: E501
+                          for k, ch in enumerate(text)]  # fmt: skip
+                yield custom_id, replace(outcome, logprobs={"content": tokens})
+
+    provider = Doubtful()
+    runner = _runner(escalate_below=0.5, include_details=True)
+    job = BatchApiJob(runner, _questions(8), provider=provider)
+    results = job.wait(poll_interval=0)
+    assert [r.answer for r in results] == _sums(8)
+    assert [r.index for r in results if r.escalated] == [2]
+    assert results[2].confidence is not None  # the single answer's own confidence
+    assert job.usage.escalations == 1 and job.usage.reasks == 0
+    assert len(provider.submissions) == 2  # round 1, then the escalation round
+    restored = Outcome.from_dict(json.loads(json.dumps(
+        Outcome(content="x", logprobs={"content": [{"token": "x", "logprob": -1.0}]}).as_dict()
+    )))  # fmt: skip
+    assert restored.message().response_metadata["logprobs"]["content"][0]["logprob"] == -1.0

@@ -162,10 +162,10 @@ def test_the_chat_openai_model_is_asked_for_log_probabilities() -> None:
 
     llm = ChatOpenAI(base_url="http://127.0.0.1:9/v1", api_key="none", model="x")
     runner = AutoDemoBatchRunnable(llm, escalate=0.1)
-    assert runner._model.logprobs is True and runner._model.top_logprobs == 1  # type: ignore[attr-defined]
+    assert runner.model.logprobs is True and runner.model.top_logprobs == 1  # type: ignore[attr-defined]
     assert llm.logprobs is None  # the user's model is not changed
     plain = AutoDemoBatchRunnable(llm)
-    assert plain._model is llm
+    assert plain.model is llm
 
 
 def test_escalation_settings_are_checked() -> None:
