@@ -31,6 +31,7 @@ __all__ = [
     "OutputError",
     "OutputWriter",
     "check_setup",
+    "json_text",
     "prepare_for_append",
     "read_finished",
     "read_setup",
@@ -128,7 +129,24 @@ def sort_output(path: Path) -> None:
 def _line(number: int, fields: Mapping[str, Any]) -> str:
     # The line number first: that is how a torn last line is recognised as ours.
     record = {LINE_KEY: number, **{k: v for k, v in fields.items() if k != LINE_KEY}}
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return json_text(record) + "\n"
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """``value`` as JSON that UTF-8 can always hold.
+
+    Text is written as it is (``ensure_ascii=False``) where it can be; a value holding a
+    string that no UTF-8 can hold (a lone surrogate: a model's answer, or an argument
+    the shell could not decode) is written with ``\\u`` escapes instead, which every
+    JSON reader decodes back to the same string. Writing an answer never fails on its
+    text, so a run never stops part-way on one item's characters.
+    """
+    text = json.dumps(value, ensure_ascii=False, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, **options)
+    return text
 
 
 class OutputWriter:
@@ -194,7 +212,7 @@ def write_setup(output: Path, setup: Mapping[str, Any], *, command: str) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": SETUP_FORMAT, "output": output.name, "command": command, "setup": setup}
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.write_text(json_text(meta, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)
 
 

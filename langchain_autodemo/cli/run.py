@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import string
 import sys
 import threading
 import time
@@ -34,8 +33,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_autodemo.cli.common import echo
+from langchain_autodemo.cli.inputs import Item, read_items
 from langchain_autodemo.cli.resume import (
-    LINE_KEY,
     OutputError,
     OutputWriter,
     check_setup,
@@ -112,17 +111,6 @@ class RunOptions:
     """Whose list prices the summary's cost line uses."""
     prices: Path | None = None
     """A JSON price table overriding the built-in one."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One input record and what the model is asked about it."""
-
-    line: int
-    """Line number in the input file: the key that resumes it."""
-    record: dict[str, Any]
-    text: str
-    """What the model is asked."""
 
 
 @dataclass(frozen=True)
@@ -350,7 +338,7 @@ def _prepare(options: RunOptions) -> RunJob:
     source, output = options.input, options.output
     if output.exists() and source.exists() and output.resolve() == source.resolve():
         raise ConfigurationError("the output file must not be the input file")
-    items = _load_inputs(source, options.field, options.template)
+    items = read_items(source, options.field, options.template)
     selector = _selector(options.select, options.demo_pool)
     records = [item.record for item in items]
     answer_key = _free_key(options.answer_field, records)
@@ -474,52 +462,6 @@ def _check_output_matches_input(
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def _renderer(field: str, template: str | None) -> tuple[str | None, list[str]]:
-    if template is None:
-        return None, [field]
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    except ValueError as exc:
-        raise ConfigurationError(f"bad --template: {exc}") from None
-    if not names:
-        raise ConfigurationError("--template names no field, e.g. 'Premise: {premise}'")
-    return template, [name.split(".")[0].split("[")[0] for name in names]
-
-
-def _load_inputs(path: Path, field: str, template: str | None) -> list[Item]:
-    """One item per record, all checked up front."""
-    if not path.exists():
-        raise ConfigurationError(f"input file not found: {path}")
-    fmt, needed = _renderer(field, template)
-    items = []
-    for number, record in read_jsonl(path):
-        missing = [name for name in needed if name not in record]
-        if missing:
-            raise ConfigurationError(
-                f"{path}:{number}: record lacks field(s) {', '.join(missing)} "
-                f"(choose the text with --field NAME or --template '...')"
-            )
-        if LINE_KEY in record:
-            raise ConfigurationError(
-                f"{path}:{number}: record has an '{LINE_KEY}' field, which the output uses to "
-                "resume; rename it"
-            )
-        if fmt is None:
-            value = record[field]
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        else:
-            try:
-                text = fmt.format_map(record)
-            except (KeyError, IndexError, AttributeError, ValueError) as exc:
-                raise ConfigurationError(f"{path}:{number}: --template failed: {exc!r}") from None
-        if not text.strip():
-            raise ConfigurationError(f"{path}:{number}: the text to answer is empty")
-        items.append(Item(number, record, text))
-    if not items:
-        raise ConfigurationError(f"{path}: no records")
-    return items
 
 
 def _selector(select: str | None, demo_pool: Path | None) -> Any:
