@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -32,6 +33,8 @@ __all__ = [
     "OutputWriter",
     "check_setup",
     "json_text",
+    "lock_path",
+    "output_lock",
     "prepare_for_append",
     "read_finished",
     "read_setup",
@@ -172,6 +175,46 @@ class OutputWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# -- one writer at a time -----------------------------------------------------------
+
+
+def lock_path(output: Path) -> Path:
+    """The lock file of ``output``: ``OUTPUT.lock`` beside it."""
+    return output.with_name(output.name + ".lock")
+
+
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold ``OUTPUT.lock`` (an exclusive ``flock``) while a run reads and writes ``output``.
+
+    Two runs on one output would each answer what the other has not written yet: both
+    pay for those items, and the file holds them twice. The second run is refused at
+    once instead (:class:`OutputError`). The lock goes with the process (a killed run
+    holds none); the empty lock file stays, since removing it would let a third run
+    lock a new file while the second still holds the old one. Where ``fcntl`` is
+    missing (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    path = lock_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError(
+                f"another autodemo run is writing {output} (it holds {path.name}): wait for "
+                "it to end, or use another -o"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # -- the setup an output was written with ------------------------------------------

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -38,6 +39,7 @@ from langchain_autodemo.cli.resume import (
     OutputError,
     OutputWriter,
     check_setup,
+    output_lock,
     prepare_for_append,
     read_finished,
     remove_output,
@@ -206,7 +208,12 @@ def run(options: RunOptions) -> None:
     """
     options = with_config(options)
     _price(options)  # an unknown --price-model is refused before any call
-    job = _prepare(options)
+    with ExitStack() as held:
+        _run(options, held)
+
+
+def _run(options: RunOptions, held: ExitStack) -> None:
+    job = _prepare(options, held)
     answering: Answering
     if options.via == "batch-api":
         from langchain_autodemo.batch_api.cli import BatchApiAnswering
@@ -323,8 +330,10 @@ def error_message(item: Item, error: BaseException) -> str:
 # -- checks: everything is validated before the first model call --------------------
 
 
-def _prepare(options: RunOptions) -> RunJob:
-    """Check the options, the input and the output; nothing is written."""
+def _prepare(options: RunOptions, held: ExitStack) -> RunJob:
+    """Check the options, the input and the output; nothing is written but the output's
+    lock file, locked (into ``held``) once the input is known good, before the output is
+    read (:func:`~langchain_autodemo.cli.resume.output_lock`)."""
     if options.via not in ("online", "batch-api"):
         raise ConfigurationError(f"unknown --via {options.via!r}: use online or batch-api")
     if options.audit is not None and (options.via != "online" or options.mode is Mode.SINGLE):
@@ -351,6 +360,7 @@ def _prepare(options: RunOptions) -> RunJob:
     if error_key != "error":
         echo(f"Note: input records already have an 'error' field; failures go to '{error_key}'.")
     setup = _setup(options, spec, answer_key)
+    held.enter_context(output_lock(output))
     finished: Mapping[int, dict[str, Any]] = {}
     if not options.overwrite:
         finished = read_finished(output)
