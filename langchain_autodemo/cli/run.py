@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
 __all__ = [
+    "SETUP_DEFAULTS",
     "Answering",
     "Item",
     "OnlineAnswering",
@@ -365,11 +366,7 @@ def _prepare(options: RunOptions, held: ExitStack) -> RunJob:
     if not options.overwrite:
         finished = read_finished(output)
         _check_output_matches_input(finished, items, output, source)
-        if (
-            output.exists()
-            and not check_setup(output, setup, defaults={"restate": "full"})
-            and finished
-        ):
+        if output.exists() and not check_setup(output, setup, defaults=SETUP_DEFAULTS) and finished:
             echo(
                 f"Note: {output} has no record of the settings it was written with (an older "
                 "autodemo wrote it); resuming it as if they were these."
@@ -407,6 +404,10 @@ def with_config(options: RunOptions) -> RunOptions:
     )
 
 
+SETUP_DEFAULTS = {"restate": "full", "audit": None}
+"""The value of a setting that a record of an older autodemo lacks (it did not have it)."""
+
+
 def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, Any]:
     """The settings that shape the answers: a resumed output must have been written with
     the same (:func:`~langchain_autodemo.cli.resume.check_setup`)."""
@@ -423,6 +424,8 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         "select": (options.select or "").strip().lower() or None,
         "demo_pool": _digest(options.demo_pool) if options.demo_pool is not None else None,
         "max_tokens": options.max_tokens,
+        # --audit can switch the rest of a run to single calls: part of what shaped it.
+        "audit": options.audit,
         "answer_field": answer_key,
         "demonstrations": hashlib.sha256(json.dumps(options.demonstrations).encode()).hexdigest()[
             :16
