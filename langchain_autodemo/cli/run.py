@@ -70,6 +70,7 @@ __all__ = [
     "RunOptions",
     "error_message",
     "jsonable",
+    "line_error",
     "run",
 ]
 
@@ -201,22 +202,42 @@ class Answering(Protocol):
         ...
 
 
-def run(options: RunOptions) -> None:
+Recover = Callable[[Path, list[Item], tuple[str, str], Mapping[str, Any]], None]
+"""What an engine does with the output, locked, before it is read: ``(output, items,
+(answer key, error key), setup)`` (the Ray engine appends the rows of a job that
+stopped, :func:`langchain_autodemo.cli.ray_run.recover_parts`)."""
+
+
+def run(
+    options: RunOptions,
+    *,
+    answering: Callable[[RunJob], Answering] | None = None,
+    recover: Recover | None = None,
+) -> None:
     """Answer every record of ``options.input`` not yet in ``options.output``.
 
+    ``answering`` asks the items (default: :class:`OnlineAnswering`, or ``--via
+    batch-api``'s); ``recover`` readies the output first (see :data:`Recover`).
     Raises :class:`~langchain_autodemo.errors.ConfigurationError` (before anything is
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
     options = with_config(options)
     _price(options)  # an unknown --price-model is refused before any call
     with ExitStack() as held:
-        _run(options, held)
+        _run(options, held, answering, recover)
 
 
-def _run(options: RunOptions, held: ExitStack) -> None:
-    job = _prepare(options, held)
+def _run(
+    options: RunOptions,
+    held: ExitStack,
+    answering_for: Callable[[RunJob], Answering] | None,
+    recover: Recover | None,
+) -> None:
+    job = _prepare(options, held, recover)
     answering: Answering
-    if options.via == "batch-api":
+    if answering_for is not None:
+        answering = answering_for(job)
+    elif options.via == "batch-api":
         from langchain_autodemo.batch_api.cli import BatchApiAnswering
 
         answering = BatchApiAnswering(job)  # checks its options and the model first
@@ -325,13 +346,18 @@ def error_message(item: Item, error: BaseException) -> str:
         text = reason + (f" (after {attempts} attempt(s))" if attempts else "")
     else:
         text = str(error) or type(error).__name__
-    return f"input line {item.line}: {text}"
+    return line_error(item.line, text)
+
+
+def line_error(line: int, why: str) -> str:
+    """An item's error as its output record says it (both engines): ``input line N: why``."""
+    return f"input line {line}: {why}"
 
 
 # -- checks: everything is validated before the first model call --------------------
 
 
-def _prepare(options: RunOptions, held: ExitStack) -> RunJob:
+def _prepare(options: RunOptions, held: ExitStack, recover: Recover | None = None) -> RunJob:
     """Check the options, the input and the output; nothing is written but the output's
     lock file, locked (into ``held``) once the input is known good, before the output is
     read (:func:`~langchain_autodemo.cli.resume.output_lock`)."""
@@ -348,6 +374,12 @@ def _prepare(options: RunOptions, held: ExitStack) -> RunJob:
     source, output = options.input, options.output
     if output.exists() and source.exists() and output.resolve() == source.resolve():
         raise ConfigurationError("the output file must not be the input file")
+    if output.is_dir():
+        raise OutputError(
+            f"{output} is a folder, not an output file: both engines write one JSONL file "
+            "(an older --engine ray wrote a folder of parts, which is not resumed; move it "
+            "away, or use another -o)"
+        )
     items = read_items(source, options.field, options.template)
     selector = _selector(options.select, options.demo_pool)
     records = [item.record for item in items]
@@ -364,6 +396,8 @@ def _prepare(options: RunOptions, held: ExitStack) -> RunJob:
     held.enter_context(output_lock(output))
     finished: Mapping[int, dict[str, Any]] = {}
     if not options.overwrite:
+        if recover is not None:
+            recover(output, items, (answer_key, error_key), setup)
         finished = read_finished(output)
         _check_output_matches_input(finished, items, output, source)
         if output.exists() and not check_setup(output, setup, defaults=SETUP_DEFAULTS) and finished:
