@@ -17,6 +17,10 @@ already catch them)::
     │   ├── MethodError                        an evaluation method name (evaluation.methods)
     │   ├── OutputError                        an output file that cannot be resumed
     │   │                                      (cli.resume)
+    │   ├── BadInputError                      input lines that cannot be asked, every one
+    │   │                                      (cli.inputs)
+    │   ├── OutputFileError                    an unreadable file of a Ray output folder
+    │   │                                      (ray_data)
     │   └── BatchJobStateError                 a job state file that belongs to another job
     │                                          (batch_api.errors; also a BatchApiError)
     ├── EvaluationError                        an evaluation step the model failed (every call

@@ -61,10 +61,13 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
+from langchain_autodemo.errors import ConfigurationError
+
 __all__ = [
     "OUTPUT_COLUMNS",
     "AutoDemoProcessor",
     "JobResult",
+    "OutputFileError",
     "RateLimiter",
     "RayJobConfig",
     "answer_dataset",
@@ -130,6 +133,10 @@ class RayJobConfig:
     retry_max_delay: float = 30.0
     runner_options: Mapping[str, Any] = field(default_factory=dict)
     """Further keyword arguments of :class:`~langchain_autodemo.AutoDemoBatchRunnable`."""
+    carry_columns: tuple[str, ...] = ()
+    """Text columns copied from each input row to its output row, after the id (``autodemo
+    run --engine ray`` carries each row's input record, so that the output folder alone
+    says which record every answer is for)."""
 
 
 # -- the processor -----------------------------------------------------------------------
@@ -202,6 +209,8 @@ class AutoDemoProcessor:
             ray.get(self._usage.add.remote(usage.as_dict(), len(texts)))
         rows = [_output_row(result) for result in results]
         columns = {config.id_column: pa.array([_plain(i) for i in ids])}
+        for name in config.carry_columns:
+            columns[name] = pa.array([_utf8(v) for v in frame[name].tolist()], type=pa.string())
         for name, kind in _OUTPUT_TYPES.items():
             columns[name] = pa.array([row[name] for row in rows], type=kind)
         return pa.table(columns)
@@ -281,19 +290,32 @@ def _pack_order(frame: pd.DataFrame) -> list[int]:
     return sorted(range(len(keys)), key=lambda i: (sizes[keys[i]] < biggest, keys[i], i))
 
 
+def _utf8(text: str | None) -> str | None:
+    """``text`` as Arrow can hold it (valid UTF-8): a lone surrogate (no Unicode
+    character, which a model's answer may still hold) becomes its ``\\uXXXX`` text rather
+    than failing the whole write."""
+    if text is None:
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _output_row(result: Any) -> dict[str, Any]:
     if isinstance(result, BaseException):
         return {
             "answer": None,
             "error_kind": type(result).__name__,
-            "error_message": _reason(result),
+            "error_message": _utf8(_reason(result)),
             "input_tokens": 0,
             "output_tokens": 0,
             "attempts": int(getattr(result, "attempts", 0) or 0),
         }
     answer = getattr(result, "answer", result)
     return {
-        "answer": answer if isinstance(answer, str) else _json_text(answer),
+        "answer": _utf8(answer if isinstance(answer, str) else _json_text(answer)),
         "error_kind": None,
         "error_message": None,
         "input_tokens": int(getattr(result, "input_tokens", 0)),
@@ -654,16 +676,31 @@ def _data_files(folder: Path, jsonl: bool) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in suffixes)
 
 
-def _read_file(path: Path, jsonl: bool, columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """A written file's rows; ``columns`` (those it has) only, for Parquet."""
-    if jsonl:
-        return pd.read_json(path, lines=True, dtype=False)
-    if columns is None:
-        return pd.read_parquet(path)
-    import pyarrow.parquet as pq
+class OutputFileError(ConfigurationError):
+    """A committed file of an output folder cannot be read (the message names it)."""
 
-    names = pq.read_schema(path).names
-    return pd.read_parquet(path, columns=[c for c in columns if c in names])
+
+def _read_file(path: Path, jsonl: bool, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A written file's rows; ``columns`` (those it has) only, for Parquet.
+
+    A committed file is complete (torn ones never leave staging), so one that cannot be
+    read was damaged or put there by hand: that is for its owner to decide, and the
+    error names it (:class:`OutputFileError`) rather than guessing its rows away.
+    """
+    try:
+        if jsonl:
+            return pd.read_json(path, lines=True, dtype=False)
+        if columns is None:
+            return pd.read_parquet(path)
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(path).names
+        return pd.read_parquet(path, columns=[c for c in columns if c in names])
+    except Exception as exc:  # noqa: BLE001 - pandas and Arrow raise many kinds
+        raise OutputFileError(
+            f"{path}: cannot read this output file ({type(exc).__name__}: {exc}); move it "
+            "away to answer its rows again"
+        ) from None
 
 
 def commit_output(output: str | Path, id_column: str = "id") -> int:
@@ -813,7 +850,8 @@ def run_job(
     done = done_ids(output, id_column, answered_only=retry_errors)
     retried = len(done_ids(output, id_column)) - len(done)  # error rows asked again
     total = ds.count()
-    todo = without_done(ds.select_columns([id_column, config.input_column]), done, id_column)
+    columns = [id_column, config.input_column, *config.carry_columns]
+    todo = without_done(ds.select_columns(columns), done, id_column)
     limiter = None
     if requests_per_minute or tokens_per_minute:
         limiter = RateLimiter.remote(requests_per_minute, tokens_per_minute)  # type: ignore[attr-defined]

@@ -25,7 +25,9 @@ import math
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from langchain_autodemo.audit import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
@@ -81,38 +83,94 @@ class TunedConfig:
             "escalate": self.escalate,
         }
 
+    FORMAT: ClassVar[int] = 1
+    """Version of the file's layout, written as its ``format`` field; a file without one
+    (written before it was recorded) is version 1."""
+
     def write(self, path: str | Path) -> Path:
         path = Path(path)
-        data = asdict(self)
+        data = {"format": self.FORMAT, **asdict(self)}
         data["demonstrations"] = [list(pair) for pair in self.demonstrations]
         path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         return path
 
     @classmethod
     def read(cls, path: str | Path) -> TunedConfig:
+        """The configuration in ``path``, every field checked (:class:`_TunedConfigFile`).
+
+        The file may be hand-edited or come from elsewhere, and it decides how every
+        item is asked: a value of the wrong type is refused here, naming the file and
+        the field, rather than coerced (``"false"`` is not ``False``) or failing later,
+        after a run recorded it.
+        """
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            text = Path(path).read_text(encoding="utf-8")
+            data = json.loads(text)
         except (OSError, ValueError) as exc:
             raise ConfigurationError(f"cannot read the config {path}: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigurationError(f"{path}: expected a JSON object")
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigurationError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
-        try:
-            data["demonstrations"] = tuple(
-                (str(q), str(a)) for q, a in data.get("demonstrations", [])
-            )
-            config = cls(**data)
-            Mode(config.mode)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"{path}: {exc}") from None
-        if config.grouping not in (None, "similarity"):
-            raise ConfigurationError(f"{path}: grouping must be null or 'similarity'")
-        if config.restate not in {r.value for r in Restate}:
-            raise ConfigurationError(f"{path}: restate must be 'full' or 'head'")
-        return config
+        try:  # from the JSON text: strict mode takes JSON arrays for the pairs
+            checked = _TunedConfigFile.model_validate_json(text)
+        except ValidationError as exc:
+            raise ConfigurationError(f"{path}: {_field_errors(exc)}") from None
+        fields = checked.model_dump(exclude={"format"})
+        fields["demonstrations"] = tuple(tuple(pair) for pair in checked.demonstrations)
+        return cls(**fields)
+
+
+_Text = Annotated[str, StringConstraints(min_length=1)]
+
+
+class _TunedConfigFile(BaseModel):
+    """The layout of ``tuned.json`` (format 1), strictly typed: JSON booleans for
+    booleans, integers for integers, strings for text, nothing coerced."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    format: Literal[1] = 1
+    mode: Literal["single", "batch", "auto_demo"]
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    grouping: Literal["similarity"] | None = None
+    reasoning: bool = True
+    instructions: str | None = None
+    demonstrations: list[tuple[_Text, _Text]] = []
+    restate: Literal["full", "head"] = "full"
+    tuned_on: dict[str, Any] = {}
+
+
+_FIELD_RULES = {
+    "format": f"must be {TunedConfig.FORMAT} (a file of a newer autodemo?)",
+    "mode": "must be one of " + ", ".join(repr(m.value) for m in Mode),
+    "batch_size": "must be a positive integer",
+    "grouping": "must be null or 'similarity'",
+    "reasoning": "must be true or false (a JSON boolean)",
+    "instructions": "must be a string or null",
+    "demonstrations": "must be a list of [question, answer] pairs of non-empty strings",
+    "restate": "must be 'full' or 'head'",
+    "tuned_on": "must be a JSON object",
+}
+
+
+def _field_errors(error: ValidationError) -> str:
+    """One phrase per bad field, naming it (``demonstrations[2]`` for one pair)."""
+    known = ", ".join(sorted(_TunedConfigFile.model_fields))
+    phrases: dict[str, str] = {}
+    for problem in error.errors():
+        location = problem["loc"]
+        name = str(location[0]) if location else "?"
+        pair = name == "demonstrations" and len(location) > 1
+        where = f"{name}[{location[1]}]" if pair else name
+        if problem["type"] == "missing":
+            rule = "is required"
+        elif problem["type"] == "extra_forbidden":
+            rule = f"is not a known field; known: {known}"
+        elif pair:
+            rule = "must be a [question, answer] pair of non-empty strings"
+        else:
+            rule = f"{_FIELD_RULES.get(name, problem['msg'])}, got {problem['input']!r:.60}"
+        phrases.setdefault(where, f"{where} {rule}")
+    return "; ".join(phrases.values())
 
 
 @dataclass(frozen=True)

@@ -176,8 +176,8 @@ def run(
     engine: Annotated[
         str,
         typer.Option(
-            help="local (this process), or ray: a Ray Data job; OUTPUT is then a folder "
-            "(Parquet, or JSON lines when its name ends in .jsonl).",
+            help="local (this process), or ray: a Ray Data job (the same OUTPUT file; its "
+            "parts are kept in OUTPUT.parts/ while it runs).",
         ),
     ] = "local",
     address: Annotated[

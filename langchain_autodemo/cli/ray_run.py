@@ -1,13 +1,19 @@
 """``autodemo run --engine ray``: the same job on a Ray cluster (extra ``ray``).
 
-Each input line becomes one row keyed by its line number (``input_line``, as in the
-single-process output); the answers go to the folder OUTPUT as Parquet files (JSON lines
-files when OUTPUT's name ends in ``.jsonl``), one row per input line: ``input_line``,
-``answer`` or ``error_kind`` and ``error_message``, and the item's tokens. A re-run
-answers only the lines the folder does not hold yet, and the folder never holds a line
-twice (:mod:`langchain_autodemo.ray_data`). The summary line and the exit status are
-those of the single-process run: 0 when every record was answered, 1 when some ended in
-an error (or were left unanswered), 2 for bad input or settings, 130 after Ctrl-C.
+One output contract for both engines: the Ray engine is another way of answering
+(:class:`RayAnswering`) inside the online engine's :func:`~langchain_autodemo.cli.run.run`,
+so the input checks, the recorded setup and its check on resume, the lock on the
+output, the records, the summary with its cost line and the exit status are the online
+engine's own. OUTPUT is the same single JSONL file, one ``{"input_line": N, ...the
+input record..., "answer": ...}`` (or ``"error"``) per line, and an output either
+engine wrote can be resumed by the other.
+
+While the job runs, Ray Data's workers write their rows as Parquet parts to the working
+folder ``OUTPUT.parts/`` (each row: its input line, its input record, the answer or
+the error, exactly once: :mod:`langchain_autodemo.ray_data`). When the job ends (or is
+interrupted) the parts are appended to OUTPUT in input order and the folder is removed;
+a run that died before that leaves it, and the next run appends its rows first. A
+folder at OUTPUT (what an older ``--engine ray`` wrote) is refused, never mixed in.
 
 Without ``--address`` a local Ray cluster is started for the command (``num_cpus``: the
 machine's cores, or ``--workers`` if more); with it the job joins that cluster
@@ -18,23 +24,40 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
-
-import typer
+from typing import Any, NamedTuple
 
 from langchain_autodemo.cli.common import echo
-from langchain_autodemo.cli.resume import LINE_KEY
-from langchain_autodemo.cli.run import RunOptions, with_config
+from langchain_autodemo.cli.inputs import Item
+from langchain_autodemo.cli.resume import (
+    LINE_KEY,
+    OutputError,
+    OutputWriter,
+    check_setup,
+    json_text,
+    read_finished,
+)
+from langchain_autodemo.cli.run import (
+    SETUP_DEFAULTS,
+    RunJob,
+    RunOptions,
+    RunOutcome,
+    line_error,
+    run,
+    with_config,
+)
 from langchain_autodemo.errors import ConfigurationError
-from langchain_autodemo.evaluation.datasets import read_jsonl
-from langchain_autodemo.models import parse_model_spec
+from langchain_autodemo.usage import UsageStats
 
-__all__ = ["RayOptions", "ray_run"]
+__all__ = ["RayAnswering", "RayOptions", "parts_path", "ray_run", "recover_parts"]
 
 TEXT_COLUMN = "_autodemo_text"
+RECORD_COLUMN = "_autodemo_record"
+"""The input record, as JSON text, carried through the job to the output."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +71,11 @@ class RayOptions:
     """A limit on model calls per minute shared by every worker (``None``: none)."""
     tokens_per_minute: float | None = None
     """A limit on input + output tokens per minute shared by every worker."""
+
+
+def parts_path(output: Path) -> Path:
+    """The Ray engine's working folder of ``output``: ``OUTPUT.parts/`` beside it."""
+    return output.with_name(output.name + ".parts")
 
 
 def ray_run(options: RunOptions, ray_options: RayOptions) -> None:
@@ -68,122 +96,186 @@ def ray_run(options: RunOptions, ray_options: RayOptions) -> None:
         raise ConfigurationError(f"--engine ray does not take {', '.join(unsupported)}")
     if ray_options.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
-    config_file = options.config
-    options = with_config(options)
-    spec = parse_model_spec(options.model)
+    options = replace(with_config(options), config=None)  # the config's settings, checked
     select = (options.select or "").strip().lower() or None
     if select not in (None, "similarity"):
         raise ConfigurationError("--engine ray groups with --select similarity only")
-    output = options.output
-    if output.exists() and not output.is_dir():
-        raise ConfigurationError(
-            f"{output} is a file: --engine ray writes a folder (Parquet files, or JSON lines "
-            "files when its name ends in .jsonl)"
-        )
-    rows = _read_rows(options.input, options.field)
-
     try:
-        import ray
+        import ray  # noqa: F401
     except ImportError:
         raise ConfigurationError(
             "--engine ray needs the ray extra: pip install 'langchain-autodemo[ray]'"
         ) from None
+    run(
+        options,
+        answering=lambda job: RayAnswering(job, ray_options),
+        recover=recover_parts,
+    )
+
+
+def recover_parts(
+    output: Path, items: list[Item], keys: tuple[str, str], setup: Mapping[str, Any]
+) -> None:
+    """Append to ``output`` the rows a run that stopped left in ``OUTPUT.parts/``, then
+    remove the folder (called with the output locked, before the output is read).
+
+    Refused (:class:`OutputError`, nothing written) when the folder's setup record differs
+    from ``setup`` or its rows are not this input's records.
+    """
+    parts = parts_path(output)
+    if not parts.is_dir():
+        return
+    check_setup(output, setup, defaults=SETUP_DEFAULTS)
+    answer_key, error_key = keys
+    finished = read_finished(output)
+    rows = [row for row in _part_records(parts, answer_key, error_key) if row.line not in finished]
+    by_line = {item.line: item.record for item in items}
+    foreign = sorted(row.line for row in rows if by_line.get(row.line) != row.input)
+    if foreign:
+        raise OutputError(
+            f"{parts} holds answers for input line(s) {foreign[:5]} whose records are not "
+            "those of this input: is it the work of another input? (move it away, or use "
+            "another -o)"
+        )
+    if rows:
+        from langchain_autodemo.cli.resume import prepare_for_append
+
+        prepare_for_append(output)
+        with OutputWriter(output) as writer:
+            for row in rows:
+                writer.write(row.line, row.output)
+        echo(f"Recovered {len(rows)} answered item(s) of an interrupted run from {parts}.")
+    shutil.rmtree(parts)
+
+
+class _Part(NamedTuple):
+    """One row of the parts folder, as the output writes it."""
+
+    line: int
+    input: dict[str, Any]
+    output: dict[str, Any]
+    """The online engine's record: the input record, then the answer or the error
+    (``"input line N: why"``)."""
+    failed: bool
+
+
+def _part_records(parts: Path, answer_key: str, error_key: str) -> list[_Part]:
+    """Every row in the parts folder, in input order."""
     from langchain_autodemo import ray_data
 
-    config = ray_data.RayJobConfig(
-        model=None if spec.kind == "default" else str(spec),
-        id_column=LINE_KEY,
-        input_column=TEXT_COLUMN,
-        instructions=options.instructions,
-        mode=options.mode.value,
-        batch_size=options.batch_size,
-        reasoning=options.reasoning,
-        restate=options.restate,
-        demonstrations=tuple(tuple(d) for d in options.demonstrations),  # type: ignore[misc]
-        config=None if config_file is None else str(config_file),
-        max_tokens=options.max_tokens,
-        max_concurrency=options.max_concurrency,
-    )
-    started_here = not ray.is_initialized()
-    if started_here:
-        if ray_options.address:
-            ray.init(address=ray_options.address, log_to_driver=False)
-        else:
-            # A worker mostly waits for its model: more workers than cores is fine.
-            local_cpus = max(os.cpu_count() or 2, ray_options.workers)
-            ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False)
-    try:
-        ray.data.DataContext.get_current().enable_progress_bars = options.progress
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        workers = ray_options.workers
-        echo(f"Ray: {ray_options.address or 'local cluster'}, {workers} worker(s), {cpus:g} CPU(s)")
-        started = time.perf_counter()
-        try:
-            result = ray_data.run_job(
-                ray.data.from_items(rows, override_num_blocks=min(len(rows), 8 * workers)),
-                output,
-                config,
-                workers=workers,
-                group=select == "similarity",
-                retry_errors=options.retry_errors,
-                requests_per_minute=ray_options.requests_per_minute,
-                tokens_per_minute=ray_options.tokens_per_minute,
-            )
-        except KeyboardInterrupt:
-            echo(
-                f"Interrupted after {time.perf_counter() - started:.1f}s: re-run the same "
-                "command to answer the remaining items."
-            )
-            raise typer.Exit(130) from None
-    finally:
-        if started_here:
-            ray.shutdown()
-    _summary(result, len(rows), output)
+    ray_data.commit_output(parts, LINE_KEY)  # staged files of a killed job; one row per line
+    frame = ray_data.read_output(parts)
+    if frame.empty:
+        return []
+    missing = {LINE_KEY, RECORD_COLUMN, "answer", "error_message"} - set(frame.columns)
+    if missing:
+        raise OutputError(f"{parts}: not the work of autodemo run --engine ray (no {missing})")
+    rows: list[_Part] = []
+    for line, text, answer, kind, why in zip(
+        frame[LINE_KEY].tolist(), frame[RECORD_COLUMN].tolist(), frame["answer"].tolist(),
+        frame["error_kind"].tolist(), frame["error_message"].tolist(), strict=True,
+    ):  # fmt: skip
+        record, number, failed = json.loads(text), int(line), isinstance(kind, str)
+        result = {error_key: line_error(number, why)} if failed else {answer_key: answer}
+        rows.append(_Part(number, record, {**record, **result}, failed))
+    return sorted(rows, key=lambda row: row.line)
 
 
-def _read_rows(path: Path, field: str) -> list[dict[str, Any]]:
-    """One row per record: its line number and the text to answer (checked up front)."""
-    if not path.exists():
-        raise ConfigurationError(f"input file not found: {path}")
-    rows = []
-    for number, record in read_jsonl(path):
-        if field not in record:
-            raise ConfigurationError(
-                f"{path}:{number}: record lacks field {field} (choose the text with --field)"
-            )
-        value = record[field]
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        if not text.strip():
-            raise ConfigurationError(f"{path}:{number}: the text to answer is empty")
-        rows.append({LINE_KEY: number, TEXT_COLUMN: text})
-    if not rows:
-        raise ConfigurationError(f"{path}: no records")
-    return rows
+class RayAnswering:
+    """Ask a :class:`~langchain_autodemo.cli.run.RunJob`'s items as one Ray Data job
+    (:func:`langchain_autodemo.ray_data.run_job`), its rows then appended to the output."""
 
+    reattached = False
 
-def _summary(result: Any, total: int, output: Path) -> None:
-    usage = result.usage
-    done = result.already_done + result.written
-    if result.already_done:
-        echo(f"Resumed: {result.already_done} of {total} items were already in {output}.")
-    echo(
-        f"Items: {done}/{total} answered or failed ({result.written} this run, "
-        f"{result.failed} errors) | calls: {usage['calls']} (re-asks {usage['reasks']}) | "
-        f"tokens in/out: {usage['input_tokens']}/{usage['output_tokens']}"
-        f"{' (estimated)' if usage['estimated_tokens'] else ''} | "
-        f"wall time: {result.wall_time_s:.1f}s"
-    )
-    if result.intra_batch_cosine is not None:
-        echo(f"Similarity grouping: mean intra-batch cosine {result.intra_batch_cosine:.3f}")
-    if result.duplicates_dropped:
-        echo(f"Dropped {result.duplicates_dropped} duplicate row(s) of retried tasks.")
-    if done < total:
-        echo(f"Not complete: re-run the same command to answer the {total - done} remaining.")
-        raise typer.Exit(1)
-    echo(f"Wrote {output}")
-    if result.errors:
-        echo(
-            f"{result.errors} of {total} items ended in an error (their 'error_kind' and "
-            "'error_message' columns say why); --retry-errors asks them again."
+    def __init__(self, job: RunJob, ray_options: RayOptions) -> None:
+        self.job = job
+        self.ray_options = ray_options
+
+    def start(self) -> list[Item]:
+        return self.job.todo
+
+    def answer(self, todo: list[Item], open_output: Callable[[], OutputWriter]) -> RunOutcome:
+        import ray
+
+        from langchain_autodemo import ray_data
+
+        job, options, ray_options = self.job, self.job.options, self.ray_options
+        spec = job.spec
+        config = ray_data.RayJobConfig(
+            model=None if spec.kind == "default" else str(spec),
+            id_column=LINE_KEY,
+            input_column=TEXT_COLUMN,
+            carry_columns=(RECORD_COLUMN,),
+            instructions=options.instructions,
+            mode=options.mode.value,
+            batch_size=options.batch_size,
+            reasoning=options.reasoning,
+            restate=options.restate,
+            demonstrations=tuple((q, a) for q, a in options.demonstrations),
+            max_tokens=options.max_tokens,
+            max_concurrency=options.max_concurrency,
         )
-        raise typer.Exit(1)
+        rows = [
+            {LINE_KEY: item.line, TEXT_COLUMN: item.text, RECORD_COLUMN: json_text(item.record)}
+            for item in todo
+        ]
+        parts = parts_path(options.output)
+        workers = ray_options.workers
+        started = time.perf_counter()
+        interrupted = False
+        result = None
+        with open_output() as writer:  # the setup is recorded before the first call
+            started_here = not ray.is_initialized()
+            if started_here:
+                if ray_options.address:
+                    ray.init(address=ray_options.address, log_to_driver=False)
+                else:
+                    # A worker mostly waits for its model: more workers than cores is fine.
+                    cpus = max(os.cpu_count() or 2, workers)
+                    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+            try:
+                ray.data.DataContext.get_current().enable_progress_bars = options.progress
+                cpus_there = float(ray.cluster_resources().get("CPU", 1.0))
+                echo(
+                    f"Ray: {ray_options.address or 'local cluster'}, {workers} worker(s), "
+                    f"{cpus_there:g} CPU(s)"
+                )
+                result = ray_data.run_job(
+                    ray.data.from_items(rows, override_num_blocks=min(len(rows), 8 * workers)),
+                    parts,
+                    config,
+                    workers=workers,
+                    group=(options.select or "").strip().lower() == "similarity",
+                    requests_per_minute=ray_options.requests_per_minute,
+                    tokens_per_minute=ray_options.tokens_per_minute,
+                )
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                if started_here:
+                    ray.shutdown()
+            # The parts to the output, in input order (after Ctrl-C, those committed).
+            merged = _part_records(parts, job.answer_key, job.error_key)
+            for row in merged:
+                writer.write(row.line, row.output)
+            shutil.rmtree(parts, ignore_errors=True)
+        notes: list[str] = []
+        cosine = result.intra_batch_cosine if result is not None else None
+        if cosine is not None:
+            notes.append(f"Similarity grouping: mean intra-batch cosine {cosine:.3f}")
+        if result is not None and result.duplicates_dropped:
+            notes.append(f"Dropped {result.duplicates_dropped} duplicate row(s) of retried tasks.")
+        return RunOutcome(
+            written=len(merged),
+            failed=sum(row.failed for row in merged),
+            usage=_usage(result.usage if result is not None else {}),
+            interrupted=interrupted,
+            wall_time_s=time.perf_counter() - started,
+            notes=tuple(notes),
+        )
+
+
+def _usage(totals: Mapping[str, Any]) -> UsageStats:
+    """The job's usage (the workers' totals) as the summary and the cost line read it."""
+    names = {f.name for f in fields(UsageStats)}
+    return UsageStats(**{name: value for name, value in totals.items() if name in names})

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -31,6 +32,9 @@ __all__ = [
     "OutputError",
     "OutputWriter",
     "check_setup",
+    "json_text",
+    "lock_path",
+    "output_lock",
     "prepare_for_append",
     "read_finished",
     "read_setup",
@@ -128,7 +132,24 @@ def sort_output(path: Path) -> None:
 def _line(number: int, fields: Mapping[str, Any]) -> str:
     # The line number first: that is how a torn last line is recognised as ours.
     record = {LINE_KEY: number, **{k: v for k, v in fields.items() if k != LINE_KEY}}
-    return json.dumps(record, ensure_ascii=False) + "\n"
+    return json_text(record) + "\n"
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """``value`` as JSON that UTF-8 can always hold.
+
+    Text is written as it is (``ensure_ascii=False``) where it can be; a value holding a
+    string that no UTF-8 can hold (a lone surrogate: a model's answer, or an argument
+    the shell could not decode) is written with ``\\u`` escapes instead, which every
+    JSON reader decodes back to the same string. Writing an answer never fails on its
+    text, so a run never stops part-way on one item's characters.
+    """
+    text = json.dumps(value, ensure_ascii=False, **options)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, ensure_ascii=True, **options)
+    return text
 
 
 class OutputWriter:
@@ -154,6 +175,46 @@ class OutputWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# -- one writer at a time -----------------------------------------------------------
+
+
+def lock_path(output: Path) -> Path:
+    """The lock file of ``output``: ``OUTPUT.lock`` beside it."""
+    return output.with_name(output.name + ".lock")
+
+
+@contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold ``OUTPUT.lock`` (an exclusive ``flock``) while a run reads and writes ``output``.
+
+    Two runs on one output would each answer what the other has not written yet: both
+    pay for those items, and the file holds them twice. The second run is refused at
+    once instead (:class:`OutputError`). The lock goes with the process (a killed run
+    holds none); the empty lock file stays, since removing it would let a third run
+    lock a new file while the second still holds the old one. Where ``fcntl`` is
+    missing (Windows) there is no lock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on POSIX
+        yield
+        return
+    path = lock_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise OutputError(
+                f"another autodemo run is writing {output} (it holds {path.name}): wait for "
+                "it to end, or use another -o"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 # -- the setup an output was written with ------------------------------------------
@@ -194,7 +255,7 @@ def write_setup(output: Path, setup: Mapping[str, Any], *, command: str) -> None
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": SETUP_FORMAT, "output": output.name, "command": command, "setup": setup}
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    temporary.write_text(json_text(meta, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)
 
 

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import string
 import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,11 +34,12 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_autodemo.cli.common import echo
+from langchain_autodemo.cli.inputs import Item, read_items
 from langchain_autodemo.cli.resume import (
-    LINE_KEY,
     OutputError,
     OutputWriter,
     check_setup,
+    output_lock,
     prepare_for_append,
     read_finished,
     remove_output,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
 __all__ = [
+    "SETUP_DEFAULTS",
     "Answering",
     "Item",
     "OnlineAnswering",
@@ -68,6 +70,7 @@ __all__ = [
     "RunOptions",
     "error_message",
     "jsonable",
+    "line_error",
     "run",
 ]
 
@@ -112,17 +115,6 @@ class RunOptions:
     """Whose list prices the summary's cost line uses."""
     prices: Path | None = None
     """A JSON price table overriding the built-in one."""
-
-
-@dataclass(frozen=True)
-class Item:
-    """One input record and what the model is asked about it."""
-
-    line: int
-    """Line number in the input file: the key that resumes it."""
-    record: dict[str, Any]
-    text: str
-    """What the model is asked."""
 
 
 @dataclass(frozen=True)
@@ -210,17 +202,42 @@ class Answering(Protocol):
         ...
 
 
-def run(options: RunOptions) -> None:
+Recover = Callable[[Path, list[Item], tuple[str, str], Mapping[str, Any]], None]
+"""What an engine does with the output, locked, before it is read: ``(output, items,
+(answer key, error key), setup)`` (the Ray engine appends the rows of a job that
+stopped, :func:`langchain_autodemo.cli.ray_run.recover_parts`)."""
+
+
+def run(
+    options: RunOptions,
+    *,
+    answering: Callable[[RunJob], Answering] | None = None,
+    recover: Recover | None = None,
+) -> None:
     """Answer every record of ``options.input`` not yet in ``options.output``.
 
+    ``answering`` asks the items (default: :class:`OnlineAnswering`, or ``--via
+    batch-api``'s); ``recover`` readies the output first (see :data:`Recover`).
     Raises :class:`~langchain_autodemo.errors.ConfigurationError` (before anything is
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
     options = with_config(options)
     _price(options)  # an unknown --price-model is refused before any call
-    job = _prepare(options)
+    with ExitStack() as held:
+        _run(options, held, answering, recover)
+
+
+def _run(
+    options: RunOptions,
+    held: ExitStack,
+    answering_for: Callable[[RunJob], Answering] | None,
+    recover: Recover | None,
+) -> None:
+    job = _prepare(options, held, recover)
     answering: Answering
-    if options.via == "batch-api":
+    if answering_for is not None:
+        answering = answering_for(job)
+    elif options.via == "batch-api":
         from langchain_autodemo.batch_api.cli import BatchApiAnswering
 
         answering = BatchApiAnswering(job)  # checks its options and the model first
@@ -329,14 +346,21 @@ def error_message(item: Item, error: BaseException) -> str:
         text = reason + (f" (after {attempts} attempt(s))" if attempts else "")
     else:
         text = str(error) or type(error).__name__
-    return f"input line {item.line}: {text}"
+    return line_error(item.line, text)
+
+
+def line_error(line: int, why: str) -> str:
+    """An item's error as its output record says it (both engines): ``input line N: why``."""
+    return f"input line {line}: {why}"
 
 
 # -- checks: everything is validated before the first model call --------------------
 
 
-def _prepare(options: RunOptions) -> RunJob:
-    """Check the options, the input and the output; nothing is written."""
+def _prepare(options: RunOptions, held: ExitStack, recover: Recover | None = None) -> RunJob:
+    """Check the options, the input and the output; nothing is written but the output's
+    lock file, locked (into ``held``) once the input is known good, before the output is
+    read (:func:`~langchain_autodemo.cli.resume.output_lock`)."""
     if options.via not in ("online", "batch-api"):
         raise ConfigurationError(f"unknown --via {options.via!r}: use online or batch-api")
     if options.audit is not None and (options.via != "online" or options.mode is Mode.SINGLE):
@@ -350,7 +374,13 @@ def _prepare(options: RunOptions) -> RunJob:
     source, output = options.input, options.output
     if output.exists() and source.exists() and output.resolve() == source.resolve():
         raise ConfigurationError("the output file must not be the input file")
-    items = _load_inputs(source, options.field, options.template)
+    if output.is_dir():
+        raise OutputError(
+            f"{output} is a folder, not an output file: both engines write one JSONL file "
+            "(an older --engine ray wrote a folder of parts, which is not resumed; move it "
+            "away, or use another -o)"
+        )
+    items = read_items(source, options.field, options.template)
     selector = _selector(options.select, options.demo_pool)
     records = [item.record for item in items]
     answer_key = _free_key(options.answer_field, records)
@@ -363,15 +393,14 @@ def _prepare(options: RunOptions) -> RunJob:
     if error_key != "error":
         echo(f"Note: input records already have an 'error' field; failures go to '{error_key}'.")
     setup = _setup(options, spec, answer_key)
+    held.enter_context(output_lock(output))
     finished: Mapping[int, dict[str, Any]] = {}
     if not options.overwrite:
+        if recover is not None:
+            recover(output, items, (answer_key, error_key), setup)
         finished = read_finished(output)
         _check_output_matches_input(finished, items, output, source)
-        if (
-            output.exists()
-            and not check_setup(output, setup, defaults={"restate": "full"})
-            and finished
-        ):
+        if output.exists() and not check_setup(output, setup, defaults=SETUP_DEFAULTS) and finished:
             echo(
                 f"Note: {output} has no record of the settings it was written with (an older "
                 "autodemo wrote it); resuming it as if they were these."
@@ -409,6 +438,10 @@ def with_config(options: RunOptions) -> RunOptions:
     )
 
 
+SETUP_DEFAULTS = {"restate": "full", "audit": None}
+"""The value of a setting that a record of an older autodemo lacks (it did not have it)."""
+
+
 def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, Any]:
     """The settings that shape the answers: a resumed output must have been written with
     the same (:func:`~langchain_autodemo.cli.resume.check_setup`)."""
@@ -425,6 +458,8 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         "select": (options.select or "").strip().lower() or None,
         "demo_pool": _digest(options.demo_pool) if options.demo_pool is not None else None,
         "max_tokens": options.max_tokens,
+        # --audit can switch the rest of a run to single calls: part of what shaped it.
+        "audit": options.audit,
         "answer_field": answer_key,
         "demonstrations": hashlib.sha256(json.dumps(options.demonstrations).encode()).hexdigest()[
             :16
@@ -474,52 +509,6 @@ def _check_output_matches_input(
 
 def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
-
-
-def _renderer(field: str, template: str | None) -> tuple[str | None, list[str]]:
-    if template is None:
-        return None, [field]
-    try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    except ValueError as exc:
-        raise ConfigurationError(f"bad --template: {exc}") from None
-    if not names:
-        raise ConfigurationError("--template names no field, e.g. 'Premise: {premise}'")
-    return template, [name.split(".")[0].split("[")[0] for name in names]
-
-
-def _load_inputs(path: Path, field: str, template: str | None) -> list[Item]:
-    """One item per record, all checked up front."""
-    if not path.exists():
-        raise ConfigurationError(f"input file not found: {path}")
-    fmt, needed = _renderer(field, template)
-    items = []
-    for number, record in read_jsonl(path):
-        missing = [name for name in needed if name not in record]
-        if missing:
-            raise ConfigurationError(
-                f"{path}:{number}: record lacks field(s) {', '.join(missing)} "
-                f"(choose the text with --field NAME or --template '...')"
-            )
-        if LINE_KEY in record:
-            raise ConfigurationError(
-                f"{path}:{number}: record has an '{LINE_KEY}' field, which the output uses to "
-                "resume; rename it"
-            )
-        if fmt is None:
-            value = record[field]
-            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        else:
-            try:
-                text = fmt.format_map(record)
-            except (KeyError, IndexError, AttributeError, ValueError) as exc:
-                raise ConfigurationError(f"{path}:{number}: --template failed: {exc!r}") from None
-        if not text.strip():
-            raise ConfigurationError(f"{path}:{number}: the text to answer is empty")
-        items.append(Item(number, record, text))
-    if not items:
-        raise ConfigurationError(f"{path}: no records")
-    return items
 
 
 def _selector(select: str | None, demo_pool: Path | None) -> Any:

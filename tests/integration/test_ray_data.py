@@ -182,7 +182,8 @@ def test_similarity_grouping_packs_like_the_selector(cluster: None) -> None:
 def test_cli_engine_ray(cluster: None, tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
     questions = [f"What is {i} + 1?" for i in range(10)] + ["What is DROP 2?"]
-    source.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions))
+    source.write_text("".join(json.dumps({"id": i, "question": q}) + "\n"
+                              for i, q in enumerate(questions)))  # fmt: skip
     output = tmp_path / "out.jsonl"
     args = ["run", str(source), "-o", str(output), "--engine", "ray", "--workers", "2",
             "--rpm", "60000", "--tpm", "6000000", "--restate", "head",
@@ -190,13 +191,38 @@ def test_cli_engine_ray(cluster: None, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "Items: 11/11 answered or failed (11 this run, 1 errors)" in result.output
-    frame = ray_data.read_output(output)
-    assert sorted(frame["input_line"]) == list(range(1, 12))
-    assert frame.set_index("input_line").loc[3, "answer"] == "3"
+    assert "Cost at gpt-4o-mini online list prices" in result.output
+    # The online engine's contract: one JSONL file, the input record, answer or error.
+    assert output.is_file() and not (tmp_path / "out.jsonl.parts").exists()
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["input_line"] for r in records] == list(range(1, 12))
+    assert records[2] == {"input_line": 3, "id": 2, "question": "What is 2 + 1?", "answer": "3"}
+    assert set(records[10]) == {"input_line", "id", "question", "error"}
+    assert records[10]["error"].startswith("input line 11: ")
+    local = tmp_path / "local.jsonl"
+    online = CliRunner().invoke(app, ["run", str(source), "-o", str(local), "--restate", "head",
+                                      "-m", "fake:answer=sum,drop=DROP", "--no-progress"])  # fmt: skip
+    assert online.exit_code == 1, online.output
+    assert [set(json.loads(line)) for line in local.read_text().splitlines()] == [
+        set(r) for r in records
+    ]
+    # Resumed by the Ray engine: what the online engine wrote is kept, the rest asked.
+    lines = local.read_text().splitlines()
+    local.write_text("".join(line + "\n" for line in lines[:4]))
+    again = CliRunner().invoke(app, ["run", str(source), "-o", str(local), "--engine", "ray",
+                                     "--workers", "2", "--restate", "head", "-m",
+                                     "fake:answer=sum,drop=DROP", "--no-progress"])  # fmt: skip
+    assert again.exit_code == 1, again.output
+    assert "Resuming: 4 of 11" in again.output and "(7 this run, 1 errors)" in again.output
+    assert local.read_text().splitlines() == lines
+    # Another model over it is refused (the online engine's setup check).
+    other = CliRunner().invoke(app, ["run", str(source), "-o", str(local), "--engine", "ray",
+                                     "--restate", "head", "-m", "fake:answer=const:7"])  # fmt: skip
+    assert other.exit_code == 2 and "was written with another setup" in other.output
     bad = CliRunner().invoke(app, [*args[:-2], "--via", "batch-api"])
     assert bad.exit_code == 2
-    local = ["run", str(source), "-o", str(tmp_path / "x.jsonl"), "--rpm", "10", "-m", "fake:"]
-    refused = CliRunner().invoke(app, local)
+    local_rpm = ["run", str(source), "-o", str(tmp_path / "x.jsonl"), "--rpm", "10", "-m", "fake:"]
+    refused = CliRunner().invoke(app, local_rpm)
     assert refused.exit_code == 2 and "--rpm" in refused.output
 
 

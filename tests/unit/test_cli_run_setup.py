@@ -65,7 +65,8 @@ def test_run_records_its_setup_beside_the_output(cli: CliRunner, tmp_path: Path)
         "model": FAKE, "instructions": "Add.", "mode": "auto_demo", "batch_size": 4,
         "reasoning": True, "restate": "full", "field": "question", "template": None,
         "select": None,
-        "demo_pool": None, "max_tokens": None, "answer_field": "answer", "demonstrations": None,
+        "demo_pool": None, "max_tokens": None, "audit": None, "answer_field": "answer",
+        "demonstrations": None,
     }  # fmt: skip
     assert meta["command"].startswith("autodemo ")
     # the output itself is unchanged: one record per line, each with its input line
@@ -110,6 +111,39 @@ def test_run_refuses_to_resume_an_output_of_another_setup(
     assert len(_records(out)) == 3
     resumed = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, *args])
     assert resumed.exit_code == 0 and "Nothing to do" in resumed.output, resumed.output
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "changed"),
+    [([], ["--audit", "1"], "audit: was None, now 1.0"),
+     (["--audit", "0.5"], [], "audit: was 0.5, now None"),
+     (["--audit", "0.5"], ["--audit", "1"], "audit: was 0.5, now 1.0")],
+)  # fmt: skip
+def test_a_resume_with_another_audit_setting_is_refused(
+    cli: CliRunner, tmp_path: Path, first: list[str], then: list[str], changed: str
+) -> None:
+    source, out = _interrupted_run(cli, tmp_path, "-n", "2", *first)
+    before = out.read_text()
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, "-n", "2",
+                              *then])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert changed in _flat(result.output)
+    assert out.read_text() == before
+    same = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, "-n", "2",
+                            *first])  # fmt: skip
+    assert same.exit_code == 0, same.output
+
+
+def test_a_setup_record_without_audit_resumes_without_audit(cli: CliRunner, tmp_path: Path) -> None:
+    source, out = _interrupted_run(cli, tmp_path)
+    meta = json.loads(setup_path(out).read_text())
+    del meta["setup"]["audit"]  # as an autodemo that did not record it wrote it
+    setup_path(out).write_text(json.dumps(meta))
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
+    assert result.exit_code == 0, result.output
+    fresh = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE, "--overwrite",
+                             "--audit", "1", "-n", "2"])  # fmt: skip
+    assert fresh.exit_code == 0, fresh.output  # --overwrite starts afresh
 
 
 def test_every_changed_setting_is_named(cli: CliRunner, tmp_path: Path) -> None:
