@@ -136,6 +136,7 @@ class _TunedConfigFile(BaseModel):
     instructions: str | None = None
     demonstrations: list[tuple[_Text, _Text]] = []
     restate: Literal["full", "head"] = "full"
+    escalate: Annotated[float, Field(ge=0, le=1)] = 0.0
     tuned_on: dict[str, Any] = {}
 
 
@@ -148,6 +149,7 @@ _FIELD_RULES = {
     "instructions": "must be a string or null",
     "demonstrations": "must be a list of [question, answer] pairs of non-empty strings",
     "restate": "must be 'full' or 'head'",
+    "escalate": "must be a number from 0 to 1",
     "tuned_on": "must be a JSON object",
 }
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import doctest
 import json
 import pickle
-from dataclasses import replace
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
