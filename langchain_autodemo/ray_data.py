@@ -91,11 +91,14 @@ OUTPUT_COLUMNS = (
     "input_tokens",
     "output_tokens",
     "attempts",
+    "confidence",
+    "escalated",
 )
 """The columns every output row has after its id column. ``answer`` is text (a
 non-text answer, e.g. a parsed object, as JSON) or null; ``error_kind`` is the
 exception's class name and ``error_message`` why (both null for an answer); the token
-columns are the item's share of its call's usage."""
+columns are the item's share of its call's usage; ``confidence`` the answer's (null
+without log-probabilities) and ``escalated`` whether it came from an escalation."""
 
 GROUP_COLUMN = "_autodemo_group"
 PACK_COLUMN = "_autodemo_pack"
@@ -124,6 +127,8 @@ class RayJobConfig:
     reasoning: bool = True
     restate: str = "full"
     demonstrations: tuple[tuple[str, str], ...] = ()
+    escalate: float = 0.0
+    """Selective escalation share (see :class:`~langchain_autodemo.AutoDemoBatchRunnable`)."""
     config: str | None = None
     max_tokens: int | None = None
     max_concurrency: int = 4
@@ -223,6 +228,8 @@ _OUTPUT_TYPES = {
     "input_tokens": pa.int64(),
     "output_tokens": pa.int64(),
     "attempts": pa.int64(),
+    "confidence": pa.float64(),
+    "escalated": pa.bool_(),
 }
 
 
@@ -257,6 +264,7 @@ def _open_runner(config: RayJobConfig, stack: ExitStack) -> tuple[Any, str]:
             reasoning=config.reasoning,
             restate=config.restate,
             demonstrations=config.demonstrations,
+            escalate=config.escalate,
             **common,
         )
     return runner, opened.description
@@ -312,6 +320,8 @@ def _output_row(result: Any) -> dict[str, Any]:
             "input_tokens": 0,
             "output_tokens": 0,
             "attempts": int(getattr(result, "attempts", 0) or 0),
+            "confidence": None,
+            "escalated": False,
         }
     answer = getattr(result, "answer", result)
     return {
@@ -321,6 +331,8 @@ def _output_row(result: Any) -> dict[str, Any]:
         "input_tokens": int(getattr(result, "input_tokens", 0)),
         "output_tokens": int(getattr(result, "output_tokens", 0)),
         "attempts": int(getattr(result, "attempts", 1)),
+        "confidence": getattr(result, "confidence", None),
+        "escalated": bool(getattr(result, "escalated", False)),
     }
 
 

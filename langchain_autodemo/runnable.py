@@ -849,6 +849,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             "autodemo_items": list(call.batch.kept),
             "autodemo_attempt": call.attempt,
         }
+        if call.escalation:
+            metadata["autodemo_escalation"] = True
         if self._isolate_traces:
             # The packed run holds every item's text: it reaches the operator's handlers
             # only, never an item's own handlers, tags or metadata (set explicitly, so

@@ -160,11 +160,12 @@ def run(
             "the run falls back to single calls.",
         ),
     ] = None,
+    escalate: EscalateOption = RunOptions.escalate,
     config: Annotated[
         Path | None,
         typer.Option(
             help="A tuned.json from `autodemo tune`: its mode, batch size, grouping, reasoning, "
-            "instructions and shared exemplars replace those options.",
+            "escalation, instructions and shared exemplars replace those options.",
         ),
     ] = None,
     price_model: Annotated[

@@ -23,6 +23,7 @@ machine's cores, or ``--workers`` if more); with it the job joins that cluster
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -171,12 +172,21 @@ def _part_records(parts: Path, answer_key: str, error_key: str) -> list[_Part]:
     if missing:
         raise OutputError(f"{parts}: not the work of autodemo run --engine ray (no {missing})")
     rows: list[_Part] = []
-    for line, text, answer, kind, why in zip(
+    n = len(frame)
+    confidences = frame["confidence"].tolist() if "confidence" in frame else [None] * n
+    escalated = frame["escalated"].tolist() if "escalated" in frame else [False] * n
+    for line, text, answer, kind, why, confidence, moved in zip(
         frame[LINE_KEY].tolist(), frame[RECORD_COLUMN].tolist(), frame["answer"].tolist(),
-        frame["error_kind"].tolist(), frame["error_message"].tolist(), strict=True,
+        frame["error_kind"].tolist(), frame["error_message"].tolist(), confidences, escalated,
+        strict=True,
     ):  # fmt: skip
         record, number, failed = json.loads(text), int(line), isinstance(kind, str)
         result = {error_key: line_error(number, why)} if failed else {answer_key: answer}
+        # the online engine's record: confidence where known, escalated where it happened
+        if not failed and isinstance(confidence, float) and not math.isnan(confidence):
+            result["confidence"] = round(confidence, 6)
+        if not failed and moved is True:
+            result["escalated"] = True
         rows.append(_Part(number, record, {**record, **result}, failed))
     return sorted(rows, key=lambda row: row.line)
 
@@ -212,6 +222,7 @@ class RayAnswering:
             reasoning=options.reasoning,
             restate=options.restate,
             demonstrations=tuple((q, a) for q, a in options.demonstrations),
+            escalate=options.escalate,
             max_tokens=options.max_tokens,
             max_concurrency=options.max_concurrency,
         )

@@ -46,6 +46,7 @@ from langchain_autodemo.cli.resume import (
     sort_output,
     write_setup,
 )
+from langchain_autodemo.engine import ItemResult
 from langchain_autodemo.errors import AutoDemoError, ConfigurationError
 from langchain_autodemo.evaluation.datasets import read_jsonl
 from langchain_autodemo.evaluation.methods import GROUPINGS
@@ -115,6 +116,9 @@ class RunOptions:
     """Whose list prices the summary's cost line uses."""
     prices: Path | None = None
     """A JSON price table overriding the built-in one."""
+    escalate: float = 0.0
+    """Selective escalation: the share of each packed call's least confident answers asked
+    again alone (0: off); the output records each answer's ``confidence``."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,8 @@ class RunJob:
             reasoning=options.reasoning,
             restate=options.restate,
             demonstrations=options.demonstrations,
+            escalate=options.escalate,
+            include_details=True,  # the output records each answer's confidence
         )
 
     @property
@@ -163,6 +169,13 @@ class RunJob:
         and whether it failed."""
         if isinstance(result, BaseException):
             return {**item.record, self.error_key: error_message(item, result)}, True
+        if isinstance(result, ItemResult):
+            record = {**item.record, self.answer_key: jsonable(result.answer)}
+            if result.confidence is not None:
+                record["confidence"] = round(result.confidence, 6)
+            if result.escalated:
+                record["escalated"] = True
+            return record, False
         return {**item.record, self.answer_key: jsonable(result)}, False
 
 
@@ -265,7 +278,8 @@ def _run(
     echo(
         f"Items: {done}/{total} answered or failed ({outcome.written} this run, "
         f"{outcome.failed} errors) | {outcome.calls_label}: {usage.calls} (re-asks "
-        f"{usage.reasks}) | tokens in/out: {usage.input_tokens}/{usage.output_tokens}"
+        f"{usage.reasks}{f', escalations {usage.escalations}' if usage.escalations else ''}) "
+        f"| tokens in/out: {usage.input_tokens}/{usage.output_tokens}"
         f"{' (estimated)' if usage.estimated_tokens else ''} | "
         f"wall time: {outcome.wall_time_s:.1f}s"
     )
@@ -432,13 +446,14 @@ def with_config(options: RunOptions) -> RunOptions:
         batch_size=config.batch_size,
         reasoning=config.reasoning,
         restate=config.restate,
+        escalate=config.escalate,
         instructions=config.instructions or options.instructions,
         select="similarity" if config.grouping == "similarity" else options.select,
         demonstrations=config.demonstrations,
     )
 
 
-SETUP_DEFAULTS = {"restate": "full", "audit": None}
+SETUP_DEFAULTS = {"restate": "full", "audit": None, "escalate": 0.0}
 """The value of a setting that a record of an older autodemo lacks (it did not have it)."""
 
 
@@ -460,6 +475,8 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         "max_tokens": options.max_tokens,
         # --audit can switch the rest of a run to single calls: part of what shaped it.
         "audit": options.audit,
+        # escalation replaces some packed answers by single ones: it shapes them too
+        "escalate": 0.0 if single else options.escalate,
         "answer_field": answer_key,
         "demonstrations": hashlib.sha256(json.dumps(options.demonstrations).encode()).hexdigest()[
             :16

@@ -244,3 +244,38 @@ def test_eval_and_serve_take_escalate(tmp_path: Any) -> None:
     assert bad.exit_code == 2
     helped = CliRunner().invoke(app, ["serve", "--help"])
     assert "--escalate" in helped.output
+
+
+def test_autodemo_run_escalates_and_records_it(tmp_path: Any) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from langchain_autodemo.cli import app
+
+    source, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps({"question": q}) + "\n" for q in QUESTIONS[:8]))
+    args = ["run", str(source), "-o", str(out), "--model", "fake:answer=sum", "-n", "4",
+            "--escalate", "0.25", "--no-progress"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["answer"] for r in records] == [arithmetic_answer(q) for q in QUESTIONS[:8]]
+    # no log-probabilities from the scripted model: the last slot of each call of 4
+    assert [i for i, r in enumerate(records) if r.get("escalated")] == [3, 7]
+    assert "escalations 2" in result.output
+    meta = json.loads((tmp_path / "out.jsonl.meta.json").read_text())
+    assert meta["setup"]["escalate"] == 0.25
+    # resuming with another share is another setup: refused, naming it
+    refused = CliRunner().invoke(app, [*args[:-2], "0.5", "--no-progress"])
+    assert refused.exit_code == 2 and "escalate" in refused.output
+
+
+def test_ray_rows_carry_confidence_and_escalation() -> None:
+    from langchain_autodemo import ray_data
+
+    row = ray_data._output_row(  # the row builder both Ray paths use
+        ItemResult(0, "5", "5", None, 2, 0, 3, 1, confidence=0.25, escalated=True)
+    )
+    assert (row["confidence"], row["escalated"]) == (0.25, True)
+    assert set(row) == set(ray_data.OUTPUT_COLUMNS)
