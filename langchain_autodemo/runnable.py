@@ -159,7 +159,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         call_timeout: seconds one model call may stream before it counts as failed (a
             ``TimeoutError``, re-asked after the backoff); ``None``: no limit (the
             engine still stops reading once the output passes the call's token budget).
-        stall_timeout: seconds without a chunk (the first one included) after which a
+        stall_timeout: seconds without a chunk that carries text, reasoning or a finish
+            reason (the first one included; empty chunks do not count) after which a
             model call counts as failed in the same way; ``None``: no limit.
 
     Concurrency: at most ``max_concurrency`` (from the config; default
@@ -960,9 +961,11 @@ class _Slot:
     """One model call in flight: its session, and the deadline that bounds its read.
 
     The read ends at ``call_timeout`` after the call started, or ``stall_timeout``
-    after its last chunk, whichever comes first; then the call counts as failed (a
-    ``TimeoutError``) and its items are re-asked after a backoff. Closed exactly once:
-    by its worker at the end of the stream, or by the loop at the deadline.
+    after its last chunk that carried something (text, reasoning, usage or a finish
+    reason: see :attr:`CallSession.progress`; a stream of empty chunks is a stall),
+    whichever comes first; then the call counts as failed (a ``TimeoutError``) and its
+    items are re-asked after a backoff. Closed exactly once: by its worker at the end of
+    the stream, or by the loop at the deadline.
     """
 
     def __init__(
@@ -982,8 +985,10 @@ class _Slot:
         self._stall_timeout = stall_timeout
 
     def feed(self, chunk: Any) -> None:
+        progress = self.session.progress
         self.session.feed(chunk)
-        self._last = time.monotonic()
+        if self.session.progress != progress:  # an empty chunk is no sign of life
+            self._last = time.monotonic()
 
     def deadline(self) -> float | None:
         limits = []
@@ -1002,7 +1007,10 @@ class _Slot:
             return TimeoutError(
                 f"the model call took longer than call_timeout={self._call_timeout} s"
             )
-        return TimeoutError(f"no chunk from the model for stall_timeout={self._stall_timeout} s")
+        return TimeoutError(
+            f"no chunk with text, reasoning or a finish reason from the model for "
+            f"stall_timeout={self._stall_timeout} s"
+        )
 
     def close(self, error: BaseException | None) -> CallReport | None:
         """Judge the call (once); ``None`` if it was already closed."""
