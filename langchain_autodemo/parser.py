@@ -24,6 +24,7 @@ __all__ = [
     "CompletionScanner",
     "AutoDemoOutputParser",
     "clean_final_answer",
+    "non_text_kinds",
     "reasoning_of",
     "text_of",
 ]
@@ -353,6 +354,32 @@ def _strings(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "".join(_strings(v) for v in value)
     return ""
+
+
+def non_text_kinds(message: BaseMessage) -> list[str]:
+    """The kinds of content a message holds besides text (``image_url``, ``file``, ...),
+    in order of first appearance: what :func:`text_of` cannot carry.
+
+    Example:
+        >>> from langchain_core.messages import HumanMessage
+        >>> non_text_kinds(HumanMessage([
+        ...     {"type": "text", "text": "What is in it?"},
+        ...     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+        ... ]))
+        ['image_url']
+    """
+    content: Any = message.content
+    if isinstance(content, str):
+        return []
+    kinds: dict[str, None] = {}
+    for part in content:
+        if isinstance(part, str):
+            continue
+        kind = part.get("type") if isinstance(part, dict) else None
+        if isinstance(part, dict) and (kind == "text" or (kind is None and "text" in part)):
+            continue
+        kinds[str(kind or type(part).__name__)] = None
+    return list(kinds)
 
 
 class AutoDemoOutputParser(BaseOutputParser[list[ParsedItem]]):

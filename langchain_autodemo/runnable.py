@@ -67,7 +67,7 @@ from langchain_autodemo.errors import (
     ConfigurationError,
 )
 from langchain_autodemo.markers import Markers
-from langchain_autodemo.parser import text_of
+from langchain_autodemo.parser import non_text_kinds, text_of
 from langchain_autodemo.planning import (
     BatchSelector,
     Demonstration,
@@ -873,6 +873,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         elif _is_chat(item):
             text = self._split(index, item)[1]
         elif isinstance(item, BaseMessage):
+            _refuse_non_text(index, item)
             text = text_of(item)
         else:
             raise AutoDemoInputError(
@@ -892,9 +893,14 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             messages = (
                 item.to_messages() if isinstance(item, PromptValue) else convert_to_messages(item)
             )
-            return split_chat(messages)
+            context, question = split_chat(messages)
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise AutoDemoInputError(index, str(exc)) from None
+        _refuse_non_text(index, messages[-1])
+        for message in context:
+            if message.type == "system":  # merged into the call's one system text
+                _refuse_non_text(index, message, "its system message")
+        return context, question
 
     def _render_dict(self, index: int, item: dict[str, Any]) -> str:
         for key, value in item.items():
@@ -1290,6 +1296,18 @@ def _redacted(error: AutoDemoError) -> AutoDemoError:
     redacted.reasons = tuple(redact_model_text(r) for r in error.reasons)
     redacted.args = tuple(redact_model_text(a) if isinstance(a, str) else a for a in error.args)
     return redacted
+
+
+def _refuse_non_text(index: int, message: BaseMessage, what: str = "the question") -> None:
+    """An :class:`AutoDemoInputError` for a message whose images, audio or files a call
+    would drop: the runner sends a question (and a system prompt) as text only."""
+    kinds = non_text_kinds(message)
+    if kinds:
+        raise AutoDemoInputError(
+            index,
+            f"{what} has non-text content ({', '.join(kinds)}) that packed calls cannot "
+            "carry (the runner sends text only); ask it alone, of the model itself",
+        )
 
 
 def _checked_demonstrations(demonstrations: Sequence[Any]) -> tuple[Demonstration, ...]:
