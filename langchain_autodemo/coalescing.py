@@ -46,16 +46,17 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableConfig
-from langchain_core.runnables.config import ensure_config
+from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
 
 from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.errors import (
     AutoDemoInputError,
     AutoDemoItemError,
     AutoDemoModelCallError,
+    ConfigurationError,
     model_call_error,
 )
-from langchain_autodemo.runnable import RunnerWrapper
+from langchain_autodemo.runnable import RunnerWrapper, check_max_concurrency
 
 if TYPE_CHECKING:
     from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
@@ -96,9 +97,14 @@ class MicroBatcher(RunnerWrapper):
 
     Errors stay per request: an input that cannot be asked raises
     :class:`~langchain_autodemo.errors.AutoDemoInputError` at once, before it joins a
-    batch, and an item the model failed raises that request's
+    batch, and so does a config that cannot be used
+    (:class:`~langchain_autodemo.errors.ConfigurationError`: a bad ``max_concurrency``,
+    callbacks that cannot be set up); an item the model failed raises that request's
     :class:`~langchain_autodemo.errors.AutoDemoItemError` (with ``index`` 0, its
-    position in the caller's one-item request), never a neighbour's.
+    position in the caller's one-item request), never a neighbour's; a request whose
+    own callbacks raise (``raise_error``) gets that exception, and its neighbours their
+    answers. The packed batch runs with settings of its own, not a caller's: a caller's
+    ``max_concurrency`` (a setting of a whole batch) is checked and then left out.
     """
 
     def __init__(
@@ -135,9 +141,7 @@ class MicroBatcher(RunnerWrapper):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         self._check(input)
         future: Future[Any] = Future()
-        # ensure_config here, in the caller's context: a config inherited from an
-        # enclosing chain belongs to this request, not to the batch it joins.
-        request = _Request(input, ensure_config(config), future)
+        request = _Request(input, self._own_config(config), future)
         key = self._key(request.config)
         with self._lock:
             waiting = self._sync.setdefault(key, _Queue())
@@ -159,7 +163,7 @@ class MicroBatcher(RunnerWrapper):
         self._check(input)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        request = _Request(input, ensure_config(config), future)
+        request = _Request(input, self._own_config(config), future)
         key = (id(loop), self._key(request.config))
         waiting = self._async.setdefault(key, _Queue())
         waiting.requests.append(request)
@@ -179,6 +183,24 @@ class MicroBatcher(RunnerWrapper):
 
     def _key(self, config: RunnableConfig) -> Hashable:
         return None if self.isolate_by is None else self.isolate_by(config)
+
+    @staticmethod
+    def _own_config(config: RunnableConfig | None) -> RunnableConfig:
+        """The request's config, checked now (so its error is raised to this caller
+        alone), without what belongs to a whole batch (``max_concurrency``).
+
+        Made here, in the caller's context: a config inherited from an enclosing chain
+        belongs to this request, not to the batch it joins."""
+        try:
+            own = ensure_config(config)
+            get_callback_manager_for_config(own)  # its callbacks, tags and metadata
+        except Exception as exc:
+            raise ConfigurationError(
+                f"the config cannot be used: {type(exc).__name__}: {exc}"
+            ) from exc
+        check_max_concurrency(own.get("max_concurrency"))
+        own.pop("max_concurrency", None)
+        return own
 
     def _check(self, input: Any) -> None:
         """Refuse an input that cannot be asked now, so it never joins (or fails) a batch."""

@@ -40,7 +40,7 @@ from langchain_autodemo.errors import (
     redact_model_text,
 )
 from langchain_autodemo.markers import Markers
-from langchain_autodemo.parser import CompletionScanner, ParsedItem, text_of
+from langchain_autodemo.parser import CompletionScanner, ParsedItem, reasoning_of, text_of
 from langchain_autodemo.planning import (
     Demonstration,
     PlannedBatch,
@@ -96,6 +96,10 @@ _MIN_BUDGET = 1024
 # ... and this many times max_output_tokens when one does (the server should have cut it
 # there; the slack covers the error of a characters/4 estimate).
 _LIMIT_SLACK = 1.5
+# With no max_output_tokens, a reasoning model may think this many tokens on top of the
+# budget of its visible output (with one, the limit covers reasoning too, as providers'
+# limits do). Past it the completion is a runaway like any other.
+_REASONING_ALLOWANCE = 32_000
 _NO_FINISH_REASON = (
     "cut off: the stream ended without a finish reason (set require_finish_reason=False "
     "for a model that never reports one, such as GenericFakeChatModel)"
@@ -343,6 +347,13 @@ class CallSession:
         self._text: list[str] = []  # the completion as streamed (the model's text only)
         self._logprobs: list[tuple[int, int, float]] = []  # (start, end, logprob) per token
         self._confidence: dict[int, float | None] = {}  # id(ParsedItem) -> its confidence
+        self._thought_chunks = 0  # chunks that carried reasoning (see reasoning_of)
+        self._thought_chars = 0
+        self._reported_reasoning = 0
+        self._blank = 0  # chunks that carried nothing: no text, no reasoning, no metadata
+        self.progress = 0
+        """How many chunks carried something (text, reasoning, usage or a finish reason):
+        a driver's stall timer counts from the last one, never from an empty chunk."""
         self._saw_message = False
         self._reported: CallUsage | None = None
         self._finish_reason: str | None = None
@@ -373,12 +384,23 @@ class CallSession:
 
     @property
     def output_tokens(self) -> int:
-        """The output read so far, in tokens: reported by the model when it says, else
-        estimated (one per chunk, or four characters per token, whichever is more)."""
-        estimate = max(self._chunks, self._chars // 4)
+        """The output read so far, in tokens, reasoning included: reported by the model
+        when it says, else estimated (one per chunk, or four characters per token,
+        whichever is more, for the text and for the reasoning)."""
+        estimate = max(self._chunks, self._chars // 4) + self._reasoning_estimate()
         if self._reported is not None:
-            return max(self._reported.output_tokens, estimate)
+            return max(self._reported.output_tokens, self._reported_reasoning, estimate)
         return estimate
+
+    @property
+    def reasoning_tokens(self) -> int:
+        """The reasoning read so far (``reasoning_content`` deltas, reasoning or thinking
+        blocks, or the reported reasoning tokens), in tokens: part of
+        :attr:`output_tokens`."""
+        return max(self._reported_reasoning, self._reasoning_estimate())
+
+    def _reasoning_estimate(self) -> int:
+        return max(self._thought_chunks, self._thought_chars // 4)
 
     @property
     def chunks_read(self) -> int:
@@ -396,9 +418,15 @@ class CallSession:
 
         Candidates become final only in :meth:`finish`.
         """
+        progressed = False
         if isinstance(chunk, BaseMessage):
             self._saw_message = True
-            self._note_metadata(chunk)
+            progressed = self._note_metadata(chunk)
+            thought = reasoning_of(chunk)
+            if thought:
+                self._thought_chunks += 1
+                self._thought_chars += len(thought)
+                progressed = True
         text = text_of(chunk)
         if isinstance(chunk, BaseMessage):
             self._note_logprobs(chunk)
@@ -406,6 +434,11 @@ class CallSession:
             self._chunks += 1
             self._chars += len(text)
             self._text.append(text)
+            progressed = True
+        if progressed:
+            self.progress += 1
+        else:
+            self._blank += 1
         new = self._take(self._scanner.feed(text))
         if not self.done_reading:
             self._check_runaway()
@@ -710,11 +743,27 @@ class CallSession:
             self.runaway = f"the completion went on past question {n} without answering it"
         elif self._idle >= max(3, n):
             self.runaway = "the completion repeated itself without answering it"
-        elif self.output_tokens > self.output_budget:
+        elif self._over_budget():
+            thought = self.reasoning_tokens
+            of_them = f", {thought} of them reasoning" if thought else ""
             self.runaway = (
                 f"the completion ran past its output budget (about {self.output_budget} "
-                "tokens) without finishing"
+                f"tokens{of_them}) without finishing"
             )
+        elif self._blank > self.output_budget:
+            self.runaway = (
+                f"the stream sent {self._blank} chunks that carried nothing (no text, no "
+                "reasoning, no finish reason)"
+            )
+
+    def _over_budget(self) -> bool:
+        """Whether the output read, reasoning included, is past the budget. Reasoning
+        counts against ``max_output_tokens`` (which bounds it at the provider too); with
+        no limit it may add up to ``_REASONING_ALLOWANCE`` tokens to the budget."""
+        spent = self.output_tokens
+        if self._settings.max_output_tokens is None:
+            spent -= min(self.reasoning_tokens, _REASONING_ALLOWANCE)
+        return spent > self.output_budget
 
     def _missing_reason(self) -> str:
         return self.runaway or "missing from the completion"
@@ -734,11 +783,16 @@ class CallSession:
 
     # -- usage and the end of the stream ------------------------------------------------
 
-    def _note_metadata(self, chunk: BaseMessage) -> None:
+    def _note_metadata(self, chunk: BaseMessage) -> bool:
+        """Record the chunk's usage and finish reason; whether it carried either."""
+        noted = False
         usage = getattr(chunk, "usage_metadata", None)
         if usage:
+            noted = True
             previous = self._reported or CallUsage(0, 0)
             details = usage.get("input_token_details") or {}
+            output_details = usage.get("output_token_details") or {}
+            self._reported_reasoning += int(output_details.get("reasoning", 0) or 0)
             self._reported = CallUsage(
                 previous.input_tokens + int(usage.get("input_tokens", 0)),
                 previous.output_tokens + int(usage.get("output_tokens", 0)),
@@ -750,9 +804,12 @@ class CallSession:
             reason = metadata.get(key)
             if reason:
                 self._finish_reason = str(reason)
+                noted = True
                 break
         if metadata.get("done") is True and self._finish_reason is None:
             self._finish_reason = "stop"  # Ollama's final chunk
+            noted = True
+        return noted
 
     def _note_logprobs(self, chunk: BaseMessage) -> None:
         """Keep the token log-probabilities a chunk carries (OpenAI's format, which

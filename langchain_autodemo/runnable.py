@@ -10,16 +10,26 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import copy
+import functools
 import heapq
+import logging
 import queue
 import random
 import re
 import string
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
@@ -57,7 +67,7 @@ from langchain_autodemo.errors import (
     ConfigurationError,
 )
 from langchain_autodemo.markers import Markers
-from langchain_autodemo.parser import text_of
+from langchain_autodemo.parser import non_text_kinds, text_of
 from langchain_autodemo.planning import (
     BatchSelector,
     Demonstration,
@@ -92,6 +102,9 @@ __all__ = [
     "template_fields",
 ]
 
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
 #: Model calls in flight at once when the config sets no ``max_concurrency``.
 DEFAULT_MAX_CONCURRENCY = 32
 #: Seconds without a streamed chunk after which a model call counts as failed (a local
@@ -102,6 +115,7 @@ ITEM_VIEW_RUN = "autodemo_call"
 
 Result = Any  # the answer (str or parsed object), an ItemResult, or an AutoDemoError
 _Event = tuple[ModelCall, CallReport]
+_Run = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun | None
 
 
 class AutoDemoBatchRunnable(Runnable[Any, Any]):
@@ -159,7 +173,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         call_timeout: seconds one model call may stream before it counts as failed (a
             ``TimeoutError``, re-asked after the backoff); ``None``: no limit (the
             engine still stops reading once the output passes the call's token budget).
-        stall_timeout: seconds without a chunk (the first one included) after which a
+        stall_timeout: seconds without a chunk that carries text, reasoning or a finish
+            reason (the first one included; empty chunks do not count) after which a
             model call counts as failed in the same way; ``None``: no limit.
         escalate: selective escalation: the share (0 to 1) of each packed call's
             answers, least confident first, asked again alone (single mode, the same
@@ -456,8 +471,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         item of the call is in), so a later, conflicting copy of it can still send it
         back to be re-asked. The unit of streaming is therefore the model call.
         """
+        given: set[int] = set()
         for index, result in self._run_sync(inputs, config, return_exceptions):
-            yield index, self._raise_or_return(result, return_exceptions)
+            if index not in given:  # (a callback failing after its answer is only logged)
+                given.add(index)
+                yield index, self._raise_or_return(result, return_exceptions)
 
     async def abatch_as_completed(  # type: ignore[override]
         self,
@@ -467,8 +485,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> AsyncIterator[tuple[int, Any]]:
+        given: set[int] = set()
         async for index, result in self._run_async(inputs, config, return_exceptions):
-            yield index, self._raise_or_return(result, return_exceptions)
+            if index not in given:
+                given.add(index)
+                yield index, self._raise_or_return(result, return_exceptions)
 
     def submit_batch_job(self, inputs: Sequence[Any], **options: Any) -> Any:
         """The same packed calls, through a provider Batch API: a resumable
@@ -613,10 +634,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         plan = self.plan(inputs, return_exceptions=return_exceptions)
         if not plan.texts:
             return
-        dispatch = _Dispatch(self, plan, configs)
+        dispatch = _Dispatch(self, plan, configs, return_exceptions)
         runs = [
-            get_callback_manager_for_config(c).on_chain_start(None, item, **self._run_start(c))
-            for item, c in zip(inputs, configs, strict=True)
+            dispatch.guard(index, functools.partial(self._start_run, item, c))
+            for index, (item, c) in enumerate(zip(inputs, configs, strict=True))
         ]
         events: queue.Queue[_Event | BaseException] = queue.Queue()
         stopping = threading.Event()
@@ -671,11 +692,12 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 yield from dispatch.handle(event)
         except BaseException as exc:
             stopping.set()  # workers still streaming stop at their next chunk
-            for run in runs:
-                run.on_chain_error(exc)
+            for index, run in enumerate(runs):
+                if run is not None:
+                    dispatch.guard(index, functools.partial(run.on_chain_error, exc), after=True)
             raise
         stopping.set()
-        dispatch.close_runs(runs)
+        yield from dispatch.close_runs(runs)
 
     async def _run_async(
         self, inputs: Sequence[Any], config: Any, return_exceptions: bool
@@ -684,12 +706,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         plan = await self.aplan(inputs, return_exceptions=return_exceptions)
         if not plan.texts:
             return
-        dispatch = _Dispatch(self, plan, configs)
+        dispatch = _Dispatch(self, plan, configs, return_exceptions)
         runs = [
-            await get_async_callback_manager_for_config(c).on_chain_start(
-                None, item, **self._run_start(c)
-            )
-            for item, c in zip(inputs, configs, strict=True)
+            await dispatch.aguard(index, functools.partial(self._astart_run, item, c))
+            for index, (item, c) in enumerate(zip(inputs, configs, strict=True))
         ]
         events: asyncio.Queue[_Event | BaseException] = asyncio.Queue()
 
@@ -749,10 +769,13 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         except BaseException as exc:
             for task in list(tasks.values()):
                 task.cancel()
-            for run in runs:
-                await run.on_chain_error(exc)
+            for index, run in enumerate(runs):
+                if run is not None:
+                    error = functools.partial(run.on_chain_error, exc)
+                    await dispatch.aguard(index, error, after=True)
             raise
-        await dispatch.aclose_runs(runs)
+        for emitted in await dispatch.aclose_runs(runs):
+            yield emitted
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -764,13 +787,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             return []
         configs = get_config_list(config, len(inputs))
         for c in configs:
-            limit = c.get("max_concurrency")
-            if limit is not None and (
-                isinstance(limit, bool) or not isinstance(limit, int) or limit < 1
-            ):
-                raise ConfigurationError(
-                    f"max_concurrency must be a positive integer or None, got {limit!r}"
-                )
+            check_max_concurrency(c.get("max_concurrency"))
         return configs
 
     def _validate(
@@ -824,6 +841,18 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             for plan in plans
         ]
 
+    def _start_run(self, item: Any, config: RunnableConfig) -> CallbackManagerForChainRun:
+        return get_callback_manager_for_config(config).on_chain_start(
+            None, item, **self._run_start(config)
+        )
+
+    async def _astart_run(
+        self, item: Any, config: RunnableConfig
+    ) -> AsyncCallbackManagerForChainRun:
+        return await get_async_callback_manager_for_config(config).on_chain_start(
+            None, item, **self._run_start(config)
+        )
+
     def _run_start(self, config: RunnableConfig) -> dict[str, Any]:
         """How each input's own run is named and identified (one run per input item)."""
         return {
@@ -838,10 +867,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         return 1 if self.mode is Mode.SINGLE else self.batch_size
 
     def _call_config(
-        self,
-        slot: _Slot,
-        configs: list[RunnableConfig],
-        runs: Sequence[CallbackManagerForChainRun | AsyncCallbackManagerForChainRun],
+        self, slot: _Slot, configs: list[RunnableConfig], runs: Sequence[_Run]
     ) -> RunnableConfig:
         call = slot.call
         metadata = {
@@ -865,10 +891,16 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         # One call serves several items: it is traced as a child of its first item's run,
         # its callbacks carry the handlers of every item it serves (each item's handlers
         # see the model run that answered it), and its metadata names every item.
-        leader = call.batch.indices[0] if call.batch.keep is None else call.batch.kept[0]
-        callbacks = runs[leader].get_child()
-        for index in call.batch.kept:
-            for handler in runs[index].inheritable_handlers:
+        # (An item whose own run failed to start has none: its handlers stay out.)
+        started = [i for i in call.batch.kept if runs[i] is not None]
+        if not started:
+            config = patch_config(configs[call.batch.kept[0]], callbacks=[])
+            config["metadata"] = {**config.get("metadata", {}), **metadata}
+            return config
+        leader = started[0]
+        callbacks = runs[leader].get_child()  # type: ignore[union-attr]
+        for index in started:
+            for handler in runs[index].inheritable_handlers:  # type: ignore[union-attr]
                 if not any(_same_sink(handler, present) for present in callbacks.handlers):
                     callbacks.add_handler(handler, inherit=True)
         config = patch_config(configs[leader], callbacks=callbacks)
@@ -884,6 +916,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         elif _is_chat(item):
             text = self._split(index, item)[1]
         elif isinstance(item, BaseMessage):
+            _refuse_non_text(index, item)
             text = text_of(item)
         else:
             raise AutoDemoInputError(
@@ -903,9 +936,14 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             messages = (
                 item.to_messages() if isinstance(item, PromptValue) else convert_to_messages(item)
             )
-            return split_chat(messages)
+            context, question = split_chat(messages)
         except (ValueError, TypeError, NotImplementedError) as exc:
             raise AutoDemoInputError(index, str(exc)) from None
+        _refuse_non_text(index, messages[-1])
+        for message in context:
+            if message.type == "system":  # merged into the call's one system text
+                _refuse_non_text(index, message, "its system message")
+        return context, question
 
     def _render_dict(self, index: int, item: dict[str, Any]) -> str:
         for key, value in item.items():
@@ -983,6 +1021,14 @@ async def _aclose(stream: Any) -> None:
         await close()
 
 
+def check_max_concurrency(limit: Any) -> None:
+    """A :class:`ConfigurationError` unless ``limit`` is ``None`` or a positive int."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ConfigurationError(
+            f"max_concurrency must be a positive integer or None, got {limit!r}"
+        )
+
+
 def template_fields(template: str) -> list[str]:
     """The keys an ``input_template`` reads; positional or attribute fields are refused."""
     try:
@@ -1003,9 +1049,11 @@ class _Slot:
     """One model call in flight: its session, and the deadline that bounds its read.
 
     The read ends at ``call_timeout`` after the call started, or ``stall_timeout``
-    after its last chunk, whichever comes first; then the call counts as failed (a
-    ``TimeoutError``) and its items are re-asked after a backoff. Closed exactly once:
-    by its worker at the end of the stream, or by the loop at the deadline.
+    after its last chunk that carried something (text, reasoning, usage or a finish
+    reason: see :attr:`CallSession.progress`; a stream of empty chunks is a stall),
+    whichever comes first; then the call counts as failed (a ``TimeoutError``) and its
+    items are re-asked after a backoff. Closed exactly once: by its worker at the end of
+    the stream, or by the loop at the deadline.
     """
 
     def __init__(
@@ -1025,8 +1073,10 @@ class _Slot:
         self._stall_timeout = stall_timeout
 
     def feed(self, chunk: Any) -> None:
+        progress = self.session.progress
         self.session.feed(chunk)
-        self._last = time.monotonic()
+        if self.session.progress != progress:  # an empty chunk is no sign of life
+            self._last = time.monotonic()
 
     def deadline(self) -> float | None:
         limits = []
@@ -1045,7 +1095,10 @@ class _Slot:
             return TimeoutError(
                 f"the model call took longer than call_timeout={self._call_timeout} s"
             )
-        return TimeoutError(f"no chunk from the model for stall_timeout={self._stall_timeout} s")
+        return TimeoutError(
+            f"no chunk with text, reasoning or a finish reason from the model for "
+            f"stall_timeout={self._stall_timeout} s"
+        )
 
     def close(self, error: BaseException | None) -> CallReport | None:
         """Judge the call (once); ``None`` if it was already closed."""
@@ -1063,12 +1116,24 @@ class _Dispatch:
     ``max_concurrency`` in flight), bounds every read by its slot's deadline, turns
     reports into results and closes the item runs. The loops only start workers and
     wait for events.
+
+    Each item's run speaks to that item's own callbacks only, through :meth:`guard`:
+    with ``return_exceptions`` a handler that raises (``raise_error``) fails its own
+    item with that exception and no other (the inputs of one ``batch()`` may come from
+    different callers, as the coalescer's do); without, it is raised as LangChain does.
     """
 
     def __init__(
-        self, runner: AutoDemoBatchRunnable, plan: BatchPlan, configs: list[RunnableConfig]
+        self,
+        runner: AutoDemoBatchRunnable,
+        plan: BatchPlan,
+        configs: list[RunnableConfig],
+        return_exceptions: bool = False,
     ) -> None:
         self._runner = runner
+        self._return_exceptions = return_exceptions
+        self.hook_errors: dict[int, BaseException] = {}
+        """Items whose own callbacks raised, with the exception (their result)."""
         self.engine = plan.engine()
         self._texts = plan.texts
         self.limit = configs[0].get("max_concurrency") or DEFAULT_MAX_CONCURRENCY
@@ -1083,9 +1148,40 @@ class _Dispatch:
         emitted = []
         for index, result in sorted(self.engine.results.items()):
             self.outputs[index] = self._runner.output(result)
-            emitted.append((index, self.outputs[index]))
+            emitted.append((index, self.hook_errors.get(index, self.outputs[index])))
         self._schedule(self.engine.initial_calls())
         return emitted
+
+    def guard(self, index: int, step: Callable[[], _T], *, after: bool = False) -> _T | None:
+        """``step()``, a callback of item ``index``'s own run; if it raises, the error
+        is that item's result (with ``return_exceptions``), else raised. ``after``: the
+        item's result is out already (the error is logged, not returned)."""
+        try:
+            return step()
+        except Exception as exc:
+            self._hook_failed(index, exc, after)
+            return None
+
+    async def aguard(
+        self, index: int, step: Callable[[], Awaitable[_T]], *, after: bool = False
+    ) -> _T | None:
+        try:
+            return await step()
+        except Exception as exc:
+            self._hook_failed(index, exc, after)
+            return None
+
+    def _hook_failed(self, index: int, error: Exception, after: bool) -> None:
+        if not self._return_exceptions and not after:
+            raise error
+        log.warning(
+            "a callback of item %d raised %s: that item fails, no other",
+            index,
+            type(error).__name__,
+            exc_info=error,
+        )
+        if not after:
+            self.hook_errors.setdefault(index, error)
 
     @property
     def busy(self) -> bool:
@@ -1137,7 +1233,7 @@ class _Dispatch:
         emitted = []
         for index, result in final:
             self.outputs[index] = self._runner.output(result)
-            emitted.append((index, self.outputs[index]))
+            emitted.append((index, self.hook_errors.get(index, self.outputs[index])))
         return emitted
 
     def _schedule(self, calls: Sequence[ModelCall]) -> None:
@@ -1167,36 +1263,52 @@ class _Dispatch:
         outputs = {"answer": result.raw_answer, "restated_question": result.restated_question}
         return {"question": self._texts[index]}, outputs, metadata
 
-    def close_runs(self, runs: Sequence[CallbackManagerForChainRun]) -> None:
+    def close_runs(self, runs: Sequence[_Run]) -> list[tuple[int, Result]]:
+        """End every item's run; the items whose own callbacks raised now, with their
+        errors (they replace the results given before)."""
         self._finish_usage()
+        before = set(self.hook_errors)
         for index, run in enumerate(runs):
-            output = self.outputs[index]
-            if isinstance(output, AutoDemoError):
-                run.on_chain_error(output)
-                continue
-            if self._runner.traces_isolated:
-                inputs, outputs, metadata = self._item_view(index)
-                child = run.get_child()
-                child.add_metadata(metadata, inherit=False)
-                child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN).on_chain_end(outputs)
-            _record_item(run, self.engine.results.get(index))
-            run.on_chain_end(output)
+            if run is not None:
+                self.guard(index, functools.partial(self._close_run, index, run))
+        return [(i, e) for i, e in self.hook_errors.items() if i not in before]
 
-    async def aclose_runs(self, runs: Sequence[AsyncCallbackManagerForChainRun]) -> None:
+    async def aclose_runs(self, runs: Sequence[_Run]) -> list[tuple[int, Result]]:
         self._finish_usage()
+        before = set(self.hook_errors)
         for index, run in enumerate(runs):
-            output = self.outputs[index]
-            if isinstance(output, AutoDemoError):
-                await run.on_chain_error(output)
-                continue
-            if self._runner.traces_isolated:
-                inputs, outputs, metadata = self._item_view(index)
-                child = run.get_child()
-                child.add_metadata(metadata, inherit=False)
-                view = await child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN)
-                await view.on_chain_end(outputs)
-            _record_item(run, self.engine.results.get(index))
-            await run.on_chain_end(output)
+            if run is not None:
+                await self.aguard(index, functools.partial(self._aclose_run, index, run))
+        return [(i, e) for i, e in self.hook_errors.items() if i not in before]
+
+    def _close_run(self, index: int, run: Any) -> None:
+        output = self.outputs[index]
+        error = self.hook_errors.get(index)
+        if error is not None or isinstance(output, AutoDemoError):
+            run.on_chain_error(error or output)
+            return
+        if self._runner.traces_isolated:
+            inputs, outputs, metadata = self._item_view(index)
+            child = run.get_child()
+            child.add_metadata(metadata, inherit=False)
+            child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN).on_chain_end(outputs)
+        _record_item(run, self.engine.results.get(index))
+        run.on_chain_end(output)
+
+    async def _aclose_run(self, index: int, run: Any) -> None:
+        output = self.outputs[index]
+        error = self.hook_errors.get(index)
+        if error is not None or isinstance(output, AutoDemoError):
+            await run.on_chain_error(error or output)
+            return
+        if self._runner.traces_isolated:
+            inputs, outputs, metadata = self._item_view(index)
+            child = run.get_child()
+            child.add_metadata(metadata, inherit=False)
+            view = await child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN)
+            await view.on_chain_end(outputs)
+        _record_item(run, self.engine.results.get(index))
+        await run.on_chain_end(output)
 
 
 @dataclass(frozen=True)
@@ -1238,6 +1350,18 @@ def _with_logprobs(llm: Runnable[Any, Any]) -> Runnable[Any, Any]:
     if "logprobs" in fields and "top_logprobs" in fields and hasattr(llm, "model_copy"):
         return llm.model_copy(update={"logprobs": True, "top_logprobs": 1})  # type: ignore[no-any-return]
     return llm
+
+
+def _refuse_non_text(index: int, message: BaseMessage, what: str = "the question") -> None:
+    """An :class:`AutoDemoInputError` for a message whose images, audio or files a call
+    would drop: the runner sends a question (and a system prompt) as text only."""
+    kinds = non_text_kinds(message)
+    if kinds:
+        raise AutoDemoInputError(
+            index,
+            f"{what} has non-text content ({', '.join(kinds)}) that packed calls cannot "
+            "carry (the runner sends text only); ask it alone, of the model itself",
+        )
 
 
 def _checked_demonstrations(demonstrations: Sequence[Any]) -> tuple[Demonstration, ...]:

@@ -10,7 +10,9 @@ dropped, duplicated or conflicting blocks, missing or paraphrased restatements,
 truncation with and without a finish reason, mid-stream exceptions, runaways, chatter;
 since issue 20 also restatements that slip to another input, merged restatements,
 copies broken at an input's embedded markers, faithful copies that add spaces or drop
-diacritics and variation selectors, and never-ending streams). Some cases show solved
+diacritics and variation selectors, and never-ending streams; since reliability round 3
+also never-ending streams of empty chunks and of reasoning alone, as reasoning models
+send while they think). Some cases show solved
 demonstrations that are near-copies of the inputs (as retrieval picks them), and the
 model re-answers a demonstration in place of its look-alike. The model only ever
 answers a question with that question's own tag, so any answer carrying another input's
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
+from pydantic import PrivateAttr
 
 from langchain_autodemo import AutoDemoBatchRunnable, AutoDemoError
 from langchain_autodemo.alignment import comparison_key
@@ -247,7 +250,20 @@ OPS = (
     "break_embedded",
     "faithful",
 )
-ENDINGS = ("stop", "stop", "stop", "length", "no_finish", "raise", "raise_first", "endless")
+ENDINGS = (
+    "stop",
+    "stop",
+    "stop",
+    "length",
+    "no_finish",
+    "raise",
+    "raise_first",
+    "endless",
+)
+#: What an endless stream goes on with once its text is out: ever new lines (``text``),
+#: empty chunks (``blank``), or reasoning deltas and thinking blocks with empty text.
+ENDLESS = ("text", "blank", "reasoning")
+_THOUGHT = "Wait, let me reconsider the question once more before I answer it. " * 12
 
 
 def _copy(rng: random.Random, text: str, head_words: int | None) -> str:
@@ -426,10 +442,16 @@ HANG_CHUNKS = 40_000
 
 
 class EndlessScriptedModel(ScriptedChatModel):
-    """A scripted model whose reply may go on forever (metadata ``endless``): after its
-    text it streams ever new lines and short repeated ones, up to :data:`HANG_CHUNKS`."""
+    """A scripted model whose reply may go on forever (metadata ``endless``: one of
+    :data:`ENDLESS`): after its text it streams ever new lines and short repeated ones,
+    empty chunks, or reasoning alone, up to :data:`HANG_CHUNKS`."""
 
     hangs: int = 0
+    _endless: Counter[str] = PrivateAttr(default_factory=Counter)
+
+    @property
+    def endless(self) -> Counter[str]:
+        return self._endless
 
     def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
                 **kwargs: Any) -> Any:  # fmt: skip
@@ -443,10 +465,24 @@ class EndlessScriptedModel(ScriptedChatModel):
             if size <= 0
             else [text[i : i + size] for i in range(0, len(text), size)]
         )
-        if meta.get("endless"):
+        endless = meta.get("endless")
+        if endless:
+            self._endless[endless] += 1
             for n in range(HANG_CHUNKS):
-                piece = pieces[n] if n < len(pieces) else ("Hmm.\n" if n % 3 else f"Idea {n}.\n")
-                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                if n < len(pieces):
+                    message = AIMessageChunk(content=pieces[n])
+                elif endless == "blank":
+                    message = AIMessageChunk(content="")
+                elif endless == "reasoning":
+                    thought = {"reasoning_content": _THOUGHT}
+                    message = (
+                        AIMessageChunk(content="", additional_kwargs=thought)
+                        if n % 2
+                        else AIMessageChunk(content=[{"type": "thinking", "thinking": _THOUGHT}])
+                    )
+                else:
+                    message = AIMessageChunk(content="Hmm.\n" if n % 3 else f"Idea {n}.\n")
+                yield ChatGenerationChunk(message=message)
             self.hangs += 1
             return
         for piece in pieces:
@@ -472,7 +508,7 @@ def hostile_script(seed: int) -> Callable[[list[BaseMessage], int], Any]:
         if ending == "raise_first":
             return RateLimited("429 Too Many Requests")
         if ending == "endless":
-            return text[: int(len(text) * rng.random())], {"endless": True}
+            return text[: int(len(text) * rng.random())], {"endless": rng.choice(ENDLESS)}
         cut = int(len(text) * rng.random())
         if ending == "length":
             return text[:cut], {"finish_reason": "length"}
@@ -497,6 +533,7 @@ class Tally:
     wrong_own: int = 0  # the model's wrong answer to the question it restated: not misaligned
     misaligned: int = 0
     hangs: int = 0  # endless streams read to HANG_CHUNKS
+    endless: Counter[str] = field(default_factory=Counter)  # endless streams, by kind
     calls: int = 0
     by_driver: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
@@ -552,6 +589,7 @@ class Tally:
             "wrong_but_own": self.wrong_own,
             "misaligned": self.misaligned,
             "hangs": self.hangs,
+            "endless_streams": dict(self.endless),
             "by_driver": dict(self.by_driver),
             "misaligned_examples": self.examples,
             "wrong_but_own_examples": self.wrong_examples,
@@ -595,6 +633,7 @@ def run_case(seed: int, tally: Tally) -> None:
         results = [got[i] for i in range(len(inputs))]
     tally.calls += len(model.calls)
     tally.hangs += model.hangs
+    tally.endless.update(model.endless)
     tally.judge(inputs, results, driver, seed, selector.demos if selector else ())
 
 
