@@ -45,6 +45,7 @@ from pydantic import PrivateAttr
 
 from langchain_autodemo import AutoDemoBatchRunnable, AutoDemoError
 from langchain_autodemo.alignment import comparison_key
+from langchain_autodemo.engine import ItemResult
 from langchain_autodemo.planning import PlannedBatch, SequentialSelector
 from langchain_autodemo.prompts import one_line
 from tests.fakes import ScriptedChatModel
@@ -485,8 +486,17 @@ class EndlessScriptedModel(ScriptedChatModel):
                 yield ChatGenerationChunk(message=message)
             self.hangs += 1
             return
+        logprob = meta.get("logprob")
+        offset = 0
         for piece in pieces:
-            yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            metadata: dict[str, Any] = {}
+            if logprob is not None:
+                token = {"token": piece, "logprob": logprob(offset, piece)}
+                metadata = {"logprobs": {"content": [token]}}
+            offset += len(piece)
+            yield ChatGenerationChunk(
+                message=AIMessageChunk(content=piece, response_metadata=metadata)
+            )
         if "raise" in meta:
             raise meta["raise"]
         reason = meta.get("finish_reason", "stop")
@@ -521,6 +531,40 @@ def hostile_script(seed: int) -> Callable[[list[BaseMessage], int], Any]:
     return script
 
 
+class ContentFiltered(Exception):
+    """A provider's refusal of a request for what it holds (HTTP 400)."""
+
+    status_code = 400
+
+
+def round3_script(
+    base: Callable[[list[BaseMessage], int], Any],
+    seed: int,
+    poison: str | None,
+    logprobs: bool,
+) -> Callable[[list[BaseMessage], int], Any]:
+    """``base`` with the reliability round 3 classes: a poison input whose presence makes
+    the provider refuse the whole call (400), single calls (escalations) answered with
+    their question's tag, and random token log-probabilities on every reply."""
+    poisoned = one_line(poison) if poison is not None else None
+
+    def script(messages: list[BaseMessage], call: int) -> Any:
+        humans = [str(m.content) for m in messages if isinstance(m, HumanMessage)]
+        if poisoned is not None and any(poisoned in text for text in humans):
+            return ContentFiltered("400: the request was refused by the content filter")
+        if asked(messages) or not humans:
+            reply = base(messages, call)
+        else:  # a single call (an escalation): its question is the last human message
+            reply = f"Thinking.\nThe answer is {tag(humans[-1])}."
+        if not logprobs or isinstance(reply, BaseException):
+            return reply
+        text, meta = reply if isinstance(reply, tuple) else (reply, {})
+        draws = random.Random(f"{seed}/{call}/logprobs")
+        return text, {**meta, "logprob": lambda offset, piece: -3 * draws.random()}
+
+    return script
+
+
 # -- running and judging -----------------------------------------------------------------
 
 
@@ -535,6 +579,10 @@ class Tally:
     hangs: int = 0  # endless streams read to HANG_CHUNKS
     endless: Counter[str] = field(default_factory=Counter)  # endless streams, by kind
     calls: int = 0
+    poisoned: int = 0  # cases with an input whose presence makes the provider refuse a call
+    escalated: int = 0  # answers that came from an escalation (with include_details)
+    isolated: int = 0  # cases run as an isolated caller
+    leaks: int = 0  # an isolated caller's error or reasons showing another input
     by_driver: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
     wrong_examples: list[dict[str, Any]] = field(default_factory=list)
@@ -590,6 +638,10 @@ class Tally:
             "misaligned": self.misaligned,
             "hangs": self.hangs,
             "endless_streams": dict(self.endless),
+            "poisoned_cases": self.poisoned,
+            "escalated_answers": self.escalated,
+            "isolated_cases": self.isolated,
+            "leaks": self.leaks,
             "by_driver": dict(self.by_driver),
             "misaligned_examples": self.examples,
             "wrong_but_own_examples": self.wrong_examples,
@@ -601,7 +653,16 @@ def run_case(seed: int, tally: Tally) -> None:
     inputs = draw_inputs(rng, rng.randint(1, 12))
     longest = max(len(q) for q in inputs)
     chunk = rng.choice((1, 3, 7, 0)) if longest < 500 else rng.choice((64, 0))
-    model = EndlessScriptedModel(script=hostile_script(seed), chunk_size=chunk)
+    # Round 3's classes, drawn apart so that the draws above stay what they were: a poison
+    # input, escalation (with and without log-probabilities), isolated callers whose
+    # errors and details must never quote another input.
+    extra = random.Random(f"{seed}/round3")
+    poison = extra.choice(inputs) if extra.random() < 0.25 else None
+    escalate = extra.choice((0.0, 0.0, 0.25, 0.5, 1.0))
+    isolate = extra.random() < 0.5
+    details = extra.random() < 0.5
+    script = round3_script(hostile_script(seed), seed, poison, extra.random() < 0.5)
+    model = EndlessScriptedModel(script=script, chunk_size=chunk)
     selector = LookAlikeDemos(random.Random(seed)) if rng.random() < 0.3 else None
     runner = AutoDemoBatchRunnable(
         model,
@@ -613,7 +674,11 @@ def run_case(seed: int, tally: Tally) -> None:
         max_output_tokens=rng.choice((None, None, 4000)),
         restate=rng.choice(("full", "head")),
         head_words=rng.randint(1, 9),
+        escalate=escalate,
+        include_details=details,
     )
+    if isolate:
+        runner = runner.isolating_traces()
     driver = DRIVERS[seed % len(DRIVERS)]
     config = {"max_concurrency": rng.randint(1, 4)}
     if driver == "batch":
@@ -634,7 +699,39 @@ def run_case(seed: int, tally: Tally) -> None:
     tally.calls += len(model.calls)
     tally.hangs += model.hangs
     tally.endless.update(model.endless)
-    tally.judge(inputs, results, driver, seed, selector.demos if selector else ())
+    tally.poisoned += poison is not None
+    tally.escalated += sum(isinstance(r, ItemResult) and r.escalated for r in results)
+    if isolate:
+        tally.isolated += 1
+        tally.leaks += leaks(inputs, results)
+    answers = [r.answer if isinstance(r, ItemResult) else r for r in results]
+    tally.judge(inputs, answers, driver, seed, selector.demos if selector else ())
+
+
+def leaks(inputs: list[str], results: list[Any]) -> int:
+    """Results of an isolated caller that show another input: its tag (the model's answer
+    to it) or its text, in an error's message and reasons or an answer's reasons."""
+    rendered = [one_line(q) for q in inputs]
+    found = 0
+    for k, result in enumerate(results):
+        if isinstance(result, AutoDemoError):
+            shown = " ".join([str(result), *map(str, getattr(result, "reasons", ()))])
+        elif isinstance(result, ItemResult):
+            shown = " ".join(map(str, result.reasons))
+        else:
+            continue
+        for j, other in enumerate(rendered):
+            if j == k or other == rendered[k]:
+                continue
+            # a quote is cut at 80 characters: look for windows of the other's text
+            windows = {other[at : at + 20] for at in range(0, max(1, len(other) - 19), 10)}
+            text_shown = any(
+                len(w) >= 20 and w in shown and w not in rendered[k] for w in windows
+            )
+            if tag(other) in shown or text_shown:
+                found += 1
+                break
+    return found
 
 
 def fuzz(cases: int, first_seed: int = 0) -> Tally:
@@ -660,7 +757,7 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
-    raise SystemExit(1 if tally.misaligned or tally.hangs else 0)
+    raise SystemExit(1 if tally.misaligned or tally.hangs or tally.leaks else 0)
 
 
 if __name__ == "__main__":

@@ -22,3 +22,7 @@ def test_no_hostile_input_or_completion_misaligns_an_answer() -> None:
     # The slice really exercises both outcomes: recovered answers and explicit errors.
     assert tally.correct > tally.items // 2 and tally.errors > 0
     assert set(tally.by_driver) == {"batch", "abatch", "as_completed", "aas_completed"}
+    # Round 3: poison inputs, escalations and isolated callers were drawn, and no isolated
+    # caller's error or reasons showed another input.
+    assert tally.poisoned > 0 and tally.escalated > 0 and tally.isolated > 0
+    assert tally.leaks == 0, "an isolated caller saw another input's text"
