@@ -650,14 +650,18 @@ class AuditedRunnable(RunnerWrapper):
     def _start_task(self, job: _Job | None) -> None:
         if job is None:
             return
-        # A fresh context: the caller's track_usage() and run context stay out.
+        # A fresh context: the caller's track_usage() and run context stay out. The
+        # task is kept (self._tasks) until done; cancelled before it recorded (its loop
+        # closed under it), it is counted as abandoned, never lost silently.
         task = contextvars.Context().run(asyncio.ensure_future, self._arun_job(job))
         self._tasks.add(task)
-        task.add_done_callback(self._forget_task)
+        task.add_done_callback(functools.partial(self._forget_task, job))
 
-    def _forget_task(self, task: asyncio.Task[None]) -> None:
+    def _forget_task(self, job: _Job, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            self._abandon(job, "were cancelled before they finished (their event loop closed?)")
+        elif task.exception() is not None:
             logger.error("audit failed", exc_info=task.exception())
 
     # -- one job: ask, compare, record, report ----------------------------------------
@@ -873,10 +877,13 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
 
     Counters: ``autodemo_audit_items_total``, ``autodemo_audit_agreed_total`` (per
     group), ``autodemo_audit_calls_total``, ``autodemo_audit_tokens_total`` (by
-    ``direction``); gauges: ``autodemo_audit_agreement_low`` (per group, the Wilson
-    lower bound over every audit), ``autodemo_audit_window_agreement_low`` (the same
-    over the audits since the last switch: what the fallback acts on) and
-    ``autodemo_audit_fallback_active``.
+    ``direction``), ``autodemo_audit_errors_total`` (audits whose single or shadow
+    answer failed), ``autodemo_audit_abandoned_total`` (audits that never finished);
+    gauges: ``autodemo_audit_agreement_low`` (per group, the Wilson lower bound over
+    every audit), ``autodemo_audit_window_agreement_low`` (the same over the audits
+    since the last switch: what the fallback acts on) and
+    ``autodemo_audit_fallback_active``. An agreement bound with no audit behind it is
+    ``NaN`` (unknown), never a misleading 0.
     """
     wrappers = list(audited_runnables)
     per_group: dict[str, list[tuple[str, float]]] = {
@@ -889,6 +896,8 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
         "autodemo_audit_fallback_active": [],
         "autodemo_audit_calls_total": [],
         "autodemo_audit_tokens_total": [],
+        "autodemo_audit_errors_total": [],
+        "autodemo_audit_abandoned_total": [],
     }
     for audited in wrappers:
         runner = _escape(audited.get_name())
@@ -898,12 +907,16 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
             labels = f'runner="{runner}",group="{_escape(_label(group))}"'
             per_group["autodemo_audit_items_total"].append((labels, estimate.audited))
             per_group["autodemo_audit_agreed_total"].append((labels, estimate.agreed))
-            per_group["autodemo_audit_agreement_low"].append((labels, estimate.low))
-            per_group["autodemo_audit_window_agreement_low"].append((labels, estimate.window_low))
+            low = estimate.low if estimate.audited else math.nan
+            window_low = estimate.window_low if estimate.window_audited else math.nan
+            per_group["autodemo_audit_agreement_low"].append((labels, low))
+            per_group["autodemo_audit_window_agreement_low"].append((labels, window_low))
         overall = audited.agreement()
         labels = f'runner="{runner}"'
         per_runner["autodemo_audit_fallback_active"].append((labels, int(overall.fallback_active)))
         per_runner["autodemo_audit_calls_total"].append((labels, overall.audit_calls))
+        per_runner["autodemo_audit_errors_total"].append((labels, overall.audit_errors))
+        per_runner["autodemo_audit_abandoned_total"].append((labels, overall.audits_abandoned))
         for direction, tokens in (
             ("input", overall.audit_input_tokens),
             ("output", overall.audit_output_tokens),
@@ -920,6 +933,8 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
 
 
 def _number(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
     if isinstance(value, int) or float(value).is_integer():
         return str(int(value))
     return repr(float(value))

@@ -16,6 +16,8 @@ Timeouts here are hang guards only; nothing asserts how long anything took.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import subprocess
 import sys
 import textwrap
@@ -23,11 +25,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from langchain_core.messages import BaseMessage
 
 from langchain_autodemo import AuditPolicy, AutoDemoBatchRunnable
-from langchain_autodemo.audit import AuditedRunnable
+from langchain_autodemo.audit import AuditedRunnable, prometheus_metrics
+from langchain_autodemo.serving import create_app
 from tests.fakes import ScriptedChatModel, asked_questions, solver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,3 +136,107 @@ def test_the_audit_call_timeout_must_be_positive() -> None:
 
     with pytest.raises(ConfigurationError, match="call_timeout"):
         AuditPolicy(call_timeout=0)
+
+
+# -- item: audits under asyncio.run ------------------------------------------------------
+
+
+def test_audits_cancelled_with_their_loop_are_counted_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = ScriptedChatModel(script=solver())
+    audited = audited_on(model)
+    with caplog.at_level(logging.WARNING, logger="langchain_autodemo.audit"):
+        for _ in range(3):
+            assert asyncio.run(audited.abatch(QUESTIONS)) == ANSWERS
+    estimate = audited.agreement()
+    # Every audit is accounted for: recorded, failed, or abandoned; none vanishes.
+    assert estimate.audited + estimate.audit_errors + estimate.audits_abandoned == 12
+    assert estimate.audits_abandoned > 0  # the loop closed before they ran
+    said = [r for r in caplog.records if "audits_abandoned" in r.getMessage()]
+    assert len(said) == 1 and "event loop" in said[0].getMessage()
+    metrics = prometheus_metrics([audited])
+    assert f"autodemo_audit_abandoned_total{{{_runner(audited)}}} {estimate.audits_abandoned}" in (
+        metrics
+    )
+
+
+def test_awaiting_adrain_keeps_every_audit() -> None:
+    audited = audited_on(ScriptedChatModel(script=solver()))
+
+    async def main() -> None:
+        await audited.abatch(QUESTIONS)
+        await audited.adrain()
+
+    asyncio.run(main())
+    estimate = audited.agreement()
+    assert estimate.audited == 4 and estimate.audits_abandoned == 0
+
+
+# -- item: /metrics ------------------------------------------------------------------------
+
+
+def _runner(audited: AuditedRunnable) -> str:
+    return f'runner="{audited.get_name()}"'
+
+
+def _samples(text: str) -> dict[str, float]:
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def test_metrics_show_errors_abandoned_and_no_agreement_without_audits() -> None:
+    audited = audited_on(ScriptedChatModel(script=solver()))
+    samples = _samples(prometheus_metrics([audited]))
+    labels = _runner(audited)
+    assert samples[f"autodemo_audit_errors_total{{{labels}}}"] == 0
+    assert samples[f"autodemo_audit_abandoned_total{{{labels}}}"] == 0
+    group = f'{labels},group="default"'
+    assert math.isnan(samples[f"autodemo_audit_agreement_low{{{group}}}"])
+    assert math.isnan(samples[f"autodemo_audit_window_agreement_low{{{group}}}"])
+    assert samples[f"autodemo_audit_items_total{{{group}}}"] == 0
+
+
+@pytest.fixture
+def _fresh_sse_exit_event():
+    from sse_starlette.sse import AppStatus
+
+    AppStatus.should_exit_event = None
+    yield
+    AppStatus.should_exit_event = None
+
+
+@pytest.mark.usefixtures("_fresh_sse_exit_event")
+async def test_served_metrics_count_failed_audits_and_show_no_agreement_before_any() -> None:
+    release = threading.Event()
+    app = create_app(
+        AutoDemoBatchRunnable(hanging_singles(release), batch_size=4, max_attempts=1),
+        max_wait_seconds=0.2,
+        audit=AuditPolicy(rate=1.0, seed=0, call_timeout=0.2),
+    )
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://app") as client:
+            before = (await client.get("/metrics")).text
+            assert "autodemo_audit_agreement_low{" in before and "} NaN" in before
+            answers = await asyncio.gather(
+                *(client.post("/autodemo/invoke", json={"input": q}) for q in QUESTIONS)
+            )
+            assert [a.json()["output"] for a in answers] == ANSWERS
+            errors = 0.0
+            for _ in range(600):  # a guard: the audits end at their call deadline
+                samples = {
+                    k.split("{")[0]: v
+                    for k, v in _samples((await client.get("/metrics")).text).items()
+                }
+                errors = samples["autodemo_audit_errors_total"]
+                if errors == 4:
+                    break
+                await asyncio.sleep(0.05)
+            assert errors == 4
+            assert math.isnan(samples["autodemo_audit_agreement_low"])
+    finally:
+        release.set()
