@@ -9,7 +9,10 @@ interval's upper bound falls below ``min_agreement`` it switches to a safer sett
 input per call, or a smaller batch size) until the evidence says packing agrees again.
 
 The returned answers are never changed nor delayed by the audit: audits run after the
-answers are in, in a thread pool (``batch``) or as asyncio tasks (``abatch``).
+answers are in, in daemon threads (``batch``: a hung audit never keeps the process
+alive) or as asyncio tasks (``abatch``). Every audit model call is bounded
+(``AuditPolicy.call_timeout``); an audit that fails counts in ``audit_errors``, one that
+never finished (its loop closed, its process exited) in ``audits_abandoned``.
 
 Example:
     >>> from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
@@ -24,14 +27,19 @@ See ``docs/design/audit.md`` for the design and its costs.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
+import copy
+import functools
 import logging
 import math
+import queue
 import random
 import re
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -53,6 +61,7 @@ from langchain_autodemo.usage import UsageStats, track_usage
 
 __all__ = [
     "AUDIT_EVENT",
+    "DEFAULT_AUDIT_CALL_TIMEOUT",
     "DEFAULT_MIN_AGREEMENT",
     "FALLBACK_EVENT",
     "AgreementEstimate",
@@ -72,6 +81,8 @@ AUDIT_EVENT = "autodemo_audit"
 FALLBACK_EVENT = "autodemo_audit_fallback"
 #: Packed answers must agree with single answers this often (see the design note).
 DEFAULT_MIN_AGREEMENT = 0.9
+#: Seconds one audit model call may take before it fails (and its audit counts as an error).
+DEFAULT_AUDIT_CALL_TIMEOUT = 120.0
 _Z95 = 1.959963984540054
 _DEFAULT_GROUP = "default"
 
@@ -164,7 +175,12 @@ class AgreementEstimate:
     window_low: float = 0.0
     window_high: float = 1.0
     audit_errors: int = 0
-    """Audits dropped because the single (or shadow) answer failed."""
+    """Audits dropped because the single (or shadow) answer failed (a timed-out audit
+    call included)."""
+    audits_abandoned: int = 0
+    """Audits that never finished: cancelled with their event loop (``asyncio.run``
+    ending before :meth:`AuditedRunnable.adrain`), or left running by ``close(timeout)``
+    or at interpreter exit."""
 
     def summary(self) -> str:
         """``Audit: agreed A/N (rate R, 95% CI [lo, hi]); fallback: off|on``."""
@@ -212,7 +228,11 @@ class AuditPolicy:
             :meth:`AuditedRunnable.reset`.
         group_by: maps an input to its context group (estimated separately); default:
             one group.
-        max_workers: threads for the background audits of ``batch()``.
+        max_workers: threads for the background audits of ``batch()`` (daemon
+            threads: they never keep the process from exiting).
+        call_timeout: seconds one audit model call (single or shadow) may take; past it
+            the call fails as a ``TimeoutError`` (its audit counts in ``audit_errors``).
+            ``None``: only the runner's own ``call_timeout``/``stall_timeout``.
     """
 
     rate: float = 0.05
@@ -224,6 +244,7 @@ class AuditPolicy:
     recover: bool = True
     group_by: Callable[[Any], Hashable] | None = None
     max_workers: int = 2
+    call_timeout: float | None = DEFAULT_AUDIT_CALL_TIMEOUT
 
     def __post_init__(self) -> None:
         if isinstance(self.rate, bool) or not 0 <= self.rate <= 1:
@@ -234,6 +255,11 @@ class AuditPolicy:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+        timeout = self.call_timeout
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
+        ):
+            raise ConfigurationError(f"call_timeout must be a number > 0 or None, got {timeout!r}")
         fallback = self.fallback
         if (fallback is not None and fallback != "single") and (
             isinstance(fallback, bool) or not isinstance(fallback, int) or fallback < 1
@@ -268,6 +294,51 @@ class _Job:
     answers_are_single: bool = False
     """In ``single`` fallback the user's answers are the single answers."""
     results: list[tuple[_Audit, Any, Any]] = field(default_factory=list)
+    recorded: bool = False
+    """Its outcome is in the estimate (or in ``audit_errors``)."""
+    abandoned: bool = False
+    """Given up before it was recorded (counted in ``audits_abandoned``)."""
+
+
+class _DaemonPool:
+    """``workers`` daemon threads that run submitted functions.
+
+    Not a ``ThreadPoolExecutor``: its workers are joined at interpreter exit, so one
+    audit call that hangs would keep the process alive after every answer was given.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Future[None], Callable[[], None]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        future: Future[None] = Future()
+        self._queue.put((future, fn))
+        return future
+
+    def shutdown(self) -> None:
+        """Let the workers end once the queue is done (without waiting for them)."""
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def _work(self) -> None:
+        while (task := self._queue.get()) is not None:
+            future, fn = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                fn()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
 
 
 class AuditedRunnable(RunnerWrapper):
@@ -309,6 +380,10 @@ class AuditedRunnable(RunnerWrapper):
         self.name = name or runner.name
         self.callbacks = tuple(callbacks or ())
         self.single = runner.with_settings(mode=Mode.SINGLE)
+        # The audit's own calls (single answers, packed shadows) are bounded: an audit
+        # must end, even against a model that never answers.
+        self._auditor = _bounded(self.single, self.policy.call_timeout)
+        self._shadow = _bounded(runner, self.policy.call_timeout)
         fallback = self.policy.fallback
         if fallback is None:
             self.safer: AutoDemoBatchRunnable | None = None
@@ -323,11 +398,14 @@ class AuditedRunnable(RunnerWrapper):
         self._groups: dict[Hashable, _Tally] = {}
         self._usage = UsageStats()
         self._errors = 0
+        self._abandoned = 0
+        self._warned_abandoned = False
         self._fallback = False
         self._epoch = 0
-        self._executor: ThreadPoolExecutor | None = None
-        self._futures: set[Future[None]] = set()
+        self._executor: _DaemonPool | None = None
+        self._futures: dict[Future[None], _Job] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        _LIVE.add(self)
 
     # -- what is known --------------------------------------------------------------
 
@@ -362,6 +440,7 @@ class AuditedRunnable(RunnerWrapper):
                 window_low=window_low,
                 window_high=window_high,
                 audit_errors=self._errors,
+                audits_abandoned=self._abandoned,
             )
 
     def groups(self) -> list[Hashable]:
@@ -454,7 +533,10 @@ class AuditedRunnable(RunnerWrapper):
     # -- waiting for the audits -------------------------------------------------------
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait for the background audits of ``batch()``; ``True`` if none is left."""
+        """Wait for the background audits of ``batch()``; ``True`` if none is left.
+
+        Each audit call is bounded by ``AuditPolicy.call_timeout``, so with one set
+        (the default) the wait ends even against a model that never answers."""
         with self._lock:
             pending = set(self._futures)
         if not pending:
@@ -468,13 +550,39 @@ class AuditedRunnable(RunnerWrapper):
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await asyncio.to_thread(self.drain)
 
-    def close(self) -> None:
-        """Wait for the background audits and stop the audit threads."""
-        self.drain()
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for the background audits (at most ``timeout`` seconds) and stop the
+        audit threads; the audits still running then are abandoned (counted in
+        ``audits_abandoned``). ``True`` if every audit finished."""
+        finished = self.drain(timeout)
         with self._lock:
             executor, self._executor = self._executor, None
+            left = [job for future, job in self._futures.items() if not future.done()]
+            for future in list(self._futures):
+                future.cancel()  # those not started yet never start
+        for job in left:
+            self._abandon(job, "were still running when the wrapper was closed")
         if executor is not None:
-            executor.shutdown(wait=True)
+            executor.shutdown()
+        return finished
+
+    def _abandon(self, job: _Job, why: str) -> None:
+        """Count a job that will not be recorded, and say so (once per wrapper)."""
+        with self._lock:
+            if job.recorded or job.abandoned:
+                return
+            job.abandoned = True
+            self._abandoned += len(job.items)
+            warn, self._warned_abandoned = not self._warned_abandoned, True
+        if warn:
+            logger.warning(
+                "%s: %d audit(s) %s: they are counted in audits_abandoned, not in the "
+                "estimate (await adrain() before the event loop ends, or drain() before "
+                "the process exits, to keep them)",
+                self.get_name(),
+                len(job.items),
+                why,
+            )
 
     # -- sampling and scheduling ------------------------------------------------------
 
@@ -523,31 +631,37 @@ class AuditedRunnable(RunnerWrapper):
             return
         with self._lock:
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    self.policy.max_workers, thread_name_prefix="autodemo-audit"
-                )
+                self._executor = _DaemonPool(self.policy.max_workers, "autodemo-audit")
             # A fresh context: the caller's track_usage() and run context stay out.
-            future = self._executor.submit(contextvars.Context().run, self._run_job, job)
-            self._futures.add(future)
+            run = functools.partial(contextvars.Context().run, self._run_job, job)
+            future = self._executor.submit(run)
+            self._futures[future] = job
         future.add_done_callback(self._forget)
 
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
-            self._futures.discard(future)
-        if not future.cancelled() and future.exception() is not None:
+            job = self._futures.pop(future, None)
+        if future.cancelled():
+            if job is not None:
+                self._abandon(job, "were cancelled before they started")
+        elif future.exception() is not None:
             logger.error("audit failed", exc_info=future.exception())
 
     def _start_task(self, job: _Job | None) -> None:
         if job is None:
             return
-        # A fresh context: the caller's track_usage() and run context stay out.
+        # A fresh context: the caller's track_usage() and run context stay out. The
+        # task is kept (self._tasks) until done; cancelled before it recorded (its loop
+        # closed under it), it is counted as abandoned, never lost silently.
         task = contextvars.Context().run(asyncio.ensure_future, self._arun_job(job))
         self._tasks.add(task)
-        task.add_done_callback(self._forget_task)
+        task.add_done_callback(functools.partial(self._forget_task, job))
 
-    def _forget_task(self, task: asyncio.Task[None]) -> None:
+    def _forget_task(self, job: _Job, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            self._abandon(job, "were cancelled before they finished (their event loop closed?)")
+        elif task.exception() is not None:
             logger.error("audit failed", exc_info=task.exception())
 
     # -- one job: ask, compare, record, report ----------------------------------------
@@ -558,33 +672,39 @@ class AuditedRunnable(RunnerWrapper):
         with track_usage() as usage:
             packed, single = self._packed_answers(job, shadow=None), None
             if job.inputs:
-                shadow = self.runner.batch(
+                shadow = self._shadow.batch(
                     list(job.inputs), self._CALL_CONFIG, return_exceptions=True
                 )
                 packed = self._packed_answers(job, shadow=shadow)
             if not job.answers_are_single:
-                single = self.single.batch(
+                single = self._auditor.batch(
                     [a.input for a in job.items], self._CALL_CONFIG, return_exceptions=True
                 )
         self._finish(job, packed, single, usage)
         for audit, agreed, switch in job.results:
-            self._report(audit, agreed, switch)
+            try:  # one item's callbacks must not cost the others their events
+                self._report(audit, agreed, switch)
+            except Exception:
+                logger.exception("the audit event of item %d failed", audit.index)
 
     async def _arun_job(self, job: _Job) -> None:
         with track_usage() as usage:
             packed, single = self._packed_answers(job, shadow=None), None
             if job.inputs:
-                shadow = await self.runner.abatch(
+                shadow = await self._shadow.abatch(
                     list(job.inputs), self._CALL_CONFIG, return_exceptions=True
                 )
                 packed = self._packed_answers(job, shadow=shadow)
             if not job.answers_are_single:
-                single = await self.single.abatch(
+                single = await self._auditor.abatch(
                     [a.input for a in job.items], self._CALL_CONFIG, return_exceptions=True
                 )
         self._finish(job, packed, single, usage)
         for audit, agreed, switch in job.results:
-            await self._areport(audit, agreed, switch)
+            try:
+                await self._areport(audit, agreed, switch)
+            except Exception:
+                logger.exception("the audit event of item %d failed", audit.index)
 
     @staticmethod
     def _packed_answers(job: _Job, shadow: Sequence[Any] | None) -> list[Any]:
@@ -613,6 +733,9 @@ class AuditedRunnable(RunnerWrapper):
                 continue
             compared.append((audit, (mine, theirs), agreed))
         with self._lock:
+            if job.abandoned:  # given up on (and counted) already
+                return
+            job.recorded = True
             self._usage.merge(usage)
             for audit, pair, agreed in compared:
                 if pair is None:
@@ -712,6 +835,31 @@ class AuditedRunnable(RunnerWrapper):
         await run.on_chain_end({"agreed": event["agreed"], "single": event["single"]})
 
 
+def _bounded(runner: AutoDemoBatchRunnable, timeout: float | None) -> AutoDemoBatchRunnable:
+    """A copy of ``runner`` whose model calls end after ``timeout`` seconds at most."""
+    if timeout is None:
+        return runner
+    bounded = copy.copy(runner)
+    limit = runner.call_timeout
+    bounded.call_timeout = float(timeout if limit is None else min(limit, timeout))
+    return bounded
+
+
+# Every live wrapper, to say at exit what its unfinished audits were.
+_LIVE: weakref.WeakSet[AuditedRunnable] = weakref.WeakSet()
+
+
+@atexit.register
+def _abandon_at_exit() -> None:
+    """The audits still running at interpreter exit end with the process (their threads
+    are daemons): count them, and say so."""
+    for audited in list(_LIVE):
+        with audited._lock:
+            left = [job for future, job in audited._futures.items() if not future.done()]
+        for job in left:
+            audited._abandon(job, "were still running at interpreter exit")
+
+
 # -- Prometheus -------------------------------------------------------------------------
 
 
@@ -729,10 +877,13 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
 
     Counters: ``autodemo_audit_items_total``, ``autodemo_audit_agreed_total`` (per
     group), ``autodemo_audit_calls_total``, ``autodemo_audit_tokens_total`` (by
-    ``direction``); gauges: ``autodemo_audit_agreement_low`` (per group, the Wilson
-    lower bound over every audit), ``autodemo_audit_window_agreement_low`` (the same
-    over the audits since the last switch: what the fallback acts on) and
-    ``autodemo_audit_fallback_active``.
+    ``direction``), ``autodemo_audit_errors_total`` (audits whose single or shadow
+    answer failed), ``autodemo_audit_abandoned_total`` (audits that never finished);
+    gauges: ``autodemo_audit_agreement_low`` (per group, the Wilson lower bound over
+    every audit), ``autodemo_audit_window_agreement_low`` (the same over the audits
+    since the last switch: what the fallback acts on) and
+    ``autodemo_audit_fallback_active``. An agreement bound with no audit behind it is
+    ``NaN`` (unknown), never a misleading 0.
     """
     wrappers = list(audited_runnables)
     per_group: dict[str, list[tuple[str, float]]] = {
@@ -745,6 +896,8 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
         "autodemo_audit_fallback_active": [],
         "autodemo_audit_calls_total": [],
         "autodemo_audit_tokens_total": [],
+        "autodemo_audit_errors_total": [],
+        "autodemo_audit_abandoned_total": [],
     }
     for audited in wrappers:
         runner = _escape(audited.get_name())
@@ -754,12 +907,16 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
             labels = f'runner="{runner}",group="{_escape(_label(group))}"'
             per_group["autodemo_audit_items_total"].append((labels, estimate.audited))
             per_group["autodemo_audit_agreed_total"].append((labels, estimate.agreed))
-            per_group["autodemo_audit_agreement_low"].append((labels, estimate.low))
-            per_group["autodemo_audit_window_agreement_low"].append((labels, estimate.window_low))
+            low = estimate.low if estimate.audited else math.nan
+            window_low = estimate.window_low if estimate.window_audited else math.nan
+            per_group["autodemo_audit_agreement_low"].append((labels, low))
+            per_group["autodemo_audit_window_agreement_low"].append((labels, window_low))
         overall = audited.agreement()
         labels = f'runner="{runner}"'
         per_runner["autodemo_audit_fallback_active"].append((labels, int(overall.fallback_active)))
         per_runner["autodemo_audit_calls_total"].append((labels, overall.audit_calls))
+        per_runner["autodemo_audit_errors_total"].append((labels, overall.audit_errors))
+        per_runner["autodemo_audit_abandoned_total"].append((labels, overall.audits_abandoned))
         for direction, tokens in (
             ("input", overall.audit_input_tokens),
             ("output", overall.audit_output_tokens),
@@ -776,6 +933,8 @@ def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
 
 
 def _number(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
     if isinstance(value, int) or float(value).is_integer():
         return str(int(value))
     return repr(float(value))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 from typing import Any
@@ -459,7 +460,7 @@ def test_bad_policies_are_refused(policy: dict[str, Any]) -> None:
 
 # -- Prometheus -----------------------------------------------------------------------
 
-_SAMPLE = re.compile(r'^([a-z_]+)\{((?:[a-z_]+="(?:[^"\\]|\\.)*",?)+)\} (-?[0-9.e+-]+)$')
+_SAMPLE = re.compile(r'^([a-z_]+)\{((?:[a-z_]+="(?:[^"\\]|\\.)*",?)+)\} (-?[0-9.e+-]+|NaN)$')
 
 
 def test_prometheus_text_parses_and_matches_the_estimate() -> None:
@@ -488,5 +489,11 @@ def test_prometheus_text_parses_and_matches_the_estimate() -> None:
     assert samples[("autodemo_audit_calls_total", 'runner="math"')] == 6
     assert samples[("autodemo_audit_fallback_active", 'runner="math"')] == 0
     assert samples[("autodemo_audit_items_total", 'runner="say \\"hi\\"",group="default"')] == 0
+    # no audit behind it: the agreement bound is unknown (NaN), never a misleading 0
+    assert math.isnan(
+        samples[("autodemo_audit_agreement_low", 'runner="say \\"hi\\"",group="default"')]
+    )
+    assert samples[("autodemo_audit_errors_total", 'runner="math"')] == 0
+    assert samples[("autodemo_audit_abandoned_total", 'runner="math"')] == 0
     assert isinstance(first.agreement(), AgreementEstimate)
     first.close()
