@@ -233,6 +233,15 @@ class AuditPolicy:
         call_timeout: seconds one audit model call (single or shadow) may take; past it
             the call fails as a ``TimeoutError`` (its audit counts in ``audit_errors``).
             ``None``: only the runner's own ``call_timeout``/``stall_timeout``.
+        warmup: start in the safer setting and pack only once the evidence says packing
+            agrees (the Wilson lower bound above ``min_agreement``, after at least
+            ``min_samples`` audits): until then the answers are the safer runner's and
+            packing runs as an audited shadow at ``warmup_rate``. An online service then
+            never serves packed answers the evidence has not yet vouched for; the cost is
+            the warm-up's items asked both ways (about 35 items when packing agrees:
+            ``docs/design/audit.md``).
+        warmup_rate: the audit rate during the warm-up (every item, by default: the
+            warm-up ends as soon as the evidence allows).
     """
 
     rate: float = 0.05
@@ -245,10 +254,20 @@ class AuditPolicy:
     group_by: Callable[[Any], Hashable] | None = None
     max_workers: int = 2
     call_timeout: float | None = DEFAULT_AUDIT_CALL_TIMEOUT
+    warmup: bool = False
+    warmup_rate: float = 1.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.rate, bool) or not 0 <= self.rate <= 1:
-            raise ConfigurationError(f"audit rate must be between 0 and 1, got {self.rate!r}")
+        for name in ("rate", "warmup_rate"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= 1
+            ):
+                raise ConfigurationError(f"audit {name} must be between 0 and 1, got {value!r}")
+        if self.warmup and self.fallback is None:
+            raise ConfigurationError("warmup needs a fallback to answer with until it ends")
         if not 0 < self.min_agreement <= 1:
             raise ConfigurationError(f"min_agreement must be in (0, 1], got {self.min_agreement!r}")
         for name in ("min_samples", "max_workers"):
@@ -400,7 +419,9 @@ class AuditedRunnable(RunnerWrapper):
         self._errors = 0
         self._abandoned = 0
         self._warned_abandoned = False
-        self._fallback = False
+        # A warm-up answers with the safer runner until the evidence vouches for packing.
+        self._warming = self.policy.warmup and self.safer is not None
+        self._fallback = self._warming
         self._epoch = 0
         self._executor: _DaemonPool | None = None
         self._futures: dict[Future[None], _Job] = {}
@@ -412,6 +433,12 @@ class AuditedRunnable(RunnerWrapper):
     @property
     def fallback_active(self) -> bool:
         return self._fallback
+
+    @property
+    def warming_up(self) -> bool:
+        """Still in the warm-up (``AuditPolicy.warmup``): answering with the safer runner
+        until the evidence vouches for packing."""
+        return self._warming
 
     @property
     def current(self) -> AutoDemoBatchRunnable:
@@ -450,7 +477,7 @@ class AuditedRunnable(RunnerWrapper):
     def reset(self) -> None:
         """Back to the packed setting with fresh evidence (lifetime counters stay)."""
         with self._lock:
-            self._fallback = False
+            self._fallback = self._warming = False
             self._new_window()
 
     # -- Runnable ---------------------------------------------------------------------
@@ -590,7 +617,7 @@ class AuditedRunnable(RunnerWrapper):
         """The indices to audit (seeded draws, one per input, in input order), the
         evidence window they belong to, and whether the safer runner answers."""
         with self._lock:
-            rate = self.policy.rate
+            rate = self.policy.warmup_rate if self._warming else self.policy.rate
             chosen = {i for i in range(len(inputs)) if self._rng.random() < rate}
             return chosen, self._epoch, self._fallback and self.safer is not None
 
@@ -762,7 +789,7 @@ class AuditedRunnable(RunnerWrapper):
                 f"[{low:.3f}, {high:.3f}] lies below min_agreement={policy.min_agreement}"
             )
             active = True
-        elif self._fallback and policy.recover and low > policy.min_agreement:
+        elif self._fallback and (policy.recover or self._warming) and low > policy.min_agreement:
             reason = (
                 f"packed answers agreed with single answers {k}/{n} times: 95% CI "
                 f"[{low:.3f}, {high:.3f}] lies above min_agreement={policy.min_agreement}"
@@ -771,6 +798,10 @@ class AuditedRunnable(RunnerWrapper):
         else:
             return None
         self._fallback = active
+        warmed = self._warming and not active
+        self._warming = False
+        if warmed:
+            reason = "warm-up over: " + reason
         self._new_window()
         setting = f"fallback={policy.fallback!r}" if active else "the packed setting"
         logger.warning("%s: switching to %s: %s", self.get_name(), setting, reason)

@@ -725,9 +725,7 @@ def leaks(inputs: list[str], results: list[Any]) -> int:
                 continue
             # a quote is cut at 80 characters: look for windows of the other's text
             windows = {other[at : at + 20] for at in range(0, max(1, len(other) - 19), 10)}
-            text_shown = any(
-                len(w) >= 20 and w in shown and w not in rendered[k] for w in windows
-            )
+            text_shown = any(len(w) >= 20 and w in shown and w not in rendered[k] for w in windows)
             if tag(other) in shown or text_shown:
                 found += 1
                 break

@@ -353,6 +353,14 @@ def serve(
             "below 90% agreement the server falls back to single calls.",
         ),
     ] = None,
+    audit_warmup: Annotated[
+        bool,
+        typer.Option(
+            help="With --audit: answer single calls, packing only as an audited shadow, until "
+            "the agreement is known good (about 35 items asked both ways when packing "
+            "agrees); off: pack at once and fall back only when the audits disagree.",
+        ),
+    ] = True,
     escalate: EscalateOption = 0.0,
 ) -> None:
     """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls.
@@ -390,7 +398,7 @@ def serve(
                 max_wait_seconds=max_wait,
                 isolate_by=isolate_by,
                 call_callbacks=[CallLog(call_log)] if call_log is not None else None,
-                audit=AuditPolicy(rate=audit, seed=0) if audit else None,
+                audit=AuditPolicy(rate=audit, seed=0, warmup=audit_warmup) if audit else None,
             )
             echo(f"Requests share calls within one isolation group ({isolate_by}).")
             echo(f"Serving on http://{host}:{port}/autodemo (POST /autodemo/invoke)")

@@ -40,6 +40,7 @@ __all__ = [
     "read_setup",
     "remove_output",
     "setup_path",
+    "compact_output",
     "sort_output",
     "write_setup",
 ]
@@ -121,6 +122,13 @@ def _rewrite(path: Path, records: Iterable[dict[str, Any]]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, path)
+
+
+def compact_output(path: Path) -> None:
+    """Rewrite an output file with one record per input line, its last (atomically): a
+    line rewritten by the audit guard leaves no superseded answer behind."""
+    records = read_finished(path)  # the last record of each line wins
+    _rewrite(path, records.values())
 
 
 def sort_output(path: Path) -> None:

@@ -43,6 +43,7 @@ from langchain_autodemo.cli.resume import (
     prepare_for_append,
     read_finished,
     remove_output,
+    compact_output,
     sort_output,
     write_setup,
 )
@@ -196,6 +197,8 @@ class RunOutcome:
     shared_prefix_tokens: tuple[float, ...] = ()
     """Per call, the input tokens of the prefix it shares with a recent call (what a
     provider's prompt cache could serve); empty where the calls were not seen."""
+    rewritten: int = 0
+    """Items answered again after the audit tripped (their earlier records superseded)."""
 
 
 class Answering(Protocol):
@@ -297,6 +300,8 @@ def _run(
         raise typer.Exit(1)
     if options.sort:
         sort_output(options.output)
+    elif outcome.rewritten:
+        compact_output(options.output)
     echo(f"Wrote {options.output}")
     _exit_if_errors(job, job.previous_errors + outcome.failed)
 
@@ -588,40 +593,104 @@ class OnlineAnswering:
                 desc="autodemo run",
                 file=sys.stderr,
             )
+            guard = _Guard(audited) if audited is not None else None
+            config = {"max_concurrency": options.max_concurrency, "callbacks": [spent]}
+            failures: dict[int, bool] = {}
+
+            def ask(answerer: Any, part: list[Item], *, count: bool = True) -> None:
+                results = answerer.batch_as_completed(
+                    [item.text for item in part], config, return_exceptions=True
+                )
+                for index, result in results:
+                    item = part[index]
+                    record, is_error = job.output_record(item, result)
+                    failures[item.line] = is_error
+                    writer.write(item.line, record)
+                    if count:
+                        bar.update(1)
+
             with track_usage() as usage:
                 try:
                     # One call, or (audited) chunks, so that a fallback reaches the rest.
                     for start in range(0, len(todo), chunk):
                         part = todo[start : start + chunk]
-                        results = answerer.batch_as_completed(
-                            [item.text for item in part],
-                            {"max_concurrency": options.max_concurrency, "callbacks": [spent]},
-                            return_exceptions=True,
-                        )
-                        for index, result in results:
-                            item = part[index]
-                            record, is_error = job.output_record(item, result)
-                            failed += is_error
-                            writer.write(item.line, record)
-                            bar.update(1)
+                        packed = guard is not None and not guard.audited.fallback_active
+                        ask(answerer, part)
+                        if guard is not None:
+                            # The evidence keeps pace: this chunk's audits are in before the
+                            # next chunk is asked, so a job never runs far ahead of them.
+                            guard.audited.drain()
+                            guard.answered(part, packed=packed)
+                            redo = guard.to_answer_again()
+                            if redo:  # tripped: what was packed since it was last good
+                                ask(guard.safer, redo, count=False)
+                    if guard is not None:
+                        audited.close()  # the answers are written: wait for the last audits
+                        redo = guard.to_answer_again()
+                        if redo:
+                            ask(guard.safer, redo, count=False)
                 except KeyboardInterrupt:
                     interrupted = True
                 finally:
                     bar.close()
+            failed = sum(failures.values())
         notes: tuple[str, ...] = ()
         if audited is not None:
-            if not interrupted:
-                audited.close()  # the answers are written: wait for the last audits
             notes = (audited.agreement().summary(),)
+            if guard is not None and guard.answered_again:
+                notes += (
+                    f"The audit tripped the fallback: {guard.answered_again} item(s) answered "
+                    "packed since the agreement was last known good were asked again under "
+                    "the fallback and rewritten (their last record is their answer).",
+                )
+        written = len(failures)  # items, not lines: a re-answered item is rewritten
         return RunOutcome(
-            written=writer.written,
+            written=written,
             failed=failed,
-            usage=usage if usage.calls else spent.with_items(writer.written, failed),
+            usage=usage if usage.calls else spent.with_items(written, failed),
             interrupted=interrupted,
             wall_time_s=time.perf_counter() - started,
             notes=notes,
             shared_prefix_tokens=tuple(spent.shared_tokens),
+            rewritten=guard.answered_again if guard is not None else 0,
         )
+
+
+class _Guard:
+    """What an audited job answered packed since the agreement was last known good.
+
+    A job writes a file nobody has read yet, so when the audit trips the fallback, the
+    items answered packed since the agreement was last known to be good (its Wilson
+    lower bound above ``min_agreement``) are asked again under the fallback and
+    rewritten: the job never keeps answers that outran the evidence against them.
+    """
+
+    def __init__(self, audited: Any) -> None:
+        self.audited = audited
+        self.safer = audited.safer
+        self.suspect: dict[int, Item] = {}
+        self.answered_again = 0
+
+    def answered(self, part: list[Item], *, packed: bool) -> None:
+        if packed and self.safer is not None:
+            self.suspect.update((item.line, item) for item in part)
+        estimate = self.audited.agreement()
+        known_good = (
+            not estimate.fallback_active
+            and estimate.window_audited >= self.audited.policy.min_samples
+            and estimate.window_low > self.audited.policy.min_agreement
+        )
+        if known_good:
+            self.suspect.clear()
+
+    def to_answer_again(self) -> list[Item]:
+        """The suspect items, once the fallback is on (then they are no longer suspect)."""
+        if not self.audited.fallback_active or not self.suspect:
+            return []
+        again = sorted(self.suspect.values(), key=lambda item: item.line)
+        self.suspect.clear()
+        self.answered_again += len(again)
+        return again
 
 
 def _audited(runner: Any, options: RunOptions, todo: int) -> tuple[Any, Any, int]:

@@ -66,8 +66,38 @@ def test_run_audit_falls_back_when_packing_disagrees(tmp_path: Path) -> None:
     assert f"Audit: agreed 0/21 (rate 0.000, 95% CI [{low:.3f}, {high:.3f}]); fallback: on" in (
         output
     )
-    # the audit does not change the answers: these are the packed (wrong) ones
-    assert [r["answer"] for r in records] == [str(11 * i + 1) for i in range(1, 22)]
+    # the guard: every item answered packed since the agreement was last known good (here:
+    # all of them) is asked again under the fallback and rewritten
+    assert [r["answer"] for r in records] == [str(11 * i) for i in range(1, 22)]
+    assert "21 item(s) answered packed since the agreement was last known good" in output
+
+
+def test_the_guard_protects_the_job_it_guards(tmp_path: Path) -> None:
+    """Right alone, wrong packed, 160 inputs at --audit 0.25: before the guard, all 160
+    were answered packed (0 right) and the fallback came too late; now nearly all are
+    right, and the file holds one record per input."""
+    model = f"import:{__name__}:packed_wrong"
+    code, output, records = _run(tmp_path, model, 160, "-n", "4", "--audit", "0.25")
+    assert code == 0, output
+    assert "fallback: on" in output
+    right = sum(r["answer"] == str(11 * i) for i, r in enumerate(records, 1))
+    assert len(records) == 160 and right >= 155, right
+    assert [r["input_line"] for r in records] == list(range(1, 161))
+
+
+def test_the_guard_leaves_an_honest_job_alone(tmp_path: Path) -> None:
+    code, output, records = _run(tmp_path, "fake:answer=sum", 160, "-n", "4", "--audit", "0.25")
+    assert code == 0, output
+    assert "fallback: off" in output and "asked again under the fallback" not in output
+    assert [r["answer"] for r in records] == [str(11 * i) for i in range(1, 161)]
+
+
+def test_the_guard_compacts_an_unsorted_output(tmp_path: Path) -> None:
+    model = f"import:{__name__}:packed_wrong"
+    code, output, records = _run(tmp_path, model, 24, "-n", "3", "--audit", "1", "--no-sort")
+    assert code == 0, output
+    assert sorted(r["input_line"] for r in records) == list(range(1, 25))  # no duplicates
+    assert all(r["answer"] == str(11 * r["input_line"]) for r in records)
 
 
 def test_run_without_audit_prints_no_audit_line(tmp_path: Path) -> None:
