@@ -39,11 +39,11 @@ from langchain_autodemo.cli.resume import (
     OutputError,
     OutputWriter,
     check_setup,
+    compact_output,
     output_lock,
     prepare_for_append,
     read_finished,
     remove_output,
-    compact_output,
     sort_output,
     write_setup,
 )
