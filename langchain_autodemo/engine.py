@@ -600,10 +600,24 @@ class CallSession:
                 try:
                     value = self._parse(item.value)
                 except Exception as exc:  # a user parser may raise anything
-                    reason = Rejection(_UNPARSED, quote=str(exc), plain=True)
+                    value = self._parse_block(item)
+                    if value is _NO_VALUE:
+                        reason = Rejection(_UNPARSED, quote=str(exc), plain=True)
         if reason is not None and record:
             self._rejections[position] = reason
         return value
+
+    def _parse_block(self, item: ParsedItem) -> Any:
+        """The whole answer block parsed, where its final-answer line alone did not parse
+        (``The answer is ```json`` with the object on the lines after it): the block is
+        the same item's, so this changes what is read, never whose answer it is."""
+        block = (item.answer or "").strip()
+        if not self._settings.parse_value or not block or block == (item.value or "").strip():
+            return _NO_VALUE
+        try:
+            return self._parse(block)
+        except Exception:
+            return _NO_VALUE
 
     def _continues_an_input(self, restated: str) -> bool:
         """Whether ``restated`` is a word-aligned start of an input with marker-like text

@@ -6,6 +6,7 @@ a completion in tiny chunks costs the same as parsing it whole (linear in its si
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -38,12 +39,26 @@ _FINAL_ANSWER = re.compile(
 )
 # A LaTeX \boxed{...} is how math-tuned models mark their final answer.
 _BOXED = re.compile(r"\\boxed\s*\{([^{}]*)\}")
+# A code fence line, opening or closing (```json, ```, ~~~), as models fence structured answers.
+_FENCE = re.compile(r"^[\s*_]*(?:`{3,}|~{3,})\s*[A-Za-z0-9_+-]*\s*$")
+_FENCE_TAIL = re.compile(r"(?:`{3,}|~{3,})\s*[A-Za-z0-9_+-]*\s*$")
+_LANGUAGE = re.compile(r"^\s*[A-Za-z0-9_+-]*\s*$")
 _TRAILING = re.compile(r"[\s.;,*_`]+$")
 _LEADING = re.compile(r"^[\s*_`:]+")
 _MATH_DELIMITERS = re.compile(r"\\[()\[\]]|\$")
 # Answer lines at least this long count towards loop detection (shorter ones, such as
 # "Step 1:", repeat in healthy reasoning).
 _LOOP_LINE_CHARS = 24
+
+
+def _whole_json(text: str) -> bool:
+    """Whether ``text`` is one complete JSON value (a terse answer that opened one and
+    stops being read once it closes)."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def clean_final_answer(text: str) -> str:
@@ -96,6 +111,8 @@ class _OpenItem:
         "gap",
         "seen",
         "loops",
+        "fence",
+        "json",
     )
 
     def __init__(self, index: int, question: str | None) -> None:
@@ -109,6 +126,8 @@ class _OpenItem:
         self.gap = False  # a blank line followed the restated question
         self.seen: dict[str, int] = {}  # answer lines long enough to tell a loop from a habit
         self.loops = 0  # how often the most repeated such line came back
+        self.fence: list[str] | None = None  # the lines of a fenced final answer, while open
+        self.json: list[str] | None = None  # the lines of a JSON answer, while unfinished
 
     def close(self, closed_by: ClosedBy) -> ParsedItem:
         answer = "\n".join(self.answer).strip() if self.answer is not None else None
@@ -276,13 +295,48 @@ class CompletionScanner:
                 closed.append(item.close("next_marker"))
             item = self._item = _OpenItem(index, None)
         item.answer = [rest] if rest else []
+        if _FENCE_TAIL.search(match.string) and _LANGUAGE.match(rest):
+            item.fence = []  # "A[1]: ```json": the answer is the fenced text that follows
+            return
         if rest:
             self._maybe_close_on(rest, closed, last)
 
     def _maybe_close_on(self, line: str, closed: list[ParsedItem], last: bool) -> None:
         item = self._item
         assert item is not None
+        if item.fence is not None:  # inside a fenced final answer: read to its closing fence
+            if _FENCE.match(line):
+                item.final = "\n".join(item.fence).strip() or None
+                item.fence = None
+                if item.final and not last:
+                    closed.append(item.close("final_answer"))
+                    self._item = None
+            else:
+                item.fence.append(line)
+            return
+        if item.json is not None:  # a JSON value over several lines: read until it is whole
+            item.json.append(line)
+            if _whole_json("\n".join(item.json)):
+                item.final = "\n".join(item.json).strip()
+                item.json = None
+                if not last:
+                    closed.append(item.close("answer_line"))
+                    self._item = None
+            return
+        if not self._reasoning and line.strip()[:1] in ("{", "[") and not _whole_json(line):
+            item.json = [line]  # a terse answer that opens a JSON value: it goes on
+            return
         final = _FINAL_ANSWER.search(line) or _BOXED.search(line)
+        fence_opens = (
+            bool(_FENCE_TAIL.search(line)) and _LANGUAGE.match(final.group(final.lastindex or 0))
+            if final
+            else not self._reasoning and bool(_FENCE.match(line))
+        )
+        if fence_opens:
+            # "The answer is ```json" (or a terse answer that opens a fence): the answer is
+            # the fenced text on the lines that follow, not the word after the backticks
+            item.fence = []
+            return
         value = clean_final_answer(final.group(final.lastindex or 0)) if final else ""
         closed_by: ClosedBy = "final_answer"
         if not value and not self._reasoning:

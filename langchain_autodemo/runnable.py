@@ -12,6 +12,7 @@ import contextvars
 import copy
 import functools
 import heapq
+import json
 import logging
 import queue
 import random
@@ -1460,10 +1461,54 @@ def _value_parser(
             hint = output_parser.get_format_instructions()
         except NotImplementedError:
             hint = None
-        return output_parser.parse, hint
+        return _tolerant(output_parser.parse), hint
     if callable(output_parser):
         return output_parser, None
     raise TypeError("output_parser must be an output parser, a pydantic model or a callable")
+
+
+_FENCE_LINE = re.compile(r"^\s*(?:`{3,}|~{3,})?\s*(?:json|JSON)?\s*(?:`{3,}|~{3,})?\s*$")
+
+
+def json_candidate(text: str) -> str | None:
+    """The JSON value inside ``text`` as models write it: in a code fence (whose opening
+    backticks the scanner may have taken as decoration, leaving ``json``), over several
+    lines, after prose. ``None`` when there is none.
+
+    Example:
+        >>> json_candidate('json\n{"label": "pos"}\n```')
+        '{"label": "pos"}'
+        >>> json_candidate("no json here") is None
+        True
+    """
+    lines = [line for line in text.splitlines() if not _FENCE_LINE.match(line)]
+    body = "\n".join(lines)
+    decoder = json.JSONDecoder()
+    for at, char in enumerate(body):
+        if char in "{[":
+            try:
+                _, end = decoder.raw_decode(body, at)
+            except ValueError:
+                continue
+            return body[at:end]
+    return None
+
+
+def _tolerant(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, retried on the JSON value inside the text where the text as written
+    fails (fenced, multi-line, after prose): what LangChain's own JSON parsers accept
+    from a whole completion, for an answer cut out of a packed one."""
+
+    def tolerant(text: str) -> Any:
+        try:
+            return parse(text)
+        except Exception:
+            candidate = json_candidate(text)
+            if candidate is None or candidate == text.strip():
+                raise
+            return parse(candidate)
+
+    return tolerant
 
 
 # Kept for the CLI until it imports the public name.
