@@ -22,6 +22,7 @@ spec                           model
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 from collections.abc import Iterator
@@ -128,6 +129,23 @@ def _chat_openai(*, compatible: bool = False, **kwargs: Any) -> Any:
     return legacy_max_tokens_chat_openai(**settings) if compatible else ChatOpenAI(**settings)
 
 
+def _import_from_here(module_name: str) -> Any:
+    """``import module_name`` as ``python -m`` would from the current folder: the console
+    script's ``sys.path`` lacks it, so a user's ``mymodels.py`` beside their data was not
+    found (``--model import:mymodels:make``)."""
+    import sys
+
+    here = os.getcwd()
+    if here in sys.path:
+        return importlib.import_module(module_name)
+    sys.path.insert(0, here)
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(here)
+
+
 @contextmanager
 def open_model(
     spec: str | ModelSpec | None,
@@ -187,7 +205,7 @@ def open_model(
     if parsed.kind == "import":
         module_name, _, attribute = parsed.target.rpartition(":")
         try:
-            factory = getattr(importlib.import_module(module_name), attribute)
+            factory = getattr(_import_from_here(module_name), attribute)
         except (ImportError, AttributeError) as exc:
             raise ModelSpecError(f"cannot import {parsed.target!r}: {exc}") from None
         yield OpenModel(factory(), str(parsed))

@@ -308,6 +308,8 @@ class TuneReport:
     price: Price
     spent: dict[str, float]
     """What the tuning itself cost: calls, tokens, USD (uncached, at the chosen prices)."""
+    notes: list[str] = field(default_factory=list)
+    """Warnings about the search itself (a sample too small for its batch sizes)."""
 
     @property
     def output_floor(self) -> float | None:
@@ -328,6 +330,7 @@ class TuneReport:
             "config": asdict(self.chosen),
             "price_model": self.price_model,
             "output_floor_vs_single_cached": None if floor is None else round(floor, 3),
+            "notes": self.notes,
             "spent": self.spent,
             "rows": [row.summary(self.price, single_cached) for row in self.rows],
         }
@@ -363,6 +366,9 @@ class TuneReport:
             f"{self.spent['input_tokens']:.0f} input and {self.spent['output_tokens']:.0f} "
             f"output tokens (${self.spent['usd']:.4f} uncached)."
         )
+        for note in self.notes:
+            lines.append("")
+            lines.append(f"**Note:** {note}")
         evidence = [row for row in self.rows if row.confidence is not None]
         if evidence:
             lines.append("")
@@ -581,7 +587,7 @@ def tune(
     ``measured`` holds earlier measurements by (label, first item, end) and receives the
     new ones: a resumed search asks the model only what it has not answered yet.
     """
-    instructions = dataset.task.instructions
+    task = dataset.task
     slices = _slices(len(dataset))
     log: MutableMapping[tuple[str, int, int], MethodResult] = {} if measured is None else measured
     used: dict[tuple[str, int, int], MethodResult] = {}  # what this search asked the model
@@ -622,7 +628,9 @@ def tune(
     question = sum(estimate_tokens(e.text) for e in dataset.examples) / max(1, len(dataset))
     prefix = sum(estimate_tokens(q) + estimate_tokens(a) for q, a in demonstrations)
     ordered = sorted(space, key=lambda c: estimated_tokens_per_item(c, question, prefix, price))
-    rows = [Row(c.label, c.config(instructions, demonstrations)) for c in ordered]
+    rows = [
+        Row(c.label, c.config(task.instructions_for(c.reasoning), demonstrations)) for c in ordered
+    ]
     passed_estimate: float | None = None
     for candidate, row in zip(ordered, rows, strict=True):
         estimate = estimated_tokens_per_item(candidate, question, prefix, price)
@@ -639,6 +647,11 @@ def tune(
             if significant or difference < -drop_margin:
                 row.status = f"dropped after round {round_number} ({difference * 100:+.0f} pts)"
                 break
+        reached = max((r.call_items or 0 for r in row.result.items), default=0) if row.result else 0
+        if row.status == "passed" and candidate.method.batched and reached < candidate.batch_size:
+            # its calls never held that many items: a batch size measured on smaller calls
+            # is not what it says (a sample too small, or every call split by the budget)
+            row.status = f"not reached: its calls held at most {reached} items"
         if row.status == "passed":
             difference = row.comparison["accuracy_difference"] if row.comparison else 0.0
             if difference < -tolerance:
@@ -648,8 +661,9 @@ def tune(
     for candidate, row in zip(ordered, rows, strict=True):
         if row.result is not None and not candidate.escalate and candidate.method.batched:
             row.confidence = _escalation_evidence(row.result, single, tolerance, price)
-    single_row = Row(reference.label, reference.config(instructions, demonstrations), single,
-                     "reference")  # fmt: skip
+    single_row = Row(reference.label,
+                     reference.config(task.instructions_for(reference.reasoning), demonstrations),
+                     single, "reference")  # fmt: skip
     finalists = [r for r in rows if r.status == "passed" and r.result is not None]
     single_cost = single.usd_per_1k_items(price, cached=True)
 
@@ -686,6 +700,14 @@ def tune(
             "price_model": price_model,
         },
     )
+    largest = max((c.batch_size for c in space if c.method.batched), default=1)
+    notes = []
+    if len(dataset) < 4 * largest:
+        notes.append(
+            f"The sample ({len(dataset)} items) is under 4x the largest batch size ({largest}): "
+            "its first rounds pack partial calls, and a batch size its calls did not reach "
+            "is never chosen. Use at least 4x the largest batch size."
+        )
     return TuneReport(
-        chosen, chosen_row.label, [single_row, *rows], single, price_model, price, spent
+        chosen, chosen_row.label, [single_row, *rows], single, price_model, price, spent, notes
     )

@@ -16,6 +16,7 @@ from langchain_autodemo.cli.common import echo, fail, prepare_host, user_errors
 from langchain_autodemo.cli.evaluate import EvalOptions, evaluate
 from langchain_autodemo.cli.run import RunOptions
 from langchain_autodemo.cli.run import run as run_items
+from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.methods import DEFAULT_METHODS
 from langchain_autodemo.models import SPEC_FORMS, open_model, parse_model_spec
 from langchain_autodemo.prompts import Mode
@@ -304,13 +305,33 @@ def eval_(
         evaluate(EvalOptions(**locals()))
 
 
+#: ``autodemo serve``'s defaults: a flag at its default leaves a --config's setting alone.
+SERVE_DEFAULTS: dict[str, Any] = {
+    "instructions": None,
+    "batch_size": 8,
+    "mode": Mode.AUTO_DEMO,
+    "reasoning": True,
+    "escalate": 0.0,
+}
+
+
+def served_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags given explicitly (other than their defaults): they win over a config."""
+    return {k: v for k, v in flags.items() if v != SERVE_DEFAULTS[k]}
+
+
 @app.command(epilog=MODEL_SPECS)
 def serve(
-    instructions: InstructionsOption,
+    instructions: Annotated[
+        str | None,
+        typer.Option(
+            "--instructions", "-i", help="The task, in one or two sentences (or --config)."
+        ),
+    ] = None,
     model: ModelOption = None,
-    batch_size: BatchSizeOption = 8,
-    mode: ModeOption = Mode.AUTO_DEMO,
-    reasoning: ReasoningOption = True,
+    batch_size: BatchSizeOption = SERVE_DEFAULTS["batch_size"],
+    mode: ModeOption = SERVE_DEFAULTS["mode"],
+    reasoning: ReasoningOption = SERVE_DEFAULTS["reasoning"],
     max_wait: Annotated[
         float, typer.Option(min=0.0, help="Seconds a request waits for others to pack with.")
     ] = 0.05,
@@ -362,6 +383,14 @@ def serve(
         ),
     ] = True,
     escalate: EscalateOption = 0.0,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A tuned.json from `autodemo tune`: its mode, batch size, reasoning, "
+            "escalation, instructions and shared exemplars; flags given explicitly win "
+            "(with a notice).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a LangServe endpoint at /autodemo whose concurrent requests share packed calls.
 
@@ -373,15 +402,21 @@ def serve(
     from langchain_autodemo.audit import AuditPolicy
     from langchain_autodemo.serving import CallLog, create_app, isolation_key
 
+    flags: dict[str, Any] = {
+        "instructions": instructions,
+        "batch_size": batch_size,
+        "mode": mode,
+        "reasoning": reasoning,
+        "escalate": escalate,
+    }
+
     def runner_on(llm: Any) -> AutoDemoBatchRunnable:
-        return AutoDemoBatchRunnable(
-            llm,
-            instructions=instructions,
-            batch_size=batch_size,
-            mode=mode,
-            reasoning=reasoning,
-            input_template=template,
-            escalate=escalate,
+        if config is None:
+            if instructions is None:
+                raise ConfigurationError("autodemo serve needs --instructions or --config")
+            return AutoDemoBatchRunnable(llm, input_template=template, **flags)
+        return AutoDemoBatchRunnable.from_config(
+            config, llm, input_template=template, **served_overrides(flags)
         )
 
     with user_errors():
@@ -389,6 +424,12 @@ def serve(
         # not per request: built once on a stand-in model.
         runner_on(RunnableLambda(lambda _: ""))
         isolation_key(isolate_by)  # a bad spec stops here too
+        if config is not None:
+            overrides = served_overrides(flags)
+            echo(f"Config: {config}" + "".join(
+                f"; --{k.replace('_', '-')} {v.value if isinstance(v, Mode) else v!r} "
+                "overrides it" for k, v in overrides.items()
+            ))  # fmt: skip
         spec = parse_model_spec(model)
         with open_model(spec, max_tokens=max_tokens) as opened:
             echo(f"Model: {opened.description}")

@@ -439,23 +439,34 @@ def _make_ready(job: RunJob) -> None:
 
 
 def with_config(options: RunOptions) -> RunOptions:
-    """``options`` with a tuned configuration applied (``--config``)."""
+    """``options`` with a tuned configuration applied (``--config``): the file's settings
+    replace the defaults, and a flag given explicitly (a value other than its default)
+    wins over the file, with a notice saying so."""
     if options.config is None:
         return options
     from langchain_autodemo.tuning import TunedConfig
 
     config = TunedConfig.read(options.config)
-    return replace(
-        options,
-        mode=Mode(config.mode),
-        batch_size=config.batch_size,
-        reasoning=config.reasoning,
-        restate=config.restate,
-        escalate=config.escalate,
-        instructions=config.instructions or options.instructions,
-        select="similarity" if config.grouping == "similarity" else options.select,
-        demonstrations=config.demonstrations,
-    )
+    from_file: dict[str, Any] = {
+        "mode": Mode(config.mode),
+        "batch_size": config.batch_size,
+        "reasoning": config.reasoning,
+        "restate": config.restate,
+        "escalate": config.escalate,
+        "instructions": config.instructions or options.instructions,
+        "select": "similarity" if config.grouping == "similarity" else options.select,
+        "demonstrations": config.demonstrations,
+    }
+    defaults = RunOptions(input=options.input, output=options.output)
+    kept = {}
+    for name, value in from_file.items():
+        given = getattr(options, name)
+        if given != getattr(defaults, name) and given != value:
+            kept[name] = given
+            shown = given.value if isinstance(given, Mode) else given
+            echo(f"Note: --{name.replace('_', '-')} {shown!r} overrides {options.config}'s "
+                 f"{name} ({value.value if isinstance(value, Mode) else value!r}).")  # fmt: skip
+    return replace(options, **{**from_file, **kept})
 
 
 SETUP_DEFAULTS = {"restate": "full", "audit": None, "escalate": 0.0}

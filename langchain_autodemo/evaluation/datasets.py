@@ -60,6 +60,19 @@ class Task:
     labels: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
 
+    def instructions_for(self, reasoning: bool) -> str:
+        """The instructions as a call with or without reasoning gives them: without it, a
+        task's "Think step by step, then give the final answer" becomes "Give the final
+        answer", so the system message never contradicts the layout's "final answer only".
+
+        Example:
+            >>> Task("numeric", NUMERIC_INSTRUCTIONS).instructions_for(False)
+            'Solve each problem. Give the final answer as a single number.'
+        """
+        if reasoning:
+            return self.instructions
+        return _STEP_BY_STEP.sub("Give the final answer", self.instructions)
+
     def score(self, prediction: str | None, gold: str) -> Score:
         if self.kind == "numeric":
             return score_numeric(prediction, gold)
@@ -112,6 +125,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DatasetError(f"{path}:{number}: expected a JSON object, got {record!r:.60}")
             yield number, record
 
+
+# The reasoning directive of a task's instructions (dropped where no reasoning is asked).
+_STEP_BY_STEP = re.compile(r"Think step by step, then give the final answer", re.IGNORECASE)
 
 # -- GSM8K --------------------------------------------------------------------------
 

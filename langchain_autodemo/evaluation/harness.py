@@ -194,7 +194,7 @@ def run_method(
 
     runner = AutoDemoBatchRunnable(
         llm,
-        instructions=dataset.task.instructions,
+        instructions=dataset.task.instructions_for(reasoning),
         batch_size=batch_size if method.batched else 1,
         mode=method.mode,
         selector=selector,

@@ -140,3 +140,20 @@ def test_the_max_tokens_client_is_traced_as_chat_openai() -> None:
     assert sent[0]["max_tokens"] == 7 and "max_completion_tokens" not in sent[0]
     with open_model("openai-compatible:http://127.0.0.1:9/v1#local") as opened:
         assert opened.llm.get_name() == "ChatOpenAI"
+
+
+def test_an_import_spec_finds_a_module_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--model import:mymodels:make`` beside the user's data, as ``python -m`` finds it."""
+    import sys
+
+    (tmp_path / "my_local_models_for_autodemo.py").write_text(
+        "from langchain_autodemo.testing import ScriptedAutoDemoModel\n"
+        "def make():\n    return ScriptedAutoDemoModel()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    with open_model("import:my_local_models_for_autodemo:make") as opened:
+        assert opened.llm.invoke("What is 1 + 2?").content
+    assert str(tmp_path) not in sys.path

@@ -279,3 +279,22 @@ def test_ray_rows_carry_confidence_and_escalation() -> None:
     )
     assert (row["confidence"], row["escalated"]) == (0.25, True)
     assert set(row) == set(ray_data.OUTPUT_COLUMNS)
+
+
+def test_serve_takes_a_config_and_explicit_flags_win(tmp_path: Any) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    from langchain_autodemo.cli.commands import SERVE_DEFAULTS, served_overrides
+    from langchain_autodemo.tuning import TunedConfig
+
+    assert served_overrides(dict(SERVE_DEFAULTS)) == {}
+    flags = {**SERVE_DEFAULTS, "batch_size": 4, "instructions": "Mine."}
+    assert served_overrides(flags) == {"batch_size": 4, "instructions": "Mine."}
+    config = TunedConfig("batch", 16, None, False, "Theirs.", escalate=0.2).write(
+        tmp_path / "tuned.json"
+    )
+    runner = AutoDemoBatchRunnable.from_config(
+        config, RunnableLambda(lambda _: ""), **served_overrides(flags)
+    )
+    assert (runner.batch_size, runner.mode.value, runner.settings.escalate) == (4, "batch", 0.2)
+    assert runner.settings.instructions == "Mine." and runner.settings.reasoning is False

@@ -258,3 +258,48 @@ def test_an_escalating_config_round_trips_and_builds_an_escalating_runner(tmp_pa
     assert loaded.escalate == 0.2
     runner = AutoDemoBatchRunnable.from_config(loaded, doubtful_model())
     assert runner.settings.escalate == 0.2
+
+
+def test_a_batch_size_its_calls_never_reached_is_not_chosen() -> None:
+    """``--batch-sizes 64`` on 16 items: its calls hold at most 8 (the last round's half),
+    so N=64 was never measured and cannot be the choice; the report says why."""
+    llm = model(batch_right=True, auto_demo_right=True)
+    space = candidates(["auto_demo"], [64], [True], ["full"])
+    report = tune(llm, SUMS, space, price=PRICE, demonstrations=SHOTS)
+    row = next(r for r in report.rows if r.label == "auto_demo N=64")
+    assert row.status == "not reached: its calls held at most 8 items"
+    assert report.chosen_label == "single"
+    assert report.notes and "under 4x the largest batch size (64)" in report.notes[0]
+    assert "under 4x the largest batch size" in report.markdown()
+
+
+def test_a_terse_config_never_asks_to_think_step_by_step() -> None:
+    numeric = Dataset("sums", Task("numeric", "Solve it. Think step by step, then give the "
+                                   "final answer as a single number."), SUMS.examples)  # fmt: skip
+    llm = model(batch_right=True, auto_demo_right=True)
+    report = tune(llm, numeric, candidates(["batch"], [8], [False]), price=PRICE,
+                  demonstrations=SHOTS)  # fmt: skip
+    for row in report.rows:
+        assert "step by step" not in (row.config.instructions or "")
+    prompts = [str(m[0].content) for m in llm.calls]
+    assert prompts and all("step by step" not in p for p in prompts)
+
+
+def test_explicit_flags_win_over_the_config_and_say_so(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"question": f"What is {i} + {i}?"}) + "\n" for i in range(1, 7))
+    )
+    config = TunedConfig("batch", 2, None, True, "Add the numbers.").write(tmp_path / "t.json")
+    out = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["run", str(source), "-o", str(out), "--model", "fake:answer=sum", "--config",
+         str(config), "-n", "3", "-i", "Sum them."],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "calls: 2 " in result.output  # -n 3 over the file's 2
+    text = " ".join(result.output.split())
+    assert "--batch-size 3 overrides" in text and "--instructions 'Sum them.' overrides" in text
+    setup = json.loads((tmp_path / "out.jsonl.meta.json").read_text())["setup"]
+    assert (setup["batch_size"], setup["instructions"], setup["mode"]) == (3, "Sum them.", "batch")
