@@ -46,19 +46,25 @@ __all__ = [
     "Restate",
     "SequentialSelector",
     "SimilarityBatchSelector",
+    "TunedConfig",
     "UsageStats",
     "WordLlamaEmbeddings",
     "build_batch_messages",
     "build_single_messages",
     "track_usage",
+    "tune",
 ]
 
 
-def __getattr__(name: str):  # the Chroma/wordllama integrations load only when used
+def __getattr__(name: str):  # the Chroma/wordllama integrations and tuning load when used
     if name == "SimilarityBatchSelector":
         from langchain_autodemo.selector import SimilarityBatchSelector
 
         return SimilarityBatchSelector
+    if name in ("tune", "TunedConfig"):  # the search pulls in the evaluation harness
+        from langchain_autodemo import tuning
+
+        return getattr(tuning, name)
     if name == "WordLlamaEmbeddings":
         from langchain_autodemo.embeddings import WordLlamaEmbeddings
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -44,7 +44,16 @@ from langchain_autodemo.planning import escalation_picks, estimate_tokens
 from langchain_autodemo.pricing import Price
 from langchain_autodemo.prompts import DEFAULT_HEAD_WORDS, Mode, Restate
 
-__all__ = ["Candidate", "MeasurementLog", "TuneReport", "TunedConfig", "candidates", "tune"]
+__all__ = [
+    "Candidate",
+    "MeasurementLog",
+    "TuneReport",
+    "TunedConfig",
+    "candidates",
+    "examples_dataset",
+    "tune",
+    "with_escalation",
+]
 
 
 @dataclass(frozen=True)
@@ -322,6 +331,21 @@ class TuneReport:
         output = 1000 * self.price.cost(0, self.single.output_tokens) / self.single.n
         return output / single_cached
 
+    def save(self, path: str | Path) -> Path:
+        """Write the chosen configuration as ``tuned.json`` (what ``from_config`` and
+        ``autodemo run --config`` load)."""
+        return self.chosen.write(path)
+
+    def runner(self, llm: Any, **overrides: Any) -> Any:
+        """The chosen configuration's runner on ``llm`` (``overrides``: any constructor
+        argument, e.g. your ``output_parser``); compose it after your prompt."""
+        from langchain_autodemo.runnable import AutoDemoBatchRunnable
+
+        return AutoDemoBatchRunnable.from_config(self.chosen, llm, **overrides)
+
+    def __str__(self) -> str:
+        return self.markdown()
+
     def as_dict(self) -> dict[str, Any]:
         single_cached = self.single.usd_per_1k_items(self.price, cached=True)
         floor = self.output_floor
@@ -385,6 +409,8 @@ class TuneReport:
                 power = (
                     f"AUROC {_fmt(gold)} vs gold, {_fmt(alone)} vs single "
                     f"({c.get('scored', 0)} answers scored)"
+                    if c.get("scored")
+                    else "no confidences (no log-probabilities): escalation takes the latest slots"
                 )
                 if need is None:
                     reach = "no share up to 1 reaches single"
@@ -478,6 +504,138 @@ def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
     )
 
 
+def examples_dataset(
+    examples: Iterable[Any],
+    *,
+    prompt: Any = None,
+    scorer: str | Callable[[Any, Any], Any] | Any = "exact",
+    name: str = "examples",
+) -> Dataset:
+    """Your labelled examples as a dataset the search can ask.
+
+    Each example is an ``(inputs, expected)`` pair, a ``{"inputs": ..., "outputs": ...}``
+    record, or an object with ``inputs`` and ``outputs`` attributes (a LangSmith
+    ``Example``); an ``outputs`` mapping of one key (or with ``answer``/``output``/
+    ``label``) gives the expected answer. With ``prompt`` the inputs (a mapping of its
+    variables, or the text of its only variable) are rendered through it, as
+    ``prompt | runner`` would; without one they go to the runner as they are.
+    """
+    from langchain_autodemo.evaluation.datasets import Example
+
+    rows: list[tuple[Any, Any]] = []
+    for number, example in enumerate(examples):
+        try:
+            inputs, expected = _example_parts(example)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"example {number}: {exc}") from None
+        rows.append((inputs, expected))
+    if not rows:
+        raise ConfigurationError("tune needs at least one labelled example")
+    golds = [_gold_text(expected) for _, expected in rows]
+    task = _task_for(scorer, golds)
+    variables = list(getattr(prompt, "input_variables", ()) or ())
+    made = []
+    for number, (inputs, expected) in enumerate(rows):
+        asked: Any = inputs
+        if prompt is not None:
+            values = inputs
+            if not isinstance(values, Mapping):
+                if len(variables) != 1:
+                    raise ConfigurationError(
+                        f"example {number}: the prompt takes {variables}; give the inputs as "
+                        "a mapping of them"
+                    )
+                values = {variables[0]: inputs}
+            try:
+                asked = prompt.invoke(dict(values))
+            except (KeyError, ValueError) as exc:
+                raise ConfigurationError(f"example {number}: the prompt cannot render it: {exc}")
+        text = _question_text(asked)
+        made.append(Example(f"{name}-{number}", text, golds[number], input=asked,
+                            expected=expected))  # fmt: skip
+    return Dataset(name, task, made, source="examples")
+
+
+def _question_text(asked: Any) -> str:
+    """The question an example asks, for its token estimate and its name in reports: the
+    last human message of a rendered prompt, the text itself, or a record's values."""
+    from langchain_core.messages import HumanMessage
+    from langchain_core.prompt_values import PromptValue
+
+    from langchain_autodemo.parser import text_of
+
+    messages = asked.to_messages() if isinstance(asked, PromptValue) else asked
+    if isinstance(messages, list):
+        humans = [m for m in messages if isinstance(m, HumanMessage)]
+        if humans:
+            return text_of(humans[-1])
+    if isinstance(asked, Mapping):
+        return " ".join(str(v) for v in asked.values())
+    return str(asked)
+
+
+def _example_parts(example: Any) -> tuple[Any, Any]:
+    if isinstance(example, Mapping):
+        if "inputs" not in example or "outputs" not in example:
+            raise ValueError("a record needs 'inputs' and 'outputs'")
+        return example["inputs"], _one_output(example["outputs"])
+    if hasattr(example, "inputs") and hasattr(example, "outputs"):
+        return example.inputs, _one_output(example.outputs)
+    if isinstance(example, tuple | list) and len(example) == 2:
+        return example[0], example[1]
+    raise TypeError(
+        f"expected an (inputs, expected) pair or an inputs/outputs record, got {example!r:.60}"
+    )
+
+
+def _one_output(outputs: Any) -> Any:
+    if not isinstance(outputs, Mapping):
+        return outputs
+    for key in ("answer", "output", "label", "expected"):
+        if key in outputs:
+            return outputs[key]
+    if len(outputs) == 1:
+        return next(iter(outputs.values()))
+    return dict(outputs)
+
+
+def _gold_text(expected: Any) -> str:
+    if isinstance(expected, str):
+        return expected
+    if hasattr(expected, "model_dump_json"):
+        return str(expected.model_dump_json())
+    return (
+        json.dumps(expected, sort_keys=True) if isinstance(expected, dict | list) else str(expected)
+    )
+
+
+def _task_for(scorer: Any, golds: Sequence[str]) -> Any:
+    from langchain_autodemo.evaluation.datasets import Task
+
+    if scorer == "exact":
+        return Task("text", "")
+    if scorer == "numeric":
+        return Task("numeric", "")
+    if scorer == "label":
+        labels = tuple(sorted({g.strip() for g in golds}))
+        if len(labels) > 20:
+            raise ConfigurationError("scorer='label' needs at most 20 distinct expected answers")
+        return Task("label", "", labels)
+    evaluate_strings = getattr(scorer, "evaluate_strings", None)
+    if callable(evaluate_strings):  # a LangChain string evaluator
+
+        def evaluated(answer: Any, expected: Any) -> Any:
+            return evaluate_strings(prediction=str(answer), reference=str(expected))
+
+        return Task("text", "", scorer=evaluated)
+    if callable(scorer):
+        return Task("text", "", scorer=scorer)
+    raise ConfigurationError(
+        f"scorer {scorer!r}: use 'exact', 'numeric', 'label', a callable (answer, expected) "
+        "or a LangChain string evaluator"
+    )
+
+
 def with_escalation(packed: MethodResult, single: MethodResult, share: float) -> MethodResult:
     """What ``packed`` measures with selective escalation at ``share``, replayed without
     a model call: in each packed call, the answers
@@ -541,8 +699,7 @@ def _escalation_evidence(
     ids = {r.id for r in packed.items}
     part = [r for r in single.items if r.id in ids]
     alone = replace(single, items=part, n=len(part), correct=sum(r.correct for r in part))
-    evidence = confidence_power(packed, alone)
-    evidence.pop("by_slot")
+    evidence = confidence_power(packed, alone)  # with the per-slot curve
     single_cost = single.usd_per_1k_items(price, cached=True)
     needed = None
     for step in range(21):
@@ -568,10 +725,18 @@ def _slices(n: int) -> list[tuple[int, int]]:
 
 def tune(
     llm: Any,
-    dataset: Dataset,
-    space: Sequence[Candidate],
+    data: Dataset | Iterable[Any],
+    space: Sequence[Candidate] | None = None,
     *,
-    price: Price,
+    prompt: Any = None,
+    scorer: str | Callable[[Any, Any], Any] | Any = "exact",
+    methods: Sequence[str] = ("batch", "auto_demo"),
+    batch_sizes: Sequence[int] = (4, 8, 16),
+    reasoning: Sequence[bool] = (True,),
+    restate: Sequence[Restate | str] = (Restate.FULL, Restate.HEAD),
+    escalate: Sequence[float] = (0.0, 0.1, 0.2, 0.3),
+    runner_options: Mapping[str, Any] | None = None,
+    price: Price | None = None,
     price_model: str = "gpt-4o-mini",
     demonstrations: Sequence[tuple[str, str]] = (),
     tolerance: float = 0.02,
@@ -582,11 +747,43 @@ def tune(
     on_result: Callable[[str, MethodResult], None] | None = None,
     measured: MutableMapping[tuple[str, int, int], MethodResult] | None = None,
 ) -> TuneReport:
-    """Search ``space`` on ``dataset`` against single (see the module docstring).
+    """Find the cheapest configuration that keeps single's accuracy on a labelled sample
+    (see the module docstring): what ``autodemo tune`` does, from Python, on your chain.
 
-    ``measured`` holds earlier measurements by (label, first item, end) and receives the
-    new ones: a resumed search asks the model only what it has not answered yet.
+    ``data`` is a :class:`~langchain_autodemo.evaluation.datasets.Dataset`, or your
+    examples: ``(inputs, expected)`` pairs, ``{"inputs": ..., "outputs": ...}`` records or
+    LangSmith ``Example`` objects (see :func:`examples_dataset`). With ``prompt`` (a
+    ``ChatPromptTemplate``: system message, few-shot turns, variables filled from each
+    example's inputs) every request is built exactly as ``prompt | runner`` builds it.
+    ``scorer`` is ``"exact"``, ``"numeric"``, ``"label"``, a callable ``(answer,
+    expected) -> bool | score`` or a LangChain string evaluator.
+
+    The search space is ``methods`` x ``batch_sizes`` x ``reasoning`` x ``restate`` x
+    ``escalate`` unless ``space`` gives it; ``runner_options`` go to every runner (your
+    ``output_parser``, say). ``measured`` holds earlier measurements by (label, first
+    item, end) and receives the new ones: a resumed search asks the model only what it
+    has not answered yet.
+
+    Example:
+        .. code-block:: python
+
+            from langchain_autodemo import tune
+
+            report = tune(llm, [({"review": r}, label) for r, label in sample], prompt=prompt,
+                          scorer="label", batch_sizes=(8, 16))
+            print(report)                   # the table
+            report.save("tuned.json")       # for from_config / autodemo run --config
+            chain = prompt | report.runner(llm)
     """
+    dataset = (
+        data if isinstance(data, Dataset) else examples_dataset(data, prompt=prompt, scorer=scorer)
+    )
+    if space is None:
+        space = candidates(methods, batch_sizes, reasoning, restate, escalate)
+    if price is None:
+        from langchain_autodemo.pricing import PriceTable
+
+        price = PriceTable.default().price(price_model)
     task = dataset.task
     slices = _slices(len(dataset))
     log: MutableMapping[tuple[str, int, int], MethodResult] = {} if measured is None else measured
@@ -610,7 +807,7 @@ def tune(
             llm, part, candidate.method, candidate.batch_size, selector=selector,
             max_concurrency=max_concurrency, reasoning=candidate.reasoning,
             demonstrations=demonstrations, restate=candidate.restate.value,
-            confidence=candidate.method.batched,
+            confidence=candidate.method.batched, runner_options=runner_options,
         )  # fmt: skip
         log[key] = used[key] = result
         if on_result is not None:

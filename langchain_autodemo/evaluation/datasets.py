@@ -49,6 +49,16 @@ class Example:
     """What the model is asked (one item of a batch)."""
     gold: str
     """The gold answer (a number as text for numeric tasks, a label for label tasks)."""
+    input: Any = None
+    """What the runner is given, where it is not ``text``: a user's prompt rendered for this
+    example (a ``ChatPromptValue``), or a record of template fields."""
+    expected: Any = None
+    """The expected output as the user gave it (a custom scorer gets it), where not ``gold``."""
+
+    @property
+    def asked(self) -> Any:
+        """The runner's input for this example."""
+        return self.text if self.input is None else self.input
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,9 @@ class Task:
     instructions: str
     labels: tuple[str, ...] = ()
     aliases: Mapping[str, str] = field(default_factory=dict)
+    scorer: Callable[[Any, Any], Any] | None = None
+    """A user's scorer: ``(answer, expected) -> bool`` or a score from 0 to 1 (0.5 and
+    above count as correct); it replaces the kind's own rule."""
 
     def instructions_for(self, reasoning: bool) -> str:
         """The instructions as a call with or without reasoning gives them: without it, a
@@ -73,7 +86,21 @@ class Task:
             return self.instructions
         return _STEP_BY_STEP.sub("Give the final answer", self.instructions)
 
-    def score(self, prediction: str | None, gold: str) -> Score:
+    def score(
+        self, prediction: str | None, gold: str, *, answer: Any = None, expected: Any = None
+    ) -> Score:
+        """How ``prediction`` (the answer as text; ``answer`` as the runner returned it)
+        fared against ``gold`` (``expected``: as the user gave it)."""
+        if self.scorer is not None:
+            if prediction is None:
+                return Score(correct=False, parsed=False)
+            verdict = self.scorer(
+                prediction if answer is None else answer, gold if expected is None else expected
+            )
+            if isinstance(verdict, dict):  # a LangChain/LangSmith evaluation result
+                verdict = verdict.get("score", verdict.get("value"))
+            correct = verdict >= 0.5 if isinstance(verdict, int | float) else bool(verdict)
+            return Score(correct=bool(correct), parsed=True, extracted=prediction)
         if self.kind == "numeric":
             return score_numeric(prediction, gold)
         if self.kind == "label":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -174,6 +174,7 @@ def run_method(
     restate: str = "full",
     confidence: bool = False,
     escalate: float = 0.0,
+    runner_options: Mapping[str, Any] | None = None,
 ) -> MethodResult:
     """Answer every example of ``dataset`` with one method at one batch size.
 
@@ -182,7 +183,8 @@ def run_method(
 
     ``confidence`` asks the model for token log-probabilities, so each record holds its
     answer's confidence (what ``autodemo tune`` replays escalation on); ``escalate`` is
-    the runner's selective escalation share.
+    the runner's selective escalation share; ``runner_options`` are further runner
+    arguments (a user's ``output_parser``, ``input_template``).
 
     ``selector`` is the method's ``SimilarityBatchSelector`` (see ``Method.selector``);
     one instance can serve every batch size. ``reasoning=False`` asks every method,
@@ -194,7 +196,7 @@ def run_method(
 
     runner = AutoDemoBatchRunnable(
         llm,
-        instructions=dataset.task.instructions_for(reasoning),
+        instructions=dataset.task.instructions_for(reasoning) or None,
         batch_size=batch_size if method.batched else 1,
         mode=method.mode,
         selector=selector,
@@ -205,8 +207,9 @@ def run_method(
         demonstrations=demonstrations,
         confidence=confidence or None,
         escalate=escalate if method.batched else 0.0,
+        **dict(runner_options or {}),
     )
-    texts = [example.text for example in dataset.examples]
+    texts = [example.asked for example in dataset.examples]
     results: dict[int, Any] = {}
     prompts = _CallPrompts()
     started = time.perf_counter()
@@ -242,7 +245,9 @@ def run_method(
             continue
         answer = result.answer
         prediction = answer if isinstance(answer, str) else str(answer)
-        score = dataset.task.score(prediction, example.gold)
+        score = dataset.task.score(
+            prediction, example.gold, answer=answer, expected=example.expected
+        )
         records.append(
             ItemRecord(
                 example.id, example.gold, prediction, score.extracted, score.correct,

@@ -31,11 +31,13 @@ EXPECTED_ALL = [
     "Restate",
     "SequentialSelector",
     "SimilarityBatchSelector",
+    "TunedConfig",
     "UsageStats",
     "WordLlamaEmbeddings",
     "build_batch_messages",
     "build_single_messages",
     "track_usage",
+    "tune",
 ]
 
 

@@ -1,0 +1,131 @@
+"""``from langchain_autodemo import tune``: tuning the chain a user ships (their prompt,
+their examples, their scorer, their output parser), then deploying it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.prompts import ChatPromptTemplate, FewShotChatMessagePromptTemplate
+
+from langchain_autodemo import AutoDemoBatchRunnable, ConfigurationError, TunedConfig, tune
+from langchain_autodemo.testing import ScriptedChatModel
+from langchain_autodemo.tuning import examples_dataset
+from tests.fakes import asked_questions
+
+SYSTEM = "You label movie reviews as positive or negative. House style: lower case. " + (
+    "A long style guide every call shares, which packing amortises. " * 150
+)
+FEW_SHOT = FewShotChatMessagePromptTemplate(
+    example_prompt=ChatPromptTemplate.from_messages([("human", "{review}"), ("ai", "{label}")]),
+    examples=[{"review": "A joy.", "label": "positive"}, {"review": "Dull.", "label": "negative"}],
+)
+PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM), FEW_SHOT, ("human", "{review}")])
+GOOD = ["loved", "great", "superb", "fine", "charming", "fun", "moving", "sharp"]
+BAD = ["boring", "awful", "flat", "tedious", "clumsy", "weak", "dreary", "bland"]
+EXAMPLES = [({"review": f"It was {w} {i}."}, "positive") for i, w in enumerate(GOOD)] + [
+    ({"review": f"It was {w} {i}."}, "negative") for i, w in enumerate(BAD)
+]
+
+
+def labeller(seen: list[list[BaseMessage]]):
+    def label(text: str) -> str:
+        return "positive" if any(w in text for w in GOOD) else "negative"
+
+    def script(messages: list[BaseMessage], _: int) -> Any:
+        seen.append(messages)
+        questions = asked_questions(messages)
+        if not questions:
+            return label(str(messages[-1].content))
+        return "\n".join(f"Q[{i}]: {q}\nA[{i}]: {label(q)}" for i, q in enumerate(questions, 1))
+
+    return script
+
+
+def test_tune_measures_the_users_prompt_and_deploys_it(tmp_path: Path) -> None:
+    seen: list[list[BaseMessage]] = []
+    llm = ScriptedChatModel(script=labeller(seen))
+    report = tune(llm, EXAMPLES, prompt=PROMPT, scorer="label", methods=["auto_demo"],
+                  batch_sizes=[4], reasoning=[False], restate=["full"], escalate=[0])  # fmt: skip
+    # every request carried the user's system message and their few-shot examples
+    assert seen and all(
+        isinstance(m[0], SystemMessage) and SYSTEM in str(m[0].content) for m in seen
+    )
+    assert all("A joy." in " ".join(str(x.content) for x in m) for m in seen)
+    assert report.chosen_label == "auto_demo N=4 terse"
+    assert report.single.accuracy == 1.0
+    assert "| auto_demo N=4 terse |" in str(report)
+    saved = report.save(tmp_path / "tuned.json")
+    assert TunedConfig.read(saved).batch_size == 4
+    chain = PROMPT | report.runner(llm)
+    assert chain.batch([{"review": "So charming."}, {"review": "So dreary."}]) == [
+        "positive",
+        "negative",
+    ]
+
+
+def test_examples_take_the_shapes_users_have() -> None:
+    class LangSmithExample:
+        inputs = {"review": "It was fine."}
+        outputs = {"label": "positive"}
+
+    data = examples_dataset(
+        [
+            ({"review": "x"}, "positive"),
+            {"inputs": {"review": "y"}, "outputs": {"answer": "negative"}},
+            LangSmithExample(),
+        ],
+        prompt=PROMPT,
+        scorer="label",
+    )
+    assert [e.gold for e in data.examples] == ["positive", "negative", "positive"]
+    assert [e.text for e in data.examples] == ["x", "y", "It was fine."]
+    assert data.task.labels == ("negative", "positive")
+    with pytest.raises(ConfigurationError, match="example 0"):
+        examples_dataset([("only one part",)])
+    with pytest.raises(ConfigurationError, match="scorer"):
+        examples_dataset([("q", "a")], scorer="fuzzy")
+
+
+def test_a_custom_scorer_gets_the_answer_and_the_expected_output() -> None:
+    calls: list[tuple[Any, Any]] = []
+
+    def scorer(answer: Any, expected: Any) -> float:
+        calls.append((answer, expected))
+        return 1.0 if answer == expected["label"] else 0.0
+
+    seen: list[list[BaseMessage]] = []
+    examples = [({"review": e[0]["review"]}, {"label": e[1], "note": "n"}) for e in EXAMPLES[:8]]
+    report = tune(ScriptedChatModel(script=labeller(seen)), examples, prompt=PROMPT,
+                  scorer=scorer, methods=["batch"], batch_sizes=[4], reasoning=[False],
+                  escalate=[0])  # fmt: skip
+    assert report.single.accuracy == 1.0
+    assert calls and all(isinstance(e, dict) and e["note"] == "n" for _, e in calls)
+
+
+def test_a_string_evaluator_scores_too() -> None:
+    class Exact:
+        def evaluate_strings(self, *, prediction: str, reference: str) -> dict[str, Any]:
+            return {"score": int(prediction.strip() == reference)}
+
+    seen: list[list[BaseMessage]] = []
+    report = tune(ScriptedChatModel(script=labeller(seen)), EXAMPLES[:8], prompt=PROMPT,
+                  scorer=Exact(), methods=["batch"], batch_sizes=[4], reasoning=[False],
+                  escalate=[0])  # fmt: skip
+    assert report.single.accuracy == 1.0
+
+
+def test_without_a_prompt_the_inputs_go_as_they_are() -> None:
+    seen: list[list[BaseMessage]] = []
+    examples = [(f"Review: {w}.", "positive") for w in GOOD[:4]]
+    report = tune(ScriptedChatModel(script=labeller(seen)), examples, scorer="exact",
+                  methods=["batch"], batch_sizes=[4], reasoning=[False], escalate=[0])  # fmt: skip
+    assert report.single.accuracy == 1.0
+    assert any(isinstance(m, HumanMessage) and "Review: loved." in str(m.content)
+               for ms in seen for m in ms)  # fmt: skip
+    assert json.loads(json.dumps(report.as_dict()))["chosen"]
+    assert isinstance(report.runner(ScriptedChatModel(script=labeller(seen))),
+                      AutoDemoBatchRunnable)  # fmt: skip
