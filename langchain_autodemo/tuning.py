@@ -549,7 +549,9 @@ def examples_dataset(
             try:
                 asked = prompt.invoke(dict(values))
             except (KeyError, ValueError) as exc:
-                raise ConfigurationError(f"example {number}: the prompt cannot render it: {exc}")
+                raise ConfigurationError(
+                    f"example {number}: the prompt cannot render it: {exc}"
+                ) from None
         text = _question_text(asked)
         made.append(Example(f"{name}-{number}", text, golds[number], input=asked,
                             expected=expected))  # fmt: skip
