@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from langchain_autodemo.audit import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
-from langchain_autodemo.evaluation.datasets import Dataset
+from langchain_autodemo.evaluation.datasets import Dataset, examples_dataset
 from langchain_autodemo.evaluation.diagnostics import paired_comparison
 from langchain_autodemo.evaluation.harness import (
     ItemRecord,
@@ -50,7 +50,6 @@ __all__ = [
     "TuneReport",
     "TunedConfig",
     "candidates",
-    "examples_dataset",
     "tune",
     "with_escalation",
 ]
@@ -504,140 +503,6 @@ def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
     )
 
 
-def examples_dataset(
-    examples: Iterable[Any],
-    *,
-    prompt: Any = None,
-    scorer: str | Callable[[Any, Any], Any] | Any = "exact",
-    name: str = "examples",
-) -> Dataset:
-    """Your labelled examples as a dataset the search can ask.
-
-    Each example is an ``(inputs, expected)`` pair, a ``{"inputs": ..., "outputs": ...}``
-    record, or an object with ``inputs`` and ``outputs`` attributes (a LangSmith
-    ``Example``); an ``outputs`` mapping of one key (or with ``answer``/``output``/
-    ``label``) gives the expected answer. With ``prompt`` the inputs (a mapping of its
-    variables, or the text of its only variable) are rendered through it, as
-    ``prompt | runner`` would; without one they go to the runner as they are.
-    """
-    from langchain_autodemo.evaluation.datasets import Example
-
-    rows: list[tuple[Any, Any]] = []
-    for number, example in enumerate(examples):
-        try:
-            inputs, expected = _example_parts(example)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"example {number}: {exc}") from None
-        rows.append((inputs, expected))
-    if not rows:
-        raise ConfigurationError("tune needs at least one labelled example")
-    golds = [_gold_text(expected) for _, expected in rows]
-    task = _task_for(scorer, golds)
-    variables = list(getattr(prompt, "input_variables", ()) or ())
-    made = []
-    for number, (inputs, expected) in enumerate(rows):
-        asked: Any = inputs
-        if prompt is not None:
-            values = inputs
-            if not isinstance(values, Mapping):
-                if len(variables) != 1:
-                    raise ConfigurationError(
-                        f"example {number}: the prompt takes {variables}; give the inputs as "
-                        "a mapping of them"
-                    )
-                values = {variables[0]: inputs}
-            try:
-                asked = prompt.invoke(dict(values))
-            except (KeyError, ValueError) as exc:
-                raise ConfigurationError(
-                    f"example {number}: the prompt cannot render it: {exc}"
-                ) from None
-        text = _question_text(asked)
-        made.append(Example(f"{name}-{number}", text, golds[number], input=asked,
-                            expected=expected))  # fmt: skip
-    return Dataset(name, task, made, source="examples")
-
-
-def _question_text(asked: Any) -> str:
-    """The question an example asks, for its token estimate and its name in reports: the
-    last human message of a rendered prompt, the text itself, or a record's values."""
-    from langchain_core.messages import HumanMessage
-    from langchain_core.prompt_values import PromptValue
-
-    from langchain_autodemo.parser import text_of
-
-    messages = asked.to_messages() if isinstance(asked, PromptValue) else asked
-    if isinstance(messages, list):
-        humans = [m for m in messages if isinstance(m, HumanMessage)]
-        if humans:
-            return text_of(humans[-1])
-    if isinstance(asked, Mapping):
-        return " ".join(str(v) for v in asked.values())
-    return str(asked)
-
-
-def _example_parts(example: Any) -> tuple[Any, Any]:
-    if isinstance(example, Mapping):
-        if "inputs" not in example or "outputs" not in example:
-            raise ValueError("a record needs 'inputs' and 'outputs'")
-        return example["inputs"], _one_output(example["outputs"])
-    if hasattr(example, "inputs") and hasattr(example, "outputs"):
-        return example.inputs, _one_output(example.outputs)
-    if isinstance(example, tuple | list) and len(example) == 2:
-        return example[0], example[1]
-    raise TypeError(
-        f"expected an (inputs, expected) pair or an inputs/outputs record, got {example!r:.60}"
-    )
-
-
-def _one_output(outputs: Any) -> Any:
-    if not isinstance(outputs, Mapping):
-        return outputs
-    for key in ("answer", "output", "label", "expected"):
-        if key in outputs:
-            return outputs[key]
-    if len(outputs) == 1:
-        return next(iter(outputs.values()))
-    return dict(outputs)
-
-
-def _gold_text(expected: Any) -> str:
-    if isinstance(expected, str):
-        return expected
-    if hasattr(expected, "model_dump_json"):
-        return str(expected.model_dump_json())
-    return (
-        json.dumps(expected, sort_keys=True) if isinstance(expected, dict | list) else str(expected)
-    )
-
-
-def _task_for(scorer: Any, golds: Sequence[str]) -> Any:
-    from langchain_autodemo.evaluation.datasets import Task
-
-    if scorer == "exact":
-        return Task("text", "")
-    if scorer == "numeric":
-        return Task("numeric", "")
-    if scorer == "label":
-        labels = tuple(sorted({g.strip() for g in golds}))
-        if len(labels) > 20:
-            raise ConfigurationError("scorer='label' needs at most 20 distinct expected answers")
-        return Task("label", "", labels)
-    evaluate_strings = getattr(scorer, "evaluate_strings", None)
-    if callable(evaluate_strings):  # a LangChain string evaluator
-
-        def evaluated(answer: Any, expected: Any) -> Any:
-            return evaluate_strings(prediction=str(answer), reference=str(expected))
-
-        return Task("text", "", scorer=evaluated)
-    if callable(scorer):
-        return Task("text", "", scorer=scorer)
-    raise ConfigurationError(
-        f"scorer {scorer!r}: use 'exact', 'numeric', 'label', a callable (answer, expected) "
-        "or a LangChain string evaluator"
-    )
-
-
 def with_escalation(packed: MethodResult, single: MethodResult, share: float) -> MethodResult:
     """What ``packed`` measures with selective escalation at ``share``, replayed without
     a model call: in each packed call, the answers
@@ -754,7 +619,8 @@ def tune(
 
     ``data`` is a :class:`~langchain_autodemo.evaluation.datasets.Dataset`, or your
     examples: ``(inputs, expected)`` pairs, ``{"inputs": ..., "outputs": ...}`` records or
-    LangSmith ``Example`` objects (see :func:`examples_dataset`). With ``prompt`` (a
+    LangSmith ``Example`` objects
+    (see :func:`~langchain_autodemo.evaluation.datasets.examples_dataset`). With ``prompt`` (a
     ``ChatPromptTemplate``: system message, few-shot turns, variables filled from each
     example's inputs) every request is built exactly as ``prompt | runner`` builds it.
     ``scorer`` is ``"exact"``, ``"numeric"``, ``"label"``, a callable ``(answer,

@@ -181,7 +181,7 @@ class BatchApiAnswering:
                 runner = run.runner(opened.llm)
                 job = BatchApiJob(
                     runner,
-                    [item.text for item in todo],
+                    [item.runner_input for item in todo],
                     state=state,
                     follow_ups=settings.follow_ups,  # type: ignore[arg-type]
                     max_requests_per_file=settings.max_requests_per_file,

@@ -162,6 +162,13 @@ def run(
         ),
     ] = None,
     escalate: EscalateOption = RunOptions.escalate,
+    prompt: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your ChatPromptTemplate, saved with langchain_core.load.dumpd (JSON): each "
+            "record's fields fill its variables, and it is asked as `prompt | runner` asks it.",
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -299,6 +306,16 @@ def eval_(
         typer.Option(help="Price the report's USD columns (with prompt caching) as this model."),
     ] = EvalOptions.price_model,
     escalate: EscalateOption = EvalOptions.escalate,
+    prompt: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your ChatPromptTemplate (langchain_core.load.dumpd JSON): --dataset is then "
+            "a JSONL file whose records fill its variables.",
+        ),
+    ] = None,
+    answer_key: Annotated[
+        str, typer.Option(help="With --prompt: the record field holding the expected answer.")
+    ] = EvalOptions.answer_key,
 ) -> None:
     """Score methods x batch sizes on a dataset: accuracy, parse failures, calls, tokens, time."""
     with user_errors():
@@ -553,6 +570,16 @@ def tune_command(
             "so no extra calls); 0 alone turns it off."
         ),
     ] = "0,0.1,0.2,0.3",
+    prompt: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your ChatPromptTemplate (langchain_core.load.dumpd JSON): --dataset is then "
+            "a JSONL file whose records fill its variables; tuned.json records its digest.",
+        ),
+    ] = None,
+    answer_key: Annotated[
+        str, typer.Option(help="With --prompt: the record field holding the expected answer.")
+    ] = "answer",
 ) -> None:
     """Find the cheapest configuration that keeps single's accuracy on a labelled sample
     (successive halving, cheapest first; paired test against single), and write it as a

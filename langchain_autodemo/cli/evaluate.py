@@ -61,16 +61,21 @@ class EvalOptions:
     escalate: float = 0.0
     """Selective escalation: the share of each packed call's least confident answers asked
     again alone (0: off)."""
+    prompt: Path | None = None
+    """Your ChatPromptTemplate (``langchain_core.load.dumpd`` JSON); ``dataset`` is then a
+    JSONL file whose records fill its variables."""
+    answer_key: str = "answer"
+    """With ``prompt``: the record field holding the expected answer."""
 
 
 _RESUME_DEFAULTS: dict[str, Any] = {
     "reask_with_answered": False, "reasoning": True, "shots": 0, "restate": "full",
-    "escalate": 0.0,
+    "escalate": 0.0, "prompt": None,
 }  # fmt: skip
 # what must match for an earlier report in --out to be extended by --resume
 _RESUME_KEYS = (
     "dataset", "source", "task", "items", "model", "demos_per_batch", "reask_with_answered",
-    "reasoning", "shots", "restate", "escalate",
+    "reasoning", "shots", "restate", "escalate", "prompt",
 )  # fmt: skip
 
 
@@ -165,7 +170,21 @@ def evaluate(options: EvalOptions) -> None:
     spec = parse_model_spec(options.model)
     if options.task is not None and options.task not in ("numeric", "label"):
         raise ConfigurationError(f"unknown --task {options.task!r}: use numeric or label")
-    data = load_dataset(options.dataset, limit=options.limit or None, task=options.task)
+    prompt_digest = None
+    if options.prompt is not None:
+        import hashlib
+
+        from langchain_autodemo.evaluation.datasets import load_prompt, prompt_dataset
+
+        if options.shots:
+            raise ConfigurationError("--prompt carries its own examples: drop --shots")
+        data = prompt_dataset(
+            options.dataset, load_prompt(options.prompt), answer_key=options.answer_key,
+            limit=options.limit or None, task=options.task,
+        )  # fmt: skip
+        prompt_digest = hashlib.sha256(options.prompt.read_bytes()).hexdigest()[:16]
+    else:
+        data = load_dataset(options.dataset, limit=options.limit or None, task=options.task)
     if not 0 <= options.escalate <= 1:
         raise ConfigurationError(f"--escalate is a share from 0 to 1, got {options.escalate}")
     if options.shots < 0:
@@ -186,6 +205,7 @@ def evaluate(options: EvalOptions) -> None:
         "reasoning": options.reasoning,
         "restate": options.restate,
         "escalate": options.escalate,
+        "prompt": prompt_digest,
         "shots": options.shots,
         "exemplars": [question for question, _ in exemplars],
         "prices": table.as_dict(options.price_model),

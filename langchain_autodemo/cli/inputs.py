@@ -39,7 +39,14 @@ class Item:
     """Line number in the input file: the key that resumes it."""
     record: dict[str, Any]
     text: str
-    """What the model is asked."""
+    """What the model is asked (with ``--prompt``: the question of the rendered prompt)."""
+    asked: Any = None
+    """With ``--prompt``: the prompt rendered with the record's fields, as ``prompt |
+    runner`` gives it to the runner (``None``: the runner is given :attr:`text`)."""
+
+    @property
+    def runner_input(self) -> Any:
+        return self.text if self.asked is None else self.asked
 
 
 class BadInputError(ConfigurationError):
@@ -71,11 +78,14 @@ def renderer(field: str, template: str | None) -> tuple[str | None, list[str]]:
     return template, [name.split(".")[0].split("[")[0] for name in names]
 
 
-def read_items(path: Path, field: str, template: str | None) -> list[Item]:
+def read_items(path: Path, field: str, template: str | None, prompt: Any = None) -> list[Item]:
     """One item per record of ``path``; raises :class:`BadInputError` listing every bad
-    line (nothing is asked of a file with one)."""
+    line (nothing is asked of a file with one). With ``prompt`` (``--prompt``), each
+    record's fields fill the prompt's variables and the item is the rendered prompt."""
     if not path.exists():
         raise ConfigurationError(f"input file not found: {path}")
+    if prompt is not None:
+        return _prompted_items(path, prompt)
     fmt, needed = renderer(field, template)
     items: list[Item] = []
     problems: list[tuple[int, str]] = []
@@ -88,6 +98,48 @@ def read_items(path: Path, field: str, template: str | None) -> list[Item]:
             problems.append((number, why))
         elif text is not None:
             items.append(Item(number, record, text))
+    if problems:
+        raise BadInputError(path, problems)
+    if not items:
+        raise ConfigurationError(f"{path}: no records")
+    return items
+
+
+def _prompted_items(path: Path, prompt: Any) -> list[Item]:
+    from langchain_core.messages import HumanMessage
+
+    from langchain_autodemo.parser import text_of
+
+    needed = sorted(getattr(prompt, "input_variables", ()) or ())
+    items: list[Item] = []
+    problems: list[tuple[int, str]] = []
+    for number, record in _records(path):
+        if isinstance(record, str):
+            problems.append((number, record))
+            continue
+        missing = [name for name in needed if name not in record]
+        invalid = _not_unicode(record)
+        wrong = [name for name in needed if name in record and not isinstance(record[name], str)]
+        if missing:
+            problems.append((number, f"record lacks the prompt's field(s) {', '.join(missing)}"))
+        elif LINE_KEY in record:
+            problems.append((number, f"record has an '{LINE_KEY}' field; rename it"))
+        elif invalid is not None:
+            problems.append((number, f"field '{invalid}' holds a lone surrogate; fix the text"))
+        elif wrong:
+            problems.append((number, f"field '{wrong[0]}' is {_kind(record[wrong[0]])}, not text"))
+        else:
+            try:
+                asked = prompt.invoke({name: record[name] for name in needed})
+            except (KeyError, ValueError) as exc:
+                problems.append((number, f"the prompt cannot be filled: {exc}"))
+                continue
+            humans = [m for m in asked.to_messages() if isinstance(m, HumanMessage)]
+            text = text_of(humans[-1]) if humans else ""
+            if not text.strip():
+                problems.append((number, "the prompt's question is empty for this record"))
+                continue
+            items.append(Item(number, record, text, asked))
     if problems:
         raise BadInputError(path, problems)
     if not items:

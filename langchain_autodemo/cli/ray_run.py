@@ -90,6 +90,7 @@ def ray_run(options: RunOptions, ray_options: RayOptions) -> None:
             ("--demo-pool", options.demo_pool is not None),
             ("--template", options.template is not None),
             ("--overwrite", options.overwrite),
+            ("--prompt", options.prompt is not None),
         )
         if used
     ]

@@ -120,6 +120,10 @@ class RunOptions:
     escalate: float = 0.0
     """Selective escalation: the share of each packed call's least confident answers asked
     again alone (0: off); the output records each answer's ``confidence``."""
+    prompt: Path | None = None
+    """A ``ChatPromptTemplate`` saved with ``langchain_core.load.dumpd``: each record's
+    fields fill its variables and the runner is given the rendered prompt, as
+    ``prompt | runner`` gives it."""
 
 
 @dataclass(frozen=True)
@@ -399,7 +403,14 @@ def _prepare(options: RunOptions, held: ExitStack, recover: Recover | None = Non
             "(an older --engine ray wrote a folder of parts, which is not resumed; move it "
             "away, or use another -o)"
         )
-    items = read_items(source, options.field, options.template)
+    prompt = None
+    if options.prompt is not None:
+        from langchain_autodemo.evaluation.datasets import load_prompt
+
+        if options.template is not None:
+            raise ConfigurationError("--prompt fills its own variables: drop --template")
+        prompt = load_prompt(options.prompt)
+    items = read_items(source, options.field, options.template, prompt)
     selector = _selector(options.select, options.demo_pool)
     records = [item.record for item in items]
     answer_key = _free_key(options.answer_field, records)
@@ -469,7 +480,7 @@ def with_config(options: RunOptions) -> RunOptions:
     return replace(options, **{**from_file, **kept})
 
 
-SETUP_DEFAULTS = {"restate": "full", "audit": None, "escalate": 0.0}
+SETUP_DEFAULTS = {"restate": "full", "audit": None, "escalate": 0.0, "prompt": None}
 """The value of a setting that a record of an older autodemo lacks (it did not have it)."""
 
 
@@ -488,6 +499,7 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         "template": options.template,
         "select": (options.select or "").strip().lower() or None,
         "demo_pool": _digest(options.demo_pool) if options.demo_pool is not None else None,
+        "prompt": _digest(options.prompt) if options.prompt is not None else None,
         "max_tokens": options.max_tokens,
         # --audit can switch the rest of a run to single calls: part of what shaped it.
         "audit": options.audit,
@@ -610,7 +622,7 @@ class OnlineAnswering:
 
             def ask(answerer: Any, part: list[Item], *, count: bool = True) -> None:
                 results = answerer.batch_as_completed(
-                    [item.text for item in part], config, return_exceptions=True
+                    [item.runner_input for item in part], config, return_exceptions=True
                 )
                 for index, result in results:
                     item = part[index]

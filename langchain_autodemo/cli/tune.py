@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,10 +41,15 @@ class TuneOptions:
     resume: bool = False
     escalate: str = "0,0.1,0.2,0.3"
     """Escalation shares to try (replayed on each packed measurement: no extra calls)."""
+    prompt: Path | None = None
+    """Your ChatPromptTemplate (``langchain_core.load.dumpd`` JSON); ``dataset`` is then a
+    JSONL file whose records fill its variables."""
+    answer_key: str = "answer"
+    """With ``prompt``: the record field holding the expected answer."""
 
 
 # What a resumed search must share with the one it continues.
-_RESUME_KEYS = ("dataset", "limit", "model", "shots", "max_tokens", "price_model")
+_RESUME_KEYS = ("dataset", "limit", "model", "shots", "max_tokens", "price_model", "prompt")
 
 
 def run_tune(options: TuneOptions) -> None:
@@ -80,7 +85,17 @@ def run_tune(options: TuneOptions) -> None:
     )
     table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
     price = table.price(options.price_model)
-    data = load_dataset(options.dataset, limit=options.limit or None)
+    if options.prompt is not None:
+        from langchain_autodemo.evaluation.datasets import load_prompt, prompt_dataset
+
+        if options.shots:
+            raise ConfigurationError("--prompt carries its own examples: drop --shots")
+        data = prompt_dataset(
+            options.dataset, load_prompt(options.prompt), answer_key=options.answer_key,
+            limit=options.limit or None,
+        )  # fmt: skip
+    else:
+        data = load_dataset(options.dataset, limit=options.limit or None)
     exemplars = shot_exemplars(data, options.shots)
     spec = parse_model_spec(options.model)
     options.out.mkdir(parents=True, exist_ok=True)
@@ -113,11 +128,26 @@ def run_tune(options: TuneOptions) -> None:
     (options.out / "tune.json").write_text(json.dumps(data_out, indent=2) + "\n")
     markdown = report.markdown()
     (options.out / "tune.md").write_text(f"# autodemo tune: {data.name}\n\n{markdown}")
-    report.chosen.write(options.out / "tuned.json")
+    chosen = report.chosen
+    if options.prompt is not None:  # the prompt it was tuned with, to check at deployment
+        digest = _prompt_digest(options.prompt)
+        data_out["meta"]["prompt"] = {"file": str(options.prompt), "sha256": digest}
+        (options.out / "tune.json").write_text(json.dumps(data_out, indent=2) + "\n")
+        chosen = replace(
+            chosen,
+            tuned_on={**chosen.tuned_on, "prompt": str(options.prompt), "prompt_sha256": digest},
+        )
+    chosen.write(options.out / "tuned.json")
     _plot(data_out["rows"], options.out / "pareto.png", f"{data.name}, {options.price_model}")
     typer.echo(markdown)
     echo(f"Wrote {options.out}/tuned.json (load it with AutoDemoBatchRunnable.from_config or "
          "autodemo run --config), tune.json, tune.md and pareto.png")  # fmt: skip
+
+
+def _prompt_digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def _measurements(options: TuneOptions) -> MeasurementLog:
@@ -128,6 +158,7 @@ def _measurements(options: TuneOptions) -> MeasurementLog:
 
     log_path, setup_path = options.out / "measurements.jsonl", options.out / "tune.setup.json"
     setup = {key: getattr(options, key) for key in _RESUME_KEYS}
+    setup["prompt"] = _prompt_digest(options.prompt) if options.prompt is not None else None
     if options.resume and setup_path.is_file():
         check_same_settings(
             json.loads(setup_path.read_text(encoding="utf-8")), setup, keys=_RESUME_KEYS,

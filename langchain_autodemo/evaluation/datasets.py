@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,6 +32,10 @@ __all__ = [
     "Example",
     "Task",
     "data_dir",
+    "examples_dataset",
+    "load_prompt",
+    "prompt_dataset",
+    "save_prompt",
     "gsm8k_demo",
     "load_dataset",
     "read_jsonl",
@@ -361,3 +365,216 @@ def load_dataset(name: str, *, limit: int | None = None, task: str | None = None
         f"unknown dataset {name!r}: use one of {', '.join(BUILTIN_DATASETS)} or a path to a "
         "JSONL file with question and answer fields"
     )
+
+
+# -- a user's own examples -------------------------------------------------------------
+
+
+def examples_dataset(
+    examples: Iterable[Any],
+    *,
+    prompt: Any = None,
+    scorer: str | Callable[[Any, Any], Any] | Any = "exact",
+    name: str = "examples",
+) -> Dataset:
+    """Your labelled examples as a dataset the search can ask.
+
+    Each example is an ``(inputs, expected)`` pair, a ``{"inputs": ..., "outputs": ...}``
+    record, or an object with ``inputs`` and ``outputs`` attributes (a LangSmith
+    ``Example``); an ``outputs`` mapping of one key (or with ``answer``/``output``/
+    ``label``) gives the expected answer. With ``prompt`` the inputs (a mapping of its
+    variables, or the text of its only variable) are rendered through it, as
+    ``prompt | runner`` would; without one they go to the runner as they are.
+    """
+    rows: list[tuple[Any, Any]] = []
+    for number, example in enumerate(examples):
+        try:
+            inputs, expected = _example_parts(example)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"example {number}: {exc}") from None
+        rows.append((inputs, expected))
+    if not rows:
+        raise ConfigurationError("tune needs at least one labelled example")
+    golds = [_gold_text(expected) for _, expected in rows]
+    task = _task_for(scorer, golds)
+    variables = list(getattr(prompt, "input_variables", ()) or ())
+    made = []
+    for number, (inputs, expected) in enumerate(rows):
+        asked: Any = inputs
+        if prompt is not None:
+            values = inputs
+            if not isinstance(values, Mapping):
+                if len(variables) != 1:
+                    raise ConfigurationError(
+                        f"example {number}: the prompt takes {variables}; give the inputs as "
+                        "a mapping of them"
+                    )
+                values = {variables[0]: inputs}
+            try:
+                asked = prompt.invoke(dict(values))
+            except (KeyError, ValueError) as exc:
+                raise ConfigurationError(
+                    f"example {number}: the prompt cannot render it: {exc}"
+                ) from None
+        text = _question_text(asked)
+        made.append(Example(f"{name}-{number}", text, golds[number], input=asked,
+                            expected=expected))  # fmt: skip
+    return Dataset(name, task, made, source="examples")
+
+
+def _question_text(asked: Any) -> str:
+    """The question an example asks, for its token estimate and its name in reports: the
+    last human message of a rendered prompt, the text itself, or a record's values."""
+    from langchain_core.messages import HumanMessage
+    from langchain_core.prompt_values import PromptValue
+
+    from langchain_autodemo.parser import text_of
+
+    messages = asked.to_messages() if isinstance(asked, PromptValue) else asked
+    if isinstance(messages, list):
+        humans = [m for m in messages if isinstance(m, HumanMessage)]
+        if humans:
+            return text_of(humans[-1])
+    if isinstance(asked, Mapping):
+        return " ".join(str(v) for v in asked.values())
+    return str(asked)
+
+
+def _example_parts(example: Any) -> tuple[Any, Any]:
+    if isinstance(example, Mapping):
+        if "inputs" not in example or "outputs" not in example:
+            raise ValueError("a record needs 'inputs' and 'outputs'")
+        return example["inputs"], _one_output(example["outputs"])
+    if hasattr(example, "inputs") and hasattr(example, "outputs"):
+        return example.inputs, _one_output(example.outputs)
+    if isinstance(example, tuple | list) and len(example) == 2:
+        return example[0], example[1]
+    raise TypeError(
+        f"expected an (inputs, expected) pair or an inputs/outputs record, got {example!r:.60}"
+    )
+
+
+def _one_output(outputs: Any) -> Any:
+    if not isinstance(outputs, Mapping):
+        return outputs
+    for key in ("answer", "output", "label", "expected"):
+        if key in outputs:
+            return outputs[key]
+    if len(outputs) == 1:
+        return next(iter(outputs.values()))
+    return dict(outputs)
+
+
+def _gold_text(expected: Any) -> str:
+    if isinstance(expected, str):
+        return expected
+    if hasattr(expected, "model_dump_json"):
+        return str(expected.model_dump_json())
+    return (
+        json.dumps(expected, sort_keys=True) if isinstance(expected, dict | list) else str(expected)
+    )
+
+
+def _task_for(scorer: Any, golds: Sequence[str]) -> Any:
+    if scorer == "exact":
+        return Task("text", "")
+    if scorer == "numeric":
+        return Task("numeric", "")
+    if scorer == "label":
+        labels = tuple(sorted({g.strip() for g in golds}))
+        if len(labels) > 20:
+            raise ConfigurationError("scorer='label' needs at most 20 distinct expected answers")
+        return Task("label", "", labels)
+    evaluate_strings = getattr(scorer, "evaluate_strings", None)
+    if callable(evaluate_strings):  # a LangChain string evaluator
+
+        def evaluated(answer: Any, expected: Any) -> Any:
+            return evaluate_strings(prediction=str(answer), reference=str(expected))
+
+        return Task("text", "", scorer=evaluated)
+    if callable(scorer):
+        return Task("text", "", scorer=scorer)
+    raise ConfigurationError(
+        f"scorer {scorer!r}: use 'exact', 'numeric', 'label', a callable (answer, expected) "
+        "or a LangChain string evaluator"
+    )
+
+
+def save_prompt(prompt: Any, path: str | Path) -> Path:
+    """Save a ``ChatPromptTemplate`` for ``--prompt``: ``langchain_core.load.dumpd`` JSON,
+    with any part LangChain cannot serialise that takes no variables (a
+    ``FewShotChatMessagePromptTemplate`` with fixed examples) written out as the messages
+    it renders, which is what every request sends."""
+    from langchain_core.load import dumpd
+    from langchain_core.prompts import ChatPromptTemplate
+
+    parts: list[Any] = []
+    for part in getattr(prompt, "messages", []):
+        fixed = not getattr(part, "input_variables", None)
+        if fixed and hasattr(part, "format_messages") and not part.is_lc_serializable():
+            parts.extend(part.format_messages())
+        else:
+            parts.append(part)
+    if parts:
+        prompt = ChatPromptTemplate.from_messages(parts)
+    path = Path(path)
+    path.write_text(json.dumps(dumpd(prompt), indent=1), encoding="utf-8")
+    return path
+
+
+def load_prompt(path: str | Path) -> Any:
+    """The prompt ``--prompt`` names: ``langchain_core.load.dumpd`` JSON (see
+    :func:`save_prompt`), or a JSON list of ``[role, template]`` pairs, as
+    ``ChatPromptTemplate.from_messages`` takes them."""
+    from langchain_core.load import load
+    from langchain_core.prompts import ChatPromptTemplate
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        if isinstance(data, list):
+            return ChatPromptTemplate.from_messages([tuple(pair) for pair in data])
+        prompt = load(data, allowed_objects="core")  # prompts and messages, nothing else
+    except (OSError, ValueError, TypeError, KeyError, NotImplementedError) as exc:
+        raise ConfigurationError(
+            f"--prompt {path}: not a prompt saved with langchain_core.load.dumpd nor a list "
+            f"of [role, template] pairs ({str(exc)[:200]}); save a few-shot prompt with "
+            "langchain_autodemo.evaluation.datasets.save_prompt"
+        ) from None
+    if not hasattr(prompt, "invoke"):
+        raise ConfigurationError(f"--prompt {path}: holds a {type(prompt).__name__}, not a prompt")
+    return prompt
+
+
+def prompt_dataset(
+    path: str | Path,
+    prompt: Any,
+    *,
+    answer_key: str = "answer",
+    limit: int | None = None,
+    task: str | None = None,
+) -> Dataset:
+    """A JSONL file of records asked through ``prompt``: each record's fields fill the
+    prompt's variables, ``answer_key`` is the expected answer. The scorer follows the
+    answers as for a dataset file (``task``: numeric, label or text; default: numeric when
+    every answer holds a number, else exact text)."""
+    path = Path(path)
+    records = list(read_jsonl(path))
+    if not records:
+        raise DatasetError(f"{path}: no records")
+    variables = set(getattr(prompt, "input_variables", ()) or ())
+    examples = []
+    for number, record in records[: limit or None]:
+        if answer_key not in record:
+            raise DatasetError(f"{path}:{number}: record lacks the answer field {answer_key!r}")
+        missing = sorted(variables - set(record))
+        if missing:
+            raise DatasetError(f"{path}:{number}: record lacks the prompt's field(s) {missing}")
+        inputs = {k: v for k, v in record.items() if k in variables}
+        examples.append((inputs, record[answer_key]))
+    golds = [str(expected) for _, expected in examples]
+    if task is None:
+        task = "numeric" if all(extract_last_number(g) is not None for g in golds) else "exact"
+    scorer = {"text": "exact"}.get(task, task)
+    data = examples_dataset(examples, prompt=prompt, scorer=scorer, name=path.stem)
+    data.source = str(path)
+    return data

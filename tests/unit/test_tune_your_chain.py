@@ -12,8 +12,8 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate, FewShotChatMessagePromptTemplate
 
 from langchain_autodemo import AutoDemoBatchRunnable, ConfigurationError, TunedConfig, tune
+from langchain_autodemo.evaluation.datasets import examples_dataset
 from langchain_autodemo.testing import ScriptedChatModel
-from langchain_autodemo.tuning import examples_dataset
 from tests.fakes import asked_questions
 
 SYSTEM = "You label movie reviews as positive or negative. House style: lower case. " + (
@@ -129,3 +129,82 @@ def test_without_a_prompt_the_inputs_go_as_they_are() -> None:
     assert json.loads(json.dumps(report.as_dict()))["chosen"]
     assert isinstance(report.runner(ScriptedChatModel(script=labeller(seen))),
                       AutoDemoBatchRunnable)  # fmt: skip
+
+
+def _saved_prompt(tmp_path: Path) -> Path:
+    from langchain_autodemo.evaluation.datasets import load_prompt, save_prompt
+
+    path = save_prompt(PROMPT, tmp_path / "prompt.json")
+    # what it loads renders the same messages as the prompt itself
+    values = {"review": "Fine."}
+    assert load_prompt(path).invoke(values).to_messages() == PROMPT.invoke(values).to_messages()
+    return path
+
+
+def test_a_prompt_as_role_template_pairs(tmp_path: Path) -> None:
+    from langchain_autodemo.evaluation.datasets import load_prompt
+
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps([["system", "Label it."], ["human", "{review}"]]))
+    assert load_prompt(path).invoke({"review": "x"}).to_messages()[-1].content == "x"
+    path.write_text('{"lc": 1, "type": "not_implemented", "id": ["x"], "repr": "?"}')
+    with pytest.raises(ConfigurationError, match="save_prompt"):
+        load_prompt(path)
+
+
+def _records(tmp_path: Path) -> Path:
+    path = tmp_path / "reviews.jsonl"
+    rows = [{"review": inputs["review"], "label": label, "id": n}
+            for n, (inputs, label) in enumerate(EXAMPLES)]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def labelling_model() -> ScriptedChatModel:
+    """``--model import:tests.unit.test_tune_your_chain:labelling_model``; it checks that
+    every request carries the user's system message."""
+
+    def script(messages: list[BaseMessage], n: int) -> Any:
+        if not str(messages[0].content).startswith("You label movie reviews"):
+            return ValueError("the user's system message is missing")
+        return labeller([])(messages, n)
+
+    return ScriptedChatModel(script=script)
+
+
+def test_the_cli_takes_the_users_prompt_in_tune_eval_and_run(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from langchain_autodemo.cli import app
+
+    prompt, records = _saved_prompt(tmp_path), _records(tmp_path)
+    model = f"import:{__name__}:labelling_model"
+    cli = CliRunner()
+    tuned = cli.invoke(app, ["tune", "--dataset", str(records), "--prompt", str(prompt),
+                             "--answer-key", "label", "--model", model, "--methods", "batch",
+                             "--batch-sizes", "4", "--reasoning", "off", "--escalate", "0",
+                             "--out", str(tmp_path / "tune")])  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    config = json.loads((tmp_path / "tune" / "tuned.json").read_text())
+    assert config["tuned_on"]["prompt_sha256"] and config["mode"] == "batch"
+    assert "100% on 16" in tuned.output
+    evaluated = cli.invoke(app, ["eval", "--dataset", str(records), "--prompt", str(prompt),
+                                 "--answer-key", "label", "--model", model, "--methods",
+                                 "single,batch", "--batch-sizes", "4", "--no-reasoning",
+                                 "--no-plots", "--out", str(tmp_path / "eval")])  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
+    rows = json.loads((tmp_path / "eval" / "results.json").read_text())["results"]
+    assert all(r["correct"] == 16 for r in rows)
+    out = tmp_path / "labels.jsonl"
+    ran = cli.invoke(app, ["run", str(records), "-o", str(out), "--prompt", str(prompt),
+                           "--model", model, "--config", str(tmp_path / "tune" / "tuned.json"),
+                           "--no-progress"])  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    answers = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [a["answer"] for a in answers] == [label for _, label in EXAMPLES]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no review field"}\n{"review": 5}\n')
+    refused = cli.invoke(app, ["run", str(bad), "-o", str(tmp_path / "x.jsonl"), "--prompt",
+                               str(prompt), "--model", model])  # fmt: skip
+    assert refused.exit_code == 2
+    assert "lacks the prompt's field(s) review" in refused.output and ":2:" in refused.output
