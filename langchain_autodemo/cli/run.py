@@ -477,7 +477,29 @@ def with_config(options: RunOptions) -> RunOptions:
             shown = given.value if isinstance(given, Mode) else given
             echo(f"Note: --{name.replace('_', '-')} {shown!r} overrides {options.config}'s "
                  f"{name} ({value.value if isinstance(value, Mode) else value!r}).")  # fmt: skip
-    return replace(options, **{**from_file, **kept})
+    prompt = _tuned_prompt(options, config.tuned_on)
+    return replace(options, **{**from_file, **kept, "prompt": prompt})
+
+
+def _tuned_prompt(options: RunOptions, tuned_on: Mapping[str, Any]) -> Path | None:
+    """The prompt a run asks with under ``--config``: ``--prompt`` when given (with a
+    warning when it is not the one the config was tuned with), else the config's own
+    prompt file when it is still the one tuned (same digest)."""
+    recorded, digest = tuned_on.get("prompt"), tuned_on.get("prompt_sha256")
+    if options.prompt is not None:
+        if digest and _digest(options.prompt) != f"sha256:{digest}":
+            echo(f"Warning: {options.config} was tuned with another prompt ({recorded}); its "
+                 "choice may not hold for this one (tune again with --prompt).")  # fmt: skip
+        return options.prompt
+    if not recorded:
+        return None
+    path = Path(recorded)
+    if not path.is_file() or _digest(path) != f"sha256:{digest}":
+        echo(f"Warning: {options.config} was tuned with the prompt {recorded}, which is gone "
+             "or changed: asking without it (give --prompt).")  # fmt: skip
+        return None
+    echo(f"Note: asking with {recorded}, the prompt {options.config} was tuned with.")
+    return path
 
 
 SETUP_DEFAULTS = {"restate": "full", "audit": None, "escalate": 0.0, "prompt": None}

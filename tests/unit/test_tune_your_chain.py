@@ -208,3 +208,35 @@ def test_the_cli_takes_the_users_prompt_in_tune_eval_and_run(tmp_path: Path) -> 
                                str(prompt), "--model", model])  # fmt: skip
     assert refused.exit_code == 2
     assert "lacks the prompt's field(s) review" in refused.output and ":2:" in refused.output
+
+
+def test_run_config_uses_the_prompt_it_was_tuned_with(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from langchain_autodemo.cli import app
+
+    prompt, records = _saved_prompt(tmp_path), _records(tmp_path)
+    import hashlib
+
+    digest = hashlib.sha256(prompt.read_bytes()).hexdigest()[:16]
+    config = TunedConfig("batch", 4, reasoning=False,
+                         tuned_on={"prompt": str(prompt), "prompt_sha256": digest})  # fmt: skip
+    config.write(tmp_path / "tuned.json")
+    out = tmp_path / "labels.jsonl"
+    model = f"import:{__name__}:labelling_model"
+    ran = CliRunner().invoke(app, ["run", str(records), "-o", str(out), "--model", model,
+                                   "--config", str(tmp_path / "tuned.json"), "--no-progress"])  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    assert "the prompt" in ran.output and "was tuned with" in ran.output
+    assert [json.loads(x)["answer"] for x in out.read_text().splitlines()][:2] == [
+        "positive",
+        "positive",
+    ]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([["system", "You label movie reviews, briefly."],
+                                 ["human", "{review}"]]))  # fmt: skip
+    warned = CliRunner().invoke(app, ["run", str(records), "-o", str(tmp_path / "o2.jsonl"),
+                                      "--model", model, "--config", str(tmp_path / "tuned.json"),
+                                      "--prompt", str(other), "--no-progress"])  # fmt: skip
+    assert warned.exit_code == 0, warned.output
+    assert "tuned with another prompt" in " ".join(warned.output.split())
