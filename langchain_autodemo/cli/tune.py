@@ -138,7 +138,11 @@ def run_tune(options: TuneOptions) -> None:
             tuned_on={**chosen.tuned_on, "prompt": str(options.prompt), "prompt_sha256": digest},
         )
     chosen.write(options.out / "tuned.json")
-    _plot(data_out["rows"], options.out / "pareto.png", f"{data.name}, {options.price_model}")
+    _plot(
+        data_out["rows"],
+        options.out / "pareto.png",
+        f"{data.name}: {opened.description}, priced as {options.price_model}",
+    )
     typer.echo(markdown)
     echo(f"Wrote {options.out}/tuned.json (load it with AutoDemoBatchRunnable.from_config or "
          "autodemo run --config), tune.json, tune.md and pareto.png")  # fmt: skip
