@@ -53,6 +53,7 @@ from langchain_core.runnables.config import (
     get_config_list,
 )
 
+from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.engine import ItemResult
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.prompts import Mode
@@ -271,9 +272,7 @@ class AuditPolicy:
         if not 0 < self.min_agreement <= 1:
             raise ConfigurationError(f"min_agreement must be in (0, 1], got {self.min_agreement!r}")
         for name in ("min_samples", "max_workers"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+            require_positive_int(name, getattr(self, name))
         timeout = self.call_timeout
         if timeout is not None and (
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0

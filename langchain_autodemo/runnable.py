@@ -51,6 +51,7 @@ from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.tracers.schemas import Run
 from pydantic import BaseModel, RootModel, create_model
 
+from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.alignment import comparison_key
 from langchain_autodemo.engine import (
     CallReport,
@@ -246,10 +247,10 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
     ) -> None:
         if not isinstance(llm, Runnable):
             raise TypeError(f"llm must be a LangChain chat model or Runnable, got {type(llm)!r}")
-        _require_positive_int("batch_size", batch_size)
-        _require_positive_int("max_attempts", max_attempts)
+        batch_size = require_positive_int("batch_size", batch_size)
+        max_attempts = require_positive_int("max_attempts", max_attempts)
         if max_output_tokens is not None:
-            _require_positive_int("max_output_tokens", max_output_tokens)
+            max_output_tokens = require_positive_int("max_output_tokens", max_output_tokens)
         try:
             mode = Mode(mode)
         except ValueError:
@@ -262,7 +263,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             raise ConfigurationError(
                 f"unknown restate {restate!r}; choose one of: {choices}"
             ) from None
-        _require_positive_int("head_words", head_words)
+        head_words = require_positive_int("head_words", head_words)
         for name_, delay in (
             ("retry_initial_delay", retry_initial_delay),
             ("retry_max_delay", retry_max_delay),
@@ -1442,11 +1443,6 @@ def _record_item(
             traced.extra = {**traced.extra, "metadata": metadata}
         elif isinstance(traced, dict) and isinstance(traced.get("metadata"), dict):
             traced["metadata"] = {**traced["metadata"], **details}  # astream_events' record
-
-
-def _require_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _value_parser(

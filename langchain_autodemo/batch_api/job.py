@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.messages import messages_from_dict, messages_to_dict
 
+from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.batch_api.errors import BatchApiError, BatchJobStateError
 from langchain_autodemo.batch_api.protocol import BatchProvider, Outcome, RemoteBatch
 from langchain_autodemo.batch_api.state import JobState, PartRecord
@@ -157,8 +158,7 @@ class BatchApiJob:
             ("max_bytes_per_file", max_bytes_per_file),
             ("online_concurrency", online_concurrency),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be a positive integer, got {value!r}")
+            require_positive_int(name, value)
         if provider is None:
             from langchain_autodemo.batch_api.openai_provider import OpenAIBatchProvider
 

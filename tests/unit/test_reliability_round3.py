@@ -267,3 +267,18 @@ def test_content_rejection_statuses() -> None:
     assert rejected_for_content(Wrapped())
     assert not rejected_for_content(_Unauthorized())
     assert not rejected_for_content(ValueError("400"))
+
+
+def test_one_positive_integer_rule_everywhere() -> None:
+    """numpy integers (from an array) count, booleans do not: the runner, the audit policy
+    and the Batch API job check with the same rule (they disagreed)."""
+    import numpy as np
+
+    from langchain_autodemo.audit import AuditPolicy
+
+    runner = _runner(_refusing(), batch_size=np.int64(4), max_attempts=np.int32(2))
+    assert runner.batch_size == 4 and type(runner.settings.batch_size) is int
+    assert AuditPolicy(min_samples=np.int64(5)).min_samples == 5
+    for bad in (True, 0, 2.5):
+        with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+            _runner(_refusing(), batch_size=bad)
