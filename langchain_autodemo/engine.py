@@ -45,6 +45,7 @@ from langchain_autodemo.planning import (
     Demonstration,
     PlannedBatch,
     escalation_picks,
+    estimate_message_tokens,
     estimate_tokens,
     recovery_batches,
     rejected_for_content,
@@ -893,7 +894,7 @@ class CallSession:
             # Failed before its first chunk (a dead server, a refused connection): nothing
             # says the prompt was ever read, so nothing is counted.
             return CallUsage(0, 0, estimated=True)
-        estimated_input = sum(estimate_tokens(text_of(m)) for m in self.call.messages)
+        estimated_input = estimate_message_tokens(self.call.messages)
         return CallUsage(estimated_input, self._chunks, estimated=True)
 
     def _truncated(self) -> bool:

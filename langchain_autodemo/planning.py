@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -20,6 +20,7 @@ __all__ = [
     "Demonstration",
     "SequentialSelector",
     "escalation_picks",
+    "estimate_message_tokens",
     "estimate_tokens",
     "split_by_token_budget",
     "recovery_batches",
@@ -97,6 +98,14 @@ class SequentialSelector(BatchSelector):
 def estimate_tokens(text: str) -> int:
     """A cheap, tokenizer-free token estimate (about four characters per token)."""
     return len(text) // 4 + 1
+
+
+def estimate_message_tokens(messages: Iterable[BaseMessage]) -> int:
+    """:func:`estimate_tokens` of a prompt: the sum over its messages' text (the one
+    estimate every cost line, job and engine uses where the model reports no usage)."""
+    from langchain_autodemo.parser import text_of
+
+    return sum(estimate_tokens(text_of(message)) for message in messages)
 
 
 def split_by_token_budget(

@@ -448,10 +448,9 @@ class _RateLimitedCalls(BaseCallbackHandler):
         run_id: Any,
         **kwargs: Any,
     ) -> None:
-        from langchain_autodemo.parser import text_of
-        from langchain_autodemo.planning import estimate_tokens
+        from langchain_autodemo.planning import estimate_message_tokens
 
-        prompt = sum(estimate_tokens(text_of(m)) for batch in messages for m in batch)
+        prompt = sum(estimate_message_tokens(batch) for batch in messages)
         estimate = prompt + (self.max_tokens or prompt // 2)
         with self._lock:
             self._estimates[run_id] = estimate

@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from langchain_autodemo.parser import text_of
-from langchain_autodemo.planning import estimate_tokens
+from langchain_autodemo.planning import estimate_message_tokens, estimate_tokens
 from langchain_autodemo.pricing import Price, PriceTable
 from langchain_autodemo.prompts import Mode, Restate, build_single_messages, head_of
 
@@ -62,7 +61,7 @@ class CostReport:
             )
             for text in job.engine_texts
         ]
-        single_prompts = sum(estimate_tokens(text_of(m)) for p in prompts for m in p)
+        single_prompts = sum(estimate_message_tokens(p) for p in prompts)
         scale = usage.input_tokens / job.prompt_estimate if job.prompt_estimate else 1.0
         echo = 0.0
         if settings.mode is Mode.AUTO_DEMO:
@@ -76,7 +75,7 @@ class CostReport:
         single_out = max(0.0, usage.output_tokens - echo)
         # single calls share everything before the question (system prompt, instructions,
         # shared exemplars): a provider caches it from the second call on
-        prefix = scale * sum(estimate_tokens(text_of(m)) for m in prompts[0][:-1]) if prompts else 0
+        prefix = scale * estimate_message_tokens(prompts[0][:-1]) if prompts else 0
         single_cached = price.cacheable(prefix) * max(0, len(prompts) - 1)
         lines = (
             CostLine("Batch API, this job", usage.input_tokens, usage.output_tokens,

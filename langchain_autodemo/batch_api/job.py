@@ -43,7 +43,7 @@ from langchain_autodemo.errors import (
     model_call_error,
 )
 from langchain_autodemo.parser import text_of
-from langchain_autodemo.planning import PlannedBatch, estimate_tokens
+from langchain_autodemo.planning import PlannedBatch, estimate_message_tokens
 from langchain_autodemo.usage import UsageStats, active_trackers
 
 if TYPE_CHECKING:
@@ -618,7 +618,7 @@ class BatchApiJob:
                     error=self._live_errors.pop(custom_id, None) or outcome.error(custom_id)
                 )
             self.usage.record_call(report.usage, reask=call.is_reask, escalation=call.escalation)
-            self.prompt_estimate += sum(estimate_tokens(text_of(m)) for m in call.messages)
+            self.prompt_estimate += estimate_message_tokens(call.messages)
             final, follow_ups = self.engine.complete(call, report)
             for index, result in final:
                 new.append(self._emit(index, result))

@@ -52,8 +52,7 @@ from langchain_autodemo.errors import AutoDemoError, ConfigurationError
 from langchain_autodemo.evaluation.datasets import read_jsonl
 from langchain_autodemo.evaluation.methods import GROUPINGS
 from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
-from langchain_autodemo.parser import text_of
-from langchain_autodemo.planning import estimate_tokens
+from langchain_autodemo.planning import estimate_message_tokens, estimate_tokens
 from langchain_autodemo.pricing import SharedPrefixes, prompt_text
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.usage import CallUsage, UsageStats
@@ -779,7 +778,7 @@ class _SpentCounter(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         sent = [m for batch in messages for m in batch]
-        prompt = sum(estimate_tokens(text_of(m)) for m in sent)
+        prompt = estimate_message_tokens(sent)
         retry = int((metadata or {}).get("autodemo_attempt", 1)) > 1
         whole = prompt_text(sent)
         with self._lock:
