@@ -144,6 +144,9 @@ class EngineSettings:
     """Re-ask a garbled call's remaining items after the items that call did answer,
     shown as solved demonstrations (the completion "continues" from them instead of
     starting over). Off by default: adopted only where it measures better."""
+    answer_format: str | None = None
+    """The form of each final answer, said in the packed layout (a structured output's
+    "one JSON object on one line"); ``None``: free text."""
     escalate: float = 0.0
     """Selective escalation: the share of each packed call's answers, least confident
     first, asked again alone (single mode, the same context); 0 turns it off (see
@@ -1195,6 +1198,7 @@ class Engine:
                 demonstrations=plan.demonstrations,
                 context=plan.context,
                 head_words=settings.head_words if heads is not None else None,
+                answer_format=settings.answer_format,
             )
             return ModelCall(next(self._ids), plan, attempt, messages, delay, heads)
         return ModelCall(next(self._ids), plan, attempt, messages, delay)

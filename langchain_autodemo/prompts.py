@@ -226,19 +226,28 @@ def _opening(
 
 
 def _format_rules(
-    mode: Mode, markers: Markers, count: int, reasoning: bool, head_words: int | None = None
+    mode: Mode,
+    markers: Markers,
+    count: int,
+    reasoning: bool,
+    head_words: int | None = None,
+    answer_format: str | None = None,
 ) -> str:
     q, a = markers.question_label, markers.answer_label
+    # a structured answer's form, said where the layout asks for each answer: a hint in
+    # the instructions alone is lost on a small model behind the layout's own "<final answer>"
+    form = f", written as {answer_format}" if answer_format else ""
     if reasoning:
         answer_step = (
             f"On the next line write '{a}[i]:' followed by your step-by-step reasoning, "
             f"and end it with the line '{FINAL_ANSWER_PREFIX} {FINAL_ANSWER_PLACEHOLDER}.'"
+            + (f" Write each final answer as {answer_format}." if answer_format else "")
         )
         answer_layout = (
             f"{a}[i]: {REASONING_PLACEHOLDER}\n{FINAL_ANSWER_PREFIX} {FINAL_ANSWER_PLACEHOLDER}."
         )
     else:
-        answer_step = f"On the next line write '{a}[i]:' followed by the final answer only."
+        answer_step = f"On the next line write '{a}[i]:' followed by the final answer only{form}."
         answer_layout = f"{a}[i]: {FINAL_ANSWER_PLACEHOLDER}"
     if mode is Mode.AUTO_DEMO:
         copy, shown = "the question word for word", "<question i>"
@@ -295,11 +304,15 @@ def build_batch_messages(
     demonstrations: Sequence[Demonstration] = (),
     context: Sequence[BaseMessage] = (),
     head_words: int | None = None,
+    answer_format: str | None = None,
 ) -> list[BaseMessage]:
     """Messages that ask for all ``questions`` in one completion.
 
     ``head_words`` (``auto_demo`` only): ask for the first words of each question instead
     of all of it (:attr:`Restate.HEAD`); the demonstrations show the same.
+
+    ``answer_format`` (a structured output's form, e.g. "one JSON object on one line")
+    is said where the layout asks for each answer.
 
     ``demonstrations`` (solved examples, e.g. retrieved from a pool) are given as an
     earlier exchange answered in exactly the requested format, so they show the format
@@ -334,7 +347,9 @@ def build_batch_messages(
     if demonstrations:
         messages.append(
             HumanMessage(
-                content=_format_rules(mode, markers, len(demonstrations), reasoning, head_words)
+                content=_format_rules(
+                    mode, markers, len(demonstrations), reasoning, head_words, answer_format
+                )
                 + "\n"
                 + render_questions([q for q, _ in demonstrations], markers)
             )
@@ -348,7 +363,9 @@ def build_batch_messages(
         )
     messages.append(
         HumanMessage(
-            content=_format_rules(mode, markers, len(questions), reasoning, head_words)
+            content=_format_rules(
+                mode, markers, len(questions), reasoning, head_words, answer_format
+            )
             + "\n"
             + render_questions(questions, markers)
         )

@@ -287,6 +287,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         if selector is not None and not isinstance(selector, BatchSelector):
             raise TypeError("selector must be a BatchSelector such as SimilarityBatchSelector")
         parse_value, format_hint = _value_parser(output_parser)
+        answer_format = _answer_format(output_parser)
         if format_hint:
             instructions = f"{instructions or ''}\n\nEach final answer: {format_hint}".strip()
         self.llm = llm
@@ -326,6 +327,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             reask_with_answered=reask_with_answered,
             escalate=float(escalate),
             escalate_below=None if escalate_below is None else float(escalate_below),
+            answer_format=answer_format,
         )
         wants = confidence if confidence is not None else bool(escalate or escalate_below)
         self._model: Runnable[Any, Any] = _with_logprobs(llm) if wants else llm
@@ -1443,6 +1445,19 @@ def _record_item(
             traced.extra = {**traced.extra, "metadata": metadata}
         elif isinstance(traced, dict) and isinstance(traced.get("metadata"), dict):
             traced["metadata"] = {**traced["metadata"], **details}  # astream_events' record
+
+
+def _answer_format(output_parser: Any) -> str | None:
+    """How the packed layout says each answer's form, for the parsers that read JSON (a
+    pydantic model, LangChain's JSON and pydantic output parsers): packed, a small model
+    follows the layout's "final answer only" and forgets a schema given above it."""
+    from langchain_core.output_parsers import JsonOutputParser
+
+    if isinstance(output_parser, type) and issubclass(output_parser, BaseModel):
+        return "one JSON object on one line, as the schema above says"
+    if isinstance(output_parser, PydanticOutputParser | JsonOutputParser):
+        return "one JSON object on one line, as the schema above says"
+    return None
 
 
 def _value_parser(

@@ -240,7 +240,7 @@ def run(
     Raises :class:`~langchain_autodemo.errors.ConfigurationError` (before anything is
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
-    options = with_config(options)
+    options = _without_default_instructions(with_config(options))
     _price(options)  # an unknown --price-model is refused before any call
     with ExitStack() as held:
         _run(options, held, answering, recover)
@@ -478,6 +478,16 @@ def with_config(options: RunOptions) -> RunOptions:
                  f"{name} ({value.value if isinstance(value, Mode) else value!r}).")  # fmt: skip
     prompt = _tuned_prompt(options, config.tuned_on)
     return replace(options, **{**from_file, **kept, "prompt": prompt})
+
+
+def _without_default_instructions(options: RunOptions) -> RunOptions:
+    """With ``--prompt`` the user's system message is the task: the command's default
+    instructions are not added to it (given ones, or a config's, still are), so the run
+    asks exactly what ``prompt | runner`` asks in Python."""
+    defaults = RunOptions(input=options.input, output=options.output)
+    if options.prompt is not None and options.instructions == defaults.instructions:
+        return replace(options, instructions="")
+    return options
 
 
 def _tuned_prompt(options: RunOptions, tuned_on: Mapping[str, Any]) -> Path | None:

@@ -1,4 +1,4 @@
-"""The cookbook's shape: five numbered notebooks with saved outputs, linked from the README.
+"""The cookbook's shape: six numbered notebooks with saved outputs, linked from the README.
 
 Executing them (on the scripted test double) needs sockets, so it lives in
 ``tests/integration/test_cookbook.py``; this file checks what can be read without running.
@@ -35,8 +35,8 @@ def outputs(notebook: Path) -> list[dict]:
     return [o for c in cells(notebook) if c["cell_type"] == "code" for o in c["outputs"]]
 
 
-def test_there_are_five_numbered_notebooks_and_no_other() -> None:
-    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_"]
+def test_there_are_six_numbered_notebooks_and_no_other() -> None:
+    assert [p.name[:3] for p in NOTEBOOKS] == ["01_", "02_", "03_", "04_", "05_", "06_"]
     assert sorted(COOKBOOK.glob("*.ipynb")) == NOTEBOOKS
 
 

@@ -125,3 +125,26 @@ def test_a_plain_label_answer_is_unchanged() -> None:
         ScriptedChatModel(script=script), mode="batch", batch_size=3, reasoning=False
     )
     assert runner.batch(QUESTIONS) == ["positive"] * 3
+
+
+@pytest.mark.parametrize("reasoning", [True, False])
+def test_the_packed_layout_asks_for_the_json_object_where_it_asks_for_each_answer(
+    reasoning: bool,
+) -> None:
+    """A small model follows the layout's "A[i]: <final answer>" and forgets a schema given
+    above it (Qwen 1.5B: 0/16 parsed in batch and auto_demo before): the layout says it."""
+    seen: list[list[BaseMessage]] = []
+
+    def script(messages: list[BaseMessage], _: int) -> str:
+        seen.append(messages)
+        return "\n".join(f"A[{i}]: {OBJECT}" for i in range(1, 4))
+
+    runner = AutoDemoBatchRunnable(
+        ScriptedChatModel(script=script), mode="batch", batch_size=3, reasoning=reasoning,
+        output_parser=Sentiment, max_attempts=1,
+    )  # fmt: skip
+    runner.batch(QUESTIONS, return_exceptions=True)
+    layout = str(seen[0][-1].content)
+    assert "one JSON object on one line" in layout
+    plain = AutoDemoBatchRunnable(ScriptedChatModel(script=script), mode="batch", batch_size=3)
+    assert plain.settings.answer_format is None  # free text: the layout is unchanged

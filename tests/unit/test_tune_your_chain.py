@@ -165,8 +165,11 @@ def labelling_model() -> ScriptedChatModel:
     every request carries the user's system message."""
 
     def script(messages: list[BaseMessage], n: int) -> Any:
-        if not str(messages[0].content).startswith("You label movie reviews"):
+        system = str(messages[0].content)
+        if not system.startswith("You label movie reviews"):
             return ValueError("the user's system message is missing")
+        if "Answer each question accurately" in system:  # the CLI's default instructions
+            return ValueError("the run added instructions the chain does not have")
         return labeller([])(messages, n)
 
     return ScriptedChatModel(script=script)
