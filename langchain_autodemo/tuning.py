@@ -479,8 +479,13 @@ class MeasurementLog(MutableMapping[tuple[str, int, int], MethodResult]):
 
 
 def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
+    """``a`` and ``b`` (measured on consecutive slices) as one result. Each slice numbers
+    its calls from 0, so ``b``'s call ids are moved past ``a``'s: a call id names one
+    call of the merged result (escalation replays group answers by it)."""
     if a is None:
         return b
+    offset = 1 + max((r.call_id for r in a.items if r.call_id is not None), default=-1)
+    moved = [r if r.call_id is None else replace(r, call_id=r.call_id + offset) for r in b.items]
     return replace(
         a,
         n=a.n + b.n,
@@ -493,7 +498,7 @@ def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
         output_tokens=a.output_tokens + b.output_tokens,
         estimated_tokens=a.estimated_tokens or b.estimated_tokens,
         wall_time_s=a.wall_time_s + b.wall_time_s,
-        items=[*a.items, *b.items],
+        items=[*a.items, *moved],
         reask_input_tokens=a.reask_input_tokens + b.reask_input_tokens,
         reask_output_tokens=a.reask_output_tokens + b.reask_output_tokens,
         escalations=a.escalations + b.escalations,
