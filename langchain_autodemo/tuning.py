@@ -50,6 +50,7 @@ __all__ = [
     "TuneReport",
     "TunedConfig",
     "candidates",
+    "merge_results",
     "tune",
     "with_escalation",
 ]
@@ -478,7 +479,7 @@ class MeasurementLog(MutableMapping[tuple[str, int, int], MethodResult]):
         return len(self._data)
 
 
-def _merge(a: MethodResult | None, b: MethodResult) -> MethodResult:
+def merge_results(a: MethodResult | None, b: MethodResult) -> MethodResult:
     """``a`` and ``b`` (measured on consecutive slices) as one result. Each slice numbers
     its calls from 0, so ``b``'s call ids are moved past ``a``'s: a call id names one
     call of the merged result (escalation replays group answers by it)."""
@@ -693,7 +694,7 @@ def tune(
     reference = Candidate(Method(Mode.SINGLE), 1, any(c.reasoning for c in space))
     single: MethodResult | None = None
     for start, stop in slices:
-        single = _merge(single, measure(reference, start, stop))
+        single = merge_results(single, measure(reference, start, stop))
     assert single is not None
     question = sum(estimate_tokens(e.text) for e in dataset.examples) / max(1, len(dataset))
     prefix = sum(estimate_tokens(q) + estimate_tokens(a) for q, a in demonstrations)
@@ -709,7 +710,7 @@ def tune(
             continue
         row.status = "passed"
         for round_number, (start, stop) in enumerate(slices, 1):
-            row.result = _merge(row.result, measure(candidate, start, stop))
+            row.result = merge_results(row.result, measure(candidate, start, stop))
             so_far = replace(single, items=single.items[:stop], n=stop)
             row.comparison = paired_comparison(row.result, so_far)
             difference = row.comparison["accuracy_difference"]

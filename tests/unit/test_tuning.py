@@ -310,15 +310,17 @@ def test_merged_slices_keep_each_call_apart() -> None:
     or a replay over the merged result escalates per the wrong groups."""
     from langchain_autodemo.evaluation.harness import run_method
     from langchain_autodemo.evaluation.methods import parse_method
-    from langchain_autodemo.tuning import _merge, with_escalation
+    from langchain_autodemo.tuning import merge_results, with_escalation
 
     method = parse_method("auto_demo")
     first = SUMS.__class__(SUMS.name, SUMS.task, SUMS.examples[:8])
     second = SUMS.__class__(SUMS.name, SUMS.task, SUMS.examples[8:])
     packed = [run_method(doubtful_model(), d, method, 8, confidence=True) for d in (first, second)]
     alone = [run_method(doubtful_model(), d, parse_method("single"), 1) for d in (first, second)]
-    merged = _merge(packed[0], packed[1])
+    merged = merge_results(packed[0], packed[1])
     assert len({r.call_id for r in merged.items}) == 2
-    one_by_one = _merge(*(with_escalation(p, s, 0.25) for p, s in zip(packed, alone, strict=True)))
-    at_once = with_escalation(merged, _merge(alone[0], alone[1]), 0.25)
+    one_by_one = merge_results(
+        *(with_escalation(p, s, 0.25) for p, s in zip(packed, alone, strict=True))
+    )
+    at_once = with_escalation(merged, merge_results(alone[0], alone[1]), 0.25)
     assert [r.escalated for r in at_once.items] == [r.escalated for r in one_by_one.items]
