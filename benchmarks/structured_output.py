@@ -87,9 +87,8 @@ def main() -> None:
     done = {row["mode"] for row in report["rows"]}
     with open_model(args.model, max_tokens=1500) as opened:
         report["model"] = opened.description
-        report["command"] = (
-            f"python -m benchmarks.structured_output --items {args.items}"
-            + (f" --model {args.model}" if args.model else "")
+        report["command"] = f"python -m benchmarks.structured_output --items {args.items}" + (
+            f" --model {args.model}" if args.model else ""
         )
         for mode in MODES:
             if mode in done:
