@@ -65,7 +65,7 @@ def test_run_records_its_setup_beside_the_output(cli: CliRunner, tmp_path: Path)
         "model": FAKE, "instructions": "Add.", "mode": "auto_demo", "batch_size": 4,
         "reasoning": True, "restate": "full", "field": "question", "template": None,
         "select": None,
-        "demo_pool": None, "max_tokens": None, "audit": None, "escalate": 0.0,
+        "demo_pool": None, "prompt": None, "max_tokens": None, "audit": None, "escalate": 0.0,
         "answer_field": "answer",
         "demonstrations": None,
     }  # fmt: skip
