@@ -983,7 +983,7 @@ class Engine:
         final: list[tuple[int, ItemResult | AutoDemoError]] = []
         for index in call.batch.kept:
             self._attempts[index] += 1
-        answered = [
+        delivered = [
             (
                 index,
                 replace(
@@ -993,9 +993,9 @@ class Engine:
             for index, result in report.accepted.items()
             if index in self._pending and index not in self._escalating
         ]
-        picks = self._picks(call, answered)
+        picks = self._picks(call, delivered)
         escalations: list[ModelCall] = []
-        for index, result in answered:
+        for index, result in delivered:
             if index in picks:
                 self._escalating[index] = result
                 escalations.append(self._escalation(call, index))
@@ -1004,8 +1004,8 @@ class Engine:
             self.results[index] = result
             final.append((index, result))
         if report.error is not None and rejected_for_content(report.error):
-            refused, follow_ups = self._refused(call, report)
-            return final + refused, escalations + follow_ups
+            refused, splits = self._refused(call, report)
+            return final + refused, escalations + splits
         call_failed: list[int] = []
         garbled: list[int] = []
         for index in call.batch.kept:

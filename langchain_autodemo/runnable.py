@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, Union
 from langchain_core.callbacks import (
     AsyncCallbackManagerForChainRun,
     BaseCallbackHandler,
+    CallbackManager,
     CallbackManagerForChainRun,
 )
 from langchain_core.messages import AnyMessage, BaseMessage, convert_to_messages
@@ -898,7 +899,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         # (An item whose own run failed to start has none: its handlers stay out.)
         started = [i for i in call.batch.kept if runs[i] is not None]
         if not started:
-            config = patch_config(configs[call.batch.kept[0]], callbacks=[])
+            config = patch_config(configs[call.batch.kept[0]], callbacks=CallbackManager([]))
             config["metadata"] = {**config.get("metadata", {}), **metadata}
             return config
         leader = started[0]

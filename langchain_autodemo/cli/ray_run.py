@@ -182,7 +182,9 @@ def _part_records(parts: Path, answer_key: str, error_key: str) -> list[_Part]:
         strict=True,
     ):  # fmt: skip
         record, number, failed = json.loads(text), int(line), isinstance(kind, str)
-        result = {error_key: line_error(number, why)} if failed else {answer_key: answer}
+        result: dict[str, Any] = (
+            {error_key: line_error(number, why)} if failed else {answer_key: answer}
+        )
         # the online engine's record: confidence where known, escalated where it happened
         if not failed and isinstance(confidence, float) and not math.isnan(confidence):
             result["confidence"] = round(confidence, 6)

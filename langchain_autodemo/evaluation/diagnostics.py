@@ -101,7 +101,7 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
     neg = [s for s, p in zip(scores, positive, strict=True) if not p]
     if not pos or not neg:
         return None
-    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    wins = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a in pos for b in neg)
     return wins / (len(pos) * len(neg))
 
 
@@ -111,7 +111,7 @@ def confidence_power(result: MethodResult, single: MethodResult | None = None) -
     that differ from single's (what escalation changes), over the answers that have a
     confidence; and mean confidence and accuracy by slot (position in the call)."""
     scored = [i for i in result.items if i.confidence is not None and i.prediction is not None]
-    doubt = [1.0 - float(i.confidence) for i in scored]  # type: ignore[arg-type]
+    doubt = [1.0 - float(i.confidence or 0.0) for i in scored]
     alone = {i.id: i for i in single.items} if single is not None else {}
 
     from langchain_autodemo.audit import answers_agree
@@ -134,7 +134,7 @@ def confidence_power(result: MethodResult, single: MethodResult | None = None) -
             {
                 "slot": slot + 1,
                 "n": len(items),
-                "mean_confidence": sum(float(i.confidence) for i in items) / len(items),  # type: ignore[arg-type]
+                "mean_confidence": sum(float(i.confidence or 0.0) for i in items) / len(items),
                 "accuracy": sum(i.correct for i in items) / len(items),
             }
             for slot, items in sorted(by_slot.items())
