@@ -85,6 +85,17 @@ RestateOption = Annotated[
     ),
 ]
 
+PromptOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Your ChatPromptTemplate: langchain_core.load.dumpd JSON (save_prompt writes it) or "
+        "[role, template] pairs. Records fill its variables (for eval and tune, the records of "
+        "the JSONL --dataset), and every request is built as `prompt | runner` builds it.",
+    ),
+]
+AnswerKeyOption = Annotated[
+    str, typer.Option(help="With --prompt: the record field holding the expected answer.")
+]
 EscalateOption = Annotated[
     float,
     typer.Option(
@@ -162,13 +173,7 @@ def run(
         ),
     ] = None,
     escalate: EscalateOption = RunOptions.escalate,
-    prompt: Annotated[
-        Path | None,
-        typer.Option(
-            help="Your ChatPromptTemplate, saved with langchain_core.load.dumpd (JSON): each "
-            "record's fields fill its variables, and it is asked as `prompt | runner` asks it.",
-        ),
-    ] = None,
+    prompt: PromptOption = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -306,16 +311,8 @@ def eval_(
         typer.Option(help="Price the report's USD columns (with prompt caching) as this model."),
     ] = EvalOptions.price_model,
     escalate: EscalateOption = EvalOptions.escalate,
-    prompt: Annotated[
-        Path | None,
-        typer.Option(
-            help="Your ChatPromptTemplate (langchain_core.load.dumpd JSON): --dataset is then "
-            "a JSONL file whose records fill its variables.",
-        ),
-    ] = None,
-    answer_key: Annotated[
-        str, typer.Option(help="With --prompt: the record field holding the expected answer.")
-    ] = EvalOptions.answer_key,
+    prompt: PromptOption = None,
+    answer_key: AnswerKeyOption = "answer",
 ) -> None:
     """Score methods x batch sizes on a dataset: accuracy, parse failures, calls, tokens, time."""
     with user_errors():
@@ -570,16 +567,8 @@ def tune_command(
             "so no extra calls); 0 alone turns it off."
         ),
     ] = "0,0.1,0.2,0.3",
-    prompt: Annotated[
-        Path | None,
-        typer.Option(
-            help="Your ChatPromptTemplate (langchain_core.load.dumpd JSON): --dataset is then "
-            "a JSONL file whose records fill its variables; tuned.json records its digest.",
-        ),
-    ] = None,
-    answer_key: Annotated[
-        str, typer.Option(help="With --prompt: the record field holding the expected answer.")
-    ] = "answer",
+    prompt: PromptOption = None,
+    answer_key: AnswerKeyOption = "answer",
 ) -> None:
     """Find the cheapest configuration that keeps single's accuracy on a labelled sample
     (successive halving, cheapest first; paired test against single), and write it as a

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,20 +84,24 @@ def read_items(path: Path, field: str, template: str | None, prompt: Any = None)
     record's fields fill the prompt's variables and the item is the rendered prompt."""
     if not path.exists():
         raise ConfigurationError(f"input file not found: {path}")
+    ask: Callable[[dict[str, Any]], tuple[str, Any] | str]
     if prompt is not None:
-        return _prompted_items(path, prompt)
-    fmt, needed = renderer(field, template)
+        ask = _prompted(prompt)
+    else:
+        fmt, needed = renderer(field, template)
+
+        def ask(record: dict[str, Any]) -> tuple[str, Any] | str:
+            text, why = record_problem(record, field, fmt, needed)
+            return why if why is not None else (text or "", None)
+
     items: list[Item] = []
     problems: list[tuple[int, str]] = []
     for number, record in _records(path):
-        if isinstance(record, str):
-            problems.append((number, record))
-            continue
-        text, why = record_problem(record, field, fmt, needed)
-        if why is not None:
-            problems.append((number, why))
-        elif text is not None:
-            items.append(Item(number, record, text))
+        asked = record if isinstance(record, str) else ask(record)
+        if isinstance(asked, str):  # why the line is bad
+            problems.append((number, asked))
+        else:
+            items.append(Item(number, record, *asked))  # type: ignore[arg-type]
     if problems:
         raise BadInputError(path, problems)
     if not items:
@@ -105,46 +109,36 @@ def read_items(path: Path, field: str, template: str | None, prompt: Any = None)
     return items
 
 
-def _prompted_items(path: Path, prompt: Any) -> list[Item]:
+def _prompted(prompt: Any) -> Callable[[dict[str, Any]], tuple[str, Any] | str]:
+    """What a record asks through ``prompt``: (its question text, the rendered prompt), or
+    why it cannot be asked."""
     from langchain_core.messages import HumanMessage
 
     from langchain_autodemo.parser import text_of
 
     needed = sorted(getattr(prompt, "input_variables", ()) or ())
-    items: list[Item] = []
-    problems: list[tuple[int, str]] = []
-    for number, record in _records(path):
-        if isinstance(record, str):
-            problems.append((number, record))
-            continue
+
+    def ask(record: dict[str, Any]) -> tuple[str, Any] | str:
         missing = [name for name in needed if name not in record]
         invalid = _not_unicode(record)
         wrong = [name for name in needed if name in record and not isinstance(record[name], str)]
         if missing:
-            problems.append((number, f"record lacks the prompt's field(s) {', '.join(missing)}"))
-        elif LINE_KEY in record:
-            problems.append((number, f"record has an '{LINE_KEY}' field; rename it"))
-        elif invalid is not None:
-            problems.append((number, f"field '{invalid}' holds a lone surrogate; fix the text"))
-        elif wrong:
-            problems.append((number, f"field '{wrong[0]}' is {_kind(record[wrong[0]])}, not text"))
-        else:
-            try:
-                asked = prompt.invoke({name: record[name] for name in needed})
-            except (KeyError, ValueError) as exc:
-                problems.append((number, f"the prompt cannot be filled: {exc}"))
-                continue
-            humans = [m for m in asked.to_messages() if isinstance(m, HumanMessage)]
-            text = text_of(humans[-1]) if humans else ""
-            if not text.strip():
-                problems.append((number, "the prompt's question is empty for this record"))
-                continue
-            items.append(Item(number, record, text, asked))
-    if problems:
-        raise BadInputError(path, problems)
-    if not items:
-        raise ConfigurationError(f"{path}: no records")
-    return items
+            return f"record lacks the prompt's field(s) {', '.join(missing)}"
+        if LINE_KEY in record:
+            return f"record has an '{LINE_KEY}' field; rename it"
+        if invalid is not None:
+            return f"field '{invalid}' holds a lone surrogate; fix the text"
+        if wrong:
+            return f"field '{wrong[0]}' is {_kind(record[wrong[0]])}, not text"
+        try:
+            asked = prompt.invoke({name: record[name] for name in needed})
+        except (KeyError, ValueError) as exc:
+            return f"the prompt cannot be filled: {exc}"
+        humans = [m for m in asked.to_messages() if isinstance(m, HumanMessage)]
+        text = text_of(humans[-1]) if humans else ""
+        return (text, asked) if text.strip() else "the prompt's question is empty for this record"
+
+    return ask
 
 
 def _records(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
