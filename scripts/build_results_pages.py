@@ -230,6 +230,11 @@ def tune_page(folder: Path, rel: str) -> tuple[str, str, str]:
     return title, "\n".join(page), summary
 
 
+# A results page is one wide table: without the table of contents beside it, a 10-column
+# eval table fits a 1,400-pixel window (it scrolled, hiding its last columns, before).
+WIDE = "---\nhide:\n  - toc\n---\n\n"
+
+
 def build(out: Path) -> list[Path]:
     if out.exists():
         shutil.rmtree(out)
@@ -238,14 +243,14 @@ def build(out: Path) -> list[Path]:
     for path in sorted(RESULTS.glob("tune-*/tune.json")):
         rel = path.parent.relative_to(RESULTS).as_posix()
         title, text, summary = tune_page(path.parent, rel)
-        (out / f"{rel}.md").write_text(text, encoding="utf-8")
+        (out / f"{rel}.md").write_text(WIDE + text, encoding="utf-8")
         entries.append(("tune", rel, title, summary))
     for path in sorted(list(RESULTS.glob("*/results.json")) + list(RESULTS.glob("*/*/results.json"))):
         rel = path.parent.relative_to(RESULTS).as_posix()
         title, text, summary = eval_page(path.parent, rel)
         target = out / f"{rel}.md"
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text, encoding="utf-8")
+        target.write_text(WIDE + text, encoding="utf-8")
         entries.append(("eval", rel, title, summary))
     index = [
         "# Results",
