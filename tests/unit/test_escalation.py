@@ -298,3 +298,13 @@ def test_serve_takes_a_config_and_explicit_flags_win(tmp_path: Any) -> None:
     )
     assert (runner.batch_size, runner.mode.value, runner.settings.escalate) == (4, "batch", 0.2)
     assert runner.settings.instructions == "Mine." and runner.settings.reasoning is False
+
+
+def test_serve_needs_instructions_or_a_config() -> None:
+    from typer.testing import CliRunner
+
+    from langchain_autodemo.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", "fake:"])
+    assert result.exit_code == 2
+    assert "needs --instructions or --config" in result.output
