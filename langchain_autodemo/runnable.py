@@ -1485,7 +1485,8 @@ _FENCE_LINE = re.compile(r"^\s*(?:`{3,}|~{3,})?\s*(?:json|JSON)?\s*(?:`{3,}|~{3,
 def json_candidate(text: str) -> str | None:
     """The JSON value inside ``text`` as models write it: in a code fence (whose opening
     backticks the scanner may have taken as decoration, leaving ``json``), over several
-    lines, after prose. ``None`` when there is none.
+    lines, after prose; the last one where there are several (a draft, then the answer).
+    ``None`` when there is none.
 
     Example:
         >>> json_candidate('json\n{"label": "pos"}\n```')
@@ -1496,14 +1497,18 @@ def json_candidate(text: str) -> str | None:
     lines = [line for line in text.splitlines() if not _FENCE_LINE.match(line)]
     body = "\n".join(lines)
     decoder = json.JSONDecoder()
-    for at, char in enumerate(body):
-        if char in "{[":
+    found, at = None, 0
+    while at < len(body):  # the last whole value: a final answer comes after any draft
+        if body[at] in "{[":
             try:
                 _, end = decoder.raw_decode(body, at)
             except ValueError:
+                at += 1
                 continue
-            return body[at:end]
-    return None
+            found, at = body[at:end], end
+            continue
+        at += 1
+    return found
 
 
 def _tolerant(parse: Callable[[str], Any]) -> Callable[[str], Any]:

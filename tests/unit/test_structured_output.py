@@ -113,6 +113,8 @@ def test_json_candidate() -> None:
     assert json_candidate("[1, 2]") == "[1, 2]"
     assert json_candidate("no json") is None
     assert json_candidate("{broken") is None
+    draft = '{"label": "neg", "score": 0.2}'
+    assert json_candidate(f"First thought {draft}, but no: {OBJECT}") == OBJECT
 
 
 def test_a_plain_label_answer_is_unchanged() -> None:
