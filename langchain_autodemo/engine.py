@@ -33,9 +33,13 @@ from langchain_autodemo.alignment import (
     heads_distinguishable,
 )
 from langchain_autodemo.errors import (
+    PLACEHOLDER_ANSWER,
+    RESTATED_AS,
+    UNPARSED_ANSWER,
     AutoDemoError,
     AutoDemoItemError,
     Rejection,
+    call_failure,
     model_call_error,
     redact_model_text,
 )
@@ -106,13 +110,6 @@ _NO_FINISH_REASON = (
     "for a model that never reports one, such as GenericFakeChatModel)"
 )
 _FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "finishReason")
-
-
-# The rejection reasons that quote model text: the text is kept apart in the Rejection
-# (errors.Rejection), so redaction is exact wherever a reason is shown.
-_RESTATED = ": restated as "
-_PLACEHOLDER = "answered with the prompt's placeholder: "
-_UNPARSED = "answer could not be parsed: "
 
 
 @dataclass(frozen=True)
@@ -426,14 +423,13 @@ class CallSession:
         if isinstance(chunk, BaseMessage):
             self._saw_message = True
             progressed = self._note_metadata(chunk)
+            self._note_logprobs(chunk)  # placed at self._chars: before the text is counted
             thought = reasoning_of(chunk)
             if thought:
                 self._thought_chunks += 1
                 self._thought_chars += len(thought)
                 progressed = True
         text = text_of(chunk)
-        if isinstance(chunk, BaseMessage):
-            self._note_logprobs(chunk)
         if text:
             self._chunks += 1
             self._chars += len(text)
@@ -487,7 +483,7 @@ class CallSession:
             found = delivered.get(position)
             if not found:
                 if error is not None:
-                    reason = f"model call failed: {type(error).__name__}: {error}"
+                    reason = call_failure(error)
                 else:
                     reason = self._rejections.get(position) or cut or self._missing_reason()
                 failures[position] = reason if isinstance(reason, Rejection) else Rejection(reason)
@@ -563,7 +559,7 @@ class CallSession:
                 # what the model wrote, so a rejection can be diagnosed (counted without it:
                 # evaluation.diagnostics.reason_kind cuts at the first colon)
                 shown = item.question if len(item.question) <= 80 else item.question[:77] + "..."
-                self._reject(item.index, Rejection(reason + _RESTATED, quote=shown))
+                self._reject(item.index, Rejection(reason + RESTATED_AS, quote=shown))
             else:
                 self._reject(item.index, Rejection(reason))
             if verdict.ambiguous and label is not None:
@@ -574,10 +570,14 @@ class CallSession:
             return None
         copied = self._copied_from_input(item)
         if copied is not None:
+            slot = self._slot[copied] + 1
             self._reject(
                 item.index,
-                f"the block repeats text of question {self._slot[copied] + 1} of the batch "
-                "(marker-like text inside an input), not an answer",
+                Rejection(
+                    f"the block repeats text of question {slot} of the batch "
+                    "(marker-like text inside an input), not an answer",
+                    slots=(slot,),
+                ),
             )
             return None
         target = self._indices[verdict.position]
@@ -599,14 +599,14 @@ class CallSession:
             # ">") as one (docs/design/measured-choices.md).
             last_line = (item.answer or "").strip().rsplit("\n", 1)[-1]
             if holds_placeholder(last_line):
-                reason = Rejection(_PLACEHOLDER, quote=last_line.strip()[:80])
+                reason = Rejection(PLACEHOLDER_ANSWER, quote=last_line.strip()[:80])
             else:
                 try:
                     value = self._parse(item.value)
                 except Exception as exc:  # a user parser may raise anything
                     value = self._parse_block(item)
                     if value is _NO_VALUE:
-                        reason = Rejection(_UNPARSED, quote=str(exc), plain=True)
+                        reason = Rejection(UNPARSED_ANSWER, quote=str(exc), plain=True)
         if reason is not None and record:
             self._rejections[position] = reason
         return value
@@ -712,16 +712,20 @@ class CallSession:
                 continue
             index = c.item.index
             vetoes.setdefault(c.target, []).append(c.value)
-            self._rejections[c.target] = (
+            self._rejections[c.target] = Rejection(
                 f"restated under index {index}, another question's or none, and nothing "
-                "corroborates the move"
+                "corroborates the move",
+                slots=(index,),
             )
             if c.label is not None:
                 vetoes.setdefault(c.label, []).append(c.value)
                 self._rejections.setdefault(
                     c.label,
-                    f"its index {index} carries a restatement of another question, and "
-                    "nothing corroborates the move",
+                    Rejection(
+                        f"its index {index} carries a restatement of another question, and "
+                        "nothing corroborates the move",
+                        slots=(index,),
+                    ),
                 )
         for label, value in self._doubts:
             vetoes.setdefault(label, []).append(value)
@@ -909,10 +913,6 @@ class CallSession:
 
 
 _NO_VALUE: Any = object()
-
-
-def _refusal(error: BaseException | None) -> Rejection:
-    return Rejection(f"model call failed: {type(error).__name__}: {error}")
 
 
 class Engine:
@@ -1118,7 +1118,7 @@ class Engine:
             return final, [self._call(call.batch.part(members), call.attempt + 1)]
         if len(members) == 1:
             index = members[0]
-            self._reasons[index].append(report.failures.get(index) or _refusal(report.error))
+            self._reasons[index].append(report.failures.get(index) or call_failure(report.error))
             final.append((index, self._fail(index, self._reasons[index][-1], report)))
             return final, []
         for index in members:

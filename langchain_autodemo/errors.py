@@ -59,6 +59,7 @@ __all__ = [
     "AutoDemoModelCallError",
     "ConfigurationError",
     "Rejection",
+    "call_failure",
     "model_call_error",
     "redact_model_text",
 ]
@@ -100,7 +101,8 @@ class Rejection(str):
             ``"model call failed"``, ``"cut off"``).
         message: the text the package wrote, without the quote.
         quote: the model text the reason quotes, or ``None``.
-        slots: the prompt slots (1-based question numbers of the call) it names.
+        slots: the prompt slots (1-based question numbers of the call) it names, as
+            evidence that says which questions without quoting them.
 
     Example:
         >>> r = Rejection("restated question matches no input: restated as ", quote="Q of B")
@@ -149,19 +151,26 @@ def _rejection(message: str, quote: str | None, plain: bool, slots: tuple[int, .
     return Rejection(message, quote=quote, plain=plain, slots=slots)
 
 
+#: The phrases after which a reason quotes the model's text (a restatement, a rejected
+#: answer, a parser's message about it): the engine writes them, and reasons written
+#: before they were structured are redacted by them.
+RESTATED_AS = ": restated as "
+PLACEHOLDER_ANSWER = "answered with the prompt's placeholder: "
+UNPARSED_ANSWER = "answer could not be parsed: "
+
+
+def call_failure(error: BaseException | None) -> Rejection:
+    """The reason of an item whose model call raised ``error`` (the provider's text is
+    the provider's, not another input's: it is kept)."""
+    return Rejection(f"model call failed: {type(error).__name__}: {error}")
+
+
 # The phrases that introduce model text in reasons written before reasons were
 # structured (a plain string cannot say where its quote is): redact_model_text removes
 # exactly what they introduce.
 _LEGACY_MODEL_TEXT = re.compile(
     "("
-    + "|".join(
-        re.escape(p)
-        for p in (
-            ": restated as ",
-            "answered with the prompt's placeholder: ",
-            "answer could not be parsed: ",
-        )
-    )
+    + "|".join(re.escape(p) for p in (RESTATED_AS, PLACEHOLDER_ANSWER, UNPARSED_ANSWER))
     + ")"
     + r"""('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|.*)"""
 )
@@ -349,7 +358,7 @@ def model_call_error(
         >>> str(error)
         'item 3: model call failed: TimeoutError: read timed out (after 2 attempt(s))'
     """
-    reason = f"model call failed: {type(cause).__name__}: {cause}"
+    reason = call_failure(cause)
     cls = _class_for(type(cause)) or AutoDemoModelCallError
     # The provider's __init__ wants its own arguments (a response, a body): build the
     # instance without it and copy the state instead.
