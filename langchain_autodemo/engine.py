@@ -1063,15 +1063,7 @@ class Engine:
     def _escalation(self, call: ModelCall, index: int) -> ModelCall:
         """The single call that re-asks packed answer ``index``: the question alone, with
         the packed call's context and demonstrations, as ``single`` would ask it."""
-        plan = call.batch.part([index])
-        messages = build_single_messages(
-            self.texts[index],
-            instructions=self.settings.instructions,
-            reasoning=self.settings.reasoning,
-            demonstrations=plan.demonstrations,
-            context=plan.context,
-        )
-        return ModelCall(next(self._ids), plan, call.attempt, messages, escalation=True)
+        return self._call(call.batch.part([index]), call.attempt, escalation=True)
 
     def _escalated(
         self, call: ModelCall, report: CallReport
@@ -1174,10 +1166,12 @@ class Engine:
     def _output_cost(self, index: int) -> int:
         return output_cost(self.texts[index], self.settings)
 
-    def _call(self, plan: PlannedBatch, attempt: int, *, delay: float = 0.0) -> ModelCall:
+    def _call(
+        self, plan: PlannedBatch, attempt: int, *, delay: float = 0.0, escalation: bool = False
+    ) -> ModelCall:
         settings = self.settings
         questions = [self.texts[i] for i in plan.indices]
-        if settings.mode is Mode.SINGLE:
+        if settings.mode is Mode.SINGLE or escalation:
             messages = build_single_messages(
                 questions[0],
                 instructions=settings.instructions,
@@ -1201,7 +1195,7 @@ class Engine:
                 answer_format=settings.answer_format,
             )
             return ModelCall(next(self._ids), plan, attempt, messages, delay, heads)
-        return ModelCall(next(self._ids), plan, attempt, messages, delay)
+        return ModelCall(next(self._ids), plan, attempt, messages, delay, escalation=escalation)
 
     def _heads(self, plan: PlannedBatch, questions: list[str]) -> tuple[str, ...] | None:
         """The heads this call asks for, or ``None`` (full restatements): not asked for,
