@@ -330,15 +330,24 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             escalate_below=None if escalate_below is None else float(escalate_below),
             answer_format=answer_format,
         )
-        wants = confidence if confidence is not None else bool(escalate or escalate_below)
-        self._model: Runnable[Any, Any] = _with_logprobs(llm) if wants else llm
+        self._confidence = confidence
+        self._logprob_model: Runnable[Any, Any] | None = None
 
     @property
     def model(self) -> Runnable[Any, Any]:
         """The chat model as this runner calls it: ``llm``, asked for token
-        log-probabilities where escalation or ``confidence`` wants them (a copy; ``llm``
-        itself is not changed)."""
-        return self._model
+        log-probabilities where escalation or ``confidence`` wants them (a copy made once;
+        ``llm`` itself is not changed). Derived from the settings, so a copy made by
+        :meth:`with_settings` that escalates asks for them too."""
+        settings = self._settings
+        wants = self._confidence
+        if wants is None:
+            wants = bool(settings.escalate or settings.escalate_below is not None)
+        if not wants:
+            return self.llm
+        if self._logprob_model is None:
+            self._logprob_model = _with_logprobs(self.llm)
+        return self._logprob_model
 
     # One source of truth: the frozen engine settings; these are read-only views of it.
     @property
@@ -584,10 +593,6 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         clone._settings = replace(self._settings, **changes)
         if clone._settings.mode is Mode.SINGLE:
             clone.selector = None
-        if (clone._settings.escalate or clone._settings.escalate_below is not None) and (
-            clone._model is self.llm
-        ):
-            clone._model = _with_logprobs(self.llm)
         return clone
 
     def with_audit(self, policy: AuditPolicy | None = None, **kwargs: Any) -> AuditedRunnable:
@@ -650,7 +655,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         def work(slot: _Slot) -> None:
             error: BaseException | None = None
             try:
-                stream = self._model.stream(
+                stream = self.model.stream(
                     slot.call.messages, self._call_config(slot, configs, runs)
                 )
                 try:
@@ -721,7 +726,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         async def work(slot: _Slot) -> None:
             error: BaseException | None = None
             try:
-                stream = self._model.astream(
+                stream = self.model.astream(
                     slot.call.messages, self._call_config(slot, configs, runs)
                 )
                 try:
