@@ -25,6 +25,7 @@ __all__ = [
     "CompletionScanner",
     "AutoDemoOutputParser",
     "clean_final_answer",
+    "json_candidate",
     "non_text_kinds",
     "reasoning_of",
     "text_of",
@@ -347,6 +348,40 @@ class CompletionScanner:
         if not last:  # an unterminated last line may be cut off: finish() closes it
             closed.append(item.close(closed_by))
             self._item = None
+
+
+def json_candidate(text: str) -> str | None:
+    """The JSON value inside ``text`` as models write it: in a code fence (whose opening
+    backticks the scanner may have taken as decoration, leaving ``json``), over several
+    lines, after prose; the last one where there are several (a draft, then the answer).
+    ``None`` when there is none.
+
+    Example:
+        >>> json_candidate('json\\n{"label": "pos"}\\n```')
+        '{"label": "pos"}'
+        >>> json_candidate("no json here") is None
+        True
+    """
+    # fence lines, and the bare language tag a fence leaves once its backticks were read
+    # as decoration
+    lines = [
+        line for line in text.splitlines()
+        if not (_FENCE.match(line) or line.strip().lower() == "json")
+    ]  # fmt: skip
+    body = "\n".join(lines)
+    decoder = json.JSONDecoder()
+    found, at = None, 0
+    while at < len(body):  # the last whole value: a final answer comes after any draft
+        if body[at] in "{[":
+            try:
+                _, end = decoder.raw_decode(body, at)
+            except ValueError:
+                at += 1
+                continue
+            found, at = body[at:end], end
+            continue
+        at += 1
+    return found
 
 
 #: Content blocks that carry a model's reasoning, never its answer: LangChain's and

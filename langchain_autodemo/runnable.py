@@ -12,7 +12,6 @@ import contextvars
 import copy
 import functools
 import heapq
-import json
 import logging
 import queue
 import random
@@ -39,7 +38,11 @@ from langchain_core.callbacks import (
     CallbackManagerForChainRun,
 )
 from langchain_core.messages import AnyMessage, BaseMessage, convert_to_messages
-from langchain_core.output_parsers import BaseOutputParser, PydanticOutputParser
+from langchain_core.output_parsers import (
+    BaseOutputParser,
+    JsonOutputParser,
+    PydanticOutputParser,
+)
 from langchain_core.prompt_values import ChatPromptValueConcrete, PromptValue, StringPromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import (
@@ -70,7 +73,7 @@ from langchain_autodemo.errors import (
     ConfigurationError,
 )
 from langchain_autodemo.markers import Markers
-from langchain_autodemo.parser import non_text_kinds, text_of
+from langchain_autodemo.parser import json_candidate, non_text_kinds, text_of
 from langchain_autodemo.planning import (
     BatchSelector,
     Demonstration,
@@ -287,8 +290,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
         if selector is not None and not isinstance(selector, BatchSelector):
             raise TypeError("selector must be a BatchSelector such as SimilarityBatchSelector")
-        parse_value, format_hint = _value_parser(output_parser)
-        answer_format = _answer_format(output_parser)
+        parse_value, format_hint, answer_format = _value_parser(output_parser)
         if format_hint:
             instructions = f"{instructions or ''}\n\nEach final answer: {format_hint}".strip()
         self.llm = llm
@@ -1453,24 +1455,16 @@ def _record_item(
             traced["metadata"] = {**traced["metadata"], **details}  # astream_events' record
 
 
-def _answer_format(output_parser: Any) -> str | None:
-    """How the packed layout says each answer's form, for the parsers that read JSON (a
-    pydantic model, LangChain's JSON and pydantic output parsers): packed, a small model
-    follows the layout's "final answer only" and forgets a schema given above it."""
-    from langchain_core.output_parsers import JsonOutputParser
-
-    if isinstance(output_parser, type) and issubclass(output_parser, BaseModel):
-        return "one JSON object on one line, as the schema above says"
-    if isinstance(output_parser, PydanticOutputParser | JsonOutputParser):
-        return "one JSON object on one line, as the schema above says"
-    return None
-
-
 def _value_parser(
     output_parser: BaseOutputParser[Any] | type[BaseModel] | Callable[[str], Any] | None,
-) -> tuple[Callable[[str], Any] | None, str | None]:
+) -> tuple[Callable[[str], Any] | None, str | None, str | None]:
+    """(how each final answer is parsed, the parser's format instructions, the answer's
+    form said in the packed layout). A JSON parser (a pydantic model, LangChain's JSON
+    and pydantic output parsers) gets its form said where the layout asks for each
+    answer: packed, a small model follows the layout's "final answer only" and forgets a
+    schema given above it."""
     if output_parser is None:
-        return None, None
+        return None, None, None
     if isinstance(output_parser, type) and issubclass(output_parser, BaseModel):
         output_parser = PydanticOutputParser(pydantic_object=output_parser)
     if isinstance(output_parser, BaseOutputParser):
@@ -1478,42 +1472,15 @@ def _value_parser(
             hint = output_parser.get_format_instructions()
         except NotImplementedError:
             hint = None
-        return _tolerant(output_parser.parse), hint
+        form = (
+            "one JSON object on one line, as the schema above says"
+            if isinstance(output_parser, PydanticOutputParser | JsonOutputParser)
+            else None
+        )
+        return _tolerant(output_parser.parse), hint, form
     if callable(output_parser):
-        return output_parser, None
+        return output_parser, None, None
     raise TypeError("output_parser must be an output parser, a pydantic model or a callable")
-
-
-_FENCE_LINE = re.compile(r"^\s*(?:`{3,}|~{3,})?\s*(?:json|JSON)?\s*(?:`{3,}|~{3,})?\s*$")
-
-
-def json_candidate(text: str) -> str | None:
-    """The JSON value inside ``text`` as models write it: in a code fence (whose opening
-    backticks the scanner may have taken as decoration, leaving ``json``), over several
-    lines, after prose; the last one where there are several (a draft, then the answer).
-    ``None`` when there is none.
-
-    Example:
-        >>> json_candidate('json\n{"label": "pos"}\n```')
-        '{"label": "pos"}'
-        >>> json_candidate("no json here") is None
-        True
-    """
-    lines = [line for line in text.splitlines() if not _FENCE_LINE.match(line)]
-    body = "\n".join(lines)
-    decoder = json.JSONDecoder()
-    found, at = None, 0
-    while at < len(body):  # the last whole value: a final answer comes after any draft
-        if body[at] in "{[":
-            try:
-                _, end = decoder.raw_decode(body, at)
-            except ValueError:
-                at += 1
-                continue
-            found, at = body[at:end], end
-            continue
-        at += 1
-    return found
 
 
 def _tolerant(parse: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -14,8 +14,7 @@ from pydantic import BaseModel
 
 from langchain_autodemo import AutoDemoBatchRunnable
 from langchain_autodemo.markers import Markers
-from langchain_autodemo.parser import CompletionScanner
-from langchain_autodemo.runnable import json_candidate
+from langchain_autodemo.parser import CompletionScanner, json_candidate
 from langchain_autodemo.testing import ScriptedChatModel
 from tests.fakes import asked_questions
 
