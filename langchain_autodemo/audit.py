@@ -53,7 +53,7 @@ from langchain_core.runnables.config import (
     get_config_list,
 )
 
-from langchain_autodemo._validation import require_positive_int
+from langchain_autodemo._validation import require_positive_int, require_share, require_timeout
 from langchain_autodemo.engine import ItemResult
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.prompts import Mode
@@ -260,24 +260,14 @@ class AuditPolicy:
 
     def __post_init__(self) -> None:
         for name in ("rate", "warmup_rate"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 <= value <= 1
-            ):
-                raise ConfigurationError(f"audit {name} must be between 0 and 1, got {value!r}")
+            require_share(f"audit {name}", getattr(self, name))
         if self.warmup and self.fallback is None:
             raise ConfigurationError("warmup needs a fallback to answer with until it ends")
         if not 0 < self.min_agreement <= 1:
             raise ConfigurationError(f"min_agreement must be in (0, 1], got {self.min_agreement!r}")
         for name in ("min_samples", "max_workers"):
             require_positive_int(name, getattr(self, name))
-        timeout = self.call_timeout
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise ConfigurationError(f"call_timeout must be a number > 0 or None, got {timeout!r}")
+        require_timeout("call_timeout", self.call_timeout)
         fallback = self.fallback
         if (fallback is not None and fallback != "single") and (
             isinstance(fallback, bool) or not isinstance(fallback, int) or fallback < 1

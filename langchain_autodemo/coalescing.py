@@ -48,7 +48,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ensure_config, get_callback_manager_for_config
 
-from langchain_autodemo._validation import require_positive_int
+from langchain_autodemo._validation import require_max_concurrency, require_positive_int
 from langchain_autodemo.errors import (
     AutoDemoInputError,
     AutoDemoItemError,
@@ -56,7 +56,7 @@ from langchain_autodemo.errors import (
     ConfigurationError,
     model_call_error,
 )
-from langchain_autodemo.runnable import RunnerWrapper, check_max_concurrency
+from langchain_autodemo.runnable import RunnerWrapper
 
 if TYPE_CHECKING:
     from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
@@ -198,7 +198,7 @@ class MicroBatcher(RunnerWrapper):
             raise ConfigurationError(
                 f"the config cannot be used: {type(exc).__name__}: {exc}"
             ) from exc
-        check_max_concurrency(own.get("max_concurrency"))
+        require_max_concurrency(own.get("max_concurrency"))
         own.pop("max_concurrency", None)
         return own
 

@@ -482,10 +482,11 @@ class CallSession:
         for position in wanted:
             found = delivered.get(position)
             if not found:
-                if error is not None:
-                    reason = call_failure(error)
-                else:
-                    reason = self._rejections.get(position) or cut or self._missing_reason()
+                reason: str = (
+                    call_failure(error)
+                    if error is not None
+                    else self._rejections.get(position) or cut or self._missing_reason()
+                )
                 failures[position] = reason if isinstance(reason, Rejection) else Rejection(reason)
                 continue
             values = {self._comparable(c.value) for c in found}

@@ -55,7 +55,12 @@ from langchain_core.tracers.langchain import LangChainTracer
 from langchain_core.tracers.schemas import Run
 from pydantic import BaseModel, RootModel, create_model
 
-from langchain_autodemo._validation import require_positive_int
+from langchain_autodemo._validation import (
+    require_max_concurrency,
+    require_positive_int,
+    require_share,
+    require_timeout,
+)
 from langchain_autodemo.alignment import comparison_key
 from langchain_autodemo.engine import (
     CallReport,
@@ -274,18 +279,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         ):
             if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
                 raise ConfigurationError(f"{name_} must be a number >= 0, got {delay!r}")
-        for name_, limit in (("call_timeout", call_timeout), ("stall_timeout", stall_timeout)):
-            if limit is not None and (
-                isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit <= 0
-            ):
-                raise ConfigurationError(f"{name_} must be a number > 0 or None, got {limit!r}")
-        for name_, share in (("escalate", escalate), ("escalate_below", escalate_below)):
-            if share is not None and (
-                isinstance(share, bool)
-                or not isinstance(share, (int, float))
-                or not 0 <= share <= 1
-            ):
-                raise ConfigurationError(f"{name_} must be a number from 0 to 1, got {share!r}")
+        require_timeout("call_timeout", call_timeout)
+        require_timeout("stall_timeout", stall_timeout)
+        escalate = require_share("escalate", escalate)
+        if escalate_below is not None:
+            escalate_below = require_share("escalate_below", escalate_below)
         if isinstance(input_template, str):
             template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
         if selector is not None and not isinstance(selector, BatchSelector):
@@ -328,8 +326,8 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
                 else require_finish_reason
             ),
             reask_with_answered=reask_with_answered,
-            escalate=float(escalate),
-            escalate_below=None if escalate_below is None else float(escalate_below),
+            escalate=escalate,
+            escalate_below=escalate_below,
             answer_format=answer_format,
         )
         self._confidence = confidence
@@ -799,7 +797,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             return []
         configs = get_config_list(config, len(inputs))
         for c in configs:
-            check_max_concurrency(c.get("max_concurrency"))
+            require_max_concurrency(c.get("max_concurrency"))
         return configs
 
     def _validate(
@@ -1031,14 +1029,6 @@ async def _aclose(stream: Any) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
-
-
-def check_max_concurrency(limit: Any) -> None:
-    """A :class:`ConfigurationError` unless ``limit`` is ``None`` or a positive int."""
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ConfigurationError(
-            f"max_concurrency must be a positive integer or None, got {limit!r}"
-        )
 
 
 def template_fields(template: str) -> list[str]:

@@ -29,6 +29,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from langchain_autodemo._validation import require_share
 from langchain_autodemo.audit import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.datasets import Dataset, examples_dataset
@@ -232,9 +233,7 @@ def candidates(
     """The search space (without ``single``, the reference); ``restate`` applies to
     ``auto_demo`` methods (the others copy nothing); ``escalate`` lists the escalation
     shares to try (each is replayed on the packed measurement: no extra model calls)."""
-    for share in escalate:
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
-            raise ConfigurationError(f"escalation shares are numbers from 0 to 1, got {share!r}")
+    shares = [require_share("escalate", share) for share in escalate]
     found = []
     for name in methods:
         method = parse_method(name)
@@ -244,7 +243,7 @@ def candidates(
         for size in batch_sizes:
             for reasons in reasoning:
                 for copy in dict.fromkeys(copies):
-                    for share in dict.fromkeys(float(e) for e in escalate):
+                    for share in dict.fromkeys(shares):
                         found.append(Candidate(method, size, reasons, copy, share))
     return found
 

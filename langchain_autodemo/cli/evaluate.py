@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from langchain_autodemo._validation import require_share
 from langchain_autodemo.cli.common import echo
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.methods import DEFAULT_METHODS, parse_batch_sizes, parse_methods
@@ -185,8 +186,7 @@ def evaluate(options: EvalOptions) -> None:
         prompt_digest = hashlib.sha256(options.prompt.read_bytes()).hexdigest()[:16]
     else:
         data = load_dataset(options.dataset, limit=options.limit or None, task=options.task)
-    if not 0 <= options.escalate <= 1:
-        raise ConfigurationError(f"--escalate is a share from 0 to 1, got {options.escalate}")
+    require_share("--escalate", options.escalate)
     if options.shots < 0:
         raise ConfigurationError(f"--shots must be >= 0, got {options.shots}")
     exemplars = shot_exemplars(data, options.shots)
