@@ -424,6 +424,19 @@ class AuditedRunnable(RunnerWrapper):
         return self._fallback
 
     @property
+    def vouched(self) -> bool:
+        """Whether the current evidence vouches for packing: not in fallback, and the
+        window's agreement known good (at least ``min_samples`` audits, the Wilson lower
+        bound above ``min_agreement``: the rule that ends a fallback)."""
+        with self._lock:
+            return not self._fallback and self._window_vouches()
+
+    def _window_vouches(self) -> bool:
+        n, k = self._overall.window_audited, self._overall.window_agreed
+        policy = self.policy
+        return n >= policy.min_samples and wilson_interval(k, n)[0] > policy.min_agreement
+
+    @property
     def warming_up(self) -> bool:
         """Still in the warm-up (``AuditPolicy.warmup``): answering with the safer runner
         until the evidence vouches for packing."""
@@ -778,7 +791,7 @@ class AuditedRunnable(RunnerWrapper):
                 f"[{low:.3f}, {high:.3f}] lies below min_agreement={policy.min_agreement}"
             )
             active = True
-        elif self._fallback and (policy.recover or self._warming) and low > policy.min_agreement:
+        elif self._fallback and (policy.recover or self._warming) and self._window_vouches():
             reason = (
                 f"packed answers agreed with single answers {k}/{n} times: 95% CI "
                 f"[{low:.3f}, {high:.3f}] lies above min_agreement={policy.min_agreement}"

@@ -728,13 +728,7 @@ class _Guard:
     def answered(self, part: list[Item], *, packed: bool) -> None:
         if packed and self.safer is not None:
             self.suspect.update((item.line, item) for item in part)
-        estimate = self.audited.agreement()
-        known_good = (
-            not estimate.fallback_active
-            and estimate.window_audited >= self.audited.policy.min_samples
-            and estimate.window_low > self.audited.policy.min_agreement
-        )
-        if known_good:
+        if self.audited.vouched:
             self.suspect.clear()
 
     def to_answer_again(self) -> list[Item]:
