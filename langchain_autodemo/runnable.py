@@ -1283,14 +1283,23 @@ class _Dispatch:
                 await self.aguard(index, functools.partial(self._aclose_run, index, run))
         return [(i, e) for i, e in self.hook_errors.items() if i not in before]
 
-    def _close_run(self, index: int, run: Any) -> None:
+    def _closing(self, index: int) -> tuple[BaseException | None, Any, tuple[Any, ...] | None]:
+        """How item ``index``'s run ends, decided once for both drivers: (its error, or
+        ``None``; its output; the item view to trace first when traces are isolated)."""
         output = self.outputs[index]
         error = self.hook_errors.get(index)
         if error is not None or isinstance(output, AutoDemoError):
-            run.on_chain_error(error or output)
+            return error or output, output, None
+        view = self._item_view(index) if self._runner.traces_isolated else None
+        return None, output, view
+
+    def _close_run(self, index: int, run: Any) -> None:
+        error, output, view = self._closing(index)
+        if error is not None:
+            run.on_chain_error(error)
             return
-        if self._runner.traces_isolated:
-            inputs, outputs, metadata = self._item_view(index)
+        if view is not None:
+            inputs, outputs, metadata = view
             child = run.get_child()
             child.add_metadata(metadata, inherit=False)
             child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN).on_chain_end(outputs)
@@ -1298,17 +1307,16 @@ class _Dispatch:
         run.on_chain_end(output)
 
     async def _aclose_run(self, index: int, run: Any) -> None:
-        output = self.outputs[index]
-        error = self.hook_errors.get(index)
-        if error is not None or isinstance(output, AutoDemoError):
-            await run.on_chain_error(error or output)
+        error, output, view = self._closing(index)
+        if error is not None:
+            await run.on_chain_error(error)
             return
-        if self._runner.traces_isolated:
-            inputs, outputs, metadata = self._item_view(index)
+        if view is not None:
+            inputs, outputs, metadata = view
             child = run.get_child()
             child.add_metadata(metadata, inherit=False)
-            view = await child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN)
-            await view.on_chain_end(outputs)
+            started = await child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN)
+            await started.on_chain_end(outputs)
         _record_item(run, self.engine.results.get(index))
         await run.on_chain_end(output)
 
