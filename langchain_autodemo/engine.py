@@ -287,6 +287,8 @@ class _Candidate:
     target: int
     exact: bool
     realigned: bool
+    confidence: float | None = None
+    """The probability the model gave the item's final answer (``None``: no log-probs)."""
 
     @property
     def own(self) -> bool:
@@ -347,7 +349,6 @@ class CallSession:
         self._chars = 0
         self._text: list[str] = []  # the completion as streamed (the model's text only)
         self._logprobs: list[tuple[int, int, float]] = []  # (start, end, logprob) per token
-        self._confidence: dict[int, float | None] = {}  # id(ParsedItem) -> its confidence
         self._thought_chunks = 0  # chunks that carried reasoning (see reasoning_of)
         self._thought_chars = 0
         self._reported_reasoning = 0
@@ -508,7 +509,7 @@ class CallSession:
                 position=self._slot[position],
                 call_items=len(self._indices),
                 realigned=chosen.realigned,
-                confidence=self._confidence.get(id(chosen.item)),
+                confidence=chosen.confidence,
             )
         return CallReport(accepted, failures, usage, error, None if stop == "complete" else stop)
 
@@ -524,12 +525,12 @@ class CallSession:
     def _take(self, items: list[ParsedItem]) -> list[int]:
         new: list[int] = []
         for item in items:
-            if self._logprobs:
-                self._confidence[id(item)] = self._answer_confidence(item)
             candidate = self._candidate(item)
             if candidate is None:
                 self._idle += 1
                 continue
+            if self._logprobs:  # read now: the answer's tokens are all in
+                candidate = replace(candidate, confidence=self._answer_confidence(item))
             self._candidates.append(candidate)
             target = candidate.target
             if candidate.own:
