@@ -26,6 +26,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
+from langchain_autodemo._validation import require_positive_int
 from langchain_autodemo.alignment import (
     EchoMatcher,
     comparison_key,
@@ -38,6 +39,7 @@ from langchain_autodemo.errors import (
     UNPARSED_ANSWER,
     AutoDemoError,
     AutoDemoItemError,
+    ConfigurationError,
     Rejection,
     call_failure,
     model_call_error,
@@ -57,7 +59,6 @@ from langchain_autodemo.planning import (
     split_by_token_budget,
 )
 from langchain_autodemo.prompts import (
-    DEFAULT_HEAD_WORDS,
     Mode,
     Restate,
     build_batch_messages,
@@ -66,6 +67,7 @@ from langchain_autodemo.prompts import (
     holds_placeholder,
     one_line,
 )
+from langchain_autodemo.settings import Settings
 from langchain_autodemo.usage import CallUsage
 
 __all__ = [
@@ -113,18 +115,12 @@ _FINISH_KEYS = ("finish_reason", "stop_reason", "done_reason", "stopReason", "fi
 
 
 @dataclass(frozen=True)
-class EngineSettings:
-    """Everything that decides what a packed ``batch()`` asks and accepts (frozen)."""
+class EngineSettings(Settings):
+    """Everything that decides what a packed ``batch()`` asks and accepts (frozen): the
+    answer-shaping :class:`~langchain_autodemo.settings.Settings`, plus how the engine
+    reads, bounds and recovers calls (fields checked when made, as the record's are)."""
 
-    mode: Mode = Mode.AUTO_DEMO
-    batch_size: int = 8
-    restate: Restate = Restate.FULL
-    """What ``auto_demo`` completions copy of each question (see :class:`Restate`)."""
-    head_words: int = DEFAULT_HEAD_WORDS
-    """Words of a ``head`` restatement."""
-    instructions: str | None = None
     markers: Markers = field(default_factory=Markers)
-    reasoning: bool = True
     max_attempts: int = 3
     max_output_tokens: int | None = None
     answer_tokens: int = 256
@@ -137,19 +133,29 @@ class EngineSettings:
     """Distrust the last open item of a message stream that ends without a finish reason
     (cut before the provider's final chunk). Turn off only for a model that never
     reports one, such as langchain-core's ``GenericFakeChatModel``."""
-    reask_with_answered: bool = False
-    """Re-ask a garbled call's remaining items after the items that call did answer,
-    shown as solved demonstrations (the completion "continues" from them instead of
-    starting over). Off by default: adopted only where it measures better."""
     answer_format: str | None = None
     """The form of each final answer, said in the packed layout (a structured output's
     "one JSON object on one line"); ``None``: free text."""
-    escalate: float = 0.0
-    """Selective escalation: the share of each packed call's answers, least confident
-    first, asked again alone (single mode, the same context); 0 turns it off (see
-    :func:`~langchain_autodemo.planning.escalation_picks`)."""
-    escalate_below: float | None = None
-    """Also escalate every packed answer whose confidence is below this."""
+    format_hint: str | None = None
+    """An output parser's description of an answer's form, said after the instructions."""
+
+    @property
+    def asked_instructions(self) -> str | None:
+        """The instructions as every call says them: the given ones, then the format hint."""
+        if not self.format_hint:
+            return self.instructions
+        return f"{self.instructions or ''}\n\nEach final answer: {self.format_hint}".strip()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_positive_int("max_attempts", self.max_attempts)
+        if self.max_output_tokens is not None:
+            require_positive_int("max_output_tokens", self.max_output_tokens)
+        for name in ("retry_initial_delay", "retry_max_delay"):
+            delay = getattr(self, name)
+            if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+                raise ConfigurationError(f"{name} must be a number >= 0, got {delay!r}")
+            object.__setattr__(self, name, float(delay))
 
 
 @dataclass(frozen=True)
@@ -1176,7 +1182,7 @@ class Engine:
         if settings.mode is Mode.SINGLE or escalation:
             messages = build_single_messages(
                 questions[0],
-                instructions=settings.instructions,
+                instructions=settings.asked_instructions,
                 reasoning=settings.reasoning,
                 demonstrations=plan.demonstrations,
                 context=plan.context,
@@ -1188,7 +1194,7 @@ class Engine:
             messages = build_batch_messages(
                 questions,
                 mode=settings.mode,
-                instructions=settings.instructions,
+                instructions=settings.asked_instructions,
                 markers=settings.markers,
                 reasoning=settings.reasoning,
                 demonstrations=plan.demonstrations,

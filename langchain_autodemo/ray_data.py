@@ -62,6 +62,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.settings import Settings, TunedConfig
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -107,28 +108,23 @@ EMBEDDING_COLUMN = "_autodemo_embedding"
 _STAGING = "_staging-"
 
 
-@dataclass(frozen=True)
-class RayJobConfig:
-    """What each worker builds its runner from: plain, picklable values.
+@dataclass(frozen=True, kw_only=True)
+class RayJobConfig(Settings):
+    """What each worker builds its runner from: plain, picklable values — the settings
+    record (:class:`~langchain_autodemo.settings.Settings`) and the job's own fields.
 
     ``model`` is a model spec as :mod:`langchain_autodemo.models` reads it (``fake:``,
     ``openai-compatible:URL#MODEL``, ``openai:MODEL``, ...); ``config`` a tuned
-    configuration file (``autodemo tune``) whose mode, batch size, reasoning,
-    instructions and exemplars replace those fields (its similarity grouping is done
-    across the dataset by :func:`group_by_similarity`, not per worker).
+    configuration file (``autodemo tune``) whose settings replace the record's (its
+    similarity grouping is done across the dataset by :func:`group_by_similarity`, not
+    per worker).
     """
 
+    instructions: str | None = "Answer each question accurately."
+    """The record's, with the job's default (a worker always says what the task is)."""
     model: str | None = None
     id_column: str = "id"
     input_column: str = "question"
-    instructions: str = "Answer each question accurately."
-    mode: str = "auto_demo"
-    batch_size: int = 8
-    reasoning: bool = True
-    restate: str = "full"
-    demonstrations: tuple[tuple[str, str], ...] = ()
-    escalate: float = 0.0
-    """Selective escalation share (see :class:`~langchain_autodemo.AutoDemoBatchRunnable`)."""
     config: str | None = None
     max_tokens: int | None = None
     max_concurrency: int = 4
@@ -239,8 +235,8 @@ def _plain(value: Any) -> Any:
 
 def _open_runner(config: RayJobConfig, stack: ExitStack) -> tuple[Any, str]:
     """The worker's runner, from the model spec and (optionally) a tuned config file."""
-    from langchain_autodemo import AutoDemoBatchRunnable
     from langchain_autodemo.models import open_model
+    from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
     opened = stack.enter_context(open_model(config.model, max_tokens=config.max_tokens))
     common: dict[str, Any] = {
@@ -250,23 +246,9 @@ def _open_runner(config: RayJobConfig, stack: ExitStack) -> tuple[Any, str]:
         "retry_max_delay": config.retry_max_delay,
         **dict(config.runner_options),
     }
-    if config.config is not None:
-        # The grouping is done across the dataset (group_by_similarity): no selector here.
-        runner = AutoDemoBatchRunnable.from_config(
-            config.config, opened.llm, selector=None, **common
-        )
-    else:
-        runner = AutoDemoBatchRunnable(
-            opened.llm,
-            instructions=config.instructions,
-            batch_size=config.batch_size,
-            mode=config.mode,
-            reasoning=config.reasoning,
-            restate=config.restate,
-            demonstrations=config.demonstrations,
-            escalate=config.escalate,
-            **common,
-        )
+    # The grouping is done across the dataset (group_by_similarity): no selector here.
+    settings = TunedConfig.read(config.config) if config.config is not None else config
+    runner = AutoDemoBatchRunnable.from_settings(opened.llm, settings, selector=None, **common)
     return runner, opened.description
 
 

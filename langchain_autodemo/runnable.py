@@ -58,7 +58,6 @@ from pydantic import BaseModel, RootModel, create_model
 from langchain_autodemo._validation import (
     require_max_concurrency,
     require_positive_int,
-    require_share,
     require_timeout,
 )
 from langchain_autodemo.alignment import comparison_key
@@ -94,6 +93,7 @@ from langchain_autodemo.prompts import (
     final_answer_only,
     split_chat,
 )
+from langchain_autodemo.settings import Settings, TunedConfig, settings_of
 from langchain_autodemo.usage import UsageStats, active_trackers
 
 if TYPE_CHECKING:
@@ -101,7 +101,6 @@ if TYPE_CHECKING:
 
     from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
     from langchain_autodemo.coalescing import MicroBatcher
-    from langchain_autodemo.tuning import TunedConfig
 
 __all__ = [
     "AutoDemoBatchRunnable",
@@ -256,80 +255,57 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
     ) -> None:
         if not isinstance(llm, Runnable):
             raise TypeError(f"llm must be a LangChain chat model or Runnable, got {type(llm)!r}")
-        batch_size = require_positive_int("batch_size", batch_size)
-        max_attempts = require_positive_int("max_attempts", max_attempts)
-        if max_output_tokens is not None:
-            max_output_tokens = require_positive_int("max_output_tokens", max_output_tokens)
-        try:
-            mode = Mode(mode)
-        except ValueError:
-            choices = ", ".join(m.value for m in Mode)
-            raise ConfigurationError(f"unknown mode {mode!r}; choose one of: {choices}") from None
-        try:
-            restate = Restate(restate)
-        except ValueError:
-            choices = ", ".join(r.value for r in Restate)
-            raise ConfigurationError(
-                f"unknown restate {restate!r}; choose one of: {choices}"
-            ) from None
-        head_words = require_positive_int("head_words", head_words)
-        for name_, delay in (
-            ("retry_initial_delay", retry_initial_delay),
-            ("retry_max_delay", retry_max_delay),
-        ):
-            if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-                raise ConfigurationError(f"{name_} must be a number >= 0, got {delay!r}")
+        if max_output_tokens is not None:  # checked before the model's own limit stands in
+            require_positive_int("max_output_tokens", max_output_tokens)
         require_timeout("call_timeout", call_timeout)
         require_timeout("stall_timeout", stall_timeout)
-        escalate = require_share("escalate", escalate)
-        if escalate_below is not None:
-            escalate_below = require_share("escalate_below", escalate_below)
         if isinstance(input_template, str):
             template_fields(input_template)  # refuse "{0}" or "{a.b}" now, not per item
         if selector is not None and not isinstance(selector, BatchSelector):
             raise TypeError("selector must be a BatchSelector such as SimilarityBatchSelector")
         parse_value, format_hint, answer_format = _value_parser(output_parser)
-        if format_hint:
-            instructions = f"{instructions or ''}\n\nEach final answer: {format_hint}".strip()
+        model_limit = getattr(llm, "max_tokens", None)
+        # Every setting is checked once, by the record (Settings and EngineSettings).
+        given: dict[str, Any] = {  # as the caller wrote them: the record normalises
+            "mode": mode,
+            "restate": restate,
+            "demonstrations": demonstrations,
+        }
+        self._settings = EngineSettings(
+            **given,
+            batch_size=batch_size,
+            reasoning=reasoning,
+            instructions=instructions,
+            escalate=escalate,
+            escalate_below=escalate_below,
+            head_words=head_words,
+            reask_with_answered=reask_with_answered,
+            markers=markers or Markers(),
+            max_attempts=max_attempts,
+            max_output_tokens=max_output_tokens
+            or (model_limit if isinstance(model_limit, int) else None),
+            answer_tokens=answer_tokens or (256 if reasoning is not False else 32),
+            parse_value=parse_value,
+            retry_initial_delay=retry_initial_delay,
+            retry_max_delay=retry_max_delay,
+            require_finish_reason=(
+                not _never_reports_finish(llm)
+                if require_finish_reason is None
+                else require_finish_reason
+            ),
+            answer_format=answer_format,
+            format_hint=format_hint,
+        )
         self.llm = llm
         self.input_template = input_template
         self.output_parser = output_parser
         self.selector = selector
-        checked = _checked_demonstrations(demonstrations)
-        # The terse layout answers with the final answer alone: so do its examples.
-        self.demonstrations = checked if reasoning else final_answer_only(checked)
         self.include_details = include_details
         self.name = name
         self.call_timeout = None if call_timeout is None else float(call_timeout)
         self.stall_timeout = None if stall_timeout is None else float(stall_timeout)
         self._isolate_traces = False
         self._call_callbacks: tuple[BaseCallbackHandler, ...] = ()
-        model_limit = getattr(llm, "max_tokens", None)
-        self._settings = EngineSettings(
-            mode=mode,
-            batch_size=batch_size,
-            restate=restate,
-            head_words=head_words,
-            instructions=instructions,
-            markers=markers or Markers(),
-            reasoning=reasoning,
-            max_attempts=max_attempts,
-            max_output_tokens=max_output_tokens
-            or (model_limit if isinstance(model_limit, int) else None),
-            answer_tokens=answer_tokens or (256 if reasoning else 32),
-            parse_value=parse_value,
-            retry_initial_delay=float(retry_initial_delay),
-            retry_max_delay=float(retry_max_delay),
-            require_finish_reason=(
-                not _never_reports_finish(llm)
-                if require_finish_reason is None
-                else require_finish_reason
-            ),
-            reask_with_answered=reask_with_answered,
-            escalate=escalate,
-            escalate_below=escalate_below,
-            answer_format=answer_format,
-        )
         self._confidence = confidence
         self._logprob_model: Runnable[Any, Any] | None = None
 
@@ -341,8 +317,9 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         :meth:`with_settings` that escalates asks for them too."""
         settings = self._settings
         wants = self._confidence
-        if wants is None:
-            wants = bool(settings.escalate or settings.escalate_below is not None)
+        if wants is None:  # single calls are never escalated
+            escalating = settings.escalate > 0 or settings.escalate_below is not None
+            wants = escalating and settings.mode is not Mode.SINGLE
         if not wants:
             return self.llm
         if self._logprob_model is None:
@@ -365,7 +342,44 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
 
     @property
     def instructions(self) -> str | None:
-        return self._settings.instructions
+        """The instructions as asked (a structured output's format hint included)."""
+        return self._settings.asked_instructions
+
+    @property
+    def demonstrations(self) -> tuple[Demonstration, ...]:
+        """The shared exemplars as shown: the terse layout answers with the final answer
+        alone, and so do its examples."""
+        shown = self._settings.demonstrations
+        return shown if self._settings.reasoning else final_answer_only(shown)
+
+    @classmethod
+    def from_settings(
+        cls,
+        llm: Runnable[Any, Any],
+        settings: Settings,
+        *,
+        embeddings: Any = None,
+        **overrides: Any,
+    ) -> AutoDemoBatchRunnable:
+        """A runner built from a settings record (any :class:`~langchain_autodemo.settings.
+        Settings`: a ``TunedConfig``, a job's options); keyword arguments of the constructor
+        override it. A ``"similarity"`` grouping gets a ``SimilarityBatchSelector`` on
+        ``embeddings`` (default: the package's offline embeddings) unless ``selector`` is
+        given."""
+        record = settings_of(settings)
+        kwargs: dict[str, Any] = {
+            name: getattr(record, name) for name in record.field_names() if name != "grouping"
+        }
+        if record.grouping is not None and "selector" not in overrides:
+            from langchain_autodemo.selector import SimilarityBatchSelector
+
+            kwargs["selector"] = SimilarityBatchSelector(
+                embeddings=embeddings, grouping=record.grouping
+            )
+        runner = cls(llm, **{**kwargs, **overrides})
+        if record.grouping is not None and runner.selector is not None:
+            runner._settings = replace(runner._settings, grouping=record.grouping)
+        return runner
 
     @classmethod
     def from_config(
@@ -376,21 +390,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         embeddings: Any = None,
         **overrides: Any,
     ) -> AutoDemoBatchRunnable:
-        """A runner as ``autodemo tune`` chose it: mode, batch size, grouping, reasoning,
-        instructions and shared exemplars from the config file (or object); any keyword
-        argument of the constructor overrides it. ``embeddings`` serve a similarity
-        grouping (default: the package's offline embeddings)."""
-        from langchain_autodemo.tuning import TunedConfig
-
+        """A runner as ``autodemo tune`` chose it: :meth:`from_settings` on the config file
+        (or object) ``tuned.json`` holds."""
         if not isinstance(config, TunedConfig):
             config = TunedConfig.read(config)
-        kwargs = config.runner_kwargs()
-        if config.grouping == "similarity":
-            from langchain_autodemo.selector import SimilarityBatchSelector
-
-            kwargs["selector"] = SimilarityBatchSelector(embeddings=embeddings)
-        kwargs.update(overrides)
-        return cls(llm, **kwargs)
+        return cls.from_settings(llm, config, embeddings=embeddings, **overrides)
 
     # -- schemas ------------------------------------------------------------------------
 
@@ -1372,21 +1376,6 @@ def _refuse_non_text(index: int, message: BaseMessage, what: str = "the question
             f"{what} has non-text content ({', '.join(kinds)}) that packed calls cannot "
             "carry (the runner sends text only); ask it alone, of the model itself",
         )
-
-
-def _checked_demonstrations(demonstrations: Sequence[Any]) -> tuple[Demonstration, ...]:
-    checked = []
-    for i, pair in enumerate(demonstrations):
-        if (
-            not isinstance(pair, (tuple, list))
-            or len(pair) != 2
-            or not all(isinstance(part, str) and part.strip() for part in pair)
-        ):
-            raise ConfigurationError(
-                f"demonstrations[{i}] must be a (question, answer) pair of non-empty strings"
-            )
-        checked.append((pair[0], pair[1]))
-    return tuple(checked)
 
 
 def _never_reports_finish(llm: Any) -> bool:

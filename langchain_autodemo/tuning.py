@@ -25,9 +25,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
-
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from typing import Any
 
 from langchain_autodemo._validation import require_share
 from langchain_autodemo.audit import wilson_interval
@@ -44,6 +42,7 @@ from langchain_autodemo.evaluation.methods import Method, parse_method
 from langchain_autodemo.planning import escalation_picks, estimate_tokens
 from langchain_autodemo.pricing import Price
 from langchain_autodemo.prompts import DEFAULT_HEAD_WORDS, Mode, Restate
+from langchain_autodemo.settings import Settings, TunedConfig
 
 __all__ = [
     "Candidate",
@@ -58,169 +57,38 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class TunedConfig:
-    """A runner configuration, as ``autodemo tune`` writes it and runners load it."""
-
-    mode: str = "single"
-    batch_size: int = 1
-    grouping: str | None = None
-    """``None`` (inputs in order) or ``"similarity"`` (a ``SimilarityBatchSelector``)."""
-    reasoning: bool = True
-    instructions: str | None = None
-    demonstrations: tuple[tuple[str, str], ...] = ()
-    restate: str = "full"
-    """What ``auto_demo`` restates of each question: ``"full"`` or ``"head"``."""
-    escalate: float = 0.0
-    """Selective escalation: the share of each packed call's least confident answers
-    asked again alone (0: off)."""
-    tuned_on: dict[str, Any] = field(default_factory=dict, compare=False)
-    """What the choice rests on: dataset, items, model, accuracy and cost against single."""
-
-    @property
-    def method(self) -> str:
-        return self.mode + (f"+{self.grouping}" if self.grouping else "")
-
-    def runner_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :class:`~langchain_autodemo.AutoDemoBatchRunnable`
-        (the similarity selector is built by ``from_config``, which owns the embeddings)."""
-        return {
-            "mode": self.mode,
-            "batch_size": self.batch_size,
-            "reasoning": self.reasoning,
-            "restate": self.restate,
-            "instructions": self.instructions,
-            "demonstrations": self.demonstrations,
-            "escalate": self.escalate,
-        }
-
-    FORMAT: ClassVar[int] = 1
-    """Version of the file's layout, written as its ``format`` field; a file without one
-    (written before it was recorded) is version 1."""
-
-    def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        data = {"format": self.FORMAT, **asdict(self)}
-        data["demonstrations"] = [list(pair) for pair in self.demonstrations]
-        path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def read(cls, path: str | Path) -> TunedConfig:
-        """The configuration in ``path``, every field checked (:class:`_TunedConfigFile`).
-
-        The file may be hand-edited or come from elsewhere, and it decides how every
-        item is asked: a value of the wrong type is refused here, naming the file and
-        the field, rather than coerced (``"false"`` is not ``False``) or failing later,
-        after a run recorded it.
-        """
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-            data = json.loads(text)
-        except (OSError, ValueError) as exc:
-            raise ConfigurationError(f"cannot read the config {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigurationError(f"{path}: expected a JSON object")
-        try:  # from the JSON text: strict mode takes JSON arrays for the pairs
-            checked = _TunedConfigFile.model_validate_json(text)
-        except ValidationError as exc:
-            raise ConfigurationError(f"{path}: {_field_errors(exc)}") from None
-        fields = checked.model_dump(exclude={"format"})
-        fields["demonstrations"] = tuple(tuple(pair) for pair in checked.demonstrations)
-        return cls(**fields)
-
-
-_Text = Annotated[str, StringConstraints(min_length=1)]
-
-
-class _TunedConfigFile(BaseModel):
-    """The layout of ``tuned.json`` (format 1), strictly typed: JSON booleans for
-    booleans, integers for integers, strings for text, nothing coerced."""
-
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    format: Literal[1] = 1
-    mode: Literal["single", "batch", "auto_demo"]
-    batch_size: Annotated[int, Field(ge=1)] = 1
-    grouping: Literal["similarity"] | None = None
-    reasoning: bool = True
-    instructions: str | None = None
-    demonstrations: list[tuple[_Text, _Text]] = []
-    restate: Literal["full", "head"] = "full"
-    escalate: Annotated[float, Field(ge=0, le=1)] = 0.0
-    tuned_on: dict[str, Any] = {}
-
-
-_FIELD_RULES = {
-    "format": f"must be {TunedConfig.FORMAT} (a file of a newer autodemo?)",
-    "mode": "must be one of " + ", ".join(repr(m.value) for m in Mode),
-    "batch_size": "must be a positive integer",
-    "grouping": "must be null or 'similarity'",
-    "reasoning": "must be true or false (a JSON boolean)",
-    "instructions": "must be a string or null",
-    "demonstrations": "must be a list of [question, answer] pairs of non-empty strings",
-    "restate": "must be 'full' or 'head'",
-    "escalate": "must be a number from 0 to 1",
-    "tuned_on": "must be a JSON object",
-}
-
-
-def _field_errors(error: ValidationError) -> str:
-    """One phrase per bad field, naming it (``demonstrations[2]`` for one pair)."""
-    known = ", ".join(sorted(_TunedConfigFile.model_fields))
-    phrases: dict[str, str] = {}
-    for problem in error.errors():
-        location = problem["loc"]
-        name = str(location[0]) if location else "?"
-        pair = name == "demonstrations" and len(location) > 1
-        where = f"{name}[{location[1]}]" if pair else name
-        if problem["type"] == "missing":
-            rule = "is required"
-        elif problem["type"] == "extra_forbidden":
-            rule = f"is not a known field; known: {known}"
-        elif pair:
-            rule = "must be a [question, answer] pair of non-empty strings"
-        else:
-            rule = f"{_FIELD_RULES.get(name, problem['msg'])}, got {problem['input']!r:.60}"
-        phrases.setdefault(where, f"{where} {rule}")
-    return "; ".join(phrases.values())
-
-
-@dataclass(frozen=True)
 class Candidate:
+    """One configuration of the search: a method (mode and grouping) and the settings
+    record it is asked with (batch size, reasoning, restatement, escalation)."""
+
     method: Method
-    batch_size: int
-    reasoning: bool
-    restate: Restate = Restate.FULL
-    """Only ``auto_demo`` restates; other modes keep ``FULL``."""
-    escalate: float = 0.0
-    """The share of each packed call's least confident answers asked again alone."""
+    settings: Settings
 
     @property
     def label(self) -> str:
-        size = "" if self.method.mode is Mode.SINGLE else f" N={self.batch_size}"
-        head = " head" if self.restate is Restate.HEAD else ""
-        escalation = f" esc={self.escalate:g}" if self.escalate else ""
-        terse = "" if self.reasoning else " terse"
+        s = self.settings
+        size = "" if self.method.mode is Mode.SINGLE else f" N={s.batch_size}"
+        head = " head" if s.restate is Restate.HEAD else ""
+        escalation = f" esc={s.escalate:g}" if s.escalate else ""
+        terse = "" if s.reasoning else " terse"
         return f"{self.method.name}{size}{head}{terse}{escalation}"
 
     @property
     def packed(self) -> Candidate:
         """The same configuration without escalation (what is asked of the model)."""
-        return replace(self, escalate=0.0)
+        return replace(self, settings=self.settings.replace(escalate=0.0))
 
     def config(
         self, instructions: str | None, demonstrations: Sequence[tuple[str, str]]
     ) -> TunedConfig:
-        return TunedConfig(
-            mode=self.method.mode.value,
-            batch_size=self.batch_size,
-            grouping=self.method.grouping,
-            reasoning=self.reasoning,
-            restate=self.restate.value,
-            escalate=self.escalate,
-            instructions=instructions,
-            demonstrations=tuple(demonstrations),
-        )
+        fields = self.settings.replace(instructions=instructions, demonstrations=demonstrations)
+        return TunedConfig(**{name: getattr(fields, name) for name in Settings.field_names()})
+
+
+def _candidate(method: Method, **fields: Any) -> Candidate:
+    """A candidate of ``method``: its mode and grouping in the record too."""
+    grouping: Any = method.grouping  # the record refuses a grouping it cannot build
+    return Candidate(method, Settings(mode=method.mode, grouping=grouping, **fields))
 
 
 def candidates(
@@ -244,7 +112,12 @@ def candidates(
             for reasons in reasoning:
                 for copy in dict.fromkeys(copies):
                     for share in dict.fromkeys(shares):
-                        found.append(Candidate(method, size, reasons, copy, share))
+                        found.append(
+                            _candidate(
+                                method, batch_size=size, reasoning=reasons, restate=copy,
+                                escalate=share,
+                            )
+                        )  # fmt: skip
     return found
 
 
@@ -252,19 +125,19 @@ def estimated_tokens_per_item(
     candidate: Candidate, question_tokens: float, prefix_tokens: float, price: Price
 ) -> float:
     """A cost proxy (USD-weighted tokens per item) that orders the search cheapest first."""
-    answer = 120.0 if candidate.reasoning else 6.0
+    answer = 120.0 if candidate.settings.reasoning else 6.0
     restate = 0.0
     if candidate.method.mode is Mode.AUTO_DEMO:
         # a head is about 4/3 tokens a word, never more than the question
         head = min(question_tokens, DEFAULT_HEAD_WORDS * 4 / 3)
-        restate = head if candidate.restate is Restate.HEAD else question_tokens
-    size = candidate.batch_size
+        restate = head if candidate.settings.restate is Restate.HEAD else question_tokens
+    size = candidate.settings.batch_size
     input_tokens = prefix_tokens / size + question_tokens + 60 / size
     output_tokens = answer + restate + 4
     packed = input_tokens * price.input + output_tokens * price.output
     # an escalated item is also asked alone: its whole prompt and its answer again
     alone = (prefix_tokens + question_tokens + 60) * price.input + (answer + 4) * price.output
-    return packed + candidate.escalate * alone
+    return packed + candidate.settings.escalate * alone
 
 
 @dataclass
@@ -663,11 +536,11 @@ def tune(
     used: dict[tuple[str, int, int], MethodResult] = {}  # what this search asked the model
 
     def measure(candidate: Candidate, start: int, stop: int) -> MethodResult:
-        if candidate.escalate:  # replayed on the packed measurement and single's answers
+        if candidate.settings.escalate:  # replayed on the packed measurement and single's answers
             return with_escalation(
                 measure(candidate.packed, start, stop),
                 measure(reference, start, stop),
-                candidate.escalate,
+                candidate.settings.escalate,
             )
         key = (candidate.label, start, stop)
         if key in log:
@@ -677,9 +550,9 @@ def tune(
         selector = candidate.method.selector(embeddings=embeddings)
         # confidences are recorded for every packed measurement: escalation replays on them
         result = run_method(
-            llm, part, candidate.method, candidate.batch_size, selector=selector,
-            max_concurrency=max_concurrency, reasoning=candidate.reasoning,
-            demonstrations=demonstrations, restate=candidate.restate.value,
+            llm, part, candidate.method, candidate.settings.batch_size, selector=selector,
+            max_concurrency=max_concurrency,
+            settings=candidate.settings.replace(demonstrations=demonstrations),
             confidence=candidate.method.batched, runner_options=runner_options,
         )  # fmt: skip
         log[key] = used[key] = result
@@ -690,7 +563,9 @@ def tune(
     # The reference is single as the search would run it: with reasoning unless every
     # candidate leaves it out (a terse search is measured against a terse single, which is
     # the cheaper and, on label tasks, the usual baseline).
-    reference = Candidate(Method(Mode.SINGLE), 1, any(c.reasoning for c in space))
+    reference = _candidate(
+        Method(Mode.SINGLE), batch_size=1, reasoning=any(c.settings.reasoning for c in space)
+    )
     single: MethodResult | None = None
     for start, stop in slices:
         single = merge_results(single, measure(reference, start, stop))
@@ -699,7 +574,8 @@ def tune(
     prefix = sum(estimate_tokens(q) + estimate_tokens(a) for q, a in demonstrations)
     ordered = sorted(space, key=lambda c: estimated_tokens_per_item(c, question, prefix, price))
     rows = [
-        Row(c.label, c.config(task.instructions_for(c.reasoning), demonstrations)) for c in ordered
+        Row(c.label, c.config(task.instructions_for(c.settings.reasoning), demonstrations))
+        for c in ordered
     ]
     passed_estimate: float | None = None
     for candidate, row in zip(ordered, rows, strict=True):
@@ -718,7 +594,11 @@ def tune(
                 row.status = f"dropped after round {round_number} ({difference * 100:+.0f} pts)"
                 break
         reached = max((r.call_items or 0 for r in row.result.items), default=0) if row.result else 0
-        if row.status == "passed" and candidate.method.batched and reached < candidate.batch_size:
+        if (
+            row.status == "passed"
+            and candidate.method.batched
+            and reached < candidate.settings.batch_size
+        ):
             # its calls never held that many items: a batch size measured on smaller calls
             # is not what it says (a sample too small, or every call split by the budget)
             row.status = f"not reached: its calls held at most {reached} items"
@@ -729,11 +609,11 @@ def tune(
             elif passed_estimate is None:
                 passed_estimate = estimate
     for candidate, row in zip(ordered, rows, strict=True):
-        if row.result is not None and not candidate.escalate and candidate.method.batched:
+        if row.result is not None and not candidate.settings.escalate and candidate.method.batched:
             row.confidence = _escalation_evidence(row.result, single, tolerance, price)
-    single_row = Row(reference.label,
-                     reference.config(task.instructions_for(reference.reasoning), demonstrations),
-                     single, "reference")  # fmt: skip
+    instructions = task.instructions_for(reference.settings.reasoning)
+    single_row = Row(reference.label, reference.config(instructions, demonstrations), single,
+                     "reference")  # fmt: skip
     finalists = [r for r in rows if r.status == "passed" and r.result is not None]
     single_cost = single.usd_per_1k_items(price, cached=True)
 
@@ -770,7 +650,7 @@ def tune(
             "price_model": price_model,
         },
     )
-    largest = max((c.batch_size for c in space if c.method.batched), default=1)
+    largest = max((c.settings.batch_size for c in space if c.method.batched), default=1)
     notes = []
     if len(dataset) < 4 * largest:
         notes.append(

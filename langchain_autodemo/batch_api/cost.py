@@ -55,7 +55,7 @@ class CostReport:
         prompts = [
             build_single_messages(
                 text,
-                instructions=settings.instructions,
+                instructions=settings.asked_instructions,
                 reasoning=settings.reasoning,
                 demonstrations=job.runner.demonstrations,
             )

@@ -212,7 +212,7 @@ class BatchApiJob:
                     "contexts": [messages_to_dict(list(p.context)) for p in self._planned.batches],
                     "mode": settings.mode.value,
                     "batch_size": settings.batch_size,
-                    "instructions": settings.instructions,
+                    "instructions": settings.asked_instructions,
                     "markers": repr(settings.markers),
                     "reasoning": settings.reasoning,
                     "max_attempts": settings.max_attempts,

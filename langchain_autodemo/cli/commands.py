@@ -14,12 +14,13 @@ from typer.core import DEFAULT_MARKUP_MODE
 
 from langchain_autodemo.cli.common import echo, fail, prepare_host, user_errors
 from langchain_autodemo.cli.evaluate import EvalOptions, evaluate
-from langchain_autodemo.cli.run import RunOptions
+from langchain_autodemo.cli.run import DEFAULT_INSTRUCTIONS, RunOptions
 from langchain_autodemo.cli.run import run as run_items
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.methods import DEFAULT_METHODS
 from langchain_autodemo.models import SPEC_FORMS, open_model, parse_model_spec
 from langchain_autodemo.prompts import Mode
+from langchain_autodemo.settings import Settings
 
 __all__ = ["app"]
 
@@ -121,10 +122,10 @@ def run(
             "OUTPUT.meta.json.",
         ),
     ],
-    instructions: InstructionsOption = RunOptions.instructions,
+    instructions: InstructionsOption = DEFAULT_INSTRUCTIONS,
     model: ModelOption = None,
-    batch_size: BatchSizeOption = RunOptions.batch_size,
-    mode: ModeOption = RunOptions.mode,
+    batch_size: BatchSizeOption = Settings.batch_size,
+    mode: ModeOption = Settings.mode,
     select: Annotated[
         str | None,
         typer.Option(help="similarity: put similar questions in the same call (or neighbors)."),
@@ -141,8 +142,8 @@ def run(
     answer_field: Annotated[
         str, typer.Option(help="Output field for the answer.")
     ] = RunOptions.answer_field,
-    reasoning: ReasoningOption = RunOptions.reasoning,
-    restate: RestateOption = RunOptions.restate,
+    reasoning: ReasoningOption = Settings.reasoning,
+    restate: RestateOption = Settings.restate.value,
     retry_errors: Annotated[
         bool, typer.Option(help="On resume, ask again the items that ended in an error.")
     ] = False,
@@ -172,7 +173,7 @@ def run(
             "the run falls back to single calls.",
         ),
     ] = None,
-    escalate: EscalateOption = RunOptions.escalate,
+    escalate: EscalateOption = Settings.escalate,
     prompt: PromptOption = None,
     config: Annotated[
         Path | None,
@@ -270,7 +271,7 @@ def eval_(
         typer.Option(min=1, help="Training items the model answers to fill the +bootstrap pool."),
     ] = EvalOptions.bootstrap_size,
     reasoning: ReasoningOption = EvalOptions.reasoning,
-    restate: RestateOption = EvalOptions.restate,
+    restate: RestateOption = EvalOptions.restate.value,
     bootstrap_store: Annotated[
         Path | None,
         typer.Option(help="Folder keeping bootstrap pools (default: the per-user cache)."),

@@ -11,18 +11,24 @@ from typing import Any
 
 import typer
 
-from langchain_autodemo._validation import require_share
 from langchain_autodemo.cli.common import echo
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.methods import DEFAULT_METHODS, parse_batch_sizes, parse_methods
 from langchain_autodemo.models import open_model, parse_model_spec
+from langchain_autodemo.settings import Settings
 
 __all__ = ["EvalOptions", "evaluate"]
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """What ``autodemo eval`` was asked to do (the command's flags, checked by :func:`evaluate`)."""
+@dataclass(frozen=True, kw_only=True)
+class EvalOptions(Settings):
+    """What ``autodemo eval`` was asked to do (the command's flags, checked by :func:`evaluate`).
+
+    Its :class:`~langchain_autodemo.settings.Settings` are what every method is asked
+    with (``reasoning``, ``restate``, ``escalate``, ``reask_with_answered``, ...); each
+    method x batch size sets the mode, batch size and grouping, the dataset's task the
+    instructions, and ``shots`` the demonstrations.
+    """
 
     dataset: str = "gsm8k"
     methods: str = DEFAULT_METHODS
@@ -42,26 +48,16 @@ class EvalOptions:
     """Folder keeping bootstrap pools (default: the per-user cache)."""
     plots: bool = True
     progress: bool = True
-    reasoning: bool = True
-    """Ask for reasoning before each final answer (``False``: the final answer only; the
-    ``+bootstrap`` methods need it, their demonstrations are reasoned answers)."""
-    reask_with_answered: bool = False
-    """Re-ask a garbled call's items after the ones it answered (shown as demonstrations)."""
     resume: bool = False
     """Keep the results already in ``out`` and run only the missing method x batch size."""
     rerun: bool = False
     """With ``resume``: run the chosen method x batch size pairs again, replacing their rows."""
     shots: int = 0
     """Solved training exemplars shown before every call of every method (k-shot)."""
-    restate: str = "full"
-    """What ``auto_demo`` methods copy of each question: ``full`` or ``head``."""
     prices: Path | None = None
     """A JSON price table overriding the built-in one (see :mod:`langchain_autodemo.pricing`)."""
     price_model: str = "gpt-4o-mini"
     """Whose prices (and caching rules) the report's USD columns use."""
-    escalate: float = 0.0
-    """Selective escalation: the share of each packed call's least confident answers asked
-    again alone (0: off)."""
     prompt: Path | None = None
     """Your ChatPromptTemplate (``langchain_core.load.dumpd`` JSON); ``dataset`` is then a
     JSONL file whose records fill its variables."""
@@ -186,7 +182,6 @@ def evaluate(options: EvalOptions) -> None:
         prompt_digest = hashlib.sha256(options.prompt.read_bytes()).hexdigest()[:16]
     else:
         data = load_dataset(options.dataset, limit=options.limit or None, task=options.task)
-    require_share("--escalate", options.escalate)
     if options.shots < 0:
         raise ConfigurationError(f"--shots must be >= 0, got {options.shots}")
     exemplars = shot_exemplars(data, options.shots)
@@ -203,7 +198,7 @@ def evaluate(options: EvalOptions) -> None:
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # noqa: UP017
         "reask_with_answered": options.reask_with_answered,
         "reasoning": options.reasoning,
-        "restate": options.restate,
+        "restate": options.restate.value,
         "escalate": options.escalate,
         "prompt": prompt_digest,
         "shots": options.shots,
@@ -254,9 +249,7 @@ def evaluate(options: EvalOptions) -> None:
                 on_result=progress.on_result,
                 on_bootstrap_start=progress.on_bootstrap_start,
                 on_bootstrap=progress.on_bootstrap, done=kept,
-                reask_with_answered=options.reask_with_answered,
-                reasoning=options.reasoning, demonstrations=exemplars, restate=options.restate,
-                escalate=options.escalate,
+                settings=options.replace(demonstrations=exemplars).settings,
             )  # fmt: skip
         except KeyboardInterrupt:
             progress.close()

@@ -215,17 +215,11 @@ class RayAnswering:
         job, options, ray_options = self.job, self.job.options, self.ray_options
         spec = job.spec
         config = ray_data.RayJobConfig(
+            **vars(options.settings),  # the record, as the online run would ask
             model=None if spec.kind == "default" else str(spec),
             id_column=LINE_KEY,
             input_column=TEXT_COLUMN,
             carry_columns=(RECORD_COLUMN,),
-            instructions=options.instructions,
-            mode=options.mode.value,
-            batch_size=options.batch_size,
-            reasoning=options.reasoning,
-            restate=options.restate,
-            demonstrations=tuple((q, a) for q, a in options.demonstrations),
-            escalate=options.escalate,
             max_tokens=options.max_tokens,
             max_concurrency=options.max_concurrency,
         )

@@ -55,6 +55,7 @@ from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.planning import estimate_message_tokens, estimate_tokens
 from langchain_autodemo.pricing import SharedPrefixes, prompt_text
 from langchain_autodemo.prompts import Mode
+from langchain_autodemo.settings import Settings, TunedConfig
 from langchain_autodemo.usage import CallUsage, UsageStats
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
 __all__ = [
+    "DEFAULT_INSTRUCTIONS",
     "SETUP_DEFAULTS",
     "Answering",
     "Item",
@@ -76,24 +78,24 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """What ``autodemo run`` was asked to do (the command's flags, checked by :func:`run`)."""
+DEFAULT_INSTRUCTIONS = "Answer each question accurately."
+"""What ``autodemo run`` says when neither ``--instructions`` nor a config does."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOptions(Settings):
+    """What ``autodemo run`` was asked to do (the command's flags, checked by :func:`run`):
+    the settings record that shapes the answers (:class:`~langchain_autodemo.settings.
+    Settings`, from the flags or ``--config``) and where the job reads and writes."""
 
     input: Path
     output: Path
-    instructions: str = "Answer each question accurately."
     model: str | None = None
-    batch_size: int = 8
-    mode: Mode = Mode.AUTO_DEMO
     select: str | None = None
     demo_pool: Path | None = None
     field: str = "question"
     template: str | None = None
     answer_field: str = "answer"
-    reasoning: bool = True
-    restate: str = "full"
-    """What ``auto_demo`` copies of each question: ``full`` or ``head``."""
     retry_errors: bool = False
     overwrite: bool = False
     sort: bool = True
@@ -108,17 +110,12 @@ class RunOptions:
     """Share of the items audited against single answers (:mod:`langchain_autodemo.audit`),
     with the fallback to single calls at the default ``min_agreement``; ``None``: off."""
     config: Path | None = None
-    """A configuration ``autodemo tune`` wrote (``tuned.json``): its mode, batch size,
-    grouping, reasoning, instructions and shared exemplars replace those options."""
-    demonstrations: tuple[tuple[str, str], ...] = ()
-    """Shared exemplars shown before every call (from ``config``)."""
+    """A configuration ``autodemo tune`` wrote (``tuned.json``): its settings replace those
+    options (a flag given explicitly wins)."""
     price_model: str = "gpt-4o-mini"
     """Whose list prices the summary's cost line uses."""
     prices: Path | None = None
     """A JSON price table overriding the built-in one."""
-    escalate: float = 0.0
-    """Selective escalation: the share of each packed call's least confident answers asked
-    again alone (0: off); the output records each answer's ``confidence``."""
     prompt: Path | None = None
     """A ``ChatPromptTemplate`` saved with ``langchain_core.load.dumpd``: each record's
     fields fill its variables and the runner is given the rendered prompt, as
@@ -143,17 +140,10 @@ class RunJob:
         """The runner both ways of answering use (online and ``--via batch-api``)."""
         from langchain_autodemo import AutoDemoBatchRunnable
 
-        options = self.options
-        return AutoDemoBatchRunnable(
+        return AutoDemoBatchRunnable.from_settings(
             llm,
-            instructions=options.instructions,
-            batch_size=options.batch_size,
-            mode=options.mode,
+            self.options,
             selector=self.selector,
-            reasoning=options.reasoning,
-            restate=options.restate,
-            demonstrations=options.demonstrations,
-            escalate=options.escalate,
             include_details=True,  # the output records each answer's confidence
         )
 
@@ -454,39 +444,28 @@ def with_config(options: RunOptions) -> RunOptions:
     wins over the file, with a notice saying so."""
     if options.config is None:
         return options
-    from langchain_autodemo.tuning import TunedConfig
-
     config = TunedConfig.read(options.config)
-    from_file: dict[str, Any] = {
-        "mode": Mode(config.mode),
-        "batch_size": config.batch_size,
-        "reasoning": config.reasoning,
-        "restate": config.restate,
-        "escalate": config.escalate,
-        "instructions": config.instructions or options.instructions,
-        "select": "similarity" if config.grouping == "similarity" else options.select,
-        "demonstrations": config.demonstrations,
-    }
-    defaults = RunOptions(input=options.input, output=options.output)
+    flag_defaults = {**Settings().as_dict(), "instructions": DEFAULT_INSTRUCTIONS}
+    from_file = config.settings.as_dict()
+    from_file["instructions"] = config.instructions or options.instructions
+    given = options.settings.as_dict()
     kept = {}
     for name, value in from_file.items():
-        given = getattr(options, name)
-        if given != getattr(defaults, name) and given != value:
-            kept[name] = given
-            shown = given.value if isinstance(given, Mode) else given
-            echo(f"Note: --{name.replace('_', '-')} {shown!r} overrides {options.config}'s "
-                 f"{name} ({value.value if isinstance(value, Mode) else value!r}).")  # fmt: skip
+        if given[name] != flag_defaults[name] and given[name] != value:
+            kept[name] = getattr(options, name)
+            echo(f"Note: --{name.replace('_', '-')} {given[name]!r} overrides "
+                 f"{options.config}'s {name} ({value!r}).")  # fmt: skip
+    select = config.grouping or options.select
     prompt = _tuned_prompt(options, config.tuned_on)
-    return replace(options, **{**from_file, **kept, "prompt": prompt})
+    return options.replace(**{**from_file, **kept, "select": select, "prompt": prompt})
 
 
 def _without_default_instructions(options: RunOptions) -> RunOptions:
     """With ``--prompt`` the user's system message is the task: the command's default
     instructions are not added to it (given ones, or a config's, still are), so the run
     asks exactly what ``prompt | runner`` asks in Python."""
-    defaults = RunOptions(input=options.input, output=options.output)
-    if options.prompt is not None and options.instructions == defaults.instructions:
-        return replace(options, instructions="")
+    if options.prompt is not None and options.instructions == DEFAULT_INSTRUCTIONS:
+        return options.replace(instructions="")
     return options
 
 
@@ -525,7 +504,7 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         "mode": options.mode.value,
         "batch_size": None if single else options.batch_size,  # single asks one at a time
         "reasoning": options.reasoning,
-        "restate": options.restate if options.mode is Mode.AUTO_DEMO else "full",
+        "restate": options.restate.value if options.mode is Mode.AUTO_DEMO else "full",
         "field": options.field if options.template is None else None,
         "template": options.template,
         "select": (options.select or "").strip().lower() or None,

@@ -21,16 +21,18 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_autodemo.errors import ConfigurationError, EvaluationError
+from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.errors import AutoDemoModelCallError, ConfigurationError, EvaluationError
 from langchain_autodemo.evaluation.datasets import Dataset, DatasetError
 from langchain_autodemo.markers import FINAL_ANSWER_PREFIX, Markers
 from langchain_autodemo.parser import CompletionScanner
-from langchain_autodemo.prompts import render_completion
+from langchain_autodemo.prompts import Mode, render_completion
+from langchain_autodemo.settings import Settings
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -59,32 +61,38 @@ def default_store() -> Path:
     return cache_root() / "bootstrap"
 
 
-@dataclass(frozen=True)
-class BootstrapSettings:
-    """How the pool is built.
+@dataclass(frozen=True, kw_only=True)
+class BootstrapSettings(Settings):
+    """How the pool is built: a settings record (``mode`` ``"auto_demo"`` packs
+    ``batch_size`` training items per call, the model's own Auto-Demo answers, about half
+    the calls' cost of ``"single"``, one call per item; reasoning always on: the pool's
+    demonstrations are reasoned answers) and the pool's own fields.
 
-    ``size`` training items are asked, ``mode`` ``"auto_demo"`` packs ``batch_size`` of
-    them per call (the model's own Auto-Demo answers; about half the calls' cost of
-    ``"single"``, one call per item). ``store`` is the persistent Chroma directory.
+    ``size`` training items are asked. ``store`` is the persistent Chroma directory.
     ``model`` names the model in the pool's key (default: derived from the chat model's
     class and model name); two different models must not share a key.
     """
 
     size: int = 64
-    mode: str = "auto_demo"
-    batch_size: int = 8
     store: Path = field(default_factory=default_store)
     model: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.size < 1:
             raise ConfigurationError("the bootstrap sample needs at least one training item")
-        if self.mode not in ("auto_demo", "single"):
+        if self.mode is Mode.BATCH:
             raise ConfigurationError(
-                f"bootstrap mode must be auto_demo or single, got {self.mode!r}"
+                f"bootstrap mode must be auto_demo or single, got {self.mode.value!r}"
             )
-        if self.batch_size < 1:
-            raise ConfigurationError("the bootstrap batch size must be at least 1")
+        if not self.reasoning:
+            raise ConfigurationError("the bootstrap pool holds reasoned answers: reasoning=True")
+
+
+def model_call_failures(results: Iterable[Any]) -> list[AutoDemoModelCallError]:
+    """The results that are failed model calls (not format failures): what an evaluation
+    must not pass off as a measurement."""
+    return [r for r in results if isinstance(r, AutoDemoModelCallError)]
 
 
 @dataclass
@@ -169,8 +177,8 @@ def _pool_name(
         "format": _FORMAT,
         "model": model,
         "task": [dataset.task.kind, dataset.task.instructions, list(dataset.task.labels)],
-        "mode": settings.mode,
-        "batch_size": settings.batch_size if settings.mode != "single" else 1,
+        "mode": settings.mode.value,
+        "batch_size": settings.batch_size if settings.mode is not Mode.SINGLE else 1,
         "embeddings": embedding_key,
         "sample": sample,
     }
@@ -196,7 +204,7 @@ def bootstrap_pool(
     so an interrupted build is redone, never half used.
     """
     import chromadb
-    from chromadb.config import Settings
+    from chromadb.config import Settings as ChromaSettings
 
     from langchain_autodemo.selector import SimilarityBatchSelector
 
@@ -205,7 +213,7 @@ def bootstrap_pool(
     sample = _sample(dataset, settings.size)
     settings.store.mkdir(parents=True, exist_ok=True)
     client = chromadb.PersistentClient(
-        path=str(settings.store), settings=Settings(anonymized_telemetry=False)
+        path=str(settings.store), settings=ChromaSettings(anonymized_telemetry=False)
     )
     writer = SimilarityBatchSelector(embeddings)  # embeds the questions, writes the pool
     model = settings.model or model_key(llm)
@@ -255,17 +263,11 @@ def _answer_and_check(
     on_item: Callable[[], None] | None,
 ) -> tuple[list[tuple[str, str, str]], Any]:
     """(question, demonstration answer, gold) for each answer the checker accepts."""
-    from langchain_autodemo import AutoDemoBatchRunnable, track_usage
-    from langchain_autodemo.engine import ItemResult
+    from langchain_autodemo.runnable import AutoDemoBatchRunnable
+    from langchain_autodemo.usage import track_usage
 
-    runner = AutoDemoBatchRunnable(
-        llm,
-        instructions=dataset.task.instructions,
-        batch_size=settings.batch_size if settings.mode != "single" else 1,
-        mode=settings.mode,
-        reasoning=True,
-        include_details=True,
-    )
+    record = settings.settings.replace(instructions=dataset.task.instructions)
+    runner = AutoDemoBatchRunnable.from_settings(llm, record, include_details=True)
     if on_start is not None:
         on_start(len(sample))
     results: dict[int, Any] = {}
@@ -276,8 +278,6 @@ def _answer_and_check(
             results[index] = result
             if on_item is not None:
                 on_item()
-    from langchain_autodemo.evaluation.harness import model_call_failures  # harness imports us
-
     failed = model_call_failures(results.values())
     if failed:
         # A pool missing the items whose calls failed would be reused as if complete.

@@ -10,18 +10,27 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from langchain_autodemo.errors import AutoDemoItemError, AutoDemoModelCallError, EvaluationError
-from langchain_autodemo.evaluation.bootstrap import BootstrapPool, BootstrapSettings, bootstrap_pool
+from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.errors import AutoDemoItemError, EvaluationError
+from langchain_autodemo.evaluation.bootstrap import (
+    BootstrapPool,
+    BootstrapSettings,
+    bootstrap_pool,
+    model_call_failures,
+)
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
 from langchain_autodemo.pricing import Price, prompt_text, shared_prefix_tokens, spread_tokens
+from langchain_autodemo.runnable import AutoDemoBatchRunnable
+from langchain_autodemo.settings import Settings
+from langchain_autodemo.usage import track_usage
 
 __all__ = ["ItemRecord", "MethodResult", "evaluate", "run_method", "shot_exemplars"]
 
@@ -153,60 +162,46 @@ class MethodResult:
         return data
 
 
-def model_call_failures(results: Iterable[Any]) -> list[AutoDemoModelCallError]:
-    """The results that are failed model calls (not format failures): what an evaluation
-    must not pass off as a measurement."""
-    return [r for r in results if isinstance(r, AutoDemoModelCallError)]
-
-
 def run_method(
     llm: Any,
     dataset: Dataset,
     method: Method,
     batch_size: int,
     *,
+    settings: Settings | None = None,
     selector: Any = None,
     max_concurrency: int = 1,
     on_item: Callable[[], None] | None = None,
-    reask_with_answered: bool = False,
-    reasoning: bool = True,
-    demonstrations: Sequence[tuple[str, str]] = (),
-    restate: str = "full",
     confidence: bool = False,
-    escalate: float = 0.0,
     runner_options: Mapping[str, Any] | None = None,
+    **changes: Any,
 ) -> MethodResult:
     """Answer every example of ``dataset`` with one method at one batch size.
 
-    ``demonstrations`` are the run's shared exemplars (``--shots``), shown before every
-    call of every method.
+    ``settings`` (default :class:`~langchain_autodemo.settings.Settings`), with any of its
+    fields given as keywords (``changes``: ``reasoning=False``, ``escalate=0.2``, the run's
+    shared exemplars as ``demonstrations``), shape every call; the method sets the mode,
+    the dataset's task the instructions (terse ones without reasoning).
 
     ``confidence`` asks the model for token log-probabilities, so each record holds its
-    answer's confidence (what ``autodemo tune`` replays escalation on); ``escalate`` is
-    the runner's selective escalation share; ``runner_options`` are further runner
-    arguments (a user's ``output_parser``, ``input_template``).
+    answer's confidence (what ``autodemo tune`` replays escalation on); ``runner_options``
+    are further runner arguments (a user's ``output_parser``, ``input_template``).
 
     ``selector`` is the method's ``SimilarityBatchSelector`` (see ``Method.selector``);
-    one instance can serve every batch size. ``reasoning=False`` asks every method,
-    ``single`` included, for the final answer alone. ``restate`` is the runner's
-    (``"head"``: ``auto_demo`` copies each question's first words).
+    one instance can serve every batch size.
     """
-    from langchain_autodemo import AutoDemoBatchRunnable, track_usage
-    from langchain_autodemo.engine import ItemResult
-
-    runner = AutoDemoBatchRunnable(
-        llm,
-        instructions=dataset.task.instructions_for(reasoning) or None,
-        batch_size=batch_size if method.batched else 1,
+    record = (settings or Settings()).settings.replace(**changes)
+    record = record.replace(
         mode=method.mode,
+        batch_size=batch_size,
+        instructions=dataset.task.instructions_for(record.reasoning) or None,
+    )
+    runner = AutoDemoBatchRunnable.from_settings(
+        llm,
+        record,
         selector=selector,
-        reasoning=reasoning,
-        restate=restate,
         include_details=True,
-        reask_with_answered=reask_with_answered,
-        demonstrations=demonstrations,
         confidence=confidence or None,
-        escalate=escalate if method.batched else 0.0,
         **dict(runner_options or {}),
     )
     texts = [example.asked for example in dataset.examples]
@@ -332,19 +327,17 @@ def evaluate(
     on_bootstrap_start: Callable[[int], None] | None = None,
     on_bootstrap: Callable[[BootstrapPool], None] | None = None,
     done: Sequence[MethodResult] = (),
-    reask_with_answered: bool = False,
-    reasoning: bool = True,
-    demonstrations: Sequence[tuple[str, str]] = (),
-    restate: str = "full",
-    escalate: float = 0.0,
+    settings: Settings | None = None,
+    **changes: Any,
 ) -> list[MethodResult]:
     """Every method at every batch size (``single`` once: batch size does not apply).
 
-    ``demonstrations``: the shared exemplars of a k-shot run (:func:`shot_exemplars`),
-    shown before every call of every method.
+    ``settings`` and ``changes`` are :func:`run_method`'s: what every method is asked
+    with (the shared exemplars of a k-shot run, :func:`shot_exemplars`, as
+    ``demonstrations``; ``escalate``, the packed methods' selective escalation share).
 
     Packed methods record each answer's confidence (token log-probabilities, where the
-    model sends them); ``escalate`` is their selective escalation share.
+    model sends them).
 
     A (method, batch size) that ``done`` already holds is not run again: its earlier
     result takes its place in the returned list (``on_start``/``on_result`` are not
@@ -384,10 +377,8 @@ def evaluate(
                 on_start(method, batch_size, len(dataset))
             result = run_method(
                 llm, dataset, method, batch_size, selector=selector,
-                max_concurrency=max_concurrency, on_item=on_item,
-                reask_with_answered=reask_with_answered, reasoning=reasoning,
-                demonstrations=demonstrations, restate=restate,
-                confidence=method.batched, escalate=escalate,
+                max_concurrency=max_concurrency, on_item=on_item, settings=settings,
+                confidence=method.batched, **changes,
             )  # fmt: skip
             if method.bootstrap and solved is not None:
                 result.bootstrap = solved.summary()
