@@ -39,7 +39,14 @@ from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.planning import Demonstration
 from langchain_autodemo.prompts import DEFAULT_HEAD_WORDS, Mode, Restate
 
-__all__ = ["GROUPINGS", "Settings", "TunedConfig", "field_errors", "settings_of"]
+__all__ = [
+    "GROUPINGS",
+    "Settings",
+    "TunedConfig",
+    "explicit_flags",
+    "field_errors",
+    "settings_of",
+]
 
 GROUPINGS = ("similarity", "neighbors")
 """The groupings a record can name: a runner builds its ``SimilarityBatchSelector`` (on
@@ -134,6 +141,29 @@ def settings_of(record: Settings) -> Settings:
     if type(record) is Settings:
         return record
     return Settings(**{name: getattr(record, name) for name in Settings.field_names()})
+
+
+def explicit_flags(flags: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
+    """The settings among ``flags`` given explicitly: those whose value is not the
+    default (the record's, or a command's own in ``defaults``). They win over a config
+    file's; a flag at its default leaves the file's setting alone.
+
+    Example:
+        >>> explicit_flags({"batch_size": 8, "mode": "batch"})
+        {'mode': 'batch'}
+    """
+    return {
+        name: value
+        for name, value in flags.items()
+        if _plain(value) != _plain(defaults.get(name, getattr(Settings, name)))
+    }
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON holds it (pairs as lists, enums as their values), to compare."""
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return getattr(value, "value", value)
 
 
 # -- the rules ----------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.methods import DEFAULT_METHODS
 from langchain_autodemo.models import SPEC_FORMS, open_model, parse_model_spec
 from langchain_autodemo.prompts import Mode
-from langchain_autodemo.settings import Settings
+from langchain_autodemo.settings import Settings, explicit_flags
 
 __all__ = ["app"]
 
@@ -320,19 +320,16 @@ def eval_(
         evaluate(EvalOptions(**locals()))
 
 
-#: ``autodemo serve``'s defaults: a flag at its default leaves a --config's setting alone.
+#: ``autodemo serve``'s settings flags, at their defaults (the record's).
 SERVE_DEFAULTS: dict[str, Any] = {
-    "instructions": None,
-    "batch_size": 8,
-    "mode": Mode.AUTO_DEMO,
-    "reasoning": True,
-    "escalate": 0.0,
+    name: getattr(Settings, name)
+    for name in ("instructions", "batch_size", "mode", "reasoning", "escalate")
 }
 
 
 def served_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     """The flags given explicitly (other than their defaults): they win over a config."""
-    return {k: v for k, v in flags.items() if v != SERVE_DEFAULTS[k]}
+    return explicit_flags(flags)
 
 
 @app.command(epilog=MODEL_SPECS)

@@ -55,7 +55,7 @@ from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.planning import estimate_message_tokens, estimate_tokens
 from langchain_autodemo.pricing import SharedPrefixes, prompt_text
 from langchain_autodemo.prompts import Mode
-from langchain_autodemo.settings import Settings, TunedConfig
+from langchain_autodemo.settings import Settings, TunedConfig, explicit_flags
 from langchain_autodemo.usage import CallUsage, UsageStats
 
 if TYPE_CHECKING:
@@ -445,16 +445,15 @@ def with_config(options: RunOptions) -> RunOptions:
     if options.config is None:
         return options
     config = TunedConfig.read(options.config)
-    flag_defaults = {**Settings().as_dict(), "instructions": DEFAULT_INSTRUCTIONS}
     from_file = config.settings.as_dict()
     from_file["instructions"] = config.instructions or options.instructions
-    given = options.settings.as_dict()
+    given = explicit_flags(options.settings.as_dict(), instructions=DEFAULT_INSTRUCTIONS)
     kept = {}
-    for name, value in from_file.items():
-        if given[name] != flag_defaults[name] and given[name] != value:
+    for name, value in given.items():
+        if value != from_file[name]:
             kept[name] = getattr(options, name)
-            echo(f"Note: --{name.replace('_', '-')} {given[name]!r} overrides "
-                 f"{options.config}'s {name} ({value!r}).")  # fmt: skip
+            echo(f"Note: --{name.replace('_', '-')} {value!r} overrides "
+                 f"{options.config}'s {name} ({from_file[name]!r}).")  # fmt: skip
     select = config.grouping or options.select
     prompt = _tuned_prompt(options, config.tuned_on)
     return options.replace(**{**from_file, **kept, "select": select, "prompt": prompt})
