@@ -59,6 +59,8 @@ class EvalOptions:
     """A JSON price table overriding the built-in one (see :mod:`langchain_autodemo.pricing`)."""
     price_model: str = "gpt-4o-mini"
     """Whose prices (and caching rules) the report's USD columns use."""
+    tier: str = "online"
+    """``online``, ``flex`` or ``batch``: the tier the report's USD columns are at."""
     escalate: float = 0.0
     """Selective escalation: the share of each packed call's least confident answers asked
     again alone (0: off)."""
@@ -191,6 +193,7 @@ def evaluate(options: EvalOptions) -> None:
         raise ConfigurationError(f"--shots must be >= 0, got {options.shots}")
     exemplars = shot_exemplars(data, options.shots)
     table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
+    table.price(options.price_model, options.tier)  # refused before a model is started
     meta: dict[str, Any] = {
         "dataset": data.name,
         "source": data.source,
@@ -208,7 +211,7 @@ def evaluate(options: EvalOptions) -> None:
         "prompt": prompt_digest,
         "shots": options.shots,
         "exemplars": [question for question, _ in exemplars],
-        "prices": table.as_dict(options.price_model),
+        "prices": table.as_dict(options.price_model, options.tier),
     }
     earlier_meta: dict[str, Any] = {}
     earlier: list[Any] = []
