@@ -179,9 +179,7 @@ class Price:
         return self.min_cached_tokens + extra
 
 
-def _openai(
-    input: float, cached: float, output: float, *, flex: bool = False, note: str
-) -> Price:
+def _openai(input: float, cached: float, output: float, *, flex: bool = False, note: str) -> Price:
     return Price(input, output, cached_input=cached, flex=flex, source=OPENAI_PRICING,
                  as_of=note)  # fmt: skip
 
@@ -214,17 +212,26 @@ _DEFAULT_PRICES: dict[str, Price] = {
     "gpt-4.1-mini": _openai(0.40, 0.10, 1.60, note=_KEPT),
     "gpt-4.1": _openai(2.00, 0.50, 8.00, note=_KEPT),
     "gpt-5-nano": _openai(
-        0.05, 0.005, 0.40, flex=True,
+        0.05,
+        0.005,
+        0.40,
+        flex=True,
         note="2026-12-07 (developers.openai.com/api/docs/models/gpt-5-nano as stored, "
         "undated; flex: OpenAI's 2025-11 flex table, not re-verified)",
     ),  # fmt: skip
     "gpt-5-mini": _openai(
-        0.25, 0.025, 2.00, flex=True,
+        0.25,
+        0.025,
+        2.00,
+        flex=True,
         note="2026-12-07 (developers.openai.com/api/docs/models/gpt-5-mini as stored, "
         "undated; flex: OpenAI's 2025-11 flex table, not re-verified)",
     ),  # fmt: skip
     "gpt-5": _openai(
-        1.25, 0.125, 10.00, flex=True,
+        1.25,
+        0.125,
+        10.00,
+        flex=True,
         note="2025-11 (input and output cross-checked on third-party pages of 2026-03; "
         "cached input and flex not re-verified from a stored OpenAI page)",
     ),  # fmt: skip
@@ -234,7 +241,10 @@ _DEFAULT_PRICES: dict[str, Price] = {
     "claude-sonnet-4": _anthropic(3.00, 0.30, 15.00, 1024, _CLAUDE),
     "claude-sonnet-4-5": _anthropic(3.00, 0.30, 15.00, 1024, _CLAUDE),
     "claude-sonnet-4-6": _anthropic(
-        3.00, 0.30, 15.00, 2048,
+        3.00,
+        0.30,
+        15.00,
+        2048,
         _CLAUDE + "; 2,048 for Sonnet 4.6 per a stored gateway page (docs.orq.ai) and "
         "the behaviour reported in anthropic-sdk-python#1194, whose quote of Anthropic's "
         "docs says 1,024",
@@ -245,12 +255,18 @@ _DEFAULT_PRICES: dict[str, Price] = {
     "claude-opus-4-6": _anthropic(5.00, 0.50, 25.00, 4096, _CLAUDE),
     # Gemini: implicit caching, writes free (storage is not charged for implicit caches)
     "gemini-2.5-flash": _gemini(
-        0.30, 0.075, 2.50, 2048,
+        0.30,
+        0.075,
+        2.50,
+        2048,
         f"input/output: 2025-11, cross-checked on third-party pages of 2026-03; cached "
         f"input kept from 2025-11 (not re-verified); {_GEMINI_MIN}",
     ),  # fmt: skip
     "gemini-2.5-pro": _gemini(
-        1.25, 0.31, 10.00, 2048,
+        1.25,
+        0.31,
+        10.00,
+        2048,
         f"prompts up to 200k tokens; input/output from third-party pages of 2026-03, "
         f"cached input from a 2025 forum quote of Google's page (not verified); "
         f"{_GEMINI_MIN}",
@@ -361,11 +377,11 @@ def _entry(path: str | Path, name: str, entry: Any) -> Price:
             raise ConfigurationError(
                 f"{path}: {name!r} field {key!r} must be {_WANTED[types]}, got {value!r}"
             )
-        if types[0] in (int, float) and value is not None and value < 0:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise ConfigurationError(f"{path}: {name!r} field {key!r} must be >= 0, got {value}")
     if not 0 <= entry.get("batch_discount", 0.5) < 1:
         raise ConfigurationError(f"{path}: {name!r} field 'batch_discount' must be in [0, 1)")
-    values = {
+    values: dict[str, Any] = {
         k: float(v) if float in _FIELD_TYPES[k] and isinstance(v, int) else v
         for k, v in entry.items()
     }

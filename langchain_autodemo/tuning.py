@@ -426,8 +426,7 @@ class TuneReport:
         if uncached is not None and self.price.cached_input is not None:
             lines.append(
                 f"With prompt caching the choice is {self.chosen_label}; with caching off it "
-                f"would be {uncached}"
-                + (" (the same)." if uncached == self.chosen_label else ".")
+                f"would be {uncached}" + (" (the same)." if uncached == self.chosen_label else ".")
             )
             lines.append("")
         lines.append(

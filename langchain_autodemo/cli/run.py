@@ -843,9 +843,7 @@ class _SpentCounter(BaseCallbackHandler):
 
     def _ended(self, run_id: UUID, response: LLMResult | None) -> None:
         with self._lock:
-            prompt, retry, share, index, chars = self._started.pop(
-                run_id, (0, False, 0.0, -1, 0)
-            )
+            prompt, retry, share, index, chars = self._started.pop(run_id, (0, False, 0.0, -1, 0))
         generations = [g for gs in (response.generations if response else []) for g in gs]
         message = getattr(generations[0], "message", None) if generations else None
         reported = getattr(message, "usage_metadata", None)

@@ -146,8 +146,7 @@ def run_tune(options: TuneOptions) -> None:
     _plot(
         data_out["rows"],
         options.out / "pareto.png",
-        f"{data.name}: {opened.description}, priced as {options.price_model} "
-        f"({options.tier})",
+        f"{data.name}: {opened.description}, priced as {options.price_model} ({options.tier})",
     )
     typer.echo(markdown)
     echo(f"Wrote {options.out}/tuned.json (load it with AutoDemoBatchRunnable.from_config or "

@@ -14,7 +14,6 @@ from langchain_autodemo.cli import app
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.harness import MethodResult
 from langchain_autodemo.pricing import (
-    Price,
     PriceTable,
     SharedPrefixes,
     cache_write_tokens,
