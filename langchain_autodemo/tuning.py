@@ -225,15 +225,54 @@ class TuneReport:
             "chosen": self.chosen_label,
             "config": asdict(self.chosen),
             "price_model": self.price_model,
+            "tier": self.price.tier,
+            "cached_input_multiplier": _multiplier(self.price.cached_input, self.price),
+            "cache_write_multiplier": _multiplier(self.price.write_price, self.price),
+            "chosen_without_caching": self.chosen_without_caching,
             "output_floor_vs_single_cached": None if floor is None else round(floor, 3),
             "notes": self.notes,
             "spent": self.spent,
             "rows": [row.summary(self.price, single_cached) for row in self.rows],
         }
 
+    @property
+    def chosen_without_caching(self) -> str | None:
+        """What the search would choose were nothing served from the provider's cache:
+        the cheapest row that kept single's accuracy, uncached (``None`` without rows)."""
+        kept = [
+            row for row in self.rows
+            if row.result is not None and row.status in ("passed", "chosen", "reference")
+        ]  # fmt: skip
+        best = min(
+            kept, key=lambda row: row.result.usd_per_1k_items(self.price, cached=False),  # type: ignore[union-attr]
+            default=None,
+        )  # fmt: skip
+        return None if best is None else best.label
+
+    def price_header(self) -> str:
+        """The prices the table's cost columns are at: model, tier, and the cache's
+        multipliers on the input price."""
+        p = self.price
+        factor = p.factor()
+        cached = _multiplier(p.cached_input, p)
+        write = _multiplier(p.write_price, p)
+        return (
+            f"Prices: {self.price_model}, {p.tier} tier"
+            + (f" ({factor:g}x the online rates)" if factor != 1 else "")
+            + f": input ${p.input * factor:g}, output ${p.output * factor:g} per 1M tokens; "
+            + (
+                f"cached input {cached:g}x input, cache writes {write:g}x input "
+                f"(minimum cached prefix {p.min_cached_tokens:,} tokens)."
+                if cached is not None
+                else "no prompt caching."
+            )
+        )
+
     def markdown(self) -> str:
         single_cached = self.single.usd_per_1k_items(self.price, cached=True)
         lines = [
+            self.price_header(),
+            "",
             "| configuration | status | accuracy (95%) | vs single (95%) | $/1k | $/1k cached "
             "| x single cached |",
             "|---|---|---:|---:|---:|---:|---:|",
@@ -256,8 +295,16 @@ class TuneReport:
                 f"| {s['usd_per_1k_items_cached']:.4f} | {ratio} |"
             )
         lines.append("")
+        uncached = self.chosen_without_caching
+        if uncached is not None and self.price.cached_input is not None:
+            lines.append(
+                f"With prompt caching the choice is {self.chosen_label}; with caching off it "
+                f"would be {uncached}" + (" (the same)." if uncached == self.chosen_label else ".")
+            )
+            lines.append("")
         lines.append(
-            f"Chosen: **{self.chosen_label}**. Prices: {self.price_model} with prompt caching. "
+            f"Chosen: **{self.chosen_label}**. Prices: {self.price_model} ({self.price.tier}) "
+            "with prompt caching. "
             f"The tuning itself: {self.spent['calls']:.0f} calls, "
             f"{self.spent['input_tokens']:.0f} input and {self.spent['output_tokens']:.0f} "
             f"output tokens (${self.spent['usd']:.4f} uncached)."
@@ -300,6 +347,13 @@ class TuneReport:
                 f"costs at least {floor:.2f}x single (a restatement adds to it)."
             )
         return "\n".join(lines) + "\n"
+
+
+def _multiplier(rate: float | None, price: Price) -> float | None:
+    """``rate`` as a multiple of ``price``'s input price (``None``: no such rate)."""
+    if rate is None or not price.input:
+        return None
+    return round(rate / price.input, 4)
 
 
 def _fmt(value: float | None) -> str:
@@ -378,7 +432,17 @@ def merge_results(a: MethodResult | None, b: MethodResult) -> MethodResult:
         escalation_input_tokens=a.escalation_input_tokens + b.escalation_input_tokens,
         escalation_output_tokens=a.escalation_output_tokens + b.escalation_output_tokens,
         call_shared_tokens=[*a.call_shared_tokens, *b.call_shared_tokens],
+        call_reused_tokens=_joined_reuse(a, b),
     )
+
+
+def _joined_reuse(*parts: MethodResult) -> list[float]:
+    """The parts' per-call cache reuse end to end (each part was its own run, so each
+    writes its prefix once); empty where a part kept none (its writes are then estimated
+    from the hits, :func:`~langchain_autodemo.pricing.cache_write_tokens`)."""
+    if any(len(p.call_reused_tokens) != len(p.call_shared_tokens) for p in parts):
+        return []
+    return [tokens for p in parts for tokens in p.call_reused_tokens]
 
 
 def with_escalation(packed: MethodResult, single: MethodResult, share: float) -> MethodResult:
@@ -406,6 +470,7 @@ def with_escalation(packed: MethodResult, single: MethodResult, share: float) ->
     items: list[ItemRecord] = []
     extra_in = extra_out = 0.0
     extra_shared: list[float] = []
+    extra_reused: list[float] = []
     for k, record in enumerate(packed.items):
         if k not in picked:
             items.append(record)
@@ -415,7 +480,13 @@ def with_escalation(packed: MethodResult, single: MethodResult, share: float) ->
         extra_in += alone.input_tokens
         extra_out += alone.output_tokens
         if shared is not None:
-            extra_shared.append(shared[j])
+            # the first escalation of the run writes single's prefix to the cache, the
+            # later ones read it
+            first = not extra_shared
+            extra_shared.append(0.0 if first else shared[j])
+            extra_reused.append(0.0)
+    if extra_reused:
+        extra_reused[0] = max(extra_shared[1:], default=0.0)
     added_in, added_out = round(extra_in), round(extra_out)
     return replace(
         packed,
@@ -430,6 +501,9 @@ def with_escalation(packed: MethodResult, single: MethodResult, share: float) ->
         escalation_input_tokens=packed.escalation_input_tokens + added_in,
         escalation_output_tokens=packed.escalation_output_tokens + added_out,
         call_shared_tokens=[*packed.call_shared_tokens, *extra_shared],
+        call_reused_tokens=[*packed.call_reused_tokens, *extra_reused]
+        if len(packed.call_reused_tokens) == len(packed.call_shared_tokens)
+        else [],
     )
 
 
@@ -483,6 +557,7 @@ def tune(
     runner_options: Mapping[str, Any] | None = None,
     price: Price | None = None,
     price_model: str = "gpt-4o-mini",
+    tier: str | None = None,
     demonstrations: Sequence[tuple[str, str]] = (),
     tolerance: float = 0.02,
     alpha: float = 0.05,
@@ -508,7 +583,10 @@ def tune(
     ``escalate`` unless ``space`` gives it; ``runner_options`` go to every runner (your
     ``output_parser``, say). ``measured`` holds earlier measurements by (label, first
     item, end) and receives the new ones: a resumed search asks the model only what it
-    has not answered yet.
+    has not answered yet. Costs are at ``price`` (default: ``price_model``'s built-in
+    list price) and ``tier`` (``online``, ``flex`` or ``batch``; default: the price's),
+    cache hits at the cached price and each shared prefix's first write at the
+    cache-write price (:mod:`langchain_autodemo.pricing`).
 
     Example:
         .. code-block:: python
@@ -529,7 +607,10 @@ def tune(
     if price is None:
         from langchain_autodemo.pricing import PriceTable
 
-        price = PriceTable.default().price(price_model)
+        price = PriceTable.default().price(price_model, tier or "online")
+    elif tier is not None:
+        price = replace(price, tier=tier)
+    price.factor()  # an unknown tier, or flex where the provider has none, is refused here
     task = dataset.task
     slices = _slices(len(dataset))
     log: MutableMapping[tuple[str, int, int], MethodResult] = {} if measured is None else measured
@@ -648,6 +729,7 @@ def tune(
             if single_cost
             else None,
             "price_model": price_model,
+            "tier": price.tier,
         },
     )
     largest = max((c.settings.batch_size for c in space if c.method.batched), default=1)

@@ -105,9 +105,18 @@ class UsageStats:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
-    def usd(self, price: Price, *, batch: bool = False) -> float:
-        """What these tokens cost at ``price`` (see :mod:`langchain_autodemo.pricing`),
-        the provider-reported cached input at the cached price.
+    def usd(
+        self,
+        price: Price,
+        *,
+        batch: bool = False,
+        tier: str | None = None,
+        written_tokens: float = 0,
+    ) -> float:
+        """What these tokens cost at ``price`` and ``tier`` (default: the price's; ``batch``:
+        the Batch API; see :mod:`langchain_autodemo.pricing`), the provider-reported cached
+        input at the cached price and ``written_tokens`` (input written to the provider's
+        cache, where it charges writes) at the cache-write price.
 
         Example:
             >>> from langchain_autodemo.pricing import PriceTable
@@ -120,12 +129,22 @@ class UsageStats:
             self.output_tokens,
             batch=batch,
             cached_tokens=self.cached_input_tokens,
+            written_tokens=written_tokens,
+            tier=tier,
         )
 
-    def usd_per_1k_items(self, price: Price, *, batch: bool = False) -> float | None:
+    def usd_per_1k_items(
+        self,
+        price: Price,
+        *,
+        batch: bool = False,
+        tier: str | None = None,
+        written_tokens: float = 0,
+    ) -> float | None:
         """:meth:`usd` per 1,000 items answered or failed (``None`` before any item)."""
         items = self.items + self.failed_items
-        return 1000 * self.usd(price, batch=batch) / items if items else None
+        usd = self.usd(price, batch=batch, tier=tier, written_tokens=written_tokens)
+        return 1000 * usd / items if items else None
 
     # Deprecated names: "retry" is the backoff after a failed model call
     # (retry_initial_delay); these count re-asks of any cause.

@@ -8,7 +8,9 @@ The row "online, one call per item" is an estimate: its input is every item's
 single-question prompt, counted as the provider counted this job's prompts (the job's
 reported input tokens over its prompts' character estimate, times the single prompts'
 character estimate); its output is the job's output, less the restated questions in
-``auto_demo`` mode (one call per item does not restate).
+``auto_demo`` mode (one call per item does not restate). With prompt caching, its first
+call writes the shared prefix (at the cache-write price, 1.25x input on Anthropic) and the
+later calls read it.
 """
 
 from __future__ import annotations
@@ -77,19 +79,22 @@ class CostReport:
         # shared exemplars): a provider caches it from the second call on
         prefix = scale * estimate_message_tokens(prompts[0][:-1]) if prompts else 0
         single_cached = price.cacheable(prefix) * max(0, len(prompts) - 1)
+        # ... after the first call wrote it (at the cache-write price, where charged)
+        single_written = price.cacheable(prefix) if len(prompts) > 1 else 0
         lines = (
             CostLine("Batch API, this job", usage.input_tokens, usage.output_tokens,
-                     price.cost(usage.input_tokens, usage.output_tokens, batch=True,
+                     price.cost(usage.input_tokens, usage.output_tokens, tier="batch",
                                 cached_tokens=usage.cached_input_tokens)),
             CostLine("online, same calls", usage.input_tokens, usage.output_tokens,
-                     price.cost(usage.input_tokens, usage.output_tokens, batch=False,
+                     price.cost(usage.input_tokens, usage.output_tokens, tier="online",
                                 cached_tokens=usage.cached_input_tokens)),
             CostLine("online, one call per item (estimated)", single_in, single_out,
-                     price.cost(single_in, single_out, batch=False)),
+                     price.cost(single_in, single_out, tier="online")),
         )  # fmt: skip
         cached = CostLine(
             "online, one call per item with prompt caching (estimated)", single_in, single_out,
-            price.cost(single_in, single_out, cached_tokens=single_cached),
+            price.cost(single_in, single_out, cached_tokens=single_cached,
+                       written_tokens=single_written, tier="online"),
         )  # fmt: skip
         return cls(model, price, len(job.engine_texts), usage.estimated_tokens, lines, cached)
 
@@ -126,7 +131,11 @@ class CostReport:
                 "input": self.price.input,
                 "output": self.price.output,
                 "batch_discount": self.price.batch_discount,
+                "cached_input": self.price.cached_input,
+                "cache_write": self.price.cache_write,
             },
+            "source": self.price.source,
+            "as_of": self.price.as_of,
             "items": self.items,
             "estimated_tokens": self.estimated_tokens,
             "lines": [line.__dict__ for line in self.lines],

@@ -108,6 +108,15 @@ EscalateOption = Annotated[
         "log-probabilities; without them, the latest slots). 0: off.",
     ),
 ]
+TierOption = Annotated[
+    str,
+    typer.Option(
+        "--tier",
+        metavar="online|flex|batch",
+        help="Price at this tier: online (standard), flex (OpenAI's flex models: online, "
+        "slower, at Batch API rates) or batch (Batch API rates).",
+    ),
+]
 
 
 @app.command(epilog=MODEL_SPECS)
@@ -188,6 +197,7 @@ def run(
     prices: Annotated[
         Path | None, typer.Option(help="A JSON price table overriding the built-in list prices.")
     ] = None,
+    tier: TierOption = RunOptions.tier,
     engine: Annotated[
         str,
         typer.Option(
@@ -311,6 +321,7 @@ def eval_(
         str,
         typer.Option(help="Price the report's USD columns (with prompt caching) as this model."),
     ] = EvalOptions.price_model,
+    tier: TierOption = EvalOptions.tier,
     escalate: EscalateOption = EvalOptions.escalate,
     prompt: PromptOption = None,
     answer_key: AnswerKeyOption = "answer",
@@ -547,6 +558,7 @@ def tune_command(
     ] = 0.02,
     prices: Annotated[Path | None, typer.Option(help="A JSON price table.")] = None,
     price_model: Annotated[str, typer.Option(help="Whose prices decide.")] = "gpt-4o-mini",
+    tier: TierOption = "online",
     max_tokens: MaxTokensOption = None,
     max_concurrency: ConcurrencyOption = 1,
     progress: Annotated[bool, typer.Option(help="Print each measurement.")] = True,

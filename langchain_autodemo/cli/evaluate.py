@@ -58,6 +58,8 @@ class EvalOptions(Settings):
     """A JSON price table overriding the built-in one (see :mod:`langchain_autodemo.pricing`)."""
     price_model: str = "gpt-4o-mini"
     """Whose prices (and caching rules) the report's USD columns use."""
+    tier: str = "online"
+    """``online``, ``flex`` or ``batch``: the tier the report's USD columns are at."""
     prompt: Path | None = None
     """Your ChatPromptTemplate (``langchain_core.load.dumpd`` JSON); ``dataset`` is then a
     JSONL file whose records fill its variables."""
@@ -186,6 +188,7 @@ def evaluate(options: EvalOptions) -> None:
         raise ConfigurationError(f"--shots must be >= 0, got {options.shots}")
     exemplars = shot_exemplars(data, options.shots)
     table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
+    table.price(options.price_model, options.tier)  # refused before a model is started
     meta: dict[str, Any] = {
         "dataset": data.name,
         "source": data.source,
@@ -203,7 +206,7 @@ def evaluate(options: EvalOptions) -> None:
         "prompt": prompt_digest,
         "shots": options.shots,
         "exemplars": [question for question, _ in exemplars],
-        "prices": table.as_dict(options.price_model),
+        "prices": table.as_dict(options.price_model, options.tier),
     }
     earlier_meta: dict[str, Any] = {}
     earlier: list[Any] = []

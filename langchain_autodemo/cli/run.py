@@ -116,6 +116,9 @@ class RunOptions(Settings):
     """Whose list prices the summary's cost line uses."""
     prices: Path | None = None
     """A JSON price table overriding the built-in one."""
+    tier: str = "online"
+    """``online``, ``flex`` or ``batch``: the tier the cost line prices at (``--via
+    batch-api`` is priced as ``batch``)."""
     prompt: Path | None = None
     """A ``ChatPromptTemplate`` saved with ``langchain_core.load.dumpd``: each record's
     fields fill its variables and the runner is given the rendered prompt, as
@@ -190,6 +193,9 @@ class RunOutcome:
     shared_prefix_tokens: tuple[float, ...] = ()
     """Per call, the input tokens of the prefix it shares with a recent call (what a
     provider's prompt cache could serve); empty where the calls were not seen."""
+    reused_prefix_tokens: tuple[float, ...] = ()
+    """Per call, in the same order: the input tokens of its prefix a later call shares
+    (what it writes to a provider's cache); empty where not seen."""
     rewritten: int = 0
     """Items answered again after the audit tripped (their earlier records superseded)."""
 
@@ -279,7 +285,7 @@ def _run(
         f"{' (estimated)' if usage.estimated_tokens else ''} | "
         f"wall time: {outcome.wall_time_s:.1f}s"
     )
-    echo(_cost_line(options, usage, outcome.shared_prefix_tokens))
+    echo(_cost_line(options, usage, outcome.shared_prefix_tokens, outcome.reused_prefix_tokens))
     for note in outcome.notes:
         echo(note)
     if outcome.interrupted:
@@ -304,25 +310,35 @@ def _price(options: RunOptions) -> Price:
     from langchain_autodemo.pricing import PriceTable
 
     table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
-    return table.price(options.price_model)
+    tier = "batch" if options.via == "batch-api" else options.tier
+    if options.via == "batch-api" and options.tier == "flex":
+        raise ConfigurationError("--tier flex is an online tier: drop it with --via batch-api")
+    return table.price(options.price_model, tier)
 
 
-def _cost_line(options: RunOptions, usage: UsageStats, shared: Sequence[float] = ()) -> str:
-    """What this run's tokens cost at list prices, per 1,000 items: the provider-reported
-    cached input at the cached price; where the provider reported none, also what prompt
-    caching would make of it (the prefix each call shares with a recent call, by the
-    provider's caching rules)."""
+def _cost_line(
+    options: RunOptions,
+    usage: UsageStats,
+    shared: Sequence[float] = (),
+    reused: Sequence[float] = (),
+) -> str:
+    """What this run's tokens cost at list prices and the run's tier, per 1,000 items: the
+    provider-reported cached input at the cached price; where the provider reported none,
+    also what prompt caching would make of it (the prefix each call shares with a recent
+    call, by the provider's caching rules, each prefix's first write at the cache-write
+    price)."""
+    from langchain_autodemo.pricing import cache_write_tokens
+
     price = _price(options)
-    batch = options.via == "batch-api"
 
-    def usd(stats: UsageStats, *notes: str) -> str:
-        per_1k = stats.usd_per_1k_items(price, batch=batch)
+    def usd(stats: UsageStats, *notes: str, written: int = 0) -> str:
+        per_1k = stats.usd_per_1k_items(price, written_tokens=written)
         details = [f"${per_1k:.4f} per 1,000 items"] if per_1k is not None else []
         details += notes
-        total = f"${stats.usd(price, batch=batch):.4f}"
+        total = f"${stats.usd(price, written_tokens=written):.4f}"
         return f"{total} ({', '.join(details)})" if details else total
 
-    where = "Batch API" if batch else "online"
+    where = {"batch": "Batch API", "flex": "flex"}.get(price.tier, "online")
     line = f"Cost at {options.price_model} {where} list prices: "
     if usage.cached_input_tokens:
         return line + usd(usage, f"{usage.cached_input_tokens} input tokens reported cached")
@@ -330,10 +346,14 @@ def _cost_line(options: RunOptions, usage: UsageStats, shared: Sequence[float] =
     if not cacheable:
         return line + usd(usage)
     cached = replace(usage, cached_input_tokens=cacheable)
-    return (
-        line + usd(usage) + "; with prompt caching "
-        + usd(cached, f"{cacheable} input tokens of prefixes shared with a recent call")
-    )  # fmt: skip
+    written = min(
+        usage.input_tokens - cacheable,
+        cache_write_tokens(shared, reused if len(reused) == len(shared) else None, price),
+    )
+    notes = [f"{cacheable} input tokens of prefixes shared with a recent call"]
+    if price.cache_write is not None and written:
+        notes.append(f"{written} written to the cache at {price.write_price / price.input:g}x")
+    return line + usd(usage) + "; with prompt caching " + usd(cached, *notes, written=written)
 
 
 def _exit_if_errors(job: RunJob, errors: int) -> None:
@@ -684,6 +704,7 @@ class OnlineAnswering:
             wall_time_s=time.perf_counter() - started,
             notes=notes,
             shared_prefix_tokens=tuple(spent.shared_tokens),
+            reused_prefix_tokens=tuple(spent.reused_tokens),
             rewritten=guard.answered_again if guard is not None else 0,
         )
 
@@ -747,7 +768,8 @@ class _SpentCounter(BaseCallbackHandler):
         self.shared_tokens: list[float] = []
         """Per ended call, the input tokens of the prefix it shares with a recent call."""
         self._prefixes = SharedPrefixes(window=self.PREFIX_WINDOW)
-        self._started: dict[UUID, tuple[int, bool, float]] = {}
+        self._ended_calls: list[tuple[int, float]] = []  # (start order, tokens per character)
+        self._started: dict[UUID, tuple[int, bool, float, int, int]] = {}
         self._lock = threading.Lock()
 
     def on_chat_model_start(
@@ -764,8 +786,16 @@ class _SpentCounter(BaseCallbackHandler):
         retry = int((metadata or {}).get("autodemo_attempt", 1)) > 1
         whole = prompt_text(sent)
         with self._lock:
+            index = len(self._prefixes.reused)
             share = self._prefixes.add(whole) / len(whole) if whole else 0.0
-            self._started[run_id] = (prompt, retry, share)
+            self._started[run_id] = (prompt, retry, share, index, len(whole))
+
+    @property
+    def reused_tokens(self) -> list[float]:
+        """Per ended call (the order of :attr:`shared_tokens`), the input tokens of its
+        prefix a later call shared: what it wrote to a provider's cache."""
+        with self._lock:
+            return [self._prefixes.reused[k] * per_char for k, per_char in self._ended_calls]
 
     def with_items(self, written: int, failed: int) -> UsageStats:
         """The calls counted as they ended, with the items written: the usage to report
@@ -791,7 +821,7 @@ class _SpentCounter(BaseCallbackHandler):
 
     def _ended(self, run_id: UUID, response: LLMResult | None) -> None:
         with self._lock:
-            prompt, retry, share = self._started.pop(run_id, (0, False, 0.0))
+            prompt, retry, share, index, chars = self._started.pop(run_id, (0, False, 0.0, -1, 0))
         generations = [g for gs in (response.generations if response else []) for g in gs]
         message = getattr(generations[0], "message", None) if generations else None
         reported = getattr(message, "usage_metadata", None)
@@ -803,6 +833,10 @@ class _SpentCounter(BaseCallbackHandler):
         self.usage.record_call(usage, reask=retry)
         with self._lock:
             self.shared_tokens.append(share * usage.input_tokens)
+            if index >= 0 and chars:
+                self._ended_calls.append((index, usage.input_tokens / chars))
+            else:
+                self._ended_calls.append((-1, 0.0))
 
 
 def jsonable(value: Any) -> Any:

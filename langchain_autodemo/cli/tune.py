@@ -35,6 +35,8 @@ class TuneOptions:
     tolerance: float = 0.02
     prices: Path | None = None
     price_model: str = "gpt-4o-mini"
+    tier: str = "online"
+    """``online``, ``flex`` or ``batch``: the tier the search's costs (and choice) are at."""
     max_tokens: int | None = None
     max_concurrency: int = 1
     progress: bool = True
@@ -49,7 +51,9 @@ class TuneOptions:
 
 
 # What a resumed search must share with the one it continues.
-_RESUME_KEYS = ("dataset", "limit", "model", "shots", "max_tokens", "price_model", "prompt")
+_RESUME_KEYS = (
+    "dataset", "limit", "model", "shots", "max_tokens", "price_model", "tier", "prompt",
+)  # fmt: skip
 
 
 def run_tune(options: TuneOptions) -> None:
@@ -84,7 +88,7 @@ def run_tune(options: TuneOptions) -> None:
         shares,
     )
     table = PriceTable.from_file(options.prices) if options.prices else PriceTable.default()
-    price = table.price(options.price_model)
+    price = table.price(options.price_model, options.tier)
     if options.prompt is not None:
         from langchain_autodemo.evaluation.datasets import load_prompt, prompt_dataset
 
@@ -112,6 +116,7 @@ def run_tune(options: TuneOptions) -> None:
 
         report = tune(
             opened.llm, data, space, price=price, price_model=options.price_model,
+            tier=options.tier,
             demonstrations=exemplars, tolerance=options.tolerance,
             max_concurrency=options.max_concurrency, on_result=said, measured=measured,
         )  # fmt: skip
@@ -123,7 +128,7 @@ def run_tune(options: TuneOptions) -> None:
         "model": opened.description,
         "shots": options.shots,
         "tolerance": options.tolerance,
-        "prices": table.as_dict(options.price_model),
+        "prices": table.as_dict(options.price_model, options.tier),
     }
     (options.out / "tune.json").write_text(json.dumps(data_out, indent=2) + "\n")
     markdown = report.markdown()
@@ -141,7 +146,7 @@ def run_tune(options: TuneOptions) -> None:
     _plot(
         data_out["rows"],
         options.out / "pareto.png",
-        f"{data.name}: {opened.description}, priced as {options.price_model}",
+        f"{data.name}: {opened.description}, priced as {options.price_model} ({options.tier})",
     )
     typer.echo(markdown)
     echo(f"Wrote {options.out}/tuned.json (load it with AutoDemoBatchRunnable.from_config or "
@@ -168,6 +173,7 @@ def _measurements(options: TuneOptions) -> MeasurementLog:
             json.loads(setup_path.read_text(encoding="utf-8")), setup, keys=_RESUME_KEYS,
             what=f"{options.out} was tuned with other settings",
             fix="use another --out, or drop --resume to start again",
+            defaults={"tier": "online"},  # setups written before --tier
         )  # fmt: skip
     else:
         log_path.unlink(missing_ok=True)

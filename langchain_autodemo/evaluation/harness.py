@@ -27,7 +27,14 @@ from langchain_autodemo.evaluation.bootstrap import (
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
-from langchain_autodemo.pricing import Price, prompt_text, shared_prefix_tokens, spread_tokens
+from langchain_autodemo.pricing import (
+    Price,
+    cache_write_tokens,
+    prompt_text,
+    reused_prefix_tokens,
+    shared_prefix_tokens,
+    spread_tokens,
+)
 from langchain_autodemo.runnable import AutoDemoBatchRunnable
 from langchain_autodemo.settings import Settings
 from langchain_autodemo.usage import track_usage
@@ -97,17 +104,32 @@ class MethodResult:
     """Per model call, in the order they were sent: the input tokens of the prompt prefix it
     shares with an earlier call of this method (what a provider's prompt cache could serve;
     :meth:`cost` applies each provider's caching rules to it)."""
+    call_reused_tokens: list[float] = field(default_factory=list, repr=False)
+    """Per model call, in the same order: the input tokens of its prefix that a later call
+    of this method shares (what it writes to a provider's cache; empty in records from
+    before it was kept, see :func:`~langchain_autodemo.pricing.cache_write_tokens`)."""
 
     def cached_input_tokens(self, price: Price) -> int:
         """Input tokens a provider with ``price``'s caching rules would serve from cache."""
         return sum(price.cacheable(tokens) for tokens in self.call_shared_tokens)
 
-    def usd_per_1k_items(self, price: Price, *, cached: bool) -> float:
-        """What 1,000 items cost at ``price``, without or with prompt caching."""
+    def cache_write_tokens(self, price: Price) -> int:
+        """Input tokens written to that provider's cache: each shared prefix's first
+        occurrence (and again where it left the cache)."""
+        reused = self.call_reused_tokens or None
+        return cache_write_tokens(self.call_shared_tokens, reused, price)
+
+    def usd_per_1k_items(self, price: Price, *, cached: bool, tier: str | None = None) -> float:
+        """What 1,000 items cost at ``price`` and ``tier`` (default: the price's), without
+        or with prompt caching (cache hits at the cached price, writes at the write price)."""
         if not self.n:
             return 0.0
         hits = self.cached_input_tokens(price) if cached else 0
-        usd = price.cost(self.input_tokens, self.output_tokens, cached_tokens=hits)
+        writes = self.cache_write_tokens(price) if cached else 0
+        usd = price.cost(
+            self.input_tokens, self.output_tokens, cached_tokens=hits, written_tokens=writes,
+            tier=tier,
+        )  # fmt: skip
         return 1000 * usd / self.n
 
     @property
@@ -275,6 +297,7 @@ def run_method(
         escalation_input_tokens=usage.escalation_input_tokens,
         escalation_output_tokens=usage.escalation_output_tokens,
         call_shared_tokens=prompts.shared_tokens(usage.input_tokens),
+        call_reused_tokens=prompts.reused_tokens(usage.input_tokens),
     )
 
 
@@ -309,6 +332,12 @@ class _CallPrompts(BaseCallbackHandler):
         scaled to the input tokens the calls were counted as."""
         per_call = spread_tokens(self.prompts, input_tokens)
         return [round(tokens, 1) for tokens in shared_prefix_tokens(self.prompts, per_call)]
+
+    def reused_tokens(self, input_tokens: int) -> list[float]:
+        """Per call, the tokens of its prefix a later call shares (what it writes to a
+        provider's cache), scaled as :meth:`shared_tokens`."""
+        per_call = spread_tokens(self.prompts, input_tokens)
+        return [round(tokens, 1) for tokens in reused_prefix_tokens(self.prompts, per_call)]
 
 
 def evaluate(

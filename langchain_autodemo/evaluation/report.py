@@ -58,6 +58,7 @@ def costs(results: Sequence[MethodResult], price: Price) -> dict[tuple[str, int]
             "usd_per_1k_items": round(plain, 5),
             "usd_per_1k_items_cached": round(cached, 5),
             "cached_input_tokens": r.cached_input_tokens(price),
+            "cache_write_tokens": r.cache_write_tokens(price),
             "vs_single_cached": round(cached / base, 3) if base else None,
             "uncached_vs_single_cached": round(plain / base, 3) if base else None,
         }
@@ -155,10 +156,17 @@ def markdown_table(results: Sequence[MethodResult], price: tuple[str, Price] | N
     if any(r.method == "single" for r in results):
         notes.append("`single` makes one call per question; batch size does not apply.")
     if price:
+        p = price[1]
+        writes = (
+            f"its first write at {p.write_price / p.input:g}x input"
+            if p.input and p.cache_write is not None
+            else "writes at the input price"
+        )
         notes.append(
-            f"USD at {price[0]} list prices; cached: the prompt prefix each call shares with an "
-            "earlier call of its method, billed as the provider caches it (minimum prefix, "
-            "steps). `x single cached` divides by single's cost with caching."
+            f"USD at {price[0]} list prices, {p.tier} tier; cached: the prompt prefix each "
+            "call shares with an earlier call of its method, billed as the provider caches it "
+            f"(minimum prefix, steps), {writes}. `x single cached` divides by single's cost "
+            "with caching."
         )
     return "\n".join(rows) + ("\n\n" + "\n".join(f"- {n}" for n in notes) if notes else "") + "\n"
 
