@@ -7,21 +7,11 @@ the engine, once for threads and once for asyncio, and speaks LangChain's callba
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import copy
-import functools
-import heapq
-import logging
-import queue
 import random
 import re
-import string
-import threading
-import time
 from collections.abc import (
     AsyncIterator,
-    Awaitable,
     Callable,
     Hashable,
     Iterator,
@@ -29,55 +19,44 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from langchain_core.callbacks import (
-    AsyncCallbackManagerForChainRun,
     BaseCallbackHandler,
-    CallbackManager,
-    CallbackManagerForChainRun,
 )
-from langchain_core.messages import AnyMessage, BaseMessage, convert_to_messages
+from langchain_core.messages import AnyMessage, BaseMessage
 from langchain_core.output_parsers import (
     BaseOutputParser,
     JsonOutputParser,
     PydanticOutputParser,
 )
-from langchain_core.prompt_values import ChatPromptValueConcrete, PromptValue, StringPromptValue
+from langchain_core.prompt_values import ChatPromptValueConcrete, StringPromptValue
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import (
-    get_async_callback_manager_for_config,
-    get_callback_manager_for_config,
-    get_config_list,
-    patch_config,
-)
-from langchain_core.tracers.langchain import LangChainTracer
-from langchain_core.tracers.schemas import Run
 from pydantic import BaseModel, RootModel, create_model
 
 from langchain_autodemo._validation import (
-    require_max_concurrency,
     require_positive_int,
     require_timeout,
 )
-from langchain_autodemo.alignment import comparison_key
+from langchain_autodemo.drivers import DEFAULT_MAX_CONCURRENCY, run_async, run_sync
 from langchain_autodemo.engine import (
-    CallReport,
-    CallSession,
     Engine,
     EngineSettings,
     ItemResult,
-    ModelCall,
     redact_model_text,
 )
 from langchain_autodemo.errors import (
     AutoDemoError,
-    AutoDemoInputError,
     AutoDemoItemError,
-    ConfigurationError,
+)
+from langchain_autodemo.inputs import (
+    context_groups,
+    render_input,
+    render_inputs,
+    template_fields,
 )
 from langchain_autodemo.markers import Markers
-from langchain_autodemo.parser import json_candidate, non_text_kinds, text_of
+from langchain_autodemo.parser import json_candidate
 from langchain_autodemo.planning import (
     BatchSelector,
     Demonstration,
@@ -88,13 +67,11 @@ from langchain_autodemo.prompts import (
     DEFAULT_HEAD_WORDS,
     Mode,
     Restate,
-    context_key,
     few_shot_turns,
     final_answer_only,
-    split_chat,
 )
 from langchain_autodemo.settings import Settings, TunedConfig, settings_of
-from langchain_autodemo.usage import UsageStats, active_trackers
+from langchain_autodemo.tracing import ITEM_VIEW_RUN
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -112,20 +89,12 @@ __all__ = [
     "template_fields",
 ]
 
-log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
-#: Model calls in flight at once when the config sets no ``max_concurrency``.
-DEFAULT_MAX_CONCURRENCY = 32
 #: Seconds without a streamed chunk after which a model call counts as failed (a local
 #: CPU model may take minutes to read a long packed prompt before its first token).
 DEFAULT_STALL_TIMEOUT = 600.0
-#: Name of the child run that shows an isolated item how its call served it.
-ITEM_VIEW_RUN = "autodemo_call"
 
 Result = Any  # the answer (str or parsed object), an ItemResult, or an AutoDemoError
-_Event = tuple[ModelCall, CallReport]
-_Run = CallbackManagerForChainRun | AsyncCallbackManagerForChainRun | None
 
 
 class AutoDemoBatchRunnable(Runnable[Any, Any]):
@@ -460,7 +429,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         as its error, in its place; otherwise the first such error is raised (a bad
         input before any model call).
         """
-        results = dict(self._run_sync(inputs, config, return_exceptions))
+        results = dict(run_sync(self, inputs, config, return_exceptions))
         return self._ordered(results, len(inputs), return_exceptions)
 
     async def abatch(
@@ -471,7 +440,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        results = {i: r async for i, r in self._run_async(inputs, config, return_exceptions)}
+        results = {i: r async for i, r in run_async(self, inputs, config, return_exceptions)}
         return self._ordered(results, len(inputs), return_exceptions)
 
     def batch_as_completed(  # type: ignore[override]
@@ -490,7 +459,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         back to be re-asked. The unit of streaming is therefore the model call.
         """
         given: set[int] = set()
-        for index, result in self._run_sync(inputs, config, return_exceptions):
+        for index, result in run_sync(self, inputs, config, return_exceptions):
             if index not in given:  # (a callback failing after its answer is only logged)
                 given.add(index)
                 yield index, self._raise_or_return(result, return_exceptions)
@@ -504,7 +473,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         **kwargs: Any,
     ) -> AsyncIterator[tuple[int, Any]]:
         given: set[int] = set()
-        async for index, result in self._run_async(inputs, config, return_exceptions):
+        async for index, result in run_async(self, inputs, config, return_exceptions):
             if index not in given:
                 given.add(index)
                 yield index, self._raise_or_return(result, return_exceptions)
@@ -521,7 +490,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
     def render(self, input: Any, index: int = 0) -> str:
         """The question text of one input, as every entry point sends it, or an
         :class:`~langchain_autodemo.errors.AutoDemoInputError` naming ``index``."""
-        return self._render(index, input)
+        return render_input(index, input, self.input_template)
 
     def plan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> BatchPlan:
         """Validate ``inputs``, group them by chat context and plan the packed calls.
@@ -533,18 +502,18 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         may embed the texts). With ``return_exceptions=False`` the first bad input
         raises; otherwise it is recorded in :attr:`BatchPlan.invalid`.
         """
-        texts, invalid = self._validate(inputs, return_exceptions)
+        texts, invalid = render_inputs(inputs, self.input_template, return_exceptions)
         batches: list[PlannedBatch] = []
-        for context, members in self._context_groups(inputs, invalid):
+        for context, members in context_groups(inputs, invalid):
             group = self._selector().plan([texts[i] for i in members], self._plan_size())
             batches += self._placed(group, members, context)
         return self._plan(texts, invalid, batches)
 
     async def aplan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> BatchPlan:
         """:meth:`plan` for asyncio (the selector embeds without blocking the loop)."""
-        texts, invalid = self._validate(inputs, return_exceptions)
+        texts, invalid = render_inputs(inputs, self.input_template, return_exceptions)
         batches: list[PlannedBatch] = []
-        for context, members in self._context_groups(inputs, invalid):
+        for context, members in context_groups(inputs, invalid):
             group = await self._selector().aplan([texts[i] for i in members], self._plan_size())
             batches += self._placed(group, members, context)
         return self._plan(texts, invalid, batches)
@@ -611,6 +580,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         """Whether item runs see per-item views instead of the packed model run."""
         return self._isolate_traces
 
+    @property
+    def call_callbacks(self) -> tuple[BaseCallbackHandler, ...]:
+        """The operator's handlers that see isolated packed calls (:meth:`isolating_traces`)."""
+        return self._call_callbacks
+
     def with_coalescing(
         self,
         *,
@@ -641,199 +615,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
 
     # -- drivers: one dispatcher, driven under threads or asyncio ---------------------
 
-    def _run_sync(
-        self, inputs: Sequence[Any], config: Any, return_exceptions: bool
-    ) -> Iterator[tuple[int, Result]]:
-        configs = self._configs(inputs, config)
-        plan = self.plan(inputs, return_exceptions=return_exceptions)
-        if not plan.texts:
-            return
-        dispatch = _Dispatch(self, plan, configs, return_exceptions)
-        runs = [
-            dispatch.guard(index, functools.partial(self._start_run, item, c))
-            for index, (item, c) in enumerate(zip(inputs, configs, strict=True))
-        ]
-        events: queue.Queue[_Event | BaseException] = queue.Queue()
-        stopping = threading.Event()
-
-        def work(slot: _Slot) -> None:
-            error: BaseException | None = None
-            try:
-                stream = self.model.stream(
-                    slot.call.messages, self._call_config(slot, configs, runs)
-                )
-                try:
-                    for chunk in stream:
-                        with slot.lock:
-                            if slot.closed:
-                                break
-                            slot.feed(chunk)
-                            if slot.session.done_reading:
-                                break
-                        if stopping.is_set():
-                            break
-                except Exception as exc:  # the model call failed: its items are re-asked
-                    error = exc
-                finally:
-                    _close(stream)
-                report = slot.close(error)
-                if report is not None:
-                    events.put((slot.call, report))
-            except BaseException as crash:  # a bug or an interrupt must surface, not hang
-                events.put(crash)
-
-        def start(call: ModelCall) -> None:
-            slot = dispatch.open(call, time.monotonic())
-            # A daemon thread per call (calls are few and coarse): a stream that never
-            # yields again is abandoned at its deadline and cannot keep the process alive.
-            context = contextvars.copy_context()
-            threading.Thread(target=context.run, args=(work, slot), daemon=True).start()
-
-        try:
-            yield from dispatch.initial()
-            while dispatch.busy:
-                now = time.monotonic()
-                for call in dispatch.ready(now):
-                    start(call)
-                for overdue in dispatch.overdue(now):
-                    events.put(overdue)
-                try:
-                    event = events.get(timeout=dispatch.wait(time.monotonic()))
-                except queue.Empty:
-                    continue
-                if isinstance(event, BaseException):
-                    raise event
-                yield from dispatch.handle(event)
-        except BaseException as exc:
-            stopping.set()  # workers still streaming stop at their next chunk
-            for index, run in enumerate(runs):
-                if run is not None:
-                    dispatch.guard(index, functools.partial(run.on_chain_error, exc), after=True)
-            raise
-        stopping.set()
-        yield from dispatch.close_runs(runs)
-
-    async def _run_async(
-        self, inputs: Sequence[Any], config: Any, return_exceptions: bool
-    ) -> AsyncIterator[tuple[int, Result]]:
-        configs = self._configs(inputs, config)
-        plan = await self.aplan(inputs, return_exceptions=return_exceptions)
-        if not plan.texts:
-            return
-        dispatch = _Dispatch(self, plan, configs, return_exceptions)
-        runs = [
-            await dispatch.aguard(index, functools.partial(self._astart_run, item, c))
-            for index, (item, c) in enumerate(zip(inputs, configs, strict=True))
-        ]
-        events: asyncio.Queue[_Event | BaseException] = asyncio.Queue()
-
-        async def work(slot: _Slot) -> None:
-            error: BaseException | None = None
-            try:
-                stream = self.model.astream(
-                    slot.call.messages, self._call_config(slot, configs, runs)
-                )
-                try:
-                    async for chunk in stream:
-                        if slot.closed:
-                            break
-                        slot.feed(chunk)
-                        if slot.session.done_reading:
-                            break
-                except Exception as exc:  # the model call failed: its items are re-asked
-                    error = exc
-                finally:
-                    await _aclose(stream)
-                report = slot.close(error)
-                if report is not None:
-                    events.put_nowait((slot.call, report))
-            except asyncio.CancelledError:
-                if not slot.closed:  # cancelled from outside, not at its deadline
-                    events.put_nowait(asyncio.CancelledError())
-            except BaseException as crash:  # a bug must surface, never hang
-                events.put_nowait(crash)
-
-        tasks: dict[int, asyncio.Task[None]] = {}
-
-        def start(call: ModelCall) -> None:
-            task = asyncio.ensure_future(work(dispatch.open(call, time.monotonic())))
-            tasks[call.call_id] = task
-            task.add_done_callback(lambda _: tasks.pop(call.call_id, None))
-
-        try:
-            for item in dispatch.initial():
-                yield item
-            while dispatch.busy:
-                now = time.monotonic()
-                for call in dispatch.ready(now):
-                    start(call)
-                for overdue in dispatch.overdue(now):
-                    task = tasks.get(overdue[0].call_id)
-                    if task is not None:
-                        task.cancel()  # a stream that never yields again is dropped
-                    events.put_nowait(overdue)
-                try:
-                    event = await asyncio.wait_for(events.get(), dispatch.wait(time.monotonic()))
-                except asyncio.TimeoutError:
-                    continue
-                if isinstance(event, BaseException):
-                    raise event
-                for emitted in dispatch.handle(event):
-                    yield emitted
-        except BaseException as exc:
-            for task in list(tasks.values()):
-                task.cancel()
-            for index, run in enumerate(runs):
-                if run is not None:
-                    error = functools.partial(run.on_chain_error, exc)
-                    await dispatch.aguard(index, error, after=True)
-            raise
-        for emitted in await dispatch.aclose_runs(runs):
-            yield emitted
-
     # -- helpers ----------------------------------------------------------------------
-
-    @staticmethod
-    def _configs(inputs: Sequence[Any], config: Any) -> list[RunnableConfig]:
-        if not isinstance(inputs, Sequence) or isinstance(inputs, (str, bytes)):
-            raise TypeError(f"batch() takes a list of inputs, got {type(inputs).__name__}")
-        if not inputs:
-            return []
-        configs = get_config_list(config, len(inputs))
-        for c in configs:
-            require_max_concurrency(c.get("max_concurrency"))
-        return configs
-
-    def _validate(
-        self, inputs: Sequence[Any], return_exceptions: bool
-    ) -> tuple[list[str], dict[int, AutoDemoError]]:
-        """Every input's text before the first call ("" for a bad one, with its error)."""
-        if not isinstance(inputs, Sequence) or isinstance(inputs, (str, bytes)):
-            raise TypeError(f"batch() takes a list of inputs, got {type(inputs).__name__}")
-        texts: list[str] = []
-        invalid: dict[int, AutoDemoError] = {}
-        for index, item in enumerate(inputs):
-            try:
-                texts.append(self._render(index, item))
-            except AutoDemoInputError as error:
-                if not return_exceptions:
-                    raise
-                texts.append("")
-                invalid[index] = error
-        return texts, invalid
-
-    def _context_groups(
-        self, inputs: Sequence[Any], invalid: dict[int, AutoDemoError]
-    ) -> list[tuple[tuple[BaseMessage, ...], list[int]]]:
-        """The valid inputs grouped by the chat context they share, in order of first
-        appearance: inputs of different contexts are never packed into one call."""
-        groups: dict[Hashable, tuple[tuple[BaseMessage, ...], list[int]]] = {}
-        for index, item in enumerate(inputs):
-            if index in invalid:
-                continue
-            context = self._split(index, item)[0] if _is_chat(item) else ()
-            groups.setdefault(context_key(context), (context, []))[1].append(index)
-        return list(groups.values())
 
     def _placed(
         self, plans: Sequence[PlannedBatch], members: list[int], context: tuple[BaseMessage, ...]
@@ -855,136 +637,11 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             for plan in plans
         ]
 
-    def _start_run(self, item: Any, config: RunnableConfig) -> CallbackManagerForChainRun:
-        return get_callback_manager_for_config(config).on_chain_start(
-            None, item, **self._run_start(config)
-        )
-
-    async def _astart_run(
-        self, item: Any, config: RunnableConfig
-    ) -> AsyncCallbackManagerForChainRun:
-        return await get_async_callback_manager_for_config(config).on_chain_start(
-            None, item, **self._run_start(config)
-        )
-
-    def _run_start(self, config: RunnableConfig) -> dict[str, Any]:
-        """How each input's own run is named and identified (one run per input item)."""
-        return {
-            "name": config.get("run_name") or self.get_name(),
-            "run_id": config.pop("run_id", None),
-        }
-
     def _selector(self) -> BatchSelector:
         return self.selector or SequentialSelector()
 
     def _plan_size(self) -> int:
         return 1 if self.mode is Mode.SINGLE else self.batch_size
-
-    def _call_config(
-        self, slot: _Slot, configs: list[RunnableConfig], runs: Sequence[_Run]
-    ) -> RunnableConfig:
-        call = slot.call
-        metadata = {
-            "autodemo_call_id": call.call_id,
-            "autodemo_items": list(call.batch.kept),
-            "autodemo_attempt": call.attempt,
-        }
-        if call.escalation:
-            metadata["autodemo_escalation"] = True
-        if self._isolate_traces:
-            # The packed run holds every item's text: it reaches the operator's handlers
-            # only, never an item's own handlers, tags or metadata (set explicitly, so
-            # nothing is inherited from the caller's context either).
-            return RunnableConfig(
-                callbacks=list(self._call_callbacks),
-                tags=[],
-                metadata=metadata,
-                run_name=f"{self.get_name()} call",
-                configurable={},
-            )
-        # One call serves several items: it is traced as a child of its first item's run,
-        # its callbacks carry the handlers of every item it serves (each item's handlers
-        # see the model run that answered it), and its metadata names every item.
-        # (An item whose own run failed to start has none: its handlers stay out.)
-        started = [i for i in call.batch.kept if runs[i] is not None]
-        if not started:
-            config = patch_config(configs[call.batch.kept[0]], callbacks=CallbackManager([]))
-            config["metadata"] = {**config.get("metadata", {}), **metadata}
-            return config
-        leader = started[0]
-        callbacks = runs[leader].get_child()  # type: ignore[union-attr]
-        for index in started:
-            for handler in runs[index].inheritable_handlers:  # type: ignore[union-attr]
-                if not any(_same_sink(handler, present) for present in callbacks.handlers):
-                    callbacks.add_handler(handler, inherit=True)
-        config = patch_config(configs[leader], callbacks=callbacks)
-        config["metadata"] = {**config.get("metadata", {}), **metadata}
-        return config
-
-    def _render(self, index: int, item: Any) -> str:
-        """The text of one input, or an :class:`AutoDemoInputError` naming it."""
-        if isinstance(item, str):
-            text = item
-        elif isinstance(item, dict):
-            text = self._render_dict(index, item)
-        elif _is_chat(item):
-            text = self._split(index, item)[1]
-        elif isinstance(item, BaseMessage):
-            _refuse_non_text(index, item)
-            text = text_of(item)
-        else:
-            raise AutoDemoInputError(
-                index,
-                f"expected str, dict, prompt value or message, got {type(item).__name__} "
-                "(a chat input may also be a list of messages)",
-            )
-        if not comparison_key(text):
-            what = "empty" if not text.strip() else "made only of invisible characters"
-            raise AutoDemoInputError(index, f"the input is {what}")
-        return text
-
-    @staticmethod
-    def _split(index: int, item: Any) -> tuple[tuple[BaseMessage, ...], str]:
-        """A chat input's shared context and its own question (its last human message)."""
-        try:
-            messages = (
-                item.to_messages() if isinstance(item, PromptValue) else convert_to_messages(item)
-            )
-            context, question = split_chat(messages)
-        except (ValueError, TypeError, NotImplementedError) as exc:
-            raise AutoDemoInputError(index, str(exc)) from None
-        _refuse_non_text(index, messages[-1])
-        for message in context:
-            if message.type == "system":  # merged into the call's one system text
-                _refuse_non_text(index, message, "its system message")
-        return context, question
-
-    def _render_dict(self, index: int, item: dict[str, Any]) -> str:
-        for key, value in item.items():
-            if value is None:
-                raise AutoDemoInputError(index, f"the value of key {key!r} is None")
-        template = self.input_template
-        if template is None:
-            if len(item) == 1:
-                return str(next(iter(item.values())))
-            hint = f"e.g. input_template='{{{next(iter(item))}}} ...'" if item else ""
-            raise AutoDemoInputError(
-                index,
-                f"a dict input with {len(item)} keys needs an input_template {hint}".rstrip(),
-            )
-        if callable(template):
-            try:
-                return str(template(item))
-            except Exception as exc:
-                raise AutoDemoInputError(
-                    index, f"input_template failed: {type(exc).__name__}: {exc}"
-                ) from exc
-        missing = [name for name in template_fields(template) if name not in item]
-        if missing:
-            raise AutoDemoInputError(
-                index, f"input_template needs key(s) {missing}, the input has {sorted(item)}"
-            )
-        return template.format(**item)
 
     @staticmethod
     def _raise_or_return(result: Result, return_exceptions: bool) -> Result:
@@ -1021,308 +678,6 @@ class RunnerWrapper(Runnable[Any, Any]):
 
     def get_output_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self.runner.get_output_schema(config)  # type: ignore[return-value]
-
-
-def _close(stream: Any) -> None:
-    close = getattr(stream, "close", None)  # release the HTTP connection of a dropped stream
-    if close is not None:
-        close()
-
-
-async def _aclose(stream: Any) -> None:
-    close = getattr(stream, "aclose", None)
-    if close is not None:
-        await close()
-
-
-def template_fields(template: str) -> list[str]:
-    """The keys an ``input_template`` reads; positional or attribute fields are refused."""
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
-    except ValueError as exc:
-        raise ConfigurationError(
-            f"input_template {template!r} is not a format string: {exc}"
-        ) from None
-    for name in fields:
-        if not name or name.isdigit() or "." in name or "[" in name:
-            raise ConfigurationError(
-                f"input_template {template!r}: use named keys such as {{question}}, not {{{name}}}"
-            )
-    return fields
-
-
-class _Slot:
-    """One model call in flight: its session, and the deadline that bounds its read.
-
-    The read ends at ``call_timeout`` after the call started, or ``stall_timeout``
-    after its last chunk that carried something (text, reasoning, usage or a finish
-    reason: see :attr:`CallSession.progress`; a stream of empty chunks is a stall),
-    whichever comes first; then the call counts as failed (a ``TimeoutError``) and its
-    items are re-asked after a backoff. Closed exactly once: by its worker at the end of
-    the stream, or by the loop at the deadline.
-    """
-
-    def __init__(
-        self,
-        call: ModelCall,
-        session: CallSession,
-        started: float,
-        call_timeout: float | None,
-        stall_timeout: float | None,
-    ) -> None:
-        self.call = call
-        self.session = session
-        self.lock = threading.Lock()
-        self.closed = False
-        self._started = self._last = started
-        self._call_timeout = call_timeout
-        self._stall_timeout = stall_timeout
-
-    def feed(self, chunk: Any) -> None:
-        progress = self.session.progress
-        self.session.feed(chunk)
-        if self.session.progress != progress:  # an empty chunk is no sign of life
-            self._last = time.monotonic()
-
-    def deadline(self) -> float | None:
-        limits = []
-        if self._call_timeout is not None:
-            limits.append(self._started + self._call_timeout)
-        if self._stall_timeout is not None:
-            limits.append(self._last + self._stall_timeout)
-        return min(limits, default=None)
-
-    def time_left(self, now: float) -> float | None:
-        deadline = self.deadline()
-        return None if deadline is None else max(0.0, deadline - now)
-
-    def timeout_error(self, now: float) -> TimeoutError:
-        if self._call_timeout is not None and now >= self._started + self._call_timeout:
-            return TimeoutError(
-                f"the model call took longer than call_timeout={self._call_timeout} s"
-            )
-        return TimeoutError(
-            f"no chunk with text, reasoning or a finish reason from the model for "
-            f"stall_timeout={self._stall_timeout} s"
-        )
-
-    def close(self, error: BaseException | None) -> CallReport | None:
-        """Judge the call (once); ``None`` if it was already closed."""
-        with self.lock:
-            if self.closed:
-                return None
-            self.closed = True
-            return self.session.finish(error)
-
-
-class _Dispatch:
-    """Setup, step and teardown of one ``batch()``, shared by the sync and async loops.
-
-    It schedules the engine's calls (each after its backoff delay, at most
-    ``max_concurrency`` in flight), bounds every read by its slot's deadline, turns
-    reports into results and closes the item runs. The loops only start workers and
-    wait for events.
-
-    Each item's run speaks to that item's own callbacks only, through :meth:`guard`:
-    with ``return_exceptions`` a handler that raises (``raise_error``) fails its own
-    item with that exception and no other (the inputs of one ``batch()`` may come from
-    different callers, as the coalescer's do); without, it is raised as LangChain does.
-    """
-
-    def __init__(
-        self,
-        runner: AutoDemoBatchRunnable,
-        plan: BatchPlan,
-        configs: list[RunnableConfig],
-        return_exceptions: bool = False,
-    ) -> None:
-        self._runner = runner
-        self._return_exceptions = return_exceptions
-        self.hook_errors: dict[int, BaseException] = {}
-        """Items whose own callbacks raised, with the exception (their result)."""
-        self.engine = plan.engine()
-        self._texts = plan.texts
-        self.limit = configs[0].get("max_concurrency") or DEFAULT_MAX_CONCURRENCY
-        self._waiting: list[tuple[float, int, ModelCall]] = []  # a heap: (due, id, call)
-        self._slots: dict[int, _Slot] = {}
-        self._trackers = active_trackers()
-        self.outputs: dict[int, Result] = {}
-        self.usage = UsageStats()
-
-    def initial(self) -> list[tuple[int, Result]]:
-        """The inputs final before any call (bad inputs); schedules the first calls."""
-        emitted = []
-        for index, result in sorted(self.engine.results.items()):
-            self.outputs[index] = self._runner.output(result)
-            emitted.append((index, self.hook_errors.get(index, self.outputs[index])))
-        self._schedule(self.engine.initial_calls())
-        return emitted
-
-    def guard(self, index: int, step: Callable[[], _T], *, after: bool = False) -> _T | None:
-        """``step()``, a callback of item ``index``'s own run; if it raises, the error
-        is that item's result (with ``return_exceptions``), else raised. ``after``: the
-        item's result is out already (the error is logged, not returned)."""
-        try:
-            return step()
-        except Exception as exc:
-            self._hook_failed(index, exc, after)
-            return None
-
-    async def aguard(
-        self, index: int, step: Callable[[], Awaitable[_T]], *, after: bool = False
-    ) -> _T | None:
-        try:
-            return await step()
-        except Exception as exc:
-            self._hook_failed(index, exc, after)
-            return None
-
-    def _hook_failed(self, index: int, error: Exception, after: bool) -> None:
-        if not self._return_exceptions and not after:
-            raise error
-        log.warning(
-            "a callback of item %d raised %s: that item fails, no other",
-            index,
-            type(error).__name__,
-            exc_info=error,
-        )
-        if not after:
-            self.hook_errors.setdefault(index, error)
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._waiting or self._slots)
-
-    def ready(self, now: float) -> list[ModelCall]:
-        """Calls due now, as many as the concurrency limit lets start."""
-        due: list[ModelCall] = []
-        while (
-            self._waiting
-            and self._waiting[0][0] <= now
-            and len(self._slots) + len(due) < self.limit
-        ):
-            due.append(heapq.heappop(self._waiting)[2])
-        return due
-
-    def open(self, call: ModelCall, now: float) -> _Slot:
-        slot = _Slot(
-            call, self.engine.open(call), now, self._runner.call_timeout, self._runner.stall_timeout
-        )
-        self._slots[call.call_id] = slot
-        return slot
-
-    def overdue(self, now: float) -> list[_Event]:
-        """Close the calls past their deadline, as failed calls."""
-        events: list[_Event] = []
-        for slot in list(self._slots.values()):
-            deadline = slot.deadline()
-            if deadline is not None and now >= deadline:
-                report = slot.close(slot.timeout_error(now))
-                if report is not None:
-                    events.append((slot.call, report))
-        return events
-
-    def wait(self, now: float) -> float | None:
-        """How long the loop may block before a deadline or a backoff is due."""
-        times = [d for d in (s.deadline() for s in self._slots.values()) if d is not None]
-        if self._waiting and len(self._slots) < self.limit:
-            times.append(self._waiting[0][0])
-        # A floor: a deadline just passed is handled on the next turn, without spinning.
-        return max(0.005, min(times) - now) if times else None
-
-    def handle(self, event: _Event) -> list[tuple[int, Result]]:
-        call, report = event
-        self._slots.pop(call.call_id, None)
-        self.usage.record_call(report.usage, reask=call.is_reask, escalation=call.escalation)
-        final, follow_ups = self.engine.complete(call, report)
-        self._schedule(follow_ups)
-        emitted = []
-        for index, result in final:
-            self.outputs[index] = self._runner.output(result)
-            emitted.append((index, self.hook_errors.get(index, self.outputs[index])))
-        return emitted
-
-    def _schedule(self, calls: Sequence[ModelCall]) -> None:
-        now = time.monotonic()
-        for call in calls:
-            heapq.heappush(self._waiting, (now + call.delay, call.call_id, call))
-
-    def _finish_usage(self) -> None:
-        failed = sum(isinstance(o, AutoDemoError) for o in self.outputs.values())
-        self.usage.record_items(len(self.outputs) - failed, failed)
-        for tracker in self._trackers:
-            tracker.merge(self.usage)
-
-    def _item_view(self, index: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-        """An isolated item's view of its call: its own question and answer, and how it
-        was served (inputs, outputs, metadata of the ``autodemo_call`` child run)."""
-        result = self.engine.results[index]
-        assert isinstance(result, ItemResult)
-        metadata = {
-            "autodemo_call_id": result.call_id,
-            "autodemo_position": result.position,
-            "autodemo_call_items": result.call_items,
-            "autodemo_attempts": result.attempts,
-            "autodemo_input_tokens": result.input_tokens,
-            "autodemo_output_tokens": result.output_tokens,
-        }
-        outputs = {"answer": result.raw_answer, "restated_question": result.restated_question}
-        return {"question": self._texts[index]}, outputs, metadata
-
-    def close_runs(self, runs: Sequence[_Run]) -> list[tuple[int, Result]]:
-        """End every item's run; the items whose own callbacks raised now, with their
-        errors (they replace the results given before)."""
-        self._finish_usage()
-        before = set(self.hook_errors)
-        for index, run in enumerate(runs):
-            if run is not None:
-                self.guard(index, functools.partial(self._close_run, index, run))
-        return [(i, e) for i, e in self.hook_errors.items() if i not in before]
-
-    async def aclose_runs(self, runs: Sequence[_Run]) -> list[tuple[int, Result]]:
-        self._finish_usage()
-        before = set(self.hook_errors)
-        for index, run in enumerate(runs):
-            if run is not None:
-                await self.aguard(index, functools.partial(self._aclose_run, index, run))
-        return [(i, e) for i, e in self.hook_errors.items() if i not in before]
-
-    def _closing(self, index: int) -> tuple[BaseException | None, Any, tuple[Any, ...] | None]:
-        """How item ``index``'s run ends, decided once for both drivers: (its error, or
-        ``None``; its output; the item view to trace first when traces are isolated)."""
-        output = self.outputs[index]
-        error = self.hook_errors.get(index)
-        if error is not None or isinstance(output, AutoDemoError):
-            return error or output, output, None
-        view = self._item_view(index) if self._runner.traces_isolated else None
-        return None, output, view
-
-    def _close_run(self, index: int, run: Any) -> None:
-        error, output, view = self._closing(index)
-        if error is not None:
-            run.on_chain_error(error)
-            return
-        if view is not None:
-            inputs, outputs, metadata = view
-            child = run.get_child()
-            child.add_metadata(metadata, inherit=False)
-            child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN).on_chain_end(outputs)
-        _record_item(run, self.engine.results.get(index))
-        run.on_chain_end(output)
-
-    async def _aclose_run(self, index: int, run: Any) -> None:
-        error, output, view = self._closing(index)
-        if error is not None:
-            await run.on_chain_error(error)
-            return
-        if view is not None:
-            inputs, outputs, metadata = view
-            child = run.get_child()
-            child.add_metadata(metadata, inherit=False)
-            started = await child.on_chain_start(None, inputs, name=ITEM_VIEW_RUN)
-            await started.on_chain_end(outputs)
-        _record_item(run, self.engine.results.get(index))
-        await run.on_chain_end(output)
 
 
 @dataclass(frozen=True)
@@ -1366,18 +721,6 @@ def _with_logprobs(llm: Runnable[Any, Any]) -> Runnable[Any, Any]:
     return llm
 
 
-def _refuse_non_text(index: int, message: BaseMessage, what: str = "the question") -> None:
-    """An :class:`AutoDemoInputError` for a message whose images, audio or files a call
-    would drop: the runner sends a question (and a system prompt) as text only."""
-    kinds = non_text_kinds(message)
-    if kinds:
-        raise AutoDemoInputError(
-            index,
-            f"{what} has non-text content ({', '.join(kinds)}) that packed calls cannot "
-            "carry (the runner sends text only); ask it alone, of the model itself",
-        )
-
-
 def _never_reports_finish(llm: Any) -> bool:
     """LangChain's fake chat models stream no finish reason: a user's first unit test
     with one must work, not fail every item as cut off."""
@@ -1389,57 +732,6 @@ def _never_reports_finish(llm: Any) -> bool:
         if hasattr(fake_chat_models, name)
     )
     return isinstance(llm, fakes)
-
-
-def _is_chat(item: Any) -> bool:
-    """A prompt value, or a list of messages (or message-like tuples and dicts)."""
-    if isinstance(item, PromptValue):
-        return True
-    return (
-        isinstance(item, (list, tuple))
-        and bool(item)
-        and all(isinstance(m, (BaseMessage, tuple, dict)) for m in item)
-    )
-
-
-def _same_sink(handler: BaseCallbackHandler, other: BaseCallbackHandler) -> bool:
-    """Whether two handlers record into the same place: the same object, or two LangSmith
-    tracers of one project (each input's run gets its own instance; the model run must be
-    posted once)."""
-    if handler is other:
-        return True
-    return (
-        isinstance(handler, LangChainTracer)
-        and isinstance(other, LangChainTracer)
-        and handler.project_name == other.project_name
-    )
-
-
-def _record_item(
-    run: CallbackManagerForChainRun | AsyncCallbackManagerForChainRun, result: Any
-) -> None:
-    """Write which call answered an input, and its share of that call's tokens, into the
-    metadata of that input's run as tracers hold it (LangSmith, ``collect_runs``,
-    ``astream_events``): LangChain's callbacks take metadata only when a run starts, and
-    the answering call is known only at its end."""
-    if not isinstance(result, ItemResult):
-        return
-    details = {
-        "autodemo_call_id": result.call_id,
-        "autodemo_attempts": result.attempts,
-        "autodemo_input_tokens": result.input_tokens,
-        "autodemo_output_tokens": result.output_tokens,
-    }
-    for handler in run.handlers:
-        runs = getattr(handler, "run_map", None)
-        if not isinstance(runs, dict):
-            continue
-        traced = runs.get(str(run.run_id)) or runs.get(run.run_id)
-        if isinstance(traced, Run):  # a tracer's run (copied: the dicts may be shared)
-            metadata = {**traced.extra.get("metadata", {}), **details}
-            traced.extra = {**traced.extra, "metadata": metadata}
-        elif isinstance(traced, dict) and isinstance(traced.get("metadata"), dict):
-            traced["metadata"] = {**traced["metadata"], **details}  # astream_events' record
 
 
 def _value_parser(

@@ -175,7 +175,7 @@ def test_langsmith_tracers_of_one_project_post_the_model_run_once() -> None:
     from langchain_core.tracers.langchain import LangChainTracer
     from langsmith import Client
 
-    from langchain_autodemo.runnable import _same_sink
+    from langchain_autodemo.tracing import same_sink as _same_sink
 
     # A client that can reach nothing: the default one looks up api.smith.langchain.com.
     offline = Client(api_url="http://127.0.0.1:9", api_key="offline", auto_batch_tracing=False)
