@@ -10,7 +10,7 @@ answered, 1 when some ended in an error (or were left unanswered), 2 for bad inp
 settings, 130 after Ctrl-C.
 
 Online answering (:class:`OnlineAnswering`) and ``--via batch-api``
-(:class:`langchain_autodemo.batch_api.cli.BatchApiAnswering`) share everything else:
+(:class:`langchain_autodemo.cli.batch_api.BatchApiAnswering`) share everything else:
 the checks, the resume, the summary and the exit status (:func:`run`).
 """
 
@@ -35,6 +35,7 @@ from langchain_core.outputs import LLMResult
 
 from langchain_autodemo.cli.common import echo
 from langchain_autodemo.cli.inputs import Item, read_items
+from langchain_autodemo.cli.outcome import RunOutcome
 from langchain_autodemo.cli.resume import (
     OutputError,
     OutputWriter,
@@ -103,7 +104,7 @@ class RunOptions:
     via: str = "online"
     """``online``, or ``batch-api``: the packed calls as a provider Batch API job."""
     batch_option: list[str] | None = None
-    """``KEY=VALUE`` settings of the Batch API job (see :mod:`langchain_autodemo.batch_api.cli`)."""
+    """``KEY=VALUE`` settings of the Batch API job (see :mod:`langchain_autodemo.cli.batch_api`)."""
     audit: float | None = None
     """Share of the items audited against single answers (:mod:`langchain_autodemo.audit`),
     with the fallback to single calls at the default ``min_agreement``; ``None``: off."""
@@ -183,30 +184,9 @@ class RunJob:
         return {**item.record, self.answer_key: jsonable(result)}, False
 
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """What one way of answering (online, or a Batch API job) did with the items asked."""
-
-    written: int
-    failed: int
-    usage: UsageStats
-    interrupted: bool
-    wall_time_s: float
-    calls_label: str = "calls"
-    notes: tuple[str, ...] = ()
-    """Lines for the summary (the Batch API's cost)."""
-    interrupted_hint: str | None = None
-    """What to do after Ctrl-C (default: re-run the same command)."""
-    shared_prefix_tokens: tuple[float, ...] = ()
-    """Per call, the input tokens of the prefix it shares with a recent call (what a
-    provider's prompt cache could serve); empty where the calls were not seen."""
-    rewritten: int = 0
-    """Items answered again after the audit tripped (their earlier records superseded)."""
-
-
 class Answering(Protocol):
     """How a :class:`RunJob`'s items are asked: online (:class:`OnlineAnswering`) or as a
-    Batch API job (:class:`langchain_autodemo.batch_api.cli.BatchApiAnswering`)."""
+    Batch API job (:class:`langchain_autodemo.cli.batch_api.BatchApiAnswering`)."""
 
     reattached: bool
     """The items to ask are those of an earlier, unfinished job (not the missing ones)."""
@@ -257,7 +237,7 @@ def _run(
     if answering_for is not None:
         answering = answering_for(job)
     elif options.via == "batch-api":
-        from langchain_autodemo.batch_api.cli import BatchApiAnswering
+        from langchain_autodemo.cli.batch_api import BatchApiAnswering
 
         answering = BatchApiAnswering(job)  # checks its options and the model first
     else:
