@@ -38,7 +38,7 @@ import random
 import re
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -70,7 +70,6 @@ __all__ = [
     "AuditedRunnable",
     "answers_agree",
     "normalise_answer",
-    "prometheus_metrics",
     "wilson_interval",
 ]
 
@@ -893,81 +892,5 @@ def _abandon_at_exit() -> None:
             audited._abandon(job, "were still running at interpreter exit")
 
 
-# -- Prometheus -------------------------------------------------------------------------
-
-
 def _label(value: Any) -> str:
     return str(value)
-
-
-def _escape(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
-    """The audit metrics in Prometheus' text format, one ``runner`` label per wrapper
-    (its name) and one ``group`` label per context group.
-
-    Counters: ``autodemo_audit_items_total``, ``autodemo_audit_agreed_total`` (per
-    group), ``autodemo_audit_calls_total``, ``autodemo_audit_tokens_total`` (by
-    ``direction``), ``autodemo_audit_errors_total`` (audits whose single or shadow
-    answer failed), ``autodemo_audit_abandoned_total`` (audits that never finished);
-    gauges: ``autodemo_audit_agreement_low`` (per group, the Wilson lower bound over
-    every audit), ``autodemo_audit_window_agreement_low`` (the same over the audits
-    since the last switch: what the fallback acts on) and
-    ``autodemo_audit_fallback_active``. An agreement bound with no audit behind it is
-    ``NaN`` (unknown), never a misleading 0.
-    """
-    wrappers = list(audited_runnables)
-    per_group: dict[str, list[tuple[str, float]]] = {
-        "autodemo_audit_items_total": [],
-        "autodemo_audit_agreed_total": [],
-        "autodemo_audit_agreement_low": [],
-        "autodemo_audit_window_agreement_low": [],
-    }
-    per_runner: dict[str, list[tuple[str, float]]] = {
-        "autodemo_audit_fallback_active": [],
-        "autodemo_audit_calls_total": [],
-        "autodemo_audit_tokens_total": [],
-        "autodemo_audit_errors_total": [],
-        "autodemo_audit_abandoned_total": [],
-    }
-    for audited in wrappers:
-        runner = _escape(audited.get_name())
-        groups = audited.groups() or [_DEFAULT_GROUP]
-        for group in groups:
-            estimate = audited.agreement(group)
-            labels = f'runner="{runner}",group="{_escape(_label(group))}"'
-            per_group["autodemo_audit_items_total"].append((labels, estimate.audited))
-            per_group["autodemo_audit_agreed_total"].append((labels, estimate.agreed))
-            low = estimate.low if estimate.audited else math.nan
-            window_low = estimate.window_low if estimate.window_audited else math.nan
-            per_group["autodemo_audit_agreement_low"].append((labels, low))
-            per_group["autodemo_audit_window_agreement_low"].append((labels, window_low))
-        overall = audited.agreement()
-        labels = f'runner="{runner}"'
-        per_runner["autodemo_audit_fallback_active"].append((labels, int(overall.fallback_active)))
-        per_runner["autodemo_audit_calls_total"].append((labels, overall.audit_calls))
-        per_runner["autodemo_audit_errors_total"].append((labels, overall.audit_errors))
-        per_runner["autodemo_audit_abandoned_total"].append((labels, overall.audits_abandoned))
-        for direction, tokens in (
-            ("input", overall.audit_input_tokens),
-            ("output", overall.audit_output_tokens),
-        ):
-            per_runner["autodemo_audit_tokens_total"].append(
-                (f'{labels},direction="{direction}"', tokens)
-            )
-    lines: list[str] = []
-    for name, samples in {**per_group, **per_runner}.items():
-        kind = "counter" if name.endswith("_total") else "gauge"
-        lines.append(f"# TYPE {name} {kind}")
-        lines += [f"{name}{{{labels}}} {_number(value)}" for labels, value in samples]
-    return "\n".join(lines) + "\n"
-
-
-def _number(value: float) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))
