@@ -32,10 +32,8 @@ import contextvars
 import copy
 import functools
 import logging
-import math
 import queue
 import random
-import re
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
@@ -54,7 +52,7 @@ from langchain_core.runnables.config import (
 )
 
 from langchain_autodemo._validation import require_positive_int, require_share, require_timeout
-from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.agreement import answers_agree, normalise_answer, wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.runnable import AutoDemoBatchRunnable, RunnerWrapper
@@ -83,72 +81,7 @@ FALLBACK_EVENT = "autodemo_audit_fallback"
 DEFAULT_MIN_AGREEMENT = 0.9
 #: Seconds one audit model call may take before it fails (and its audit counts as an error).
 DEFAULT_AUDIT_CALL_TIMEOUT = 120.0
-_Z95 = 1.959963984540054
 _DEFAULT_GROUP = "default"
-
-# -- comparing answers ----------------------------------------------------------------
-
-_SPACES = re.compile(r"\s+")
-_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*", re.IGNORECASE)
-_TRAILING = ".,;:!?。"
-_NUMBER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:e[-+]?\d+)?$")
-
-
-def normalise_answer(answer: Any) -> str:
-    """The final answer as compared: casefolded, whitespace collapsed, a leading
-    ``The answer is`` and trailing punctuation stripped."""
-    if isinstance(answer, ItemResult):
-        answer = answer.answer
-    text = _SPACES.sub(" ", str(answer).casefold()).strip()
-    text = _ANSWER_PREFIX.sub("", text)
-    return text.rstrip(_TRAILING + " ").strip()
-
-
-def _as_number(text: str) -> float | None:
-    candidate = text.lstrip("$").replace(" ", "")
-    if not candidate or not _NUMBER.match(candidate) or not any(c.isdigit() for c in candidate):
-        return None
-    try:
-        return float(candidate.replace(",", ""))
-    except ValueError:
-        return None
-
-
-def answers_agree(packed: Any, single: Any, *, rel_tol: float = 1e-6) -> bool:
-    """The default comparator: equal normalised final answers; numbers (``"27"``,
-    ``"27.0"``, ``"1,000"``) are equal within ``rel_tol``. Non-text answers (parsed
-    objects) that compare equal agree as they are."""
-    if isinstance(packed, ItemResult):
-        packed = packed.answer
-    if isinstance(single, ItemResult):
-        single = single.answer
-    if not isinstance(packed, str) or not isinstance(single, str):
-        try:
-            if packed == single:
-                return True
-        except Exception:  # an exotic __eq__: fall back to the text
-            pass
-    left, right = normalise_answer(packed), normalise_answer(single)
-    if left == right:
-        return True
-    a, b = _as_number(left), _as_number(right)
-    return a is not None and b is not None and math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-12)
-
-
-# -- the estimate ---------------------------------------------------------------------
-
-
-def wilson_interval(agreed: int, audited: int, z: float = _Z95) -> tuple[float, float]:
-    """The Wilson score interval of ``agreed / audited`` (95% by default); ``(0, 1)``
-    with no audits."""
-    if audited <= 0:
-        return 0.0, 1.0
-    p = agreed / audited
-    z2 = z * z
-    denominator = 1 + z2 / audited
-    centre = (p + z2 / (2 * audited)) / denominator
-    half = z * math.sqrt(p * (1 - p) / audited + z2 / (4 * audited * audited)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)

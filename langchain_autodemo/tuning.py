@@ -30,7 +30,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from langchain_autodemo._validation import require_share
-from langchain_autodemo.audit import wilson_interval
+from langchain_autodemo.agreement import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.datasets import Dataset, examples_dataset
 from langchain_autodemo.evaluation.diagnostics import paired_comparison

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from langchain_autodemo.agreement import answers_agree, wilson_interval
+
 if TYPE_CHECKING:
     from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult
 
@@ -113,8 +115,6 @@ def confidence_power(result: MethodResult, single: MethodResult | None = None) -
     scored = [i for i in result.items if i.confidence is not None and i.prediction is not None]
     doubt = [1.0 - float(i.confidence or 0.0) for i in scored]
     alone = {i.id: i for i in single.items} if single is not None else {}
-
-    from langchain_autodemo.audit import answers_agree
 
     def answer(item: ItemRecord) -> str | None:
         return item.extracted if item.extracted is not None else item.prediction
@@ -263,9 +263,8 @@ def agreement_with(result: MethodResult, baseline: MethodResult) -> dict[str, An
     :class:`~langchain_autodemo.audit.AuditedRunnable` estimates in production. Answers are
     compared as the task reads them (the scorer's extracted answer, e.g. GSM8K's last
     number, where the model left out the final-answer line) with the audit's comparator
-    (:func:`~langchain_autodemo.audit.answers_agree`): the comparator a user passes the
+    (:func:`~langchain_autodemo.agreement.answers_agree`): the comparator a user passes the
     audit for such a task."""
-    from langchain_autodemo.audit import answers_agree, wilson_interval
 
     def answer(item: ItemRecord) -> str | None:
         return item.extracted if item.extracted is not None else item.prediction
