@@ -241,8 +241,8 @@ def _plain(value: Any) -> Any:
 
 def _open_runner(config: RayJobConfig, stack: ExitStack) -> tuple[Any, str]:
     """The worker's runner, from the model spec and (optionally) a tuned config file."""
-    from langchain_autodemo import AutoDemoBatchRunnable
     from langchain_autodemo.models import open_model
+    from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
     opened = stack.enter_context(open_model(config.model, max_tokens=config.max_tokens))
     common: dict[str, Any] = {

@@ -142,7 +142,7 @@ class RunJob:
 
     def runner(self, llm: Any) -> AutoDemoBatchRunnable:
         """The runner both ways of answering use (online and ``--via batch-api``)."""
-        from langchain_autodemo import AutoDemoBatchRunnable
+        from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
         options = self.options
         return AutoDemoBatchRunnable(
@@ -605,7 +605,7 @@ class OnlineAnswering:
     def answer(self, todo: list[Item], open_output: Callable[[], OutputWriter]) -> RunOutcome:
         from tqdm import tqdm
 
-        from langchain_autodemo import track_usage
+        from langchain_autodemo.usage import track_usage
 
         job, options = self.job, self.job.options
         spent = _SpentCounter()

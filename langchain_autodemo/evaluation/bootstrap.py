@@ -255,8 +255,9 @@ def _answer_and_check(
     on_item: Callable[[], None] | None,
 ) -> tuple[list[tuple[str, str, str]], Any]:
     """(question, demonstration answer, gold) for each answer the checker accepts."""
-    from langchain_autodemo import AutoDemoBatchRunnable, track_usage
     from langchain_autodemo.engine import ItemResult
+    from langchain_autodemo.runnable import AutoDemoBatchRunnable
+    from langchain_autodemo.usage import track_usage
 
     runner = AutoDemoBatchRunnable(
         llm,

@@ -191,8 +191,9 @@ def run_method(
     ``single`` included, for the final answer alone. ``restate`` is the runner's
     (``"head"``: ``auto_demo`` copies each question's first words).
     """
-    from langchain_autodemo import AutoDemoBatchRunnable, track_usage
     from langchain_autodemo.engine import ItemResult
+    from langchain_autodemo.runnable import AutoDemoBatchRunnable
+    from langchain_autodemo.usage import track_usage
 
     runner = AutoDemoBatchRunnable(
         llm,
