@@ -68,7 +68,7 @@ from langchain_autodemo.prompts import (
     holds_placeholder,
     one_line,
 )
-from langchain_autodemo.usage import CallUsage
+from langchain_autodemo.usage import CallUsage, reported_usage
 
 __all__ = [
     "redact_model_text",
@@ -825,18 +825,15 @@ class CallSession:
     def _note_metadata(self, chunk: BaseMessage) -> bool:
         """Record the chunk's usage and finish reason; whether it carried either."""
         noted = False
-        usage = getattr(chunk, "usage_metadata", None)
-        if usage:
+        usage = reported_usage(chunk)
+        if usage is not None:
             noted = True
             previous = self._reported or CallUsage(0, 0)
-            details = usage.get("input_token_details") or {}
-            output_details = usage.get("output_token_details") or {}
-            self._reported_reasoning += int(output_details.get("reasoning", 0) or 0)
+            self._reported_reasoning += usage.reasoning_tokens
             self._reported = CallUsage(
-                previous.input_tokens + int(usage.get("input_tokens", 0)),
-                previous.output_tokens + int(usage.get("output_tokens", 0)),
-                cached_input_tokens=previous.cached_input_tokens
-                + int(details.get("cache_read", 0) or 0),
+                previous.input_tokens + usage.input_tokens,
+                previous.output_tokens + usage.output_tokens,
+                cached_input_tokens=previous.cached_input_tokens + usage.cached_input_tokens,
             )
         metadata = chunk.response_metadata or {}
         for key in _FINISH_KEYS:

@@ -64,6 +64,7 @@ from langchain_core.outputs import LLMResult
 
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.grouping import kmeans_centres
+from langchain_autodemo.usage import reported_usage
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -467,9 +468,9 @@ class _RateLimitedCalls(BaseCallbackHandler):
             estimate = self._estimates.pop(run_id, None)
         generations = [g for gs in response.generations for g in gs]
         message = getattr(generations[0], "message", None) if generations else None
-        usage = getattr(message, "usage_metadata", None)
-        if estimate is not None and usage:
-            used = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+        usage = reported_usage(message)
+        if estimate is not None and usage is not None:
+            used = usage.input_tokens + usage.output_tokens
             self.limiter.settle.remote(estimate, used)
 
     def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:

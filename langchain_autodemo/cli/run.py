@@ -56,7 +56,7 @@ from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.planning import estimate_message_tokens, estimate_tokens
 from langchain_autodemo.pricing import SharedPrefixes, prompt_text
 from langchain_autodemo.prompts import Mode
-from langchain_autodemo.usage import CallUsage, UsageStats
+from langchain_autodemo.usage import CallUsage, UsageStats, reported_usage
 
 if TYPE_CHECKING:
     from langchain_autodemo.pricing import Price
@@ -796,9 +796,9 @@ class _SpentCounter(BaseCallbackHandler):
             prompt, retry, share = self._started.pop(run_id, (0, False, 0.0))
         generations = [g for gs in (response.generations if response else []) for g in gs]
         message = getattr(generations[0], "message", None) if generations else None
-        reported = getattr(message, "usage_metadata", None)
-        if reported:
-            usage = CallUsage(reported["input_tokens"], reported["output_tokens"])
+        reported = reported_usage(message)
+        if reported is not None:
+            usage = CallUsage(reported.input_tokens, reported.output_tokens)
         else:
             text = generations[0].text if generations else ""
             usage = CallUsage(prompt, estimate_tokens(text), estimated=True)
