@@ -149,7 +149,7 @@ def diagnostics(result: MethodResult) -> dict[str, Any]:
     reasked = [i for i in items if i.attempts > 1 or i.reasons]
     reasons = Counter(reason_kind(r) for i in items for r in i.reasons)
     attempts = Counter(i.attempts for i in items)
-    retry_tokens = result.reask_input_tokens + result.reask_output_tokens
+    reask_tokens = result.reask_input_tokens + result.reask_output_tokens
     total_tokens = result.input_tokens + result.output_tokens
     return {
         "position": position_accuracy(items),
@@ -169,11 +169,11 @@ def diagnostics(result: MethodResult) -> dict[str, Any]:
         },
         "tokens": {
             "per_item": total_tokens / n if n else 0.0,
-            "first_ask_per_item": (total_tokens - retry_tokens) / n if n else 0.0,
-            "reask_per_item": retry_tokens / n if n else 0.0,
+            "first_ask_per_item": (total_tokens - reask_tokens) / n if n else 0.0,
+            "reask_per_item": reask_tokens / n if n else 0.0,
             "reask_input_per_item": result.reask_input_tokens / n if n else 0.0,
             "reask_output_per_item": result.reask_output_tokens / n if n else 0.0,
-            "reask_share": retry_tokens / total_tokens if total_tokens else 0.0,
+            "reask_share": reask_tokens / total_tokens if total_tokens else 0.0,
             "estimated": result.estimated_tokens,
         },
     }
