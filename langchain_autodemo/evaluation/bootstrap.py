@@ -21,12 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_autodemo.errors import ConfigurationError, EvaluationError
+from langchain_autodemo.errors import AutoDemoModelCallError, ConfigurationError, EvaluationError
 from langchain_autodemo.evaluation.datasets import Dataset, DatasetError
 from langchain_autodemo.markers import FINAL_ANSWER_PREFIX, Markers
 from langchain_autodemo.parser import CompletionScanner
@@ -119,6 +119,13 @@ def model_key(llm: Any) -> str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             parts.append(f"{attribute}={value}")
     return ";".join(parts)
+
+
+def model_call_failures(results: Iterable[Any]) -> list[AutoDemoModelCallError]:
+    """The results that are failed model calls (not format failures): what an evaluation
+    must not pass off as a measurement (the harness's rule, here because the harness
+    imports this module)."""
+    return [r for r in results if isinstance(r, AutoDemoModelCallError)]
 
 
 def demonstration_answer(raw_answer: str, answer: str) -> str:
@@ -277,7 +284,6 @@ def _answer_and_check(
             results[index] = result
             if on_item is not None:
                 on_item()
-    from langchain_autodemo.evaluation.harness import model_call_failures  # harness imports us
 
     failed = model_call_failures(results.values())
     if failed:

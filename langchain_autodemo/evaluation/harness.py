@@ -11,14 +11,19 @@ from __future__ import annotations
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from langchain_autodemo.errors import AutoDemoItemError, AutoDemoModelCallError, EvaluationError
-from langchain_autodemo.evaluation.bootstrap import BootstrapPool, BootstrapSettings, bootstrap_pool
+from langchain_autodemo.errors import AutoDemoItemError, EvaluationError
+from langchain_autodemo.evaluation.bootstrap import (
+    BootstrapPool,
+    BootstrapSettings,
+    bootstrap_pool,
+    model_call_failures,
+)
 from langchain_autodemo.evaluation.datasets import Dataset
 from langchain_autodemo.evaluation.diagnostics import diagnostics
 from langchain_autodemo.evaluation.methods import Method
@@ -162,12 +167,6 @@ class MethodResult:
             diagnostics=diagnostics(self),
         )
         return data
-
-
-def model_call_failures(results: Iterable[Any]) -> list[AutoDemoModelCallError]:
-    """The results that are failed model calls (not format failures): what an evaluation
-    must not pass off as a measurement."""
-    return [r for r in results if isinstance(r, AutoDemoModelCallError)]
 
 
 def run_method(
