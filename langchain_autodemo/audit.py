@@ -28,24 +28,28 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import contextvars
 import copy
 import functools
 import logging
-import math
 import queue
 import random
-import re
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.callbacks.manager import adispatch_custom_event, dispatch_custom_event
+from langchain_core.callbacks.manager import (
+    AsyncCallbackManager,
+    CallbackManager,
+    adispatch_custom_event,
+    dispatch_custom_event,
+)
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import (
     get_async_callback_manager_for_config,
@@ -54,7 +58,7 @@ from langchain_core.runnables.config import (
 )
 
 from langchain_autodemo._validation import require_positive_int, require_share, require_timeout
-from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.agreement import answers_agree, normalise_answer, wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.runnable import AutoDemoBatchRunnable, RunnerWrapper
@@ -70,11 +74,12 @@ __all__ = [
     "AuditedRunnable",
     "answers_agree",
     "normalise_answer",
-    "prometheus_metrics",
     "wilson_interval",
 ]
 
 logger = logging.getLogger(__name__)
+
+_Manager = TypeVar("_Manager", CallbackManager, AsyncCallbackManager)
 
 #: Custom callback event sent for each audited item (to that item's own callbacks).
 AUDIT_EVENT = "autodemo_audit"
@@ -84,72 +89,7 @@ FALLBACK_EVENT = "autodemo_audit_fallback"
 DEFAULT_MIN_AGREEMENT = 0.9
 #: Seconds one audit model call may take before it fails (and its audit counts as an error).
 DEFAULT_AUDIT_CALL_TIMEOUT = 120.0
-_Z95 = 1.959963984540054
 _DEFAULT_GROUP = "default"
-
-# -- comparing answers ----------------------------------------------------------------
-
-_SPACES = re.compile(r"\s+")
-_ANSWER_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*", re.IGNORECASE)
-_TRAILING = ".,;:!?。"
-_NUMBER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:e[-+]?\d+)?$")
-
-
-def normalise_answer(answer: Any) -> str:
-    """The final answer as compared: casefolded, whitespace collapsed, a leading
-    ``The answer is`` and trailing punctuation stripped."""
-    if isinstance(answer, ItemResult):
-        answer = answer.answer
-    text = _SPACES.sub(" ", str(answer).casefold()).strip()
-    text = _ANSWER_PREFIX.sub("", text)
-    return text.rstrip(_TRAILING + " ").strip()
-
-
-def _as_number(text: str) -> float | None:
-    candidate = text.lstrip("$").replace(" ", "")
-    if not candidate or not _NUMBER.match(candidate) or not any(c.isdigit() for c in candidate):
-        return None
-    try:
-        return float(candidate.replace(",", ""))
-    except ValueError:
-        return None
-
-
-def answers_agree(packed: Any, single: Any, *, rel_tol: float = 1e-6) -> bool:
-    """The default comparator: equal normalised final answers; numbers (``"27"``,
-    ``"27.0"``, ``"1,000"``) are equal within ``rel_tol``. Non-text answers (parsed
-    objects) that compare equal agree as they are."""
-    if isinstance(packed, ItemResult):
-        packed = packed.answer
-    if isinstance(single, ItemResult):
-        single = single.answer
-    if not isinstance(packed, str) or not isinstance(single, str):
-        try:
-            if packed == single:
-                return True
-        except Exception:  # an exotic __eq__: fall back to the text
-            pass
-    left, right = normalise_answer(packed), normalise_answer(single)
-    if left == right:
-        return True
-    a, b = _as_number(left), _as_number(right)
-    return a is not None and b is not None and math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-12)
-
-
-# -- the estimate ---------------------------------------------------------------------
-
-
-def wilson_interval(agreed: int, audited: int, z: float = _Z95) -> tuple[float, float]:
-    """The Wilson score interval of ``agreed / audited`` (95% by default); ``(0, 1)``
-    with no audits."""
-    if audited <= 0:
-        return 0.0, 1.0
-    p = agreed / audited
-    z2 = z * z
-    denominator = 1 + z2 / audited
-    centre = (p + z2 / (2 * audited)) / denominator
-    half = z * math.sqrt(p * (1 - p) / audited + z2 / (4 * audited * audited)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -306,6 +246,36 @@ class _Job:
     """Its outcome is in the estimate (or in ``audit_errors``)."""
     abandoned: bool = False
     """Given up before it was recorded (counted in ``audits_abandoned``)."""
+
+
+@dataclass
+class _Call:
+    """One call of an :class:`AuditedRunnable` (``batch``, ``abatch`` and their
+    ``as_completed`` twins): the runner that answers and the audit job of its answers,
+    decided here once; each twin only makes the call."""
+
+    audited: AuditedRunnable
+    inputs: Sequence[Any]
+    config: Any
+    chosen: set[int]
+    """The indices drawn for an audit."""
+    epoch: int
+    fallback: bool
+
+    @property
+    def runner(self) -> AutoDemoBatchRunnable:
+        return self.audited._runner_for(self.fallback)
+
+    def job(self, results: Sequence[Any] | dict[int, Any]) -> _Job | None:
+        """The audit job of the answers: every answer in input order, or (``as_completed``)
+        those that arrived by index (only those are audited)."""
+        chosen = self.chosen
+        if isinstance(results, dict):
+            chosen = chosen & set(results)
+            results = [results.get(i) for i in range(len(self.inputs))]
+        return self.audited._job(
+            self.inputs, self.config, results, chosen, self.epoch, self.fallback
+        )
 
 
 class _DaemonPool:
@@ -501,11 +471,9 @@ class AuditedRunnable(RunnerWrapper):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        chosen, epoch, fallback = self._choose(inputs)
-        results = self._runner_for(fallback).batch(
-            inputs, config, return_exceptions=return_exceptions, **kwargs
-        )
-        self._submit(self._job(inputs, config, results, chosen, epoch, fallback))
+        call = self._call(inputs, config)
+        results = call.runner.batch(inputs, config, return_exceptions=return_exceptions, **kwargs)
+        self._submit(call.job(results))
         return results
 
     async def abatch(
@@ -516,11 +484,11 @@ class AuditedRunnable(RunnerWrapper):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> list[Any]:
-        chosen, epoch, fallback = self._choose(inputs)
-        results = await self._runner_for(fallback).abatch(
+        call = self._call(inputs, config)
+        results = await call.runner.abatch(
             inputs, config, return_exceptions=return_exceptions, **kwargs
         )
-        self._start_task(self._job(inputs, config, results, chosen, epoch, fallback))
+        self._start_task(call.job(results))
         return results
 
     def batch_as_completed(  # type: ignore[override]
@@ -531,15 +499,14 @@ class AuditedRunnable(RunnerWrapper):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> Iterator[tuple[int, Any]]:
-        chosen, epoch, fallback = self._choose(inputs)
+        call = self._call(inputs, config)
         results: dict[int, Any] = {}
-        for index, result in self._runner_for(fallback).batch_as_completed(
+        for index, result in call.runner.batch_as_completed(
             inputs, config, return_exceptions=return_exceptions, **kwargs
         ):
             results[index] = result
             yield index, result
-        ordered = [results.get(i) for i in range(len(inputs))]
-        self._submit(self._job(inputs, config, ordered, chosen & set(results), epoch, fallback))
+        self._submit(call.job(results))
 
     async def abatch_as_completed(  # type: ignore[override]
         self,
@@ -549,15 +516,14 @@ class AuditedRunnable(RunnerWrapper):
         return_exceptions: bool = False,
         **kwargs: Any,
     ) -> AsyncIterator[tuple[int, Any]]:
-        chosen, epoch, fallback = self._choose(inputs)
+        call = self._call(inputs, config)
         results: dict[int, Any] = {}
-        async for index, result in self._runner_for(fallback).abatch_as_completed(
+        async for index, result in call.runner.abatch_as_completed(
             inputs, config, return_exceptions=return_exceptions, **kwargs
         ):
             results[index] = result
             yield index, result
-        ordered = [results.get(i) for i in range(len(inputs))]
-        self._start_task(self._job(inputs, config, ordered, chosen & set(results), epoch, fallback))
+        self._start_task(call.job(results))
 
     # -- waiting for the audits -------------------------------------------------------
 
@@ -614,6 +580,12 @@ class AuditedRunnable(RunnerWrapper):
             )
 
     # -- sampling and scheduling ------------------------------------------------------
+
+    def _call(self, inputs: Sequence[Any], config: Any) -> _Call:
+        """One call of the wrapper, decided once for its sync and async twins: which
+        runner answers and which items are audited (see :class:`_Call`)."""
+        chosen, epoch, fallback = self._choose(inputs)
+        return _Call(self, inputs, config, chosen, epoch, fallback)
 
     def _choose(self, inputs: Sequence[Any]) -> tuple[set[int], int, bool]:
         """The indices to audit (seeded draws, one per input, in input order), the
@@ -699,41 +671,46 @@ class AuditedRunnable(RunnerWrapper):
 
     def _run_job(self, job: _Job) -> None:
         with track_usage() as usage:
-            packed, single = self._packed_answers(job, shadow=None), None
-            if job.inputs:
-                shadow = self._shadow.batch(
-                    list(job.inputs), self._CALL_CONFIG, return_exceptions=True
-                )
-                packed = self._packed_answers(job, shadow=shadow)
-            if not job.answers_are_single:
-                single = self._auditor.batch(
-                    [a.input for a in job.items], self._CALL_CONFIG, return_exceptions=True
-                )
-        self._finish(job, packed, single, usage)
-        for audit, agreed, switch in job.results:
-            try:  # one item's callbacks must not cost the others their events
-                self._report(audit, agreed, switch)
-            except Exception:
-                logger.exception("the audit event of item %d failed", audit.index)
+            replies = {
+                name: runner.batch(inputs, self._CALL_CONFIG, return_exceptions=True)
+                for name, runner, inputs in self._job_calls(job)
+            }
+        self._finish(job, replies, usage)
+        for audit, outcome, switch in job.results:
+            with self._reporting(audit):
+                self._report(audit, outcome, switch)
 
     async def _arun_job(self, job: _Job) -> None:
         with track_usage() as usage:
-            packed, single = self._packed_answers(job, shadow=None), None
-            if job.inputs:
-                shadow = await self._shadow.abatch(
-                    list(job.inputs), self._CALL_CONFIG, return_exceptions=True
-                )
-                packed = self._packed_answers(job, shadow=shadow)
-            if not job.answers_are_single:
-                single = await self._auditor.abatch(
-                    [a.input for a in job.items], self._CALL_CONFIG, return_exceptions=True
-                )
-        self._finish(job, packed, single, usage)
-        for audit, agreed, switch in job.results:
-            try:
-                await self._areport(audit, agreed, switch)
-            except Exception:
-                logger.exception("the audit event of item %d failed", audit.index)
+            replies = {
+                name: await runner.abatch(inputs, self._CALL_CONFIG, return_exceptions=True)
+                for name, runner, inputs in self._job_calls(job)
+            }
+        self._finish(job, replies, usage)
+        for audit, outcome, switch in job.results:
+            with self._reporting(audit):
+                await self._areport(audit, outcome, switch)
+
+    def _job_calls(self, job: _Job) -> list[tuple[str, AutoDemoBatchRunnable, list[Any]]]:
+        """The audit calls of a job, in order, for :meth:`_run_job` and :meth:`_arun_job` to
+        make: ``shadow`` (in fallback: every input asked packed again, whose answers are
+        the packed ones) and ``single`` (each audited input alone; not in ``single``
+        fallback, where the returned answers are the single ones)."""
+        calls: list[tuple[str, AutoDemoBatchRunnable, list[Any]]] = []
+        if job.inputs:
+            calls.append(("shadow", self._shadow, list(job.inputs)))
+        if not job.answers_are_single:
+            calls.append(("single", self._auditor, [a.input for a in job.items]))
+        return calls
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _reporting(audit: _Audit) -> Iterator[None]:
+        """One item's callbacks must not cost the others their events."""
+        try:
+            yield
+        except Exception:
+            logger.exception("the audit event of item %d failed", audit.index)
 
     @staticmethod
     def _packed_answers(job: _Job, shadow: Sequence[Any] | None) -> list[Any]:
@@ -742,11 +719,12 @@ class AuditedRunnable(RunnerWrapper):
             return [a.answer for a in job.items]
         return [shadow[a.index] for a in job.items]
 
-    def _finish(
-        self, job: _Job, packed: list[Any], single: list[Any] | None, usage: UsageStats
-    ) -> None:
-        """Compare, record, and decide on the fallback; ``job.results`` gets, per item,
-        (packed answer, agreed or None for a failed audit, the switch it caused)."""
+    def _finish(self, job: _Job, replies: dict[str, list[Any]], usage: UsageStats) -> None:
+        """Compare the answers of :meth:`_job_calls`' ``replies``, record, and decide on the
+        fallback; ``job.results`` gets, per item, (its outcome: the answer pair and whether
+        they agreed, the switch it caused). A failed audit counts in ``audit_errors``."""
+        packed = self._packed_answers(job, shadow=replies.get("shadow"))
+        single = replies.get("single")
         if single is None:  # single fallback: the returned answers are the single ones
             single = [a.answer for a in job.items]
         compared: list[tuple[_Audit, Any, Any]] = []
@@ -840,32 +818,45 @@ class AuditedRunnable(RunnerWrapper):
     def _report(self, audit: _Audit, outcome: Any, switch: dict[str, Any] | None) -> None:
         """The item's own ``autodemo_audit`` run and events (its callbacks only, plus
         the operator's)."""
-        manager = get_callback_manager_for_config(self._audit_config(audit))
-        for handler in self.callbacks:
-            manager.add_handler(handler, inherit=True)
+        manager = self._with_callbacks(get_callback_manager_for_config(self._audit_config(audit)))
         if not manager.handlers:
             return
-        event = self._event(audit, outcome)
+        events, end = self._report_events(audit, outcome, switch)
         run = manager.on_chain_start(None, {"input": audit.input}, name=AUDIT_EVENT)
         child: RunnableConfig = {"callbacks": run.get_child()}
-        dispatch_custom_event(AUDIT_EVENT, event, config=child)
-        if switch is not None:
-            dispatch_custom_event(FALLBACK_EVENT, switch, config=child)
-        run.on_chain_end({"agreed": event["agreed"], "single": event["single"]})
+        for name, data in events:
+            dispatch_custom_event(name, data, config=child)
+        run.on_chain_end(end)
 
     async def _areport(self, audit: _Audit, outcome: Any, switch: dict[str, Any] | None) -> None:
-        manager = get_async_callback_manager_for_config(self._audit_config(audit))
-        for handler in self.callbacks:
-            manager.add_handler(handler, inherit=True)
+        manager = self._with_callbacks(
+            get_async_callback_manager_for_config(self._audit_config(audit))
+        )
         if not manager.handlers:
             return
-        event = self._event(audit, outcome)
+        events, end = self._report_events(audit, outcome, switch)
         run = await manager.on_chain_start(None, {"input": audit.input}, name=AUDIT_EVENT)
         child: RunnableConfig = {"callbacks": run.get_child()}
-        await adispatch_custom_event(AUDIT_EVENT, event, config=child)
+        for name, data in events:
+            await adispatch_custom_event(name, data, config=child)
+        await run.on_chain_end(end)
+
+    def _with_callbacks(self, manager: _Manager) -> _Manager:
+        """The item's callback manager with the operator's callbacks added."""
+        for handler in self.callbacks:
+            manager.add_handler(handler, inherit=True)
+        return manager
+
+    def _report_events(
+        self, audit: _Audit, outcome: Any, switch: dict[str, Any] | None
+    ) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]:
+        """What :meth:`_report` and :meth:`_areport` send: the custom events (the audit's,
+        then the switch it caused, if any) and the ``autodemo_audit`` run's output."""
+        event = self._event(audit, outcome)
+        events = [(AUDIT_EVENT, event)]
         if switch is not None:
-            await adispatch_custom_event(FALLBACK_EVENT, switch, config=child)
-        await run.on_chain_end({"agreed": event["agreed"], "single": event["single"]})
+            events.append((FALLBACK_EVENT, switch))
+        return events, {"agreed": event["agreed"], "single": event["single"]}
 
 
 def _bounded(runner: AutoDemoBatchRunnable, timeout: float | None) -> AutoDemoBatchRunnable:
@@ -893,81 +884,5 @@ def _abandon_at_exit() -> None:
             audited._abandon(job, "were still running at interpreter exit")
 
 
-# -- Prometheus -------------------------------------------------------------------------
-
-
 def _label(value: Any) -> str:
     return str(value)
-
-
-def _escape(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
-    """The audit metrics in Prometheus' text format, one ``runner`` label per wrapper
-    (its name) and one ``group`` label per context group.
-
-    Counters: ``autodemo_audit_items_total``, ``autodemo_audit_agreed_total`` (per
-    group), ``autodemo_audit_calls_total``, ``autodemo_audit_tokens_total`` (by
-    ``direction``), ``autodemo_audit_errors_total`` (audits whose single or shadow
-    answer failed), ``autodemo_audit_abandoned_total`` (audits that never finished);
-    gauges: ``autodemo_audit_agreement_low`` (per group, the Wilson lower bound over
-    every audit), ``autodemo_audit_window_agreement_low`` (the same over the audits
-    since the last switch: what the fallback acts on) and
-    ``autodemo_audit_fallback_active``. An agreement bound with no audit behind it is
-    ``NaN`` (unknown), never a misleading 0.
-    """
-    wrappers = list(audited_runnables)
-    per_group: dict[str, list[tuple[str, float]]] = {
-        "autodemo_audit_items_total": [],
-        "autodemo_audit_agreed_total": [],
-        "autodemo_audit_agreement_low": [],
-        "autodemo_audit_window_agreement_low": [],
-    }
-    per_runner: dict[str, list[tuple[str, float]]] = {
-        "autodemo_audit_fallback_active": [],
-        "autodemo_audit_calls_total": [],
-        "autodemo_audit_tokens_total": [],
-        "autodemo_audit_errors_total": [],
-        "autodemo_audit_abandoned_total": [],
-    }
-    for audited in wrappers:
-        runner = _escape(audited.get_name())
-        groups = audited.groups() or [_DEFAULT_GROUP]
-        for group in groups:
-            estimate = audited.agreement(group)
-            labels = f'runner="{runner}",group="{_escape(_label(group))}"'
-            per_group["autodemo_audit_items_total"].append((labels, estimate.audited))
-            per_group["autodemo_audit_agreed_total"].append((labels, estimate.agreed))
-            low = estimate.low if estimate.audited else math.nan
-            window_low = estimate.window_low if estimate.window_audited else math.nan
-            per_group["autodemo_audit_agreement_low"].append((labels, low))
-            per_group["autodemo_audit_window_agreement_low"].append((labels, window_low))
-        overall = audited.agreement()
-        labels = f'runner="{runner}"'
-        per_runner["autodemo_audit_fallback_active"].append((labels, int(overall.fallback_active)))
-        per_runner["autodemo_audit_calls_total"].append((labels, overall.audit_calls))
-        per_runner["autodemo_audit_errors_total"].append((labels, overall.audit_errors))
-        per_runner["autodemo_audit_abandoned_total"].append((labels, overall.audits_abandoned))
-        for direction, tokens in (
-            ("input", overall.audit_input_tokens),
-            ("output", overall.audit_output_tokens),
-        ):
-            per_runner["autodemo_audit_tokens_total"].append(
-                (f'{labels},direction="{direction}"', tokens)
-            )
-    lines: list[str] = []
-    for name, samples in {**per_group, **per_runner}.items():
-        kind = "counter" if name.endswith("_total") else "gauge"
-        lines.append(f"# TYPE {name} {kind}")
-        lines += [f"{name}{{{labels}}} {_number(value)}" for labels, value in samples]
-    return "\n".join(lines) + "\n"
-
-
-def _number(value: float) -> str:
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN"
-    if isinstance(value, int) or float(value).is_integer():
-        return str(int(value))
-    return repr(float(value))

@@ -48,6 +48,7 @@ from langchain_autodemo.errors import (
 from langchain_autodemo.markers import Markers
 from langchain_autodemo.parser import CompletionScanner, ParsedItem, reasoning_of, text_of
 from langchain_autodemo.planning import (
+    ITEM_MARKER_TOKENS,
     Demonstration,
     PlannedBatch,
     escalation_picks,
@@ -55,6 +56,7 @@ from langchain_autodemo.planning import (
     estimate_tokens,
     recovery_batches,
     rejected_for_content,
+    restatement_tokens,
     retry_delay,
     split_by_token_budget,
 )
@@ -68,7 +70,7 @@ from langchain_autodemo.prompts import (
     one_line,
 )
 from langchain_autodemo.settings import Settings
-from langchain_autodemo.usage import CallUsage
+from langchain_autodemo.usage import CallUsage, reported_usage
 
 __all__ = [
     "redact_model_text",
@@ -256,14 +258,24 @@ def _distractors(plan: PlannedBatch) -> list[str]:
     return [one_line(text) for text in shown if text.strip()]
 
 
-def output_cost(text: str, settings: EngineSettings) -> int:
-    """The output tokens one input is expected to cost: its restatement (Auto-Demo) and
-    its answer budget."""
-    echo = 0
-    if settings.mode is Mode.AUTO_DEMO:
-        copied = head_of(text, settings.head_words) if settings.restate is Restate.HEAD else text
-        echo = estimate_tokens(copied)
-    return echo + settings.answer_tokens + 4
+def restated_tokens(text: str, settings: EngineSettings) -> int:
+    """The output tokens the restatement of ``text`` costs under ``settings`` (Auto-Demo
+    copies the question, or its head; other modes copy nothing):
+    :func:`~langchain_autodemo.planning.restatement_tokens` of the text's own estimate."""
+    head = settings.restate is Restate.HEAD
+    return int(
+        restatement_tokens(
+            estimate_tokens(text),
+            restated=settings.mode is Mode.AUTO_DEMO,
+            head_tokens=estimate_tokens(head_of(text, settings.head_words)) if head else None,
+        )
+    )
+
+
+def output_token_estimate(text: str, settings: EngineSettings) -> int:
+    """The output tokens one input is expected to cost: its restatement (Auto-Demo), its
+    answer budget and its marker."""
+    return restated_tokens(text, settings) + settings.answer_tokens + ITEM_MARKER_TOKENS
 
 
 @functools.lru_cache(maxsize=32)
@@ -370,7 +382,10 @@ class CallSession:
         self.output_budget: int = (
             int(limit * _LIMIT_SLACK) + 16
             if limit is not None
-            else max(_MIN_BUDGET, _BUDGET_FACTOR * sum(output_cost(t, settings) for t in questions))
+            else max(
+                _MIN_BUDGET,
+                _BUDGET_FACTOR * sum(output_token_estimate(t, settings) for t in questions),
+            )
         )
         """Estimated output tokens after which the completion counts as a runaway."""
         self.runaway: str | None = None
@@ -816,18 +831,15 @@ class CallSession:
     def _note_metadata(self, chunk: BaseMessage) -> bool:
         """Record the chunk's usage and finish reason; whether it carried either."""
         noted = False
-        usage = getattr(chunk, "usage_metadata", None)
-        if usage:
+        usage = reported_usage(chunk)
+        if usage is not None:
             noted = True
             previous = self._reported or CallUsage(0, 0)
-            details = usage.get("input_token_details") or {}
-            output_details = usage.get("output_token_details") or {}
-            self._reported_reasoning += int(output_details.get("reasoning", 0) or 0)
+            self._reported_reasoning += usage.reasoning_tokens
             self._reported = CallUsage(
-                previous.input_tokens + int(usage.get("input_tokens", 0)),
-                previous.output_tokens + int(usage.get("output_tokens", 0)),
-                cached_input_tokens=previous.cached_input_tokens
-                + int(details.get("cache_read", 0) or 0),
+                previous.input_tokens + usage.input_tokens,
+                previous.output_tokens + usage.output_tokens,
+                cached_input_tokens=previous.cached_input_tokens + usage.cached_input_tokens,
             )
         metadata = chunk.response_metadata or {}
         for key in _FINISH_KEYS:
@@ -958,7 +970,7 @@ class Engine:
             part
             for plan in plans
             for budgeted in split_by_token_budget(
-                plan, self._output_cost, settings.max_output_tokens
+                plan, self._output_tokens, settings.max_output_tokens
             )
             for part in self._distinguishable(budgeted)
         ]
@@ -1171,8 +1183,8 @@ class Engine:
             result.append(plan.part(part, keep))
         return result
 
-    def _output_cost(self, index: int) -> int:
-        return output_cost(self.texts[index], self.settings)
+    def _output_tokens(self, index: int) -> int:
+        return output_token_estimate(self.texts[index], self.settings)
 
     def _call(
         self, plan: PlannedBatch, attempt: int, *, delay: float = 0.0, escalation: bool = False

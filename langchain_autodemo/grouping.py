@@ -27,6 +27,7 @@ __all__ = [
     "random_batches",
     "mean_intra_batch_similarity",
     "unit_rows",
+    "kmeans_centres",
 ]
 
 _BISECT_ITERATIONS = 5
@@ -281,6 +282,45 @@ def unit_rows(matrix: np.ndarray) -> np.ndarray:
     """Each row scaled to unit length; a zero row stays zero (similar to nothing)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
+def kmeans_centres(
+    vectors: np.ndarray, k: int, *, iterations: int = 10, seed: int = 0
+) -> np.ndarray:
+    """``k`` unit-norm centres of unit-norm ``vectors`` (spherical k-means, k-means++
+    seeding), numpy only: how :func:`langchain_autodemo.ray_data.group_by_similarity`
+    splits a whole dataset before packing each centre's rows with :func:`partition_batches`.
+
+    Example:
+        >>> v = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+        >>> centres = kmeans_centres(unit_rows(v), 2)
+        >>> a, b, c, d = np.argmax(unit_rows(v) @ centres.T, axis=1)
+        >>> bool(a == b != c == d)
+        True
+    """
+    vectors = np.asarray(vectors, dtype=np.float32)
+    n = len(vectors)
+    k = max(1, min(k, n))
+    rng = np.random.default_rng(seed)
+    centres = [vectors[rng.integers(n)]]
+    distance = 1.0 - vectors @ centres[0]
+    for _ in range(1, k):
+        weights = np.clip(distance, 0, None) ** 2
+        total = float(weights.sum())
+        pick = rng.integers(n) if total <= 0 else rng.choice(n, p=weights / total)
+        centres.append(vectors[pick])
+        distance = np.minimum(distance, 1.0 - vectors @ vectors[pick])
+    matrix = np.stack(centres)
+    for _ in range(iterations):
+        labels = np.argmax(vectors @ matrix.T, axis=1)
+        for c in range(k):
+            members = vectors[labels == c]
+            if len(members):
+                mean = members.sum(axis=0)
+                norm = float(np.linalg.norm(mean))
+                if norm > 0:
+                    matrix[c] = mean / norm
+    return matrix
 
 
 def _canonical(batches: list[list[int]]) -> list[list[int]]:

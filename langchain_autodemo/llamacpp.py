@@ -45,6 +45,7 @@ from typing import IO, Any
 
 from langchain_autodemo.errors import AutoDemoError
 from langchain_autodemo.local_models import find_model
+from langchain_autodemo.usage import reported_usage
 
 __all__ = [
     "LlamaCppServer",
@@ -301,7 +302,7 @@ class _StreamText:
         self.reported = False
 
     def note(self, chunk: Any) -> Any:
-        self.reported = self.reported or bool(getattr(chunk.message, "usage_metadata", None))
+        self.reported = self.reported or reported_usage(chunk.message) is not None
         self.parts.append(chunk.text)
         return chunk
 

@@ -22,6 +22,9 @@ __all__ = [
     "escalation_picks",
     "estimate_message_tokens",
     "estimate_tokens",
+    "ITEM_MARKER_TOKENS",
+    "TOKENS_PER_WORD",
+    "restatement_tokens",
     "split_by_token_budget",
     "recovery_batches",
     "rejected_for_content",
@@ -98,6 +101,37 @@ class SequentialSelector(BatchSelector):
 def estimate_tokens(text: str) -> int:
     """A cheap, tokenizer-free token estimate (about four characters per token)."""
     return len(text) // 4 + 1
+
+
+#: Output tokens a packed item costs besides its restatement and its answer: its answer
+#: marker (``A[3]:``) and line break.
+ITEM_MARKER_TOKENS = 4
+#: Tokens per English word: a head restatement's size where only the question's size is
+#: known (the tuner's cost proxy), not its text.
+TOKENS_PER_WORD = 4 / 3
+
+
+def restatement_tokens(
+    question_tokens: float, *, restated: bool, head_tokens: float | None = None
+) -> float:
+    """The output tokens one item's restatement costs: the restatement-cost estimate of the
+    engine's token budget, the Batch API's cost report and the tuner's cost proxy.
+
+    ``restated``: the mode copies the question back (only ``auto_demo`` does; nothing
+    otherwise). ``head_tokens``: the size of a ``head`` copy (``None``: the full question
+    is copied); a head is never longer than the question.
+
+    Example:
+        >>> restatement_tokens(40, restated=True), restatement_tokens(40, restated=False)
+        (40, 0)
+        >>> restatement_tokens(40, restated=True, head_tokens=16.0)
+        16.0
+        >>> restatement_tokens(10, restated=True, head_tokens=16.0)
+        10
+    """
+    if not restated:
+        return 0
+    return question_tokens if head_tokens is None else min(question_tokens, head_tokens)
 
 
 def estimate_message_tokens(messages: Iterable[BaseMessage]) -> int:

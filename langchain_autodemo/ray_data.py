@@ -13,7 +13,8 @@ The pieces:
   retried inside the worker with the runner's own backoff (``Retry-After`` included).
 * :func:`group_by_similarity`: embeds every row in parallel (``map_batches`` with the
   package's offline :class:`~langchain_autodemo.embeddings.WordLlamaEmbeddings`), fits
-  k-means centres on a sample (numpy), assigns each row to its nearest centre, and packs
+  k-means centres on a sample (:func:`~langchain_autodemo.grouping.kmeans_centres`),
+  assigns each row to its nearest centre, and packs
   each centre's rows with the selector's own partition
   (:func:`~langchain_autodemo.grouping.partition_batches`) in ``map_groups``; the packs
   then reach the runner whole (:func:`answer_dataset`). :func:`intra_batch_cosine` and
@@ -62,7 +63,9 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
 
 from langchain_autodemo.errors import ConfigurationError
+from langchain_autodemo.grouping import kmeans_centres
 from langchain_autodemo.settings import Settings, TunedConfig
+from langchain_autodemo.usage import reported_usage
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -447,9 +450,9 @@ class _RateLimitedCalls(BaseCallbackHandler):
             estimate = self._estimates.pop(run_id, None)
         generations = [g for gs in response.generations for g in gs]
         message = getattr(generations[0], "message", None) if generations else None
-        usage = getattr(message, "usage_metadata", None)
-        if estimate is not None and usage:
-            used = int(usage.get("input_tokens", 0)) + int(usage.get("output_tokens", 0))
+        usage = reported_usage(message)
+        if estimate is not None and usage is not None:
+            used = usage.input_tokens + usage.output_tokens
             self.limiter.settle.remote(estimate, used)
 
     def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
@@ -502,36 +505,6 @@ def _embed(batch: dict[str, np.ndarray], input_column: str) -> dict[str, np.ndar
     texts = [_text(v) or "" for v in batch[input_column].tolist()]
     vectors = np.asarray(WordLlamaEmbeddings().embed_array(texts), dtype=np.float32)
     return {**batch, EMBEDDING_COLUMN: unit_rows(vectors)}
-
-
-def kmeans_centres(
-    vectors: np.ndarray, k: int, *, iterations: int = 10, seed: int = 0
-) -> np.ndarray:
-    """``k`` unit-norm centres of unit-norm ``vectors`` (spherical k-means, k-means++
-    seeding), numpy only."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    n = len(vectors)
-    k = max(1, min(k, n))
-    rng = np.random.default_rng(seed)
-    centres = [vectors[rng.integers(n)]]
-    distance = 1.0 - vectors @ centres[0]
-    for _ in range(1, k):
-        weights = np.clip(distance, 0, None) ** 2
-        total = float(weights.sum())
-        pick = rng.integers(n) if total <= 0 else rng.choice(n, p=weights / total)
-        centres.append(vectors[pick])
-        distance = np.minimum(distance, 1.0 - vectors @ vectors[pick])
-    matrix = np.stack(centres)
-    for _ in range(iterations):
-        labels = np.argmax(vectors @ matrix.T, axis=1)
-        for c in range(k):
-            members = vectors[labels == c]
-            if len(members):
-                mean = members.sum(axis=0)
-                norm = float(np.linalg.norm(mean))
-                if norm > 0:
-                    matrix[c] = mean / norm
-    return matrix
 
 
 def _assign(batch: dict[str, np.ndarray], centres: np.ndarray) -> dict[str, np.ndarray]:

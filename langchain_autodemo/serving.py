@@ -43,10 +43,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
@@ -54,6 +55,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import BaseModel, ConfigDict, Field, RootModel, create_model, model_validator
 
+from langchain_autodemo.audit import _DEFAULT_GROUP
 from langchain_autodemo.coalescing import MicroBatcher
 from langchain_autodemo.engine import redact_model_text
 from langchain_autodemo.errors import (
@@ -68,7 +70,7 @@ from langchain_autodemo.runnable import AutoDemoBatchRunnable
 if TYPE_CHECKING:
     from fastapi import FastAPI, Request
 
-    from langchain_autodemo.audit import AuditPolicy
+    from langchain_autodemo.audit import AuditedRunnable, AuditPolicy
 
 __all__ = [
     "ISOLATION_METADATA_KEY",
@@ -77,6 +79,7 @@ __all__ = [
     "ServedError",
     "create_app",
     "isolation_key",
+    "prometheus_metrics",
     "served_error",
 ]
 
@@ -364,8 +367,6 @@ def create_app(
     if batcher.audited is not None:
         from fastapi.responses import PlainTextResponse
 
-        from langchain_autodemo.audit import prometheus_metrics
-
         audited = batcher.audited
 
         @app.get("/metrics", include_in_schema=False)
@@ -377,3 +378,79 @@ def create_app(
     app.add_exception_handler(AutoDemoError, package_error)
     app.add_exception_handler(ValidationError, invalid_input)
     return app
+
+
+# -- Prometheus -------------------------------------------------------------------------
+
+
+def _escape(value: Any) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_metrics(audited_runnables: Iterable[AuditedRunnable]) -> str:
+    """The audit metrics in Prometheus' text format, one ``runner`` label per wrapper
+    (its name) and one ``group`` label per context group.
+
+    Counters: ``autodemo_audit_items_total``, ``autodemo_audit_agreed_total`` (per
+    group), ``autodemo_audit_calls_total``, ``autodemo_audit_tokens_total`` (by
+    ``direction``), ``autodemo_audit_errors_total`` (audits whose single or shadow
+    answer failed), ``autodemo_audit_abandoned_total`` (audits that never finished);
+    gauges: ``autodemo_audit_agreement_low`` (per group, the Wilson lower bound over
+    every audit), ``autodemo_audit_window_agreement_low`` (the same over the audits
+    since the last switch: what the fallback acts on) and
+    ``autodemo_audit_fallback_active``. An agreement bound with no audit behind it is
+    ``NaN`` (unknown), never a misleading 0.
+    """
+    wrappers = list(audited_runnables)
+    per_group: dict[str, list[tuple[str, float]]] = {
+        "autodemo_audit_items_total": [],
+        "autodemo_audit_agreed_total": [],
+        "autodemo_audit_agreement_low": [],
+        "autodemo_audit_window_agreement_low": [],
+    }
+    per_runner: dict[str, list[tuple[str, float]]] = {
+        "autodemo_audit_fallback_active": [],
+        "autodemo_audit_calls_total": [],
+        "autodemo_audit_tokens_total": [],
+        "autodemo_audit_errors_total": [],
+        "autodemo_audit_abandoned_total": [],
+    }
+    for audited in wrappers:
+        runner = _escape(audited.get_name())
+        groups = audited.groups() or [_DEFAULT_GROUP]
+        for group in groups:
+            estimate = audited.agreement(group)
+            labels = f'runner="{runner}",group="{_escape(group)}"'
+            per_group["autodemo_audit_items_total"].append((labels, estimate.audited))
+            per_group["autodemo_audit_agreed_total"].append((labels, estimate.agreed))
+            low = estimate.low if estimate.audited else math.nan
+            window_low = estimate.window_low if estimate.window_audited else math.nan
+            per_group["autodemo_audit_agreement_low"].append((labels, low))
+            per_group["autodemo_audit_window_agreement_low"].append((labels, window_low))
+        overall = audited.agreement()
+        labels = f'runner="{runner}"'
+        per_runner["autodemo_audit_fallback_active"].append((labels, int(overall.fallback_active)))
+        per_runner["autodemo_audit_calls_total"].append((labels, overall.audit_calls))
+        per_runner["autodemo_audit_errors_total"].append((labels, overall.audit_errors))
+        per_runner["autodemo_audit_abandoned_total"].append((labels, overall.audits_abandoned))
+        for direction, tokens in (
+            ("input", overall.audit_input_tokens),
+            ("output", overall.audit_output_tokens),
+        ):
+            per_runner["autodemo_audit_tokens_total"].append(
+                (f'{labels},direction="{direction}"', tokens)
+            )
+    lines: list[str] = []
+    for name, samples in {**per_group, **per_runner}.items():
+        kind = "counter" if name.endswith("_total") else "gauge"
+        lines.append(f"# TYPE {name} {kind}")
+        lines += [f"{name}{{{labels}}} {_number(value)}" for labels, value in samples]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "NaN"
+    if isinstance(value, int) or float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_autodemo._validation import require_share
-from langchain_autodemo.audit import wilson_interval
+from langchain_autodemo.agreement import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.datasets import Dataset, examples_dataset
 from langchain_autodemo.evaluation.diagnostics import paired_comparison
@@ -39,7 +39,13 @@ from langchain_autodemo.evaluation.harness import (
     stored_fields,
 )
 from langchain_autodemo.evaluation.methods import Method, parse_method
-from langchain_autodemo.planning import escalation_picks, estimate_tokens
+from langchain_autodemo.planning import (
+    ITEM_MARKER_TOKENS,
+    TOKENS_PER_WORD,
+    escalation_picks,
+    estimate_tokens,
+    restatement_tokens,
+)
 from langchain_autodemo.pricing import Price
 from langchain_autodemo.prompts import DEFAULT_HEAD_WORDS, Mode, Restate
 from langchain_autodemo.settings import Settings, TunedConfig
@@ -126,17 +132,20 @@ def estimated_tokens_per_item(
 ) -> float:
     """A cost proxy (USD-weighted tokens per item) that orders the search cheapest first."""
     answer = 120.0 if candidate.settings.reasoning else 6.0
-    restate = 0.0
-    if candidate.method.mode is Mode.AUTO_DEMO:
-        # a head is about 4/3 tokens a word, never more than the question
-        head = min(question_tokens, DEFAULT_HEAD_WORDS * 4 / 3)
-        restate = head if candidate.settings.restate is Restate.HEAD else question_tokens
+    # only the question's size is known here: a head is estimated from its words
+    heads = candidate.settings.restate is Restate.HEAD
+    head = DEFAULT_HEAD_WORDS * TOKENS_PER_WORD if heads else None
+    restate = restatement_tokens(
+        question_tokens, restated=candidate.method.mode is Mode.AUTO_DEMO, head_tokens=head
+    )
     size = candidate.settings.batch_size
     input_tokens = prefix_tokens / size + question_tokens + 60 / size
-    output_tokens = answer + restate + 4
+    output_tokens = answer + restate + ITEM_MARKER_TOKENS
     packed = input_tokens * price.input + output_tokens * price.output
     # an escalated item is also asked alone: its whole prompt and its answer again
-    alone = (prefix_tokens + question_tokens + 60) * price.input + (answer + 4) * price.output
+    alone = (prefix_tokens + question_tokens + 60) * price.input + (
+        answer + ITEM_MARKER_TOKENS
+    ) * price.output
     return packed + candidate.settings.escalate * alone
 
 

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from langchain_autodemo.pricing import Price
 
-__all__ = ["CallUsage", "UsageStats", "track_usage"]
+__all__ = ["CallUsage", "UsageStats", "reported_usage", "track_usage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,39 @@ class CallUsage:
     cached_input_tokens: int = 0
     """The part of ``input_tokens`` the provider reported as served from its prompt cache
     (``usage_metadata["input_token_details"]["cache_read"]``)."""
+    reasoning_tokens: int = 0
+    """The part of ``output_tokens`` the provider reported as reasoning
+    (``usage_metadata["output_token_details"]["reasoning"]``)."""
+
+
+def reported_usage(message: Any) -> CallUsage | None:
+    """The tokens a model reported for ``message`` (a message or chunk; anything else
+    reports nothing): its ``usage_metadata``'s input, output, cached input
+    (``cache_read``) and reasoning tokens, ``None`` where it has none (a missing or empty
+    ``usage_metadata``, e.g. llama.cpp while streaming). The one reader of
+    ``usage_metadata`` in the package.
+
+    Example:
+        >>> from langchain_core.messages import AIMessage
+        >>> usage = {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17,
+        ...          "input_token_details": {"cache_read": 8}}
+        >>> reported = reported_usage(AIMessage("4", usage_metadata=usage))
+        >>> reported.input_tokens, reported.output_tokens, reported.cached_input_tokens
+        (12, 5, 8)
+        >>> reported_usage(AIMessage("4")) is None
+        True
+    """
+    usage = getattr(message, "usage_metadata", None)
+    if not usage:
+        return None
+    cached = (usage.get("input_token_details") or {}).get("cache_read", 0)
+    reasoning = (usage.get("output_token_details") or {}).get("reasoning", 0)
+    return CallUsage(
+        int(usage.get("input_tokens", 0)),
+        int(usage.get("output_tokens", 0)),
+        cached_input_tokens=int(cached or 0),
+        reasoning_tokens=int(reasoning or 0),
+    )
 
 
 @dataclass

@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from langchain_autodemo.planning import estimate_message_tokens, estimate_tokens
+from langchain_autodemo.engine import restated_tokens
+from langchain_autodemo.planning import estimate_message_tokens
 from langchain_autodemo.pricing import Price, PriceTable
-from langchain_autodemo.prompts import Mode, Restate, build_single_messages, head_of
+from langchain_autodemo.prompts import build_single_messages
 
 if TYPE_CHECKING:
     from langchain_autodemo.batch_api.job import BatchApiJob
@@ -65,14 +66,7 @@ class CostReport:
         ]
         single_prompts = sum(estimate_message_tokens(p) for p in prompts)
         scale = usage.input_tokens / job.prompt_estimate if job.prompt_estimate else 1.0
-        echo = 0.0
-        if settings.mode is Mode.AUTO_DEMO:
-            copied = (
-                (head_of(text, settings.head_words) for text in job.engine_texts)
-                if settings.restate is Restate.HEAD
-                else iter(job.engine_texts)
-            )
-            echo = scale * sum(estimate_tokens(text) for text in copied)
+        echo = scale * sum(restated_tokens(text, settings) for text in job.engine_texts)
         single_in = scale * single_prompts
         single_out = max(0.0, usage.output_tokens - echo)
         # single calls share everything before the question (system prompt, instructions,

@@ -44,7 +44,7 @@ from langchain_autodemo.errors import (
 )
 from langchain_autodemo.parser import text_of
 from langchain_autodemo.planning import PlannedBatch, estimate_message_tokens
-from langchain_autodemo.usage import UsageStats, active_trackers
+from langchain_autodemo.usage import UsageStats, active_trackers, reported_usage
 
 if TYPE_CHECKING:
     from langchain_autodemo.batch_api.cost import CostReport, PriceTable
@@ -583,13 +583,13 @@ class BatchApiJob:
                 self._live_errors[custom_id] = exc
                 outcome = Outcome.failure(f"{type(exc).__name__}: {exc}", code=type(exc).__name__)
             else:
-                usage = getattr(message, "usage_metadata", None) or {}
+                usage = reported_usage(message)
                 metadata = getattr(message, "response_metadata", None) or {}
                 outcome = Outcome(
                     content=text_of(message) if not isinstance(message, str) else message,
                     finish_reason=metadata.get("finish_reason"),
-                    input_tokens=usage.get("input_tokens"),
-                    output_tokens=usage.get("output_tokens"),
+                    input_tokens=usage.input_tokens if usage is not None else None,
+                    output_tokens=usage.output_tokens if usage is not None else None,
                 )
             self.state.add_outcome(custom_id, outcome)
 

@@ -421,8 +421,8 @@ def serve(
     import uvicorn
     from langchain_core.runnables import RunnableLambda
 
-    from langchain_autodemo import AutoDemoBatchRunnable
     from langchain_autodemo.audit import AuditPolicy
+    from langchain_autodemo.runnable import AutoDemoBatchRunnable
     from langchain_autodemo.serving import CallLog, create_app, isolation_key
 
     flags: dict[str, Any] = {

@@ -163,7 +163,7 @@ class _Part(NamedTuple):
 
 def _part_records(parts: Path, answer_key: str, error_key: str) -> list[_Part]:
     """Every row in the parts folder, in input order."""
-    from langchain_autodemo import ray_data
+    import langchain_autodemo.ray_data as ray_data
 
     ray_data.commit_output(parts, LINE_KEY)  # staged files of a killed job; one row per line
     frame = ray_data.read_output(parts)
@@ -210,7 +210,7 @@ class RayAnswering:
     def answer(self, todo: list[Item], open_output: Callable[[], OutputWriter]) -> RunOutcome:
         import ray
 
-        from langchain_autodemo import ray_data
+        import langchain_autodemo.ray_data as ray_data
 
         job, options, ray_options = self.job, self.job.options, self.ray_options
         spec = job.spec

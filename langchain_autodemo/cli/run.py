@@ -10,7 +10,7 @@ answered, 1 when some ended in an error (or were left unanswered), 2 for bad inp
 settings, 130 after Ctrl-C.
 
 Online answering (:class:`OnlineAnswering`) and ``--via batch-api``
-(:class:`langchain_autodemo.batch_api.cli.BatchApiAnswering`) share everything else:
+(:class:`langchain_autodemo.cli.batch_api.BatchApiAnswering`) share everything else:
 the checks, the resume, the summary and the exit status (:func:`run`).
 """
 
@@ -35,6 +35,7 @@ from langchain_core.outputs import LLMResult
 
 from langchain_autodemo.cli.common import echo
 from langchain_autodemo.cli.inputs import Item, read_items
+from langchain_autodemo.cli.outcome import RunOutcome
 from langchain_autodemo.cli.resume import (
     OutputError,
     OutputWriter,
@@ -56,7 +57,7 @@ from langchain_autodemo.planning import estimate_message_tokens, estimate_tokens
 from langchain_autodemo.pricing import SharedPrefixes, prompt_text
 from langchain_autodemo.prompts import Mode
 from langchain_autodemo.settings import Settings, TunedConfig, explicit_flags
-from langchain_autodemo.usage import CallUsage, UsageStats
+from langchain_autodemo.usage import CallUsage, UsageStats, reported_usage
 
 if TYPE_CHECKING:
     from langchain_autodemo.pricing import Price
@@ -105,7 +106,7 @@ class RunOptions(Settings):
     via: str = "online"
     """``online``, or ``batch-api``: the packed calls as a provider Batch API job."""
     batch_option: list[str] | None = None
-    """``KEY=VALUE`` settings of the Batch API job (see :mod:`langchain_autodemo.batch_api.cli`)."""
+    """``KEY=VALUE`` settings of the Batch API job (see :mod:`langchain_autodemo.cli.batch_api`)."""
     audit: float | None = None
     """Share of the items audited against single answers (:mod:`langchain_autodemo.audit`),
     with the fallback to single calls at the default ``min_agreement``; ``None``: off."""
@@ -141,7 +142,7 @@ class RunJob:
 
     def runner(self, llm: Any) -> AutoDemoBatchRunnable:
         """The runner both ways of answering use (online and ``--via batch-api``)."""
-        from langchain_autodemo import AutoDemoBatchRunnable
+        from langchain_autodemo.runnable import AutoDemoBatchRunnable
 
         return AutoDemoBatchRunnable.from_settings(
             llm,
@@ -176,33 +177,9 @@ class RunJob:
         return {**item.record, self.answer_key: jsonable(result)}, False
 
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """What one way of answering (online, or a Batch API job) did with the items asked."""
-
-    written: int
-    failed: int
-    usage: UsageStats
-    interrupted: bool
-    wall_time_s: float
-    calls_label: str = "calls"
-    notes: tuple[str, ...] = ()
-    """Lines for the summary (the Batch API's cost)."""
-    interrupted_hint: str | None = None
-    """What to do after Ctrl-C (default: re-run the same command)."""
-    shared_prefix_tokens: tuple[float, ...] = ()
-    """Per call, the input tokens of the prefix it shares with a recent call (what a
-    provider's prompt cache could serve); empty where the calls were not seen."""
-    reused_prefix_tokens: tuple[float, ...] = ()
-    """Per call, in the same order: the input tokens of its prefix a later call shares
-    (what it writes to a provider's cache); empty where not seen."""
-    rewritten: int = 0
-    """Items answered again after the audit tripped (their earlier records superseded)."""
-
-
 class Answering(Protocol):
     """How a :class:`RunJob`'s items are asked: online (:class:`OnlineAnswering`) or as a
-    Batch API job (:class:`langchain_autodemo.batch_api.cli.BatchApiAnswering`)."""
+    Batch API job (:class:`langchain_autodemo.cli.batch_api.BatchApiAnswering`)."""
 
     reattached: bool
     """The items to ask are those of an earlier, unfinished job (not the missing ones)."""
@@ -253,7 +230,7 @@ def _run(
     if answering_for is not None:
         answering = answering_for(job)
     elif options.via == "batch-api":
-        from langchain_autodemo.batch_api.cli import BatchApiAnswering
+        from langchain_autodemo.cli.batch_api import BatchApiAnswering
 
         answering = BatchApiAnswering(job)  # checks its options and the model first
     else:
@@ -623,7 +600,7 @@ class OnlineAnswering:
     def answer(self, todo: list[Item], open_output: Callable[[], OutputWriter]) -> RunOutcome:
         from tqdm import tqdm
 
-        from langchain_autodemo import track_usage
+        from langchain_autodemo.usage import track_usage
 
         job, options = self.job, self.job.options
         spent = _SpentCounter()
@@ -824,9 +801,9 @@ class _SpentCounter(BaseCallbackHandler):
             prompt, retry, share, index, chars = self._started.pop(run_id, (0, False, 0.0, -1, 0))
         generations = [g for gs in (response.generations if response else []) for g in gs]
         message = getattr(generations[0], "message", None) if generations else None
-        reported = getattr(message, "usage_metadata", None)
-        if reported:
-            usage = CallUsage(reported["input_tokens"], reported["output_tokens"])
+        reported = reported_usage(message)
+        if reported is not None:
+            usage = CallUsage(reported.input_tokens, reported.output_tokens)
         else:
             text = generations[0].text if generations else ""
             usage = CallUsage(prompt, estimate_tokens(text), estimated=True)

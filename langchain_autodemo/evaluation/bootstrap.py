@@ -89,12 +89,6 @@ class BootstrapSettings(Settings):
             raise ConfigurationError("the bootstrap pool holds reasoned answers: reasoning=True")
 
 
-def model_call_failures(results: Iterable[Any]) -> list[AutoDemoModelCallError]:
-    """The results that are failed model calls (not format failures): what an evaluation
-    must not pass off as a measurement."""
-    return [r for r in results if isinstance(r, AutoDemoModelCallError)]
-
-
 @dataclass
 class BootstrapPool:
     """A built (or reused) pool and what building it cost."""
@@ -127,6 +121,13 @@ def model_key(llm: Any) -> str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             parts.append(f"{attribute}={value}")
     return ";".join(parts)
+
+
+def model_call_failures(results: Iterable[Any]) -> list[AutoDemoModelCallError]:
+    """The results that are failed model calls (not format failures): what an evaluation
+    must not pass off as a measurement (the harness's rule, here because the harness
+    imports this module)."""
+    return [r for r in results if isinstance(r, AutoDemoModelCallError)]
 
 
 def demonstration_answer(raw_answer: str, answer: str) -> str:

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from langchain_autodemo.agreement import answers_agree, wilson_interval
+
 if TYPE_CHECKING:
     from langchain_autodemo.evaluation.harness import ItemRecord, MethodResult
 
@@ -114,8 +116,6 @@ def confidence_power(result: MethodResult, single: MethodResult | None = None) -
     doubt = [1.0 - float(i.confidence or 0.0) for i in scored]
     alone = {i.id: i for i in single.items} if single is not None else {}
 
-    from langchain_autodemo.audit import answers_agree
-
     def answer(item: ItemRecord) -> str | None:
         return item.extracted if item.extracted is not None else item.prediction
 
@@ -149,7 +149,7 @@ def diagnostics(result: MethodResult) -> dict[str, Any]:
     reasked = [i for i in items if i.attempts > 1 or i.reasons]
     reasons = Counter(reason_kind(r) for i in items for r in i.reasons)
     attempts = Counter(i.attempts for i in items)
-    retry_tokens = result.reask_input_tokens + result.reask_output_tokens
+    reask_tokens = result.reask_input_tokens + result.reask_output_tokens
     total_tokens = result.input_tokens + result.output_tokens
     return {
         "position": position_accuracy(items),
@@ -169,11 +169,11 @@ def diagnostics(result: MethodResult) -> dict[str, Any]:
         },
         "tokens": {
             "per_item": total_tokens / n if n else 0.0,
-            "first_ask_per_item": (total_tokens - retry_tokens) / n if n else 0.0,
-            "reask_per_item": retry_tokens / n if n else 0.0,
+            "first_ask_per_item": (total_tokens - reask_tokens) / n if n else 0.0,
+            "reask_per_item": reask_tokens / n if n else 0.0,
             "reask_input_per_item": result.reask_input_tokens / n if n else 0.0,
             "reask_output_per_item": result.reask_output_tokens / n if n else 0.0,
-            "reask_share": retry_tokens / total_tokens if total_tokens else 0.0,
+            "reask_share": reask_tokens / total_tokens if total_tokens else 0.0,
             "estimated": result.estimated_tokens,
         },
     }
@@ -263,9 +263,8 @@ def agreement_with(result: MethodResult, baseline: MethodResult) -> dict[str, An
     :class:`~langchain_autodemo.audit.AuditedRunnable` estimates in production. Answers are
     compared as the task reads them (the scorer's extracted answer, e.g. GSM8K's last
     number, where the model left out the final-answer line) with the audit's comparator
-    (:func:`~langchain_autodemo.audit.answers_agree`): the comparator a user passes the
+    (:func:`~langchain_autodemo.agreement.answers_agree`): the comparator a user passes the
     audit for such a task."""
-    from langchain_autodemo.audit import answers_agree, wilson_interval
 
     def answer(item: ItemRecord) -> str | None:
         return item.extracted if item.extracted is not None else item.prediction

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -161,9 +162,19 @@ class MethodResult:
         return (self.input_tokens + self.output_tokens) / self.n if self.n else 0.0
 
     @property
-    def retry_tokens_per_item(self) -> float:
+    def reask_tokens_per_item(self) -> float:
         """Input and output tokens of the re-asks, per item (part of ``tokens_per_item``)."""
         return (self.reask_input_tokens + self.reask_output_tokens) / self.n if self.n else 0.0
+
+    @property
+    def retry_tokens_per_item(self) -> float:
+        """Deprecated: :attr:`reask_tokens_per_item`."""
+        warnings.warn(
+            "MethodResult.retry_tokens_per_item is deprecated: use reask_tokens_per_item",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.reask_tokens_per_item
 
     def summary(self) -> dict[str, Any]:
         """Every metric and the diagnostics, without the per-item records."""
@@ -177,7 +188,7 @@ class MethodResult:
             input_tokens_per_item=self.input_tokens_per_item,
             output_tokens_per_item=self.output_tokens_per_item,
             tokens_per_item=self.tokens_per_item,
-            retry_tokens_per_item=self.retry_tokens_per_item,
+            reask_tokens_per_item=self.reask_tokens_per_item,
             items_per_s=self.items_per_s,
             diagnostics=diagnostics(self),
         )
@@ -306,6 +317,7 @@ _LEGACY_FIELDS = {
     "retries": "reasks",
     "retry_input_tokens": "reask_input_tokens",
     "retry_output_tokens": "reask_output_tokens",
+    "retry_tokens_per_item": "reask_tokens_per_item",  # a derived metric (summary())
 }
 
 

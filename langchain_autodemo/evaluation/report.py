@@ -225,7 +225,7 @@ def diagnostics_markdown(results: Sequence[MethodResult]) -> str:
         "their call's prompt (calls of at least 4 questions), and single's on the same "
         "items: a drop single shows too is the items' difficulty, not their position.",
         "re-asked: items that needed more than one call; re-ask tok/item: tokens of the "
-        "retry calls per item, part of tok/item.",
+        "re-ask calls per item, part of tok/item.",
     ]
     if paired:
         notes.append(
@@ -299,8 +299,8 @@ def plot_diagnostics(results: Sequence[MethodResult], out_dir: Path, title: str 
     left.legend(fontsize="small")
     left.set_title("accuracy by position in the batch")
     labels = [_label(r) for r in results]
-    first = [r.tokens_per_item - r.retry_tokens_per_item for r in results]
-    again = [r.retry_tokens_per_item for r in results]
+    first = [r.tokens_per_item - r.reask_tokens_per_item for r in results]
+    again = [r.reask_tokens_per_item for r in results]
     rows = range(len(results))
     right.barh(rows, first, color="tab:blue", label="first asks")
     right.barh(rows, again, left=first, color="tab:red", label="re-asks")

@@ -6,11 +6,12 @@ failure*; it is scored wrong and counted separately.
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from langchain_autodemo.agreement import numbers_agree
 
 __all__ = [
     "Score",
@@ -61,9 +62,9 @@ def extract_last_number(text: str | None) -> float | None:
 
 
 def numbers_equal(a: float | None, b: float | None, *, rel_tol: float = 1e-6) -> bool:
-    if a is None or b is None:
-        return False
-    return math.isclose(a, b, rel_tol=rel_tol, abs_tol=1e-9)
+    """The audit's numeric rule (:func:`langchain_autodemo.agreement.numbers_agree`): a
+    scored answer and an audited one are the same number by one definition."""
+    return numbers_agree(a, b, rel_tol=rel_tol)
 
 
 def normalise_text(text: str | None) -> str:

@@ -24,10 +24,10 @@ from langchain_autodemo.audit import (
     AuditedRunnable,
     AuditPolicy,
     answers_agree,
-    prometheus_metrics,
     wilson_interval,
 )
 from langchain_autodemo.engine import ItemResult
+from langchain_autodemo.serving import prometheus_metrics
 from tests.fakes import ScriptedChatModel, arithmetic_answer, asked_questions, single_question
 
 PACKED_USAGE = {"input_tokens": 100, "output_tokens": 30, "total_tokens": 130}

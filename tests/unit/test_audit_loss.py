@@ -30,8 +30,8 @@ import pytest
 from langchain_core.messages import BaseMessage
 
 from langchain_autodemo import AuditPolicy, AutoDemoBatchRunnable
-from langchain_autodemo.audit import AuditedRunnable, prometheus_metrics
-from langchain_autodemo.serving import create_app
+from langchain_autodemo.audit import AuditedRunnable
+from langchain_autodemo.serving import create_app, prometheus_metrics
 from tests.fakes import ScriptedChatModel, asked_questions, solver
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from langchain_autodemo.batch_api import cli as batch_cli
 from langchain_autodemo.cli import app
+from langchain_autodemo.cli import batch_api as batch_cli
 from langchain_autodemo.cli.resume import setup_path
 from langchain_autodemo.testing import ScriptedAutoDemoModel
 from tests.unit.test_batch_api import InMemoryBatchProvider

@@ -35,11 +35,13 @@ from langchain_autodemo.batch_api.cost import PriceTable
 from langchain_autodemo.batch_api.errors import BatchApiError
 from langchain_autodemo.batch_api.job import BatchApiJob
 from langchain_autodemo.cli.common import fail
-from langchain_autodemo.cli.run import Item, RunJob, RunOutcome
+from langchain_autodemo.cli.inputs import Item
+from langchain_autodemo.cli.outcome import RunOutcome
 from langchain_autodemo.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from langchain_autodemo.cli.resume import OutputWriter
+    from langchain_autodemo.cli.run import RunJob  # cli.run picks this module: no cycle
 
 __all__ = ["BATCH_CAPABLE_KINDS", "BatchApiAnswering", "BatchOptions", "parse_batch_options"]
 
