@@ -44,7 +44,7 @@ __all__ = [
     "Asker",
     "Dispatch",
     "InFlightCall",
-    "Plan",
+    "Planned",
     "aclose_stream",
     "close_stream",
     "configs_for",
@@ -63,8 +63,9 @@ _Event = tuple[ModelCall, CallReport]
 _Run = ItemRun
 
 
-class Plan(Protocol):
-    """What a driver needs of a planned ``batch()`` (the runner's ``BatchPlan``)."""
+class Planned(Protocol):
+    """What a driver needs of a planned ``batch()`` (the runner's
+    :class:`~langchain_autodemo.runnable.Plan`)."""
 
     @property
     def texts(self) -> tuple[str, ...]: ...
@@ -90,9 +91,9 @@ class Asker(Protocol):
 
     def get_name(self) -> str: ...
 
-    def plan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> Plan: ...
+    def plan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> Planned: ...
 
-    async def aplan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> Plan: ...
+    async def aplan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> Planned: ...
 
     def output(self, result: Any) -> Any: ...
 
@@ -178,7 +179,7 @@ class Dispatch:
     def __init__(
         self,
         runner: Asker,
-        plan: Plan,
+        plan: Planned,
         configs: list[RunnableConfig],
         return_exceptions: bool = False,
     ) -> None:

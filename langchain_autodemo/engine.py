@@ -46,7 +46,8 @@ from langchain_autodemo.errors import (
     redact_model_text,
 )
 from langchain_autodemo.markers import Markers
-from langchain_autodemo.parser import CompletionScanner, ParsedItem, reasoning_of, text_of
+from langchain_autodemo.messages import reasoning_of, text_of
+from langchain_autodemo.parser import CompletionScanner, ParsedItem
 from langchain_autodemo.planning import (
     ITEM_MARKER_TOKENS,
     Demonstration,
@@ -296,13 +297,14 @@ def _marker_words(markers: Markers) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Candidate:
-    """A parsed item placed on an input: ``label`` is the input of the index the model
-    wrote (``None``: out of range), ``target`` the input its restatement names."""
+    """A parsed item placed on an input: ``written`` is the input index the model's
+    marker names (``None``: out of range), ``echoed`` the input index its restatement
+    names (one name per concept: every field here is an input index, never a slot)."""
 
     item: ParsedItem
     value: Any
-    label: int | None
-    target: int
+    written: int | None
+    echoed: int
     exact: bool
     realigned: bool
     confidence: float | None = None
@@ -310,7 +312,7 @@ class _Candidate:
 
     @property
     def own(self) -> bool:
-        return self.label == self.target
+        return self.written == self.echoed
 
 
 class CallSession:
@@ -357,7 +359,7 @@ class CallSession:
         if settings.mode is Mode.SINGLE:  # the whole completion is the answer to the one question
             self._scanner.feed(settings.markers.answer(1) + " ")
         self._candidates: list[_Candidate] = []
-        self._doubts: list[tuple[int, Any]] = []  # (label's input, value) of ambiguous blocks
+        self._doubts: list[tuple[int, Any]] = []  # (written input, value) of ambiguous blocks
         self._noise: set[int] = set()  # inputs whose index also labels a block placed nowhere
         self._own: set[int] = set()  # inputs answered under their own index
         self._placed: set[int] = set()
@@ -553,14 +555,14 @@ class CallSession:
             if self._logprobs:  # read now: the answer's tokens are all in
                 candidate = replace(candidate, confidence=self._answer_confidence(item))
             self._candidates.append(candidate)
-            target = candidate.target
+            echoed = candidate.echoed
             if candidate.own:
-                self._own.add(target)
-            first = target in self._wanted and target not in self._placed
-            self._placed.add(target)
+                self._own.add(echoed)
+            first = echoed in self._wanted and echoed not in self._placed
+            self._placed.add(echoed)
             self._idle = 0 if first else self._idle + 1
             if first:
-                new.append(target)
+                new.append(echoed)
         return new
 
     def _candidate(self, item: ParsedItem) -> _Candidate | None:
@@ -568,13 +570,13 @@ class CallSession:
         if self._by_index:
             self._order.append(item.index)
         in_range = 0 < item.index <= len(self._indices)
-        label = self._indices[item.index - 1] if in_range else None
-        candidate = self._claim(item, label)
-        if candidate is None and label is not None:
-            self._noise.add(label)
+        written = self._indices[item.index - 1] if in_range else None
+        candidate = self._claim(item, written)
+        if candidate is None and written is not None:
+            self._noise.add(written)
         return candidate
 
-    def _claim(self, item: ParsedItem, label: int | None) -> _Candidate | None:
+    def _claim(self, item: ParsedItem, written: int | None) -> _Candidate | None:
         verdict = self._matcher.verdict(item)
         if verdict.position is None:
             reason = str(verdict.reason)
@@ -585,11 +587,11 @@ class CallSession:
                 self._reject(item.index, Rejection(reason + RESTATED_AS, quote=shown))
             else:
                 self._reject(item.index, Rejection(reason))
-            if verdict.ambiguous and label is not None:
+            if verdict.ambiguous and written is not None:
                 # It may be its index's answer: if it disagrees, that input is re-asked.
-                value = self._value(item, label, record=False)
+                value = self._value(item, written, record=False)
                 if value is not _NO_VALUE:
-                    self._doubts.append((label, value))
+                    self._doubts.append((written, value))
             return None
         copied = self._copied_from_input(item)
         if copied is not None:
@@ -603,15 +605,15 @@ class CallSession:
                 ),
             )
             return None
-        target = self._indices[verdict.position]
-        value = self._value(item, target, record=target in self._wanted)
+        echoed = self._indices[verdict.position]
+        value = self._value(item, echoed, record=echoed in self._wanted)
         if value is _NO_VALUE:
             return None
-        return _Candidate(item, value, label, target, verdict.exact, verdict.realigned)
+        return _Candidate(item, value, written, echoed, verdict.exact, verdict.realigned)
 
-    def _value(self, item: ParsedItem, position: int, *, record: bool) -> Any:
-        """The parsed answer of ``item``, or ``_NO_VALUE`` (the reason recorded for
-        ``position`` when ``record``)."""
+    def _value(self, item: ParsedItem, index: int, *, record: bool) -> Any:
+        """The parsed answer of ``item``, or ``_NO_VALUE`` (the reason recorded for input
+        ``index`` when ``record``)."""
         reason: str | None = None
         value: Any = _NO_VALUE
         if item.value is None:
@@ -631,7 +633,7 @@ class CallSession:
                     if value is _NO_VALUE:
                         reason = Rejection(UNPARSED_ANSWER, quote=str(exc), plain=True)
         if reason is not None and record:
-            self._rejections[position] = reason
+            self._rejections[index] = reason
         return value
 
     def _parse_block(self, item: ParsedItem) -> Any:
@@ -701,26 +703,26 @@ class CallSession:
         uncorroborated move delivers nothing and vetoes a different answer at both inputs
         it could belong to; so does an ambiguous restatement at its index.
         """
-        uses: dict[int, set[int]] = {label: {-1} for label in self._noise}
+        uses: dict[int, set[int]] = {written: {-1} for written in self._noise}
         for c in self._candidates:
-            if c.label is not None:
-                uses.setdefault(c.label, set()).add(c.target)
+            if c.written is not None:
+                uses.setdefault(c.written, set()).add(c.echoed)
         movers = [c for c in self._candidates if not c.own]
         trusted = [c for c in movers if c.exact]
         while True:
             into: dict[int, set[int | None]] = {}
             carried: set[int] = set()  # inputs whose index labels a trusted move
             for c in trusted:
-                into.setdefault(c.target, set()).add(c.label)
-                if c.label is not None:
-                    carried.add(c.label)
+                into.setdefault(c.echoed, set()).add(c.written)
+                if c.written is not None:
+                    carried.add(c.written)
             kept = [
                 c
                 for c in trusted
                 if (
-                    uses.get(c.label) == {c.target} and len(into.get(c.label, ())) == 1
-                    if c.label is not None
-                    else c.target in carried and len(uses.get(c.target, ())) == 1
+                    uses.get(c.written) == {c.echoed} and len(into.get(c.written, ())) == 1
+                    if c.written is not None
+                    else c.echoed in carried and len(uses.get(c.echoed, ())) == 1
                 )
             ]
             if len(kept) == len(trusted):
@@ -731,27 +733,27 @@ class CallSession:
         vetoes: dict[int, list[Any]] = {}
         for c in self._candidates:
             if c.own or id(c) in corroborated:
-                delivered.setdefault(c.target, []).append(c)
+                delivered.setdefault(c.echoed, []).append(c)
                 continue
             index = c.item.index
-            vetoes.setdefault(c.target, []).append(c.value)
-            self._rejections[c.target] = Rejection(
+            vetoes.setdefault(c.echoed, []).append(c.value)
+            self._rejections[c.echoed] = Rejection(
                 f"restated under index {index}, another question's or none, and nothing "
                 "corroborates the move",
                 slots=(index,),
             )
-            if c.label is not None:
-                vetoes.setdefault(c.label, []).append(c.value)
+            if c.written is not None:
+                vetoes.setdefault(c.written, []).append(c.value)
                 self._rejections.setdefault(
-                    c.label,
+                    c.written,
                     Rejection(
                         f"its index {index} carries a restatement of another question, and "
                         "nothing corroborates the move",
                         slots=(index,),
                     ),
                 )
-        for label, value in self._doubts:
-            vetoes.setdefault(label, []).append(value)
+        for written, value in self._doubts:
+            vetoes.setdefault(written, []).append(value)
         return delivered, vetoes
 
     def _reject(self, index: int, reason: str) -> None:

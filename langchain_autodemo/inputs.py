@@ -16,7 +16,7 @@ from langchain_core.prompt_values import PromptValue
 
 from langchain_autodemo.alignment import comparison_key
 from langchain_autodemo.errors import AutoDemoError, AutoDemoInputError, ConfigurationError
-from langchain_autodemo.parser import non_text_kinds, text_of
+from langchain_autodemo.messages import non_text_kinds, text_of
 from langchain_autodemo.prompts import context_key, split_chat
 
 __all__ = [

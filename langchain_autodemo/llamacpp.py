@@ -285,7 +285,7 @@ _CHATML_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 def chatml_prompt(messages: Sequence[Any]) -> str:
     """The messages as the server's ChatML template renders them (the reply's opening
     included): the text whose tokens the prompt costs."""
-    from langchain_autodemo.parser import text_of
+    from langchain_autodemo.messages import text_of
 
     rendered = "".join(
         _CHATML_MESSAGE.format(role=_CHATML_ROLES.get(m.type, m.type), content=text_of(m))

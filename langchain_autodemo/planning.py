@@ -137,7 +137,7 @@ def restatement_tokens(
 def estimate_message_tokens(messages: Iterable[BaseMessage]) -> int:
     """:func:`estimate_tokens` of a prompt: the sum over its messages' text (the one
     estimate every cost line, job and engine uses where the model reports no usage)."""
-    from langchain_autodemo.parser import text_of
+    from langchain_autodemo.messages import text_of
 
     return sum(estimate_tokens(text_of(message)) for message in messages)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from langchain_autodemo.errors import ConfigurationError
-from langchain_autodemo.parser import text_of
+from langchain_autodemo.messages import text_of
 from langchain_autodemo.planning import estimate_tokens
 
 if TYPE_CHECKING:

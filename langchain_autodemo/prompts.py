@@ -18,7 +18,7 @@ from enum import Enum
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from langchain_autodemo.markers import FINAL_ANSWER_PREFIX, Markers
-from langchain_autodemo.parser import text_of
+from langchain_autodemo.messages import text_of
 from langchain_autodemo.planning import Demonstration
 
 __all__ = [

@@ -48,9 +48,10 @@ import shutil
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack, suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,10 @@ class RayJobConfig(Settings):
     model: str | None = None
     id_column: str = "id"
     input_column: str = "question"
-    config: str | None = None
+    tuned_config: str | None = None
+    """A ``tuned.json`` whose settings replace the record's (was ``config``)."""
+    config: InitVar[str | None] = None
+    """Deprecated spelling of ``tuned_config`` (``config.config`` read as two things)."""
     max_tokens: int | None = None
     max_concurrency: int = 4
     """Model calls in flight at once inside one worker."""
@@ -141,6 +145,16 @@ class RayJobConfig(Settings):
     """Text columns copied from each input row to its output row, after the id (``autodemo
     run --engine ray`` carries each row's input record, so that the output folder alone
     says which record every answer is for)."""
+
+    def __post_init__(self, config: str | None = None) -> None:  # type: ignore[override]
+        super().__post_init__()
+        if config is not None:
+            warnings.warn(
+                "RayJobConfig(config=...) is deprecated: use tuned_config=",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            object.__setattr__(self, "tuned_config", config)
 
 
 # -- the processor -----------------------------------------------------------------------
@@ -250,7 +264,8 @@ def _open_runner(config: RayJobConfig, stack: ExitStack) -> tuple[Any, str]:
         **dict(config.runner_options),
     }
     # The grouping is done across the dataset (group_by_similarity): no selector here.
-    settings = TunedConfig.read(config.config) if config.config is not None else config
+    tuned = config.tuned_config
+    settings = TunedConfig.read(tuned) if tuned is not None else config
     runner = AutoDemoBatchRunnable.from_settings(opened.llm, settings, selector=None, **common)
     return runner, opened.description
 
@@ -868,8 +883,8 @@ def run_job(
 
 
 def _batch_size(config: RayJobConfig) -> int:
-    if config.config is not None:
+    if config.tuned_config is not None:
         from langchain_autodemo.tuning import TunedConfig
 
-        return TunedConfig.read(config.config).batch_size
+        return TunedConfig.read(config.tuned_config).batch_size
     return config.batch_size

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import random
 import re
+import warnings
 from collections.abc import (
     AsyncIterator,
     Callable,
@@ -81,7 +82,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AutoDemoBatchRunnable",
-    "BatchPlan",
+    "Plan",
     "DEFAULT_MAX_CONCURRENCY",
     "DEFAULT_STALL_TIMEOUT",
     "ITEM_VIEW_RUN",
@@ -492,7 +493,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         :class:`~langchain_autodemo.errors.AutoDemoInputError` naming ``index``."""
         return render_input(index, input, self.input_template)
 
-    def plan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> BatchPlan:
+    def plan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> Plan:
         """Validate ``inputs``, group them by chat context and plan the packed calls.
 
         The one planning step that ``batch()``, ``abatch()``, both ``as_completed``
@@ -500,7 +501,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         :class:`~langchain_autodemo.batch_api.BatchApiJob` all call, so the same inputs
         are always asked with the same messages. Pure apart from the selector (which
         may embed the texts). With ``return_exceptions=False`` the first bad input
-        raises; otherwise it is recorded in :attr:`BatchPlan.invalid`.
+        raises; otherwise it is recorded in :attr:`Plan.invalid`.
         """
         texts, invalid = render_inputs(inputs, self.input_template, return_exceptions)
         batches: list[PlannedBatch] = []
@@ -509,7 +510,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             batches += self._placed(group, members, context)
         return self._plan(texts, invalid, batches)
 
-    async def aplan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> BatchPlan:
+    async def aplan(self, inputs: Sequence[Any], *, return_exceptions: bool = False) -> Plan:
         """:meth:`plan` for asyncio (the selector embeds without blocking the loop)."""
         texts, invalid = render_inputs(inputs, self.input_template, return_exceptions)
         batches: list[PlannedBatch] = []
@@ -520,12 +521,12 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
 
     def _plan(
         self, texts: list[str], invalid: dict[int, AutoDemoError], batches: list[PlannedBatch]
-    ) -> BatchPlan:
+    ) -> Plan:
         if self.demonstrations:
             batches = [
                 replace(b, demonstrations=self.demonstrations + b.demonstrations) for b in batches
             ]
-        return BatchPlan(tuple(texts), dict(invalid), tuple(batches), self.settings)
+        return Plan(tuple(texts), dict(invalid), tuple(batches), self.settings)
 
     def output(self, result: ItemResult | AutoDemoError) -> Any:
         """What the caller gets for one engine result: the answer (parsed), the
@@ -681,7 +682,7 @@ class RunnerWrapper(Runnable[Any, Any]):
 
 
 @dataclass(frozen=True)
-class BatchPlan:
+class Plan:
     """The planning step's result (:meth:`AutoDemoBatchRunnable.plan`): every input's
     text, the bad inputs' errors, and the packed calls with their chat context."""
 
@@ -781,3 +782,12 @@ def _tolerant(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 # Kept for the CLI until it imports the public name.
 _template_fields = template_fields
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BatchPlan":  # renamed: "batch" is a packed call (PlannedBatch) elsewhere
+        warnings.warn(
+            "runnable.BatchPlan is deprecated: use runnable.Plan", DeprecationWarning, stacklevel=2
+        )
+        return Plan
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

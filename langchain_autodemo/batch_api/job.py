@@ -42,7 +42,7 @@ from langchain_autodemo.errors import (
     ConfigurationError,
     model_call_error,
 )
-from langchain_autodemo.parser import text_of
+from langchain_autodemo.messages import text_of
 from langchain_autodemo.planning import PlannedBatch, estimate_message_tokens
 from langchain_autodemo.usage import UsageStats, active_trackers, reported_usage
 

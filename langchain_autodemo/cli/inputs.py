@@ -114,7 +114,7 @@ def _prompted(prompt: Any) -> Callable[[dict[str, Any]], tuple[str, Any] | str]:
     why it cannot be asked."""
     from langchain_core.messages import HumanMessage
 
-    from langchain_autodemo.parser import text_of
+    from langchain_autodemo.messages import text_of
 
     needed = sorted(getattr(prompt, "input_variables", ()) or ())
 

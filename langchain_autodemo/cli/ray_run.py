@@ -47,9 +47,9 @@ from langchain_autodemo.cli.run import (
     RunJob,
     RunOptions,
     RunOutcome,
+    apply_tuned_config,
     line_error,
     run,
-    with_config,
 )
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.usage import UsageStats
@@ -98,7 +98,7 @@ def ray_run(options: RunOptions, ray_options: RayOptions) -> None:
         raise ConfigurationError(f"--engine ray does not take {', '.join(unsupported)}")
     if ray_options.workers < 1:
         raise ConfigurationError("--workers must be at least 1")
-    options = replace(with_config(options), config=None)  # the config's settings, checked
+    options = replace(apply_tuned_config(options), config=None)  # the config's settings, checked
     select = (options.select or "").strip().lower() or None
     if select not in (None, "similarity"):
         raise ConfigurationError("--engine ray groups with --select similarity only")

@@ -213,7 +213,7 @@ def run(
     Raises :class:`~langchain_autodemo.errors.ConfigurationError` (before anything is
     written) for bad input, and ``typer.Exit`` with the exit status described above.
     """
-    options = _without_default_instructions(with_config(options))
+    options = _without_default_instructions(apply_tuned_config(options))
     _price(options)  # an unknown --price-model is refused before any call
     with ExitStack() as held:
         _run(options, held, answering, recover)
@@ -435,7 +435,7 @@ def _make_ready(job: RunJob) -> None:
     prepare_for_append(output, keep=job.finished if options.retry_errors else None)
 
 
-def with_config(options: RunOptions) -> RunOptions:
+def apply_tuned_config(options: RunOptions) -> RunOptions:
     """``options`` with a tuned configuration applied (``--config``): the file's settings
     replace the defaults, and a flag given explicitly (a value other than its default)
     wins over the file, with a notice saying so."""

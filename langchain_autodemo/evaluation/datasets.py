@@ -428,7 +428,7 @@ def _question_text(asked: Any) -> str:
     from langchain_core.messages import HumanMessage
     from langchain_core.prompt_values import PromptValue
 
-    from langchain_autodemo.parser import text_of
+    from langchain_autodemo.messages import text_of
 
     messages = asked.to_messages() if isinstance(asked, PromptValue) else asked
     if isinstance(messages, list):

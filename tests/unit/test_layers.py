@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2] / PACKAGE
 LAYERS: dict[str, tuple[str, ...]] = {
     # pure: no network, files or clocks; tested by feeding text
     "core": (
-        "errors", "_validation", "markers", "parser", "planning", "prompts", "alignment",
+        "errors", "_validation", "markers", "messages", "parser", "planning", "prompts", "alignment",
         "agreement", "grouping", "pricing", "usage", "settings", "inputs", "engine",
     ),
     # move text between a model and the engine
