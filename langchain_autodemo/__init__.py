@@ -23,6 +23,7 @@ from langchain_autodemo.parser import AutoDemoOutputParser, ParsedItem
 from langchain_autodemo.planning import BatchSelector, PlannedBatch, SequentialSelector
 from langchain_autodemo.prompts import Mode, Restate, build_batch_messages, build_single_messages
 from langchain_autodemo.runnable import AutoDemoBatchRunnable
+from langchain_autodemo.settings import Settings, TunedConfig
 from langchain_autodemo.usage import UsageStats, track_usage
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "PlannedBatch",
     "Restate",
     "SequentialSelector",
+    "Settings",
     "SimilarityBatchSelector",
     "TunedConfig",
     "UsageStats",
@@ -61,10 +63,10 @@ def __getattr__(name: str):  # the Chroma/wordllama integrations and tuning load
         from langchain_autodemo.selector import SimilarityBatchSelector
 
         return SimilarityBatchSelector
-    if name in ("tune", "TunedConfig"):  # the search pulls in the evaluation harness
-        from langchain_autodemo import tuning
+    if name == "tune":  # the search pulls in the evaluation harness
+        from langchain_autodemo.tuning import tune
 
-        return getattr(tuning, name)
+        return tune
     if name == "WordLlamaEmbeddings":
         from langchain_autodemo.embeddings import WordLlamaEmbeddings
 

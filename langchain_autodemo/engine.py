@@ -503,25 +503,25 @@ class CallSession:
         failures: dict[int, str] = {}
         wanted = sorted(self._wanted)
         shares = dict(zip(wanted, self._shares(usage, len(wanted)), strict=True))
-        for position in wanted:
-            found = delivered.get(position)
+        for index in wanted:
+            found = delivered.get(index)
             if not found:
                 reason: str = (
                     call_failure(error)
                     if error is not None
-                    else self._rejections.get(position) or cut or self._missing_reason()
+                    else self._rejections.get(index) or cut or self._missing_reason()
                 )
-                failures[position] = reason if isinstance(reason, Rejection) else Rejection(reason)
+                failures[index] = reason if isinstance(reason, Rejection) else Rejection(reason)
                 continue
             values = {self._comparable(c.value) for c in found}
-            values |= {self._comparable(value) for value in vetoes.get(position, ())}
+            values |= {self._comparable(value) for value in vetoes.get(index, ())}
             if len(values) > 1:
-                failures[position] = Rejection("answered more than once, with conflicting answers")
+                failures[index] = Rejection("answered more than once, with conflicting answers")
                 continue
             chosen = found[0]
-            input_share, output_share = shares[position]
-            accepted[position] = ItemResult(
-                index=position,
+            input_share, output_share = shares[index]
+            accepted[index] = ItemResult(
+                index=index,
                 answer=chosen.value,
                 raw_answer=chosen.item.answer,
                 restated_question=chosen.item.question,
@@ -529,7 +529,7 @@ class CallSession:
                 call_id=self.call.call_id,
                 input_tokens=input_share,
                 output_tokens=output_share,
-                position=self._slot[position],
+                position=self._slot[index],
                 call_items=len(self._indices),
                 realigned=chosen.realigned,
                 confidence=chosen.confidence,
@@ -767,8 +767,8 @@ class CallSession:
         expected = list(range(1, len(self._indices) + 1))
         if self._order[: len(expected)] == expected:
             return
-        for position in self._wanted:
-            self._rejections[position] = (
+        for index in self._wanted:
+            self._rejections[index] = (
                 "answers without restatements came out of order or incomplete "
                 f"(indices {self._order[:12]}), so none can be placed with certainty"
             )
@@ -1080,6 +1080,7 @@ class Engine:
             [(index, r.position, r.confidence) for index, r in answered],
             settings.escalate,
             settings.escalate_below,
+            settings.slot_accuracy,
         )
 
     def _escalation(self, call: ModelCall, index: int) -> ModelCall:

@@ -200,6 +200,7 @@ def escalation_picks(
     answered: Sequence[tuple[int, int, float | None]],
     share: float,
     below: float | None = None,
+    slot_accuracy: Sequence[float] = (),
 ) -> set[int]:
     """Which answers of one packed call to ask again alone (selective escalation).
 
@@ -208,9 +209,11 @@ def escalation_picks(
     model gave the final answer's tokens, ``None`` where the provider sends no
     log-probabilities). The least confident ``round(share * len(answered))`` answers are
     picked (halves round up), and, with ``below``, every answer less confident than that.
-    Without log-probabilities the later slots go first: packed accuracy falls with the
-    slot (docs/findings.md), so the slot is the fallback's measure of doubt. Ties go to
-    the later slot. Pure and order-free, so ``autodemo tune`` replays it exactly on a
+    Without log-probabilities the slot is the fallback's measure of doubt: the slots of
+    lowest ``slot_accuracy`` (packed accuracy by slot, as ``autodemo tune`` measured it;
+    a slot past the list counts as the last one measured) go first, and without it the
+    later slots, since packed accuracy falls with the slot (docs/findings.md). Ties go
+    to the later slot. Pure and order-free, so ``autodemo tune`` replays it exactly on a
     measured sample.
 
     Example:
@@ -218,15 +221,23 @@ def escalation_picks(
         [11]
         >>> sorted(escalation_picks([(10, 0, None), (11, 1, None), (12, 2, None)], 0.34))
         [12]
+        >>> sorted(escalation_picks([(10, 0, None), (11, 1, None), (12, 2, None)], 0.34,
+        ...                         slot_accuracy=(0.9, 0.6, 0.8)))
+        [11]
     """
     if not answered:
         return set()
     count = min(len(answered), math.floor(share * len(answered) + 0.5)) if share > 0 else 0
 
-    def doubt(entry: tuple[int, int, float | None]) -> tuple[float, int]:
+    def measured(slot: int) -> float:
+        return slot_accuracy[min(slot, len(slot_accuracy) - 1)] if slot_accuracy else 0.0
+
+    def doubt(entry: tuple[int, int, float | None]) -> tuple[float, float, int]:
         _, slot, confidence = entry
-        # no confidence: doubted first, later slots before earlier ones
-        return (-1.0 if confidence is None else confidence, -slot)
+        # no confidence: doubted first, the least accurate slots first, then later slots
+        if confidence is None:
+            return (-1.0, measured(slot), -slot)
+        return (confidence, 0.0, -slot)
 
     ranked = sorted(answered, key=doubt)
     picked = {index for index, _, _ in ranked[:count]}

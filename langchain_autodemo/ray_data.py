@@ -884,7 +884,5 @@ def run_job(
 
 def _batch_size(config: RayJobConfig) -> int:
     if config.tuned_config is not None:
-        from langchain_autodemo.tuning import TunedConfig
-
         return TunedConfig.read(config.tuned_config).batch_size
     return config.batch_size

@@ -161,9 +161,13 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             context), whose single answer is returned; 0 (default) turns it off.
             Confidence is the probability the model gave the answer's tokens
             (:attr:`~langchain_autodemo.engine.ItemResult.confidence`); a model that
-            sends no log-probabilities escalates its latest slots first.
+            sends no log-probabilities escalates the slots of lowest ``slot_accuracy``
+            first, or its latest slots without it.
         escalate_below: also escalate every packed answer whose confidence is below
             this probability (``None``: no threshold).
+        slot_accuracy: packed accuracy by slot as ``autodemo tune`` measured it (it
+            writes it to ``tuned.json``): the order escalation follows where the model
+            sends no log-probabilities.
         confidence: ask the model for token log-probabilities (``logprobs=True,
             top_logprobs=1``, for models that take them, such as ``ChatOpenAI`` and
             llama.cpp's server) so each answer gets a confidence. Default: on when
@@ -220,6 +224,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
         stall_timeout: float | None = DEFAULT_STALL_TIMEOUT,
         escalate: float = 0.0,
         escalate_below: float | None = None,
+        slot_accuracy: Sequence[float] = (),
         confidence: bool | None = None,
         name: str | None = None,
     ) -> None:
@@ -240,6 +245,7 @@ class AutoDemoBatchRunnable(Runnable[Any, Any]):
             "mode": mode,
             "restate": restate,
             "demonstrations": demonstrations,
+            "slot_accuracy": slot_accuracy,
         }
         self._settings = EngineSettings(
             **given,

@@ -2,7 +2,7 @@
 
 :class:`Settings` is what a runner is built from (:meth:`AutoDemoBatchRunnable.from_settings
 <langchain_autodemo.AutoDemoBatchRunnable.from_settings>`), what ``tuned.json`` holds
-(:class:`~langchain_autodemo.tuning.TunedConfig` is a :class:`Settings` plus the tuning
+(:class:`TunedConfig` is a :class:`Settings` plus the tuning
 evidence), and what every entry point extends rather than re-declares: the engine's
 :class:`~langchain_autodemo.engine.EngineSettings`, ``autodemo run``'s ``RunOptions``, the
 Ray job's ``RayJobConfig``. A new setting is a field here, with its default and its rule in
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -46,6 +46,7 @@ __all__ = [
     "explicit_flags",
     "field_errors",
     "settings_of",
+    "setup_fields",
 ]
 
 GROUPINGS = ("similarity", "neighbors")
@@ -92,6 +93,11 @@ class Settings:
     """Re-ask a garbled call's remaining items after the items that call did answer,
     shown as solved demonstrations (the completion "continues" from them instead of
     starting over). Off by default: adopted only where it measures better."""
+    slot_accuracy: tuple[float, ...] = ()
+    """Packed accuracy by slot (position in the call, first slot first), as ``autodemo
+    tune`` measured it on its sample: where the model sends no log-probabilities, escalation
+    asks again the answers of the least accurate slots first (empty: the latest slots
+    first; a slot past the list counts as the last one measured)."""
 
     def __post_init__(self) -> None:
         for name, rule in _RULES.items():  # frozen: the checked value is set once, here
@@ -141,6 +147,23 @@ def settings_of(record: Settings) -> Settings:
     if type(record) is Settings:
         return record
     return Settings(**{name: getattr(record, name) for name in Settings.field_names()})
+
+
+def setup_fields(record: Settings, *, listed: Iterable[str]) -> dict[str, Any]:
+    """The settings of ``record`` that a job's setup record (what a resume must share)
+    does not list under names or in forms of its own, as JSON values.
+
+    A field added to :class:`Settings` joins every setup record through this, and a
+    record written before it existed reads as its default
+    (``setup_fields(Settings(), listed=...)``).
+
+    Example:
+        >>> sorted(setup_fields(Settings(), listed=Settings.field_names()[1:]))
+        ['mode']
+    """
+    skip = set(listed)
+    values = settings_of(record).as_dict()
+    return {name: value for name, value in values.items() if name not in skip}
 
 
 def explicit_flags(flags: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
@@ -222,6 +245,12 @@ def _share_or_none(name: str, value: Any) -> float | None:
     return None if value is None else require_share(name, value)
 
 
+def _shares(name: str, value: Any) -> tuple[float, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ConfigurationError(f"{name} must be a list of numbers from 0 to 1")
+    return tuple(require_share(f"{name}[{i}]", share) for i, share in enumerate(value))
+
+
 _RULES: dict[str, Callable[[str, Any], Any]] = {
     "mode": _enum(Mode),
     "batch_size": require_positive_int,
@@ -234,6 +263,7 @@ _RULES: dict[str, Callable[[str, Any], Any]] = {
     "escalate_below": _share_or_none,
     "head_words": require_positive_int,
     "reask_with_answered": _flag,
+    "slot_accuracy": _shares,
 }
 """Field -> its check ``(name, value) -> value`` (normalised) or ConfigurationError."""
 
@@ -289,6 +319,7 @@ _RULE_TEXT = {
     "escalate": "must be a number from 0 to 1",
     "escalate_below": "must be null or a number from 0 to 1",
     "head_words": "must be a positive integer",
+    "slot_accuracy": "must be a list of numbers from 0 to 1",
 }
 
 

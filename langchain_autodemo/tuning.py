@@ -57,6 +57,7 @@ __all__ = [
     "TunedConfig",
     "candidates",
     "merge_results",
+    "measured_slot_accuracy",
     "tune",
     "with_escalation",
 ]
@@ -472,8 +473,9 @@ def with_escalation(packed: MethodResult, single: MethodResult, share: float) ->
                 (k, record.position or 0, record.confidence)
             )
     picked: set[int] = set()
+    accuracy = measured_slot_accuracy(packed)  # what the record carries where no confidence
     for answered in calls.values():
-        picked |= escalation_picks(answered, share)
+        picked |= escalation_picks(answered, share, slot_accuracy=accuracy)
     # single's prompt-cache share per call, where its calls map one to one onto its items
     shared = single.call_shared_tokens if len(single.call_shared_tokens) == single.n else None
     items: list[ItemRecord] = []
@@ -514,6 +516,25 @@ def with_escalation(packed: MethodResult, single: MethodResult, share: float) ->
         if len(packed.call_reused_tokens) == len(packed.call_shared_tokens)
         else [],
     )
+
+
+def measured_slot_accuracy(result: MethodResult) -> tuple[float, ...]:
+    """Packed accuracy by slot (position in the call, first slot first) over the
+    answers of ``result``'s packed calls, rounded to 3 places: the fallback order of
+    escalation where a model sends no log-probabilities (:attr:`Settings.slot_accuracy
+    <langchain_autodemo.settings.Settings.slot_accuracy>`). A slot no answer sat in
+    counts as the one before it; empty for single calls.
+    """
+    by_slot: dict[int, list[bool]] = {}
+    for record in result.items:
+        if record.position is not None and (record.call_items or 1) > 1 and not record.escalated:
+            by_slot.setdefault(record.position, []).append(record.correct)
+    shares: list[float] = []
+    for slot in range(max(by_slot, default=-1) + 1):
+        marks = by_slot.get(slot)
+        share = sum(marks) / len(marks) if marks else (shares[-1] if shares else 1.0)
+        shares.append(round(share, 3))
+    return tuple(shares)
 
 
 def _escalation_evidence(
@@ -724,8 +745,18 @@ def tune(
     }
     chosen_result = chosen_row.result or single
     comparison = chosen_row.comparison or {}
+    slot_accuracy: tuple[float, ...] = ()
+    for candidate, row in zip(ordered, rows, strict=True):
+        if row is chosen_row and candidate.method.batched:
+            # the fallback order of escalation without log-probabilities: measured, not
+            # asked again (every slice of the packed measurement is in the log)
+            packed: MethodResult | None = None
+            for start, stop in slices:
+                packed = merge_results(packed, measure(candidate.packed, start, stop))
+            slot_accuracy = measured_slot_accuracy(packed) if packed is not None else ()
     chosen = replace(
         chosen_row.config,
+        slot_accuracy=slot_accuracy,
         tuned_on={
             "dataset": dataset.name,
             "items": len(dataset),

@@ -15,7 +15,7 @@ from langchain_autodemo.cli.common import echo
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.methods import DEFAULT_METHODS, parse_batch_sizes, parse_methods
 from langchain_autodemo.models import open_model, parse_model_spec
-from langchain_autodemo.settings import Settings
+from langchain_autodemo.settings import Settings, setup_fields
 
 __all__ = ["EvalOptions", "evaluate"]
 
@@ -67,14 +67,21 @@ class EvalOptions(Settings):
     """With ``prompt``: the record field holding the expected answer."""
 
 
+# Settings an eval report holds under names of its own, or that its methods, dataset and
+# shots decide; the rest go in as they are (setup_fields), a new one included.
+_LISTED = (
+    "mode", "batch_size", "grouping", "instructions", "demonstrations", "reasoning", "restate",
+    "escalate", "reask_with_answered",
+)  # fmt: skip
 _RESUME_DEFAULTS: dict[str, Any] = {
     "reask_with_answered": False, "reasoning": True, "shots": 0, "restate": "full",
-    "escalate": 0.0, "prompt": None,
+    "escalate": 0.0, "prompt": None, **setup_fields(Settings(), listed=_LISTED),
 }  # fmt: skip
 # what must match for an earlier report in --out to be extended by --resume
 _RESUME_KEYS = (
     "dataset", "source", "task", "items", "model", "demos_per_batch", "reask_with_answered",
     "reasoning", "shots", "restate", "escalate", "prompt",
+    *setup_fields(Settings(), listed=_LISTED),
 )  # fmt: skip
 
 
@@ -203,6 +210,7 @@ def evaluate(options: EvalOptions) -> None:
         "reasoning": options.reasoning,
         "restate": options.restate.value,
         "escalate": options.escalate,
+        **setup_fields(options, listed=_LISTED),
         "prompt": prompt_digest,
         "shots": options.shots,
         "exemplars": [question for question, _ in exemplars],

@@ -56,7 +56,7 @@ from langchain_autodemo.models import ModelSpec, open_model, parse_model_spec
 from langchain_autodemo.planning import estimate_message_tokens, estimate_tokens
 from langchain_autodemo.pricing import SharedPrefixes, prompt_text
 from langchain_autodemo.prompts import Mode
-from langchain_autodemo.settings import Settings, TunedConfig, explicit_flags
+from langchain_autodemo.settings import Settings, TunedConfig, explicit_flags, setup_fields
 from langchain_autodemo.usage import CallUsage, UsageStats, reported_usage
 
 if TYPE_CHECKING:
@@ -486,7 +486,17 @@ def _tuned_prompt(options: RunOptions, tuned_on: Mapping[str, Any]) -> Path | No
     return path
 
 
-SETUP_DEFAULTS = {"restate": "full", "audit": None, "escalate": 0.0, "prompt": None}
+_LISTED = (
+    "mode", "batch_size", "grouping", "reasoning", "instructions", "demonstrations", "restate",
+    "escalate",
+)  # fmt: skip
+"""Settings the setup record holds under names or in forms of its own (``select``, a digest
+of the demonstrations): the rest go in as they are (:func:`setup_fields`)."""
+
+SETUP_DEFAULTS = {
+    "restate": "full", "audit": None, "escalate": 0.0, "prompt": None,
+    **setup_fields(Settings(), listed=_LISTED),
+}  # fmt: skip
 """The value of a setting that a record of an older autodemo lacks (it did not have it)."""
 
 
@@ -517,6 +527,8 @@ def _setup(options: RunOptions, spec: ModelSpec, answer_key: str) -> dict[str, A
         ]
         if options.demonstrations
         else None,
+        # every other answer-shaping setting, a new one included, as the record holds it
+        **setup_fields(options, listed=_LISTED),
     }
 
 

@@ -68,6 +68,9 @@ def test_run_records_its_setup_beside_the_output(cli: CliRunner, tmp_path: Path)
         "demo_pool": None, "prompt": None, "max_tokens": None, "audit": None, "escalate": 0.0,
         "answer_field": "answer",
         "demonstrations": None,
+        # every other setting of the record, as it holds it (a new one joins on its own)
+        "escalate_below": None, "head_words": 8, "reask_with_answered": False,
+        "slot_accuracy": [],
     }  # fmt: skip
     assert meta["command"].startswith("autodemo ")
     # the output itself is unchanged: one record per line, each with its input line
@@ -250,3 +253,38 @@ def test_the_help_lists_every_model_spec_in_full(command: str) -> None:
         assert form in result.stdout, form
         assert meaning in result.stdout, meaning
     assert "…" not in result.stdout.split("Model specs")[1]
+
+
+def test_a_setting_only_a_config_gives_is_recorded_and_guards_the_resume(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """Settings without a flag of their own (escalate_below, slot_accuracy) come from a
+    tuned config; a resume under another value is refused like any other setting."""
+    from langchain_autodemo.settings import TunedConfig
+
+    first = TunedConfig(mode="batch", batch_size=2, escalate=0.5, slot_accuracy=(0.9, 0.4))
+    then = first.replace(slot_accuracy=(0.4, 0.9))
+    first.write(tmp_path / "first.json")
+    then.write(tmp_path / "then.json")
+    source, out = _interrupted_run(cli, tmp_path, "--config", str(tmp_path / "first.json"))
+    assert json.loads(setup_path(out).read_text())["setup"]["slot_accuracy"] == [0.9, 0.4]
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE,
+                              "--config", str(tmp_path / "then.json")])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "slot_accuracy: was [0.9, 0.4], now [0.4, 0.9]" in _flat(result.output)
+    same = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE,
+                            "--config", str(tmp_path / "first.json")])  # fmt: skip
+    assert same.exit_code == 0, same.output
+
+
+def test_a_setup_record_from_before_a_setting_existed_reads_as_its_default(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    source, out = _interrupted_run(cli, tmp_path)
+    meta = json.loads(setup_path(out).read_text())
+    for name in ("escalate_below", "head_words", "reask_with_answered", "slot_accuracy"):
+        del meta["setup"][name]  # as an autodemo that did not record them wrote it
+    setup_path(out).write_text(json.dumps(meta))
+    result = cli.invoke(app, ["run", str(source), "-o", str(out), "--model", FAKE])
+    assert result.exit_code == 0, result.output
+    assert "Resuming: 2 of 3" in result.output

@@ -135,6 +135,33 @@ def test_without_log_probabilities_the_later_slots_are_escalated() -> None:
     assert results == [arithmetic_answer(q) for q in QUESTIONS]
 
 
+@pytest.mark.parametrize("entry", ["batch", "abatch"])
+def test_without_log_probabilities_the_least_accurate_measured_slot_goes_first(entry: str) -> None:
+    """A tuned record's slot accuracy orders the fallback: slot 3 is the one to doubt,
+    not the latest."""
+    measured = (0.95, 0.9, 0.4, 0.9, 0.9, 0.85, 0.8, 0.8)
+    runner = _runner(
+        _packed_wrong(logprobs=False, wrong_slot=3), escalate=0.125, slot_accuracy=measured,
+        include_details=True,
+    )  # fmt: skip
+    results = runner.batch(QUESTIONS) if entry == "batch" else asyncio.run(runner.abatch(QUESTIONS))
+    assert [r.answer for r in results] == [arithmetic_answer(q) for q in QUESTIONS]
+    assert {r.index for r in results if r.escalated} == set(range(2, len(QUESTIONS), 8))
+    # without the measurement the latest slot is doubted, and slot 3 stays wrong
+    plain = _runner(_packed_wrong(logprobs=False, wrong_slot=3), escalate=0.125).batch(QUESTIONS)
+    assert _right(plain) == len(QUESTIONS) - len(QUESTIONS) // 8
+
+
+def test_the_slot_fallback_picks_by_measured_accuracy_then_later_slot() -> None:
+    answered = [(10 + s, s, None) for s in range(6)]
+    # slot 4 and 5 lie past the list: they count as its last value (0.7)
+    assert escalation_picks(answered, 0.34, slot_accuracy=(0.9, 0.5, 0.95, 0.7)) == {11, 15}
+    assert escalation_picks(answered, 0.5, slot_accuracy=(0.9, 0.5, 0.95, 0.7)) == {11, 15, 14}
+    # answers with a confidence are ranked by it; the slot order only breaks the rest
+    mixed = [(1, 0, 0.3), (2, 1, None), (3, 2, 0.9)]
+    assert escalation_picks(mixed, 0.34, slot_accuracy=(0.1, 0.9, 0.1)) == {2}
+
+
 def test_escalation_off_asks_for_no_log_probabilities_and_escalates_nothing() -> None:
     runner = _runner(_packed_wrong(), include_details=True)
     with track_usage() as usage:

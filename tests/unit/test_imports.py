@@ -30,6 +30,7 @@ EXPECTED_ALL = [
     "PlannedBatch",
     "Restate",
     "SequentialSelector",
+    "Settings",
     "SimilarityBatchSelector",
     "TunedConfig",
     "UsageStats",

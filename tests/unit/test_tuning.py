@@ -324,3 +324,50 @@ def test_merged_slices_keep_each_call_apart() -> None:
     )
     at_once = with_escalation(merged, merge_results(alone[0], alone[1]), 0.25)
     assert [r.escalated for r in at_once.items] == [r.escalated for r in one_by_one.items]
+
+
+def slot_model():
+    """Packed: wrong (answer + 1) on the second question of every call, with no
+    log-probabilities; alone: always right."""
+
+    def script(messages, n):
+        questions = asked_questions(messages)
+        if not questions:
+            return f"The answer is {arithmetic_answer(single_question(messages))}."
+        return "\n\n".join(
+            f"Q[{slot}]: {q}\nA[{slot}]: The answer is {int(arithmetic_answer(q)) + (slot == 2)}."
+            for slot, q in enumerate(questions, 1)
+        )
+
+    return ScriptedChatModel(script=script)
+
+
+def test_without_log_probabilities_tune_measures_the_slots_and_the_config_carries_them(
+    tmp_path: Path,
+) -> None:
+    """The fallback order is the tuning sample's slot accuracy: the replay escalates the
+    weak slot (not the latest), the chosen config carries the measurement, and a runner
+    built from it escalates the same slot on new inputs."""
+    space = candidates(["auto_demo"], [4], [True], ["full"], escalate=[0, 0.25])
+    report = tune(slot_model(), SUMS, space, price=PRICE, demonstrations=SHOTS)
+    rows = {row.label: row for row in report.rows}
+    assert rows["auto_demo N=4"].result is not None
+    assert rows["auto_demo N=4"].result.accuracy == 0.75
+    assert rows["auto_demo N=4 esc=0.25"].result is not None
+    assert rows["auto_demo N=4 esc=0.25"].result.accuracy == 1.0
+    assert report.chosen_label == "auto_demo N=4 esc=0.25"
+    assert report.chosen.slot_accuracy == (1.0, 0.0, 1.0, 1.0)
+    loaded = TunedConfig.read(report.chosen.write(tmp_path / "tuned.json"))
+    assert loaded.slot_accuracy == (1.0, 0.0, 1.0, 1.0)
+    runner = AutoDemoBatchRunnable.from_config(loaded, slot_model(), include_details=True)
+    questions = [f"What is {i} + {i + 5}?" for i in range(40, 48)]
+    results = runner.batch(questions)
+    assert [r.answer for r in results] == [arithmetic_answer(q) for q in questions]
+    assert {r.index for r in results if r.escalated} == {1, 5}
+
+
+def test_a_single_choice_carries_no_slot_measurement() -> None:
+    llm = model(batch_right=False, auto_demo_right=False)
+    report = tune(llm, SUMS, candidates(["batch"], [4], [True]), price=PRICE,
+                  demonstrations=SHOTS)  # fmt: skip
+    assert report.chosen_label == "single" and report.chosen.slot_accuracy == ()
