@@ -157,6 +157,18 @@ class RayJobConfig(Settings):
             object.__setattr__(self, "tuned_config", config)
 
 
+def _deprecated_config(self: RayJobConfig) -> str | None:
+    warnings.warn(
+        "RayJobConfig.config is deprecated: use tuned_config", DeprecationWarning, stacklevel=2
+    )
+    return self.tuned_config
+
+
+# Reading the old name gives the tuned config, with a warning (the InitVar alone would
+# leave its class default, None, readable: a silent wrong answer).
+RayJobConfig.config = property(_deprecated_config)  # type: ignore[attr-defined]
+
+
 # -- the processor -----------------------------------------------------------------------
 
 

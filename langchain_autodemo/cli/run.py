@@ -840,3 +840,16 @@ def jsonable(value: Any) -> Any:
     except TypeError:
         return str(value)
     return value
+
+
+def __getattr__(name: str) -> Any:
+    if name == "with_config":  # renamed: LangChain's with_config is another thing
+        import warnings
+
+        warnings.warn(
+            "cli.run.with_config is deprecated: use apply_tuned_config",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return apply_tuned_config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -60,3 +60,28 @@ def test_similarity_is_the_groupings_name_and_partition_a_deprecated_alias() -> 
     with pytest.warns(DeprecationWarning, match="similarity"):
         old = SimilarityBatchSelector(embeddings=embeddings, grouping="partition")
     assert old.grouping == "similarity"
+
+
+def test_plan_is_the_planning_steps_name_and_batch_plan_a_deprecated_alias() -> None:
+    from langchain_autodemo import runnable
+
+    with pytest.warns(DeprecationWarning, match="BatchPlan"):
+        assert runnable.BatchPlan is runnable.Plan
+
+
+def test_a_ray_jobs_tuned_config_is_tuned_config_and_config_a_deprecated_alias() -> None:
+    from langchain_autodemo.ray_data import RayJobConfig
+
+    with pytest.warns(DeprecationWarning, match="tuned_config"):
+        job = RayJobConfig(config="tuned.json")
+    assert job.tuned_config == "tuned.json"
+    with pytest.warns(DeprecationWarning, match="tuned_config"):
+        assert job.config == "tuned.json"
+    assert RayJobConfig(tuned_config="t.json").replace(batch_size=4).tuned_config == "t.json"
+
+
+def test_apply_tuned_config_is_the_runs_name_and_with_config_a_deprecated_alias() -> None:
+    from langchain_autodemo.cli import run
+
+    with pytest.warns(DeprecationWarning, match="apply_tuned_config"):
+        assert run.with_config is run.apply_tuned_config
