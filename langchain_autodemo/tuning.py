@@ -31,7 +31,7 @@ from langchain_autodemo._validation import require_share
 from langchain_autodemo.agreement import wilson_interval
 from langchain_autodemo.errors import ConfigurationError
 from langchain_autodemo.evaluation.datasets import Dataset, examples_dataset
-from langchain_autodemo.evaluation.diagnostics import paired_comparison
+from langchain_autodemo.evaluation.diagnostics import paired_comparison, position_accuracy
 from langchain_autodemo.evaluation.harness import (
     ItemRecord,
     MethodResult,
@@ -473,7 +473,9 @@ def with_escalation(packed: MethodResult, single: MethodResult, share: float) ->
                 (k, record.position or 0, record.confidence)
             )
     picked: set[int] = set()
-    accuracy = measured_slot_accuracy(packed)  # what the record carries where no confidence
+    unsure = any(c is None for answered in calls.values() for _, _, c in answered)
+    # the order a record's slot_accuracy gives answers without a confidence (in-sample here)
+    accuracy = measured_slot_accuracy(packed) if unsure else ()
     for answered in calls.values():
         picked |= escalation_picks(answered, share, slot_accuracy=accuracy)
     # single's prompt-cache share per call, where its calls map one to one onto its items
@@ -525,14 +527,11 @@ def measured_slot_accuracy(result: MethodResult) -> tuple[float, ...]:
     <langchain_autodemo.settings.Settings.slot_accuracy>`). A slot no answer sat in
     counts as the one before it; empty for single calls.
     """
-    by_slot: dict[int, list[bool]] = {}
-    for record in result.items:
-        if record.position is not None and (record.call_items or 1) > 1 and not record.escalated:
-            by_slot.setdefault(record.position, []).append(record.correct)
+    packed = [r for r in result.items if (r.call_items or 1) > 1 and not r.escalated]
+    by_slot = {row["position"]: row["accuracy"] for row in position_accuracy(packed)["by_position"]}
     shares: list[float] = []
     for slot in range(max(by_slot, default=-1) + 1):
-        marks = by_slot.get(slot)
-        share = sum(marks) / len(marks) if marks else (shares[-1] if shares else 1.0)
+        share = by_slot.get(slot, shares[-1] if shares else 1.0)
         shares.append(round(share, 3))
     return tuple(shares)
 
